@@ -1,0 +1,210 @@
+"""Run configuration: profile YAML + dotted ``--set`` overrides -> a frozen, hashed RunConfig.
+
+A profile (``benchmark/profiles/<name>.yaml``) holds every default of a run. Its ``methods``
+section holds one block of defaults per method; resolving a run picks the chosen method's block
+into ``method`` (with ``method.name``) so that the hash of a run depends only on what it uses.
+Overrides address the resolved tree: ``--set method.temperature=0.2 --set pretrain.epochs=3``.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import yaml
+
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user can fix; the message names the key or file and the fix."""
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped in ``benchmark/profiles``."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """Read a profile YAML by name (or by path) and return its raw tree."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else PROFILE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"unknown profile {name!r} (looked for {path}); valid profiles: "
+            f"{', '.join(available_profiles())}"
+        )
+    with open(path) as fh:
+        tree = yaml.safe_load(fh) or {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"profile file {path} must hold a mapping at top level")
+    tree.setdefault("profile", path.stem)
+    return tree
+
+
+def parse_value(text: str) -> Any:
+    """Parse an override's right-hand side with YAML rules (``3``, ``0.2``, ``true``, ``[1,2]``)."""
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse value {text!r}: {exc}") from None
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Split ``a.b.c=value`` into the dotted key and its parsed value."""
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(
+            f"malformed --set {item!r}: expected dotted.key=value, e.g. --set pretrain.epochs=3"
+        )
+    return key, parse_value(value.strip())
+
+
+def _flat_keys(tree: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        yield dotted
+        if isinstance(value, Mapping):
+            yield from _flat_keys(value, dotted + ".")
+
+
+def apply_override(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key`` (dotted) in ``tree``; an unknown key is an error listing close matches."""
+    node: Any = tree
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            close = difflib.get_close_matches(key, list(_flat_keys(tree)), n=5, cutoff=0.5)
+            hint = f"; did you mean: {', '.join(close)}" if close else ""
+            raise ConfigError(f"unknown config key {key!r} in --set{hint}")
+        if depth == len(parts) - 1:
+            old = node[part]
+            if isinstance(old, dict) and not isinstance(value, dict):
+                raise ConfigError(f"--set {key}: {key!r} is a section; set one of its keys instead")
+            node[part] = value
+        else:
+            node = node[part]
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return FrozenDict({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+class FrozenDict(Mapping[str, Any]):
+    """Read-only mapping with attribute access (``cfg.pretrain.epochs``)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any]):
+        object.__setattr__(self, "_data", dict(data))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._data[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise TypeError("configuration is frozen; use --set or RunConfig.with_overrides")
+
+    def __repr__(self) -> str:
+        return f"FrozenDict({self._data!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A deep, mutable copy as plain dicts and lists."""
+        return _thaw(self)
+
+
+def config_hash(tree: Mapping[str, Any], length: int = 12) -> str:
+    """Stable hash of a config tree: sha256 of its canonical JSON (sorted keys)."""
+    canonical = json.dumps(_thaw(tree), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The resolved configuration of one run, frozen; ``hash`` identifies it."""
+
+    tree: FrozenDict
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.tree[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.tree[key]
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self.tree)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.tree.to_dict()
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "RunConfig":
+        """A new RunConfig with dotted keys replaced (same validation as ``--set``)."""
+        tree = self.to_dict()
+        for key, value in overrides.items():
+            apply_override(tree, key, value)
+        return RunConfig(_freeze(tree))
+
+    def section_hash(self, *keys: str) -> str:
+        """Hash of only the named top-level sections (e.g. what a pretraining depends on)."""
+        return config_hash({k: self.tree[k] for k in keys if k in self.tree})
+
+
+def resolve(
+    profile: str,
+    method: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    seed: int | None = None,
+) -> RunConfig:
+    """Build the RunConfig of ``method`` under ``profile`` with ``--set`` overrides applied."""
+    raw = load_profile(profile)
+    tree = copy.deepcopy(raw)
+    methods = tree.pop("methods", {}) or {}
+    if method is not None:
+        if method not in methods:
+            raise ConfigError(
+                f"profile {tree['profile']!r} has no defaults for method {method!r}; "
+                f"methods it configures: {', '.join(sorted(methods))}"
+            )
+        tree["method"] = {"name": method, **copy.deepcopy(methods[method] or {})}
+    if seed is not None:
+        tree["seed"] = seed
+    for item in overrides:
+        key, value = parse_override(item)
+        apply_override(tree, key, value)
+    return RunConfig(_freeze(tree))
+
+
+def method_defaults(profile: str) -> dict[str, dict[str, Any]]:
+    """Per-method default blocks of a profile (for ``benchmark list --methods -v``)."""
+    return copy.deepcopy(load_profile(profile).get("methods", {}) or {})

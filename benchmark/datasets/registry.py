@@ -1,0 +1,85 @@
+"""Dataset registry: a name maps to a spec that knows the on-disk layout, the splits, the class
+count, how to build a torch Dataset, and how to say what is missing and how to get it.
+
+Roots come from ``--data-root``, then the ``BENCHMARK_DATA`` environment variable, then
+``./data`` under the current directory.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from torch.utils.data import Dataset
+
+DEFAULT_DATA_ROOT = Path("data")
+
+
+class DatasetMissing(FileNotFoundError):
+    """A dataset is not where it should be; the message says where we looked and how to get it."""
+
+
+def resolve_data_root(cli_value: str | os.PathLike | None = None) -> Path:
+    """``--data-root`` if given, else ``$BENCHMARK_DATA``, else ``./data``."""
+    if cli_value:
+        return Path(cli_value).expanduser()
+    env = os.environ.get("BENCHMARK_DATA")
+    return Path(env).expanduser() if env else DEFAULT_DATA_ROOT
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to find, check and load one dataset."""
+
+    name: str
+    summary: str
+    num_classes: int
+    splits: tuple[str, ...]
+    location: Callable[[Path], Path]  # folder (or file) searched under a data root
+    problems: Callable[[Path], list[str]]  # empty when the data is usable
+    how_to_get: str
+    builder: Callable[..., Dataset]  # builder(root, split, transform=None, **kw) -> Dataset
+
+    def check(self, root: Path) -> list[str]:
+        """Problems that stop this dataset from loading under ``root`` (empty = found)."""
+        return self.problems(root)
+
+    def build(self, root: Path, split: str, transform: Any = None, **kwargs: Any) -> Dataset:
+        """The dataset's ``split``; raises DatasetMissing with where it looked and the fix."""
+        if split not in self.splits:
+            raise ValueError(f"dataset {self.name!r} has splits {self.splits}, not {split!r}")
+        problems = self.check(root)
+        if problems:
+            raise DatasetMissing(
+                f"dataset {self.name!r} not usable at {self.location(root)}: "
+                + "; ".join(problems)
+                + f". How to get it: {self.how_to_get}"
+            )
+        return self.builder(root, split, transform=transform, **kwargs)
+
+
+_REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Add ``spec`` to the registry (one name, one spec)."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"dataset {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def available_datasets() -> dict[str, DatasetSpec]:
+    """Registered datasets by name."""
+    import benchmark.datasets  # noqa: F401  (importing the package registers every dataset)
+
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    """The spec registered as ``name``; unknown names list the valid ones."""
+    registry = available_datasets()
+    if name not in registry:
+        raise KeyError(f"unknown dataset {name!r}; valid datasets: {', '.join(registry)}")
+    return registry[name]

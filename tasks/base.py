@@ -1,0 +1,105 @@
+"""The interface every evaluation task implements, and the task registry.
+
+A task takes an encoder (a pretrained checkpoint, or one of the two sanity encoders: a randomly
+initialised network and raw pixels) and returns Measurements; the harness turns them into
+ResultRecords with provenance (``benchmark/store.py``). A task's settings live in the run
+config under ``tasks.<name>``; ``--tasks all`` runs the tasks the profile configures.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import torch
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One metric value a task produced."""
+
+    metric: str
+    value: float
+    dataset: str
+    split: str = "test"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EncoderHandle:
+    """What a task evaluates. ``kind`` is ``pretrained`` (``checkpoint`` set), ``random`` or
+    ``pixels``; ``load()`` builds the frozen-or-trainable feature extractor."""
+
+    kind: str
+    config: Any  # RunConfig of the run (model section says how to build the backbone)
+    checkpoint: Path | None = None
+    checkpoint_hash: str | None = None
+
+    def load(self, device: torch.device | str = "cpu") -> torch.nn.Module:
+        """The encoder's backbone (features, no projection head) on ``device``, in eval mode."""
+        from benchmark.encoders import load_encoder_backbone
+
+        return load_encoder_backbone(self, device)
+
+
+@dataclass
+class TaskContext:
+    """Everything a task needs besides its own settings."""
+
+    config: Any  # RunConfig
+    encoder: EncoderHandle
+    data_root: Path
+    device: torch.device
+    seed: int
+    cache_dir: Path
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        return self.config.tasks[self.task_name]
+
+    task_name: str = ""
+
+
+class Task(ABC):
+    """An evaluation of a frozen or fine-tuned encoder."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    paper_table: ClassVar[str | None] = None  # e.g. "Table 1"; None for mini-only tasks
+    paper_column: ClassVar[str | None] = None
+    metrics: ClassVar[tuple[str, ...]] = ()
+    protocol: ClassVar[str] = ""
+
+    @classmethod
+    def datasets(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
+        """Dataset registry names this task needs under ``settings``."""
+        return (settings["dataset"],)
+
+    @abstractmethod
+    def run(self, ctx: TaskContext) -> list[Measurement]:
+        """Evaluate ``ctx.encoder`` and return the measurements."""
+
+
+_REGISTRY: dict[str, type[Task]] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    """Class decorator: make a task available by its ``name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available_tasks() -> dict[str, type[Task]]:
+    """Registered tasks by name."""
+    import tasks  # noqa: F401  (importing the package registers every task)
+
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_task(name: str) -> Task:
+    """The task registered as ``name``."""
+    registry = available_tasks()
+    if name not in registry:
+        raise KeyError(f"unknown task {name!r}; valid tasks: {', '.join(registry)}")
+    return registry[name]()
