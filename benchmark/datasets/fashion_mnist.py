@@ -84,5 +84,6 @@ SPEC = register_dataset(
         problems=_problems,
         how_to_get=HOW_TO_GET,
         builder=_build,
+        prepare=prepare,
     )
 )

@@ -40,6 +40,7 @@ class DatasetSpec:
     problems: Callable[[Path], list[str]]  # empty when the data is usable
     how_to_get: str
     builder: Callable[..., Dataset]  # builder(root, split, transform=None, **kw) -> Dataset
+    prepare: Callable[[Path], Path] | None = None  # makes the data under a root (if it can)
 
     def check(self, root: Path) -> list[str]:
         """Problems that stop this dataset from loading under ``root`` (empty = found)."""
