@@ -135,6 +135,9 @@ class FrozenDict(Mapping[str, Any]):
     def __repr__(self) -> str:
         return f"FrozenDict({self._data!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenDict, (self._data,))
+
     def to_dict(self) -> dict[str, Any]:
         """A deep, mutable copy as plain dicts and lists."""
         return _thaw(self)
@@ -165,6 +168,11 @@ class RunConfig:
     def hash(self) -> str:
         return config_hash(self.tree)
 
+    @classmethod
+    def from_dict(cls, tree: Mapping[str, Any]) -> "RunConfig":
+        """Freeze a plain tree (e.g. one read back from a record or a checkpoint)."""
+        return cls(_freeze(tree))
+
     def to_dict(self) -> dict[str, Any]:
         return self.tree.to_dict()
 
@@ -189,7 +197,8 @@ def resolve(
     """Build the RunConfig of ``method`` under ``profile`` with ``--set`` overrides applied."""
     raw = load_profile(profile)
     tree = copy.deepcopy(raw)
-    methods = tree.pop("methods", {}) or {}
+    methods = _method_blocks(tree)
+    tree.pop("methods", None)
     if method is not None:
         if method not in methods:
             raise ConfigError(
@@ -205,6 +214,19 @@ def resolve(
     return RunConfig(_freeze(tree))
 
 
+def _method_blocks(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """The profile's per-method defaults: inline, or ``methods: <name>`` naming
+    ``profiles/methods/<name>.yaml`` (one file shared by profiles of the same recipe family)."""
+    blocks = tree.get("methods") or {}
+    if isinstance(blocks, str):
+        path = PROFILE_DIR / "methods" / f"{blocks}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"profile {tree.get('profile')!r}: methods file {path} not found")
+        with open(path) as fh:
+            blocks = yaml.safe_load(fh) or {}
+    return copy.deepcopy(dict(blocks))
+
+
 def method_defaults(profile: str) -> dict[str, dict[str, Any]]:
     """Per-method default blocks of a profile (for ``benchmark list --methods -v``)."""
-    return copy.deepcopy(load_profile(profile).get("methods", {}) or {})
+    return _method_blocks(load_profile(profile))
