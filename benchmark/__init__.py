@@ -1,0 +1,1 @@
+"""invp-bench harness: CLI, config, plan, launchers, pretraining engine, datasets, store, report."""

@@ -1,0 +1,6 @@
+"""``python -m benchmark``: see benchmark/cli.py."""
+import sys
+
+from benchmark.cli import main
+
+sys.exit(main())

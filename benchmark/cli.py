@@ -1,0 +1,213 @@
+"""Command line: ``python -m benchmark {run,list,data,report} ...`` (``--help`` on each)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from benchmark.config import ConfigError, available_profiles, method_defaults, resolve
+from benchmark.datasets.registry import DEFAULT_DATA_ROOT
+
+USAGE_ERROR = 2
+
+
+class UsageError(Exception):
+    """Bad input from the command line: printed and turned into exit code 2."""
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="pretrain a method and run tasks on it (plus sanity rows)",
+                       description="Pretrain METHOD under PROFILE, then run TASKS on the encoder "
+                       "and on the two sanity encoders (random init, raw pixels); records go to "
+                       "RESULTS/<profile>/ and the report to REPORTS/<profile>.md.")
+    p.add_argument("--method", required=True, help="method name (see `list`)")
+    p.add_argument("--tasks", default="all", help="all | none | comma-separated task names")
+    p.add_argument("--profile", default="mini", help="profile name or YAML path (default: mini)")
+    p.add_argument("--seed", type=int, default=None, help="run seed (default: the profile's)")
+    p.add_argument("--out", type=Path, default=Path("runs"),
+                   help="folder for pretraining runs and caches (default: runs)")
+    p.add_argument("--results", type=Path, default=Path("results"), help="result records root")
+    p.add_argument("--reports", type=Path, default=Path("reports"), help="report folder")
+    p.add_argument("--data-root", default=None,
+                   help=f"data root (default: $BENCHMARK_DATA, else ./{DEFAULT_DATA_ROOT})")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set pretrain.epochs=3 (repeatable)")
+    p.add_argument("--launcher", default="local", help="local (default)")
+    p.add_argument("--resume", default="auto", choices=["auto", "never", "force"],
+                   help="pretraining checkpoint resume policy (default: auto)")
+    p.add_argument("--force", action="store_true", help="re-run jobs that already have results")
+    p.add_argument("--no-sanity", action="store_true",
+                   help="skip the random-init and raw-pixel sanity rows")
+    p.add_argument("--no-report", action="store_true", help="do not regenerate the report")
+    p.set_defaults(func=cmd_run)
+
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="list methods, tasks, profiles and datasets",
+                       description="List what the suite knows, one line each.")
+    for what in ("methods", "tasks", "profiles", "datasets"):
+        p.add_argument(f"--{what}", action="store_true", help=f"only {what}")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="with --methods: each method's defaults in --profile")
+    p.add_argument("--profile", default="mini", help="profile for -v defaults (default: mini)")
+    p.set_defaults(func=cmd_list)
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="check or prepare datasets",
+                       description="Dataset utilities.")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="{check,prepare}")
+    check = dsub.add_parser("check", help="found / missing for every dataset, and how to get it",
+                            description="For every registered dataset: found or missing, the path "
+                            "searched, and how to obtain it. Exit 0 even when some are missing.")
+    check.add_argument("--data-root", default=None, help="data root (default: $BENCHMARK_DATA "
+                       f"or ./{DEFAULT_DATA_ROOT})")
+    check.set_defaults(func=cmd_data_check)
+    prep = dsub.add_parser("prepare", help="create a dataset that can be made locally",
+                           description="Create DATASET under the data root (idempotent).")
+    prep.add_argument("dataset", help="dataset name, e.g. fashion_mnist")
+    prep.add_argument("--data-root", default=None, help="data root")
+    prep.set_defaults(func=cmd_data_prepare)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write reports/<profile>.md from result records",
+                       description="Render Markdown tables from the records under RESULTS.")
+    p.add_argument("--results", type=Path, default=Path("results"), help="result records root")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="report folder")
+    p.add_argument("--profile", default=None,
+                   help="profile to report (default: every profile found under --results)")
+    p.set_defaults(func=cmd_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark",
+        description="invp-bench: InvP, InsDis and KNN-positive pretraining and evaluation suite.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_run, _add_list, _add_data, _add_report):
+        add(sub)
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.datasets import resolve_data_root
+    from benchmark.jobs import Paths
+    from benchmark.launch import build_launcher
+    from benchmark.plan import plan_run, select_tasks
+    from benchmark.report import write_report
+    from methods.base import available_methods
+
+    valid = available_methods()
+    if args.method not in valid:
+        raise UsageError(f"unknown method {args.method!r}; valid methods: {', '.join(valid)}")
+    cfg = resolve(args.profile, args.method, args.overrides, args.seed)
+    task_names = select_tasks(cfg, args.tasks)
+    paths = Paths(results=args.results, runs=args.out, data_root=resolve_data_root(args.data_root))
+    jobs = plan_run(cfg, task_names, paths.runs, sanity=not args.no_sanity)
+    print(f"run {cfg.method.name} on profile {cfg.profile} (config {cfg.hash}, seed {cfg.seed}): "
+          f"{len(jobs)} jobs", flush=True)
+
+    def show(outcome: object) -> None:
+        print(f"  [{outcome.status:>7}] {outcome.label}"
+              + (f": {outcome.message}" if outcome.message else ""), flush=True)
+
+    launcher = build_launcher(args.launcher, force=args.force, resume=args.resume,
+                              on_outcome=show)
+    outcomes = launcher.launch(jobs, paths)
+    if not args.no_report:
+        print(f"report: {write_report(args.results, args.reports, cfg.profile)}")
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        print(f"{len(failed)} job(s) failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from benchmark.datasets import available_datasets
+    from methods.base import available_methods
+    from tasks.base import available_tasks
+
+    show_all = not (args.methods or args.tasks or args.profiles or args.datasets)
+    if show_all or args.methods:
+        print("methods:")
+        defaults = method_defaults(args.profile) if args.verbose else {}
+        for name, summary in available_methods().items():
+            print(f"  {name:<14} {summary}")
+            for key, value in defaults.get(name, {}).items():
+                print(f"      {key} = {value}")
+    if show_all or args.tasks:
+        print("tasks:")
+        for name, task in available_tasks().items():
+            where = f" [{task.paper_table}: {task.paper_column}]" if task.paper_table else ""
+            print(f"  {name:<14} {task.summary}{where}")
+    if show_all or args.profiles:
+        print("profiles:")
+        for name in available_profiles():
+            print(f"  {name}")
+    if show_all or args.datasets:
+        print("datasets:")
+        for name, spec in available_datasets().items():
+            print(f"  {name:<14} {spec.summary}")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from benchmark.datasets import available_datasets, resolve_data_root
+
+    root = resolve_data_root(args.data_root)
+    print(f"data root: {root.resolve()}")
+    for name, spec in available_datasets().items():
+        problems = spec.check(root)
+        state = "found" if not problems else "MISSING"
+        print(f"  {name:<14} {state:<8} {spec.location(root)}")
+        if problems:
+            print(f"      problem: {'; '.join(problems)}")
+            print(f"      how to get it: {spec.how_to_get}")
+    return 0
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from benchmark.datasets import available_datasets, resolve_data_root
+
+    registry = available_datasets()
+    spec = registry.get(args.dataset)
+    if spec is None:
+        raise UsageError(f"unknown dataset {args.dataset!r}; valid datasets: {', '.join(registry)}")
+    if spec.prepare is None:
+        raise UsageError(f"dataset {args.dataset!r} cannot be made locally; {spec.how_to_get}")
+    root = resolve_data_root(args.data_root)
+    print(f"{args.dataset}: ready at {spec.prepare(root)}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from benchmark.report import write_report
+
+    profiles = [args.profile] if args.profile else sorted(
+        p.name for p in Path(args.results).iterdir() if p.is_dir()
+    ) if Path(args.results).is_dir() else []
+    if not profiles:
+        raise UsageError(f"no result records under {args.results}; run `python -m benchmark run` "
+                         "first or pass --results DIR")
+    for profile in profiles:
+        print(f"report: {write_report(args.results, args.out, profile)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 for bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, ConfigError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
+        return USAGE_ERROR
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE_ERROR

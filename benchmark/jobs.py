@@ -1,0 +1,154 @@
+"""Execute one planned job in this process and store its result records.
+
+Top-level functions with picklable arguments, so any launcher (local, submitit) can call them.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from benchmark import provenance
+from benchmark.config import RunConfig
+from benchmark.plan import Job
+from benchmark.runtime import configure_threads, resolve_device, seed_everything
+from benchmark.store import ResultRecord, ResultStore
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where a run reads data and writes results, runs and caches."""
+
+    results: Path  # results/<profile> lives under it
+    runs: Path
+    data_root: Path
+
+    def store(self, profile: str) -> ResultStore:
+        return ResultStore(self.results / profile)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to a job: done | cached | skipped | failed, with a message."""
+
+    job_id: str
+    label: str
+    status: str
+    message: str = ""
+
+
+def encoder_checkpoint(job: Job) -> Path:
+    return Path(job.pretrain_dir) / "encoder.pt"
+
+
+def run_pretrain_job(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -> Outcome:
+    """Pretrain the job's method unless its encoder already exists (or ``force``)."""
+    from benchmark.pretrain import pretrain
+
+    if encoder_checkpoint(job).is_file() and not force:
+        return Outcome(job.job_id, job.label, "cached", str(encoder_checkpoint(job)))
+    cfg = job.run_config
+    configure_threads(cfg.threads)
+    path = pretrain(cfg, Path(job.pretrain_dir), resume=resume, data_root=paths.data_root)
+    return Outcome(job.job_id, job.label, "done", str(path))
+
+
+def _records(job: Job, cfg: RunConfig, measurements: list[Any], checkpoint_hash: str | None,
+             device: str, wall: float, started: str) -> list[ResultRecord]:
+    git = provenance.git_state()
+    method = cfg.method.name if job.encoder == "pretrained" else job.encoder
+    return [
+        ResultRecord(
+            method=method,
+            method_config=cfg.method.to_dict() if job.encoder == "pretrained" else {},
+            encoder=job.encoder,
+            backbone=cfg.model.backbone,
+            pretrain_epochs=cfg.pretrain.epochs if job.encoder == "pretrained" else 0,
+            task=job.task or "",
+            dataset=m.dataset,
+            split=m.split,
+            metric=m.metric,
+            value=float(m.value),
+            seed=cfg.seed,
+            profile=cfg.profile,
+            job_id=job.job_id,
+            config_hash=cfg.hash,
+            checkpoint_hash=checkpoint_hash,
+            git_commit=git["git_commit"],
+            git_dirty=git["git_dirty"],
+            versions=provenance.library_versions(),
+            host=provenance.host_name(),
+            device=device,
+            wall_time_s=round(wall, 3),
+            started_at=started,
+            extra=dict(m.extra),
+        )
+        for m in measurements
+    ]
+
+
+def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
+    """Run one task on one encoder and store its records atomically (skip if already stored)."""
+    from benchmark.datasets import get_dataset
+    from tasks.base import EncoderHandle, TaskContext, get_task
+    from tasks.errors import TaskNotApplicable
+
+    store = paths.store(job.config["profile"])
+    if store.is_done(job.job_id) and not force:
+        return Outcome(job.job_id, job.label, "cached", str(store.path(job.job_id)))
+    cfg = job.run_config
+    task = get_task(job.task)
+    settings = cfg.tasks[job.task]
+    missing = {name: get_dataset(name).check(paths.data_root) for name in task.datasets(settings)}
+    missing = {name: problems for name, problems in missing.items() if problems}
+    if missing:
+        details = "; ".join(
+            f"{name}: {', '.join(p)} under {get_dataset(name).location(paths.data_root)} "
+            f"(get it: {get_dataset(name).how_to_get})"
+            for name, p in missing.items()
+        )
+        return Outcome(job.job_id, job.label, "skipped", f"dataset missing: {details}")
+    checkpoint, checkpoint_hash = None, None
+    if job.encoder == "pretrained":
+        checkpoint = encoder_checkpoint(job)
+        if not checkpoint.is_file():
+            return Outcome(job.job_id, job.label, "failed", f"no encoder checkpoint at {checkpoint}")
+        checkpoint_hash = provenance.file_hash(checkpoint)
+    configure_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    ctx = TaskContext(
+        config=cfg,
+        encoder=EncoderHandle(job.encoder, cfg, checkpoint, checkpoint_hash),
+        data_root=paths.data_root,
+        device=device,
+        seed=cfg.seed,
+        cache_dir=paths.runs / "cache",
+        task_name=job.task,
+    )
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    try:
+        measurements = task.run(ctx)
+    except TaskNotApplicable as exc:
+        return Outcome(job.job_id, job.label, "skipped", f"not applicable: {exc}")
+    records = _records(job, cfg, measurements, checkpoint_hash,
+                       provenance.device_description(device), time.perf_counter() - t0, started)
+    job_meta = {"job_id": job.job_id, "task": job.task, "encoder": job.encoder,
+                "label": job.label, "config": job.config}
+    path = store.save(job_meta, records)
+    return Outcome(job.job_id, job.label, "done", str(path))
+
+
+def run_job(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -> Outcome:
+    """Run any job; an exception becomes a ``failed`` outcome carrying the traceback's tail."""
+    try:
+        if job.kind == "pretrain":
+            return run_pretrain_job(job, paths, force=force, resume=resume)
+        return run_task_job(job, paths, force=force)
+    except Exception as exc:  # noqa: BLE001  (reported, not swallowed: the CLI exits non-zero)
+        tail = "".join(traceback.format_exception(exc)[-3:]).strip()
+        return Outcome(job.job_id, job.label, "failed", tail)

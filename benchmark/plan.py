@@ -1,0 +1,97 @@
+"""Expand a run into jobs: one pretraining job, then one job per (task, encoder).
+
+Every job's id is a hash of the resolved configuration it depends on, so a re-run (or a
+re-submitted sweep) recognises finished jobs by id and skips them. The sanity encoders (random
+init, raw pixels) do not depend on the method: their jobs are shared by every method's run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from benchmark.config import ConfigError, RunConfig, config_hash
+
+ENCODER_KINDS = ("pretrained", "random", "pixels")
+PRETRAIN_SECTIONS = ("profile", "seed", "data", "model", "pretrain", "method")
+SANITY_SECTIONS = ("profile", "seed", "data", "model")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: pretraining, or one task on one encoder."""
+
+    job_id: str
+    kind: str  # "pretrain" | "task"
+    label: str
+    config: Mapping[str, Any]  # the resolved run config tree (plain dict: picklable)
+    pretrain_dir: str  # the pretraining run folder (encoder.pt, log, checkpoints)
+    task: str | None = None
+    encoder: str = "pretrained"
+    depends_on: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def run_config(self) -> RunConfig:
+        return RunConfig.from_dict(self.config)
+
+
+def pretrain_id(cfg: RunConfig) -> str:
+    """Id of the pretraining a run needs: hash of what changes the trained weights."""
+    return config_hash({k: cfg.tree[k] for k in PRETRAIN_SECTIONS if k in cfg.tree})
+
+
+def task_job_id(cfg: RunConfig, task: str, encoder: str) -> str:
+    """Id of one task on one encoder kind."""
+    sections = PRETRAIN_SECTIONS if encoder == "pretrained" else SANITY_SECTIONS
+    basis = {k: cfg.tree[k] for k in sections if k in cfg.tree}
+    return config_hash({"task": task, "settings": cfg.tasks[task], "encoder": encoder, **basis})
+
+
+def select_tasks(cfg: RunConfig, spec: str) -> list[str]:
+    """``all`` -> every task the profile configures; ``none`` -> []; else a checked list."""
+    from tasks.base import available_tasks
+
+    registered = available_tasks()
+    configured = [name for name in cfg.tasks if name in registered]
+    if spec == "all":
+        return configured
+    if spec in ("", "none"):
+        return []
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    for name in names:
+        if name not in registered:
+            raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join(registered)}")
+        if name not in cfg.tasks:
+            raise ConfigError(
+                f"task {name!r} has no settings in profile {cfg.profile!r} (tasks.{name}); "
+                f"tasks it configures: {', '.join(configured) or 'none'}"
+            )
+    return names
+
+
+def plan_run(
+    cfg: RunConfig, task_names: list[str], runs_root: Path, sanity: bool = True
+) -> list[Job]:
+    """The jobs of one run, dependencies first."""
+    pid = pretrain_id(cfg)
+    pretrain_dir = str(Path(runs_root) / cfg.profile / f"{cfg.method.name}-{pid}")
+    tree = cfg.to_dict()
+    jobs = [
+        Job(pid, "pretrain", f"pretrain {cfg.method.name} seed={cfg.seed}", tree, pretrain_dir)
+    ]
+    encoders = ENCODER_KINDS if sanity else ("pretrained",)
+    for task in task_names:
+        for encoder in encoders:
+            jobs.append(
+                Job(
+                    job_id=task_job_id(cfg, task, encoder),
+                    kind="task",
+                    label=f"{task} [{cfg.method.name if encoder == 'pretrained' else encoder}]",
+                    config=tree,
+                    pretrain_dir=pretrain_dir,
+                    task=task,
+                    encoder=encoder,
+                    depends_on=(pid,) if encoder == "pretrained" else (),
+                )
+            )
+    return jobs
