@@ -156,10 +156,10 @@ class RunConfig:
     tree: FrozenDict
 
     def __getattr__(self, key: str) -> Any:
-        try:
-            return self.tree[key]
-        except KeyError:
-            raise AttributeError(key) from None
+        tree = self.__dict__.get("tree")  # absent while unpickling
+        if tree is None or key not in tree:
+            raise AttributeError(key)
+        return tree[key]
 
     def __getitem__(self, key: str) -> Any:
         return self.tree[key]

@@ -101,6 +101,8 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
         return Outcome(job.job_id, job.label, "cached", str(store.path(job.job_id)))
     cfg = job.run_config
     task = get_task(job.task)
+    job_meta = {"job_id": job.job_id, "task": job.task, "encoder": job.encoder,
+                "label": job.label, "method": cfg.method.name, "config": job.config}
     settings = cfg.tasks[job.task]
     missing = {name: get_dataset(name).check(paths.data_root) for name in task.datasets(settings)}
     missing = {name: problems for name, problems in missing.items() if problems}
@@ -110,6 +112,7 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
             f"(get it: {get_dataset(name).how_to_get})"
             for name, p in missing.items()
         )
+        store.save_skip(job_meta, f"dataset missing: {details}")
         return Outcome(job.job_id, job.label, "skipped", f"dataset missing: {details}")
     checkpoint, checkpoint_hash = None, None
     if job.encoder == "pretrained":
@@ -134,11 +137,10 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
     try:
         measurements = task.run(ctx)
     except TaskNotApplicable as exc:
+        store.save_skip(job_meta, f"not applicable: {exc}")
         return Outcome(job.job_id, job.label, "skipped", f"not applicable: {exc}")
     records = _records(job, cfg, measurements, checkpoint_hash,
                        provenance.device_description(device), time.perf_counter() - t0, started)
-    job_meta = {"job_id": job.job_id, "task": job.task, "encoder": job.encoder,
-                "label": job.label, "config": job.config}
     path = store.save(job_meta, records)
     return Outcome(job.job_id, job.label, "done", str(path))
 

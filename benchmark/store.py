@@ -91,6 +91,23 @@ class ResultStore:
         write_json_atomic(path, {"job": job, "records": [asdict(r) for r in records]})
         return path
 
+    def skip_path(self, job_id: str) -> Path:
+        return self.root / "skipped" / f"{job_id}.json"
+
+    def save_skip(self, job: dict[str, Any], reason: str) -> Path:
+        """Record that a job did not run and why (e.g. its dataset is missing)."""
+        path = self.skip_path(job["job_id"])
+        write_json_atomic(path, {"job": job, "reason": reason})
+        return path
+
+    def skips(self) -> Iterator[dict[str, Any]]:
+        """``{"job": ..., "reason": ...}`` of every skipped job whose result is not stored."""
+        for path in sorted((self.root / "skipped").glob("*.json")):
+            with open(path) as fh:
+                payload = json.load(fh)
+            if not self.is_done(payload["job"]["job_id"]):
+                yield payload
+
     def records(self) -> Iterator[dict[str, Any]]:
         """Every record of every job file under the root (sorted by file name)."""
         for path in sorted(self.root.glob("*.json")):

@@ -1,0 +1,78 @@
+"""The command line's error paths, through real subprocesses (exit code 2 + a useful message)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark.cli import main
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "benchmark", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("sub", [[], ["run"], ["list"], ["data"], ["data", "check"],
+                                 ["data", "prepare"], ["report"]])
+def test_help_on_every_subcommand(sub, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*sub, "--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: python -m benchmark")
+
+
+def test_unknown_method_lists_valid_ones():
+    out = cli("run", "--method", "nosuch", "--tasks", "none")
+    assert out.returncode == 2
+    assert "unknown method 'nosuch'" in out.stderr and "invp" in out.stderr
+
+
+def test_unknown_task_lists_valid_ones():
+    out = cli("run", "--method", "invp", "--tasks", "nosuch")
+    assert out.returncode == 2
+    assert "unknown task 'nosuch'" in out.stderr and "knn" in out.stderr
+
+
+def test_unknown_profile_lists_valid_ones():
+    out = cli("run", "--method", "invp", "--profile", "nosuch")
+    assert out.returncode == 2
+    assert "unknown profile 'nosuch'" in out.stderr and "mini" in out.stderr
+
+
+def test_malformed_and_unknown_set_name_the_key():
+    out = cli("run", "--method", "invp", "--tasks", "none", "--set", "pretrain.epochs")
+    assert out.returncode == 2 and "malformed --set 'pretrain.epochs'" in out.stderr
+    out = cli("run", "--method", "invp", "--tasks", "none", "--set", "pretrain.epoch=2")
+    assert out.returncode == 2 and "'pretrain.epoch'" in out.stderr and "pretrain.epochs" in out.stderr
+
+
+def test_data_check_names_path_and_remedy_for_missing_data(tmp_path: Path):
+    out = cli("data", "check", "--data-root", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    line = next(l for l in out.stdout.splitlines() if l.strip().startswith("fashion_mnist"))
+    assert "MISSING" in line and str(tmp_path / "FashionMNIST" / "raw") in line
+    assert "dataset-fashion-mnist" in out.stdout
+
+
+def test_unknown_dataset_for_prepare(tmp_path: Path):
+    out = cli("data", "prepare", "nosuch", "--data-root", str(tmp_path))
+    assert out.returncode == 2 and "unknown dataset 'nosuch'" in out.stderr
+    assert "fashion_mnist" in out.stderr
+
+
+def test_report_without_records_says_what_to_do(tmp_path: Path):
+    out = cli("report", "--results", str(tmp_path / "none"))
+    assert out.returncode == 2 and "no result records" in out.stderr
+
+
+def test_list_shows_every_kind():
+    out = cli("list")
+    assert out.returncode == 0, out.stderr
+    for heading in ("methods:", "tasks:", "profiles:", "datasets:"):
+        assert heading in out.stdout
+    assert "fashion_mnist" in out.stdout and "mini" in out.stdout

@@ -1,0 +1,41 @@
+"""Run planning: stable job ids, shared sanity jobs, task selection errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmark.config import ConfigError, resolve
+from benchmark.plan import plan_run, pretrain_id, select_tasks, task_job_id
+
+
+def test_plan_has_pretrain_then_tasks_with_dependencies(tmp_path: Path):
+    cfg = resolve("mini", "invp")
+    jobs = plan_run(cfg, ["knn"], tmp_path)
+    assert [j.kind for j in jobs] == ["pretrain", "task", "task", "task"]
+    assert [j.encoder for j in jobs[1:]] == ["pretrained", "random", "pixels"]
+    assert jobs[1].depends_on == (jobs[0].job_id,)
+    assert jobs[2].depends_on == () and jobs[3].depends_on == ()
+    assert jobs[0].pretrain_dir.startswith(str(tmp_path / "mini" / "invp-"))
+
+
+def test_ids_are_stable_and_depend_on_what_matters():
+    a, b = resolve("mini", "invp"), resolve("mini", "invp")
+    assert pretrain_id(a) == pretrain_id(b)
+    assert pretrain_id(a) != pretrain_id(resolve("mini", "invp", ["method.k=5"]))
+    assert pretrain_id(a) != pretrain_id(resolve("mini", "invp", seed=1))
+    # the device does not change what is trained
+    assert pretrain_id(a) == pretrain_id(resolve("mini", "invp", ["device=cpu"]))
+    # sanity encoders do not depend on the method; pretrained ones do
+    insdis = resolve("mini", "insdis")
+    assert task_job_id(a, "knn", "random") == task_job_id(insdis, "knn", "random")
+    assert task_job_id(a, "knn", "pretrained") != task_job_id(insdis, "knn", "pretrained")
+
+
+def test_select_tasks():
+    cfg = resolve("mini", "invp")
+    assert select_tasks(cfg, "none") == []
+    assert "knn" in select_tasks(cfg, "all")
+    assert select_tasks(cfg, "knn") == ["knn"]
+    with pytest.raises(ConfigError, match="unknown task 'nosuch'"):
+        select_tasks(cfg, "knn,nosuch")

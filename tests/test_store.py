@@ -1,0 +1,66 @@
+"""Atomic result store: records round-trip, a crash mid-write leaves no partial file."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from benchmark import store as store_module
+from benchmark.store import ResultRecord, ResultStore, write_json_atomic
+
+
+def make_record(**over) -> ResultRecord:
+    fields = dict(
+        method="invp", method_config={"name": "invp"}, encoder="pretrained", backbone="mini_resnet",
+        pretrain_epochs=2, task="knn", dataset="fashion_mnist", split="test", metric="top1",
+        value=0.8, seed=0, profile="mini", job_id="abc", config_hash="h", checkpoint_hash="c",
+        git_commit="deadbeef", git_dirty=False, versions={"torch": "x"}, host="vm", device="cpu",
+        wall_time_s=1.0, started_at="2026-01-01T00:00:00+00:00",
+    )
+    fields.update(over)
+    return ResultRecord(**fields)
+
+
+def test_save_and_read_back(tmp_path: Path):
+    store = ResultStore(tmp_path / "mini")
+    assert not store.is_done("abc")
+    path = store.save({"job_id": "abc"}, [make_record(), make_record(metric="top5", value=0.9)])
+    assert path == tmp_path / "mini" / "abc.json"
+    assert store.is_done("abc")
+    records = list(store.records())
+    assert [r["metric"] for r in records] == ["top1", "top5"]
+    assert records[0] == asdict(make_record())
+
+
+def test_crash_during_write_keeps_old_file_and_leaves_no_temp(tmp_path: Path, monkeypatch):
+    target = tmp_path / "r.json"
+    write_json_atomic(target, {"v": 1})
+
+    def exploding_replace(src, dst):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(store_module.os, "replace", exploding_replace)
+    with pytest.raises(OSError, match="disk gone"):
+        write_json_atomic(target, {"v": 2})
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert os.listdir(tmp_path) == ["r.json"]
+
+
+def test_half_written_file_is_not_done_and_is_reported(tmp_path: Path):
+    store = ResultStore(tmp_path)
+    (tmp_path / "bad.json").write_text('{"job": {"job_id": "bad"}, "records": [')
+    assert not store.is_done("bad")
+    with pytest.raises(ValueError, match=r"bad\.json is not valid JSON"):
+        list(store.records())
+
+
+def test_skips_are_listed_until_the_job_succeeds(tmp_path: Path):
+    store = ResultStore(tmp_path)
+    store.save_skip({"job_id": "j1", "task": "knn"}, "dataset missing: x")
+    assert [s["reason"] for s in store.skips()] == ["dataset missing: x"]
+    store.save({"job_id": "j1"}, [make_record(job_id="j1")])
+    assert list(store.skips()) == []
+    assert len(list(store.records())) == 1
