@@ -1,0 +1,76 @@
+"""Helpers shared by the task families: settings, data splits, labels, seeding."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from benchmark.datasets import get_dataset
+from tasks.base import TaskContext
+
+
+def task_settings(defaults: Mapping[str, Any], ctx: TaskContext) -> dict[str, Any]:
+    """The task's class defaults overlaid with the run config's ``tasks.<name>`` block."""
+    return {**defaults, **dict(ctx.settings)}
+
+
+def encoder_key(encoder: Any) -> str:
+    """Cache key of an encoder: its checkpoint hash, or kind + config hash for sanity encoders."""
+    if encoder.checkpoint_hash:
+        return str(encoder.checkpoint_hash)
+    return f"{encoder.kind}-{encoder.config.hash}"
+
+
+def load_split(ctx: TaskContext, dataset: str, split: str, transform: Any = None) -> Dataset:
+    """``split`` of registered ``dataset`` under the run's data root."""
+    return get_dataset(dataset).build(ctx.data_root, split, transform)
+
+
+def num_classes(dataset: str) -> int:
+    """Class count of a registered dataset."""
+    return get_dataset(dataset).num_classes
+
+
+def dataset_targets(dataset: Dataset) -> torch.Tensor:
+    """Labels of every item, read from the dataset's ``targets`` without decoding images."""
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        raise TypeError(
+            f"{type(dataset).__name__} exposes no `targets`; wrap it so that it does "
+            "(see benchmark/datasets/*.py)"
+        )
+    return torch.as_tensor(targets)
+
+
+def holdout_split(n: int, holdout: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-blind random split of ``range(n)`` into (train, held-out) index tensors."""
+    if not 0 < holdout < n:
+        raise ValueError(f"holdout must be between 1 and {n - 1} (the train size), got {holdout}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[holdout:].sort().values, perm[:holdout].sort().values
+
+
+def class_balanced_subset(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Deterministic class-balanced draw of ``fraction`` of the items (sorted indices).
+
+    Every class gets floor(fraction * N / C) items; the remainder goes one each to the classes
+    with the lowest index, as SimCLR's subsets do (e.g. 1 %: 811 classes x 13 + 189 x 12)."""
+    labels = labels.long()
+    classes = torch.unique(labels)
+    total = round(fraction * len(labels))
+    base, extra = divmod(total, len(classes))
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for rank, c in enumerate(classes.tolist()):
+        members = torch.nonzero(labels == c).flatten()
+        want = base + (1 if rank < extra else 0)
+        if want > len(members):
+            raise ValueError(f"class {c} has {len(members)} items, fewer than the {want} asked for")
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:want]])
+    return torch.cat(chosen).sort().values
+
+
+def as_tuple(value: Any) -> tuple[Any, ...]:
+    """A setting that may be one value or a list, as a tuple."""
+    return tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else (value,)

@@ -1,0 +1,145 @@
+"""Whole-network fine-tuning: backbone + linear classifier, SGD with two parameter groups.
+
+Used by the semi-supervised and transfer tasks. Both groups follow the same schedule (the
+official semi-supervised script never decays the classifier's lr; that defect is fixed here),
+and the model after the last step is the one evaluated.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from tasks.errors import TaskNotApplicable
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """Optimisation of one fine-tuning run. Milestones are in epochs (or steps when
+    ``steps`` > 0); ``weight_decay_over_lr`` passes wd / lr to SGD (SimCLR/Kornblith grid)."""
+
+    lr: float
+    epochs: int = 30
+    steps: int = 0
+    batch_size: int = 128
+    head_lr_mult: float = 1.0
+    weight_decay: float = 0.0
+    weight_decay_over_lr: bool = False
+    momentum: float = 0.9
+    nesterov: bool = False
+    schedule: str = "step"  # step | cosine
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    loss: str = "ce"  # ce | bce (multi-label, VOC values: +1 present, else negative)
+
+    @classmethod
+    def from_settings(cls, s: Mapping[str, Any], **override: Any) -> "FinetuneRecipe":
+        """Recipe from a task's settings (unknown keys are ignored)."""
+        values = {**{k: s[k] for k in cls.__dataclass_fields__ if k in s}, **override}
+        values["milestones"] = tuple(int(m) for m in values.get("milestones", ()))
+        return cls(**values)
+
+
+class Classifier(nn.Module):
+    """Backbone features -> Linear(feature_dim, num_classes)."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.feature_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def require_trainable(backbone: nn.Module, kind: str) -> None:
+    """Raise TaskNotApplicable when the encoder has nothing to fine-tune (raw pixels)."""
+    if not any(p.requires_grad for p in backbone.parameters()):
+        raise TaskNotApplicable(
+            f"the {kind!r} encoder has no trainable parameters, so fine-tuning does not apply"
+        )
+
+
+def _lr_factor(recipe: FinetuneRecipe, total_steps: int, steps_per_epoch: int):
+    unit = 1 if recipe.steps > 0 else steps_per_epoch
+    milestones = [m * unit for m in recipe.milestones]
+    if recipe.schedule == "cosine":
+        return lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+    if recipe.schedule == "step":
+        return lambda step: recipe.gamma ** sum(step >= m for m in milestones)
+    raise ValueError(f"fine-tune schedule must be 'step' or 'cosine', not {recipe.schedule!r}")
+
+
+def _loss(recipe: FinetuneRecipe, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    if recipe.loss == "bce":
+        return F.binary_cross_entropy_with_logits(logits, (targets == 1).float())
+    if recipe.loss == "ce":
+        return F.cross_entropy(logits, targets.long())
+    raise ValueError(f"fine-tune loss must be 'ce' or 'bce', not {recipe.loss!r}")
+
+
+def fine_tune(
+    backbone: nn.Module,
+    num_classes: int,
+    train_set: Dataset,
+    recipe: FinetuneRecipe,
+    device: torch.device | str,
+    seed: int,
+    num_workers: int = 0,
+) -> Classifier:
+    """Fine-tune ``backbone`` + a new linear head on ``train_set``; returns the final model."""
+    torch.manual_seed(seed)
+    model = Classifier(backbone, num_classes).to(device).train()
+    wd = recipe.weight_decay / recipe.lr if recipe.weight_decay_over_lr else recipe.weight_decay
+    optimizer = torch.optim.SGD(
+        [
+            {"params": model.backbone.parameters(), "lr": recipe.lr},
+            {"params": model.head.parameters(), "lr": recipe.lr * recipe.head_lr_mult},
+        ],
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=wd,
+        nesterov=recipe.nesterov,
+    )
+    loader = DataLoader(
+        train_set,
+        batch_size=recipe.batch_size,
+        shuffle=True,
+        drop_last=len(train_set) > recipe.batch_size,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    total = recipe.steps if recipe.steps > 0 else recipe.epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(recipe, total, len(loader)))
+    step = 0
+    while step < total:
+        for images, targets in loader:
+            loss = _loss(recipe, model(images.to(device)), targets.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if step >= total:
+                break
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, dataset: Dataset, device: torch.device | str, batch_size: int = 256,
+    num_workers: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores (N, classes) and targets of ``dataset`` under ``model`` in eval mode."""
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    scores, targets = [], []
+    for images, target in loader:
+        scores.append(model(images.to(device)).float().cpu())
+        targets.append(torch.as_tensor(target))
+    return torch.cat(scores), torch.cat(targets)

@@ -1,0 +1,47 @@
+"""Weighted kNN classification on frozen features (InsDis/InvP monitor protocol, §3.8)."""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from methods.knn_classifier import weighted_knn_scores
+from tasks.base import Measurement, Task, TaskContext, register
+from tasks.common import num_classes, task_settings
+from tasks.features import FeatureLayer, context_features
+from tasks.metrics import topk_accuracy
+
+
+@register
+class KNNTask(Task):
+    """Train features = clean (eval-transform) features of the train split; vote on test."""
+
+    name = "knn"
+    summary = "weighted kNN (k=200, sigma=0.1) on pooled frozen features, top-1/top-5"
+    metrics = ("top1", "top5")
+    protocol = "InsDis weighted kNN: cosine similarity, k nearest vote with exp(s/sigma)"
+    defaults: ClassVar[dict[str, Any]] = {
+        "k": 200,
+        "sigma": 0.1,
+        "layer": "pooled",
+        "train_split": "train",
+        "test_split": "test",
+    }
+
+    def run(self, ctx: TaskContext) -> list[Measurement]:
+        s = task_settings(self.defaults, ctx)
+        dataset, layer = s["dataset"], FeatureLayer.parse(s["layer"])
+        backbone = ctx.encoder.load(ctx.device)
+        train, train_y = context_features(ctx, s, dataset, s["train_split"], [layer], backbone)
+        test, test_y = context_features(ctx, s, dataset, s["test_split"], [layer], backbone)
+        scores = weighted_knn_scores(
+            train[layer.name].to(ctx.device),
+            train_y.to(ctx.device),
+            test[layer.name].to(ctx.device),
+            num_classes(dataset),
+            k=int(s["k"]),
+            sigma=float(s["sigma"]),
+        )
+        extra = {"k": int(s["k"]), "sigma": float(s["sigma"]), "layer": layer.name}
+        return [
+            Measurement(metric, topk_accuracy(scores, test_y, k), dataset, s["test_split"], extra)
+            for metric, k in (("top1", 1), ("top5", 5))
+        ]

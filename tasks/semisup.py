@@ -1,0 +1,117 @@
+"""Semi-supervised fine-tuning on 1 % / 10 % of the labels (protocols.md §3.4).
+
+The whole network is fine-tuned on a labelled subset of train and scored on the test split
+after the last epoch (top-1 and top-5). Subsets come from SimCLR's list files (one train
+filename per line, e.g. ``n04235860_14959.JPEG``) given in ``subset_files``; without a file the
+task makes a deterministic class-balanced draw with SimCLR's per-class counts and records so.
+Recipe: the official InvP script (backbone lr 0.0012, classifier 50x, wd 1e-5, batch 128,
+30 epochs, x0.1 at 15/20/25) with its defects fixed: the classifier lr is decayed with the
+backbone's, and the last epoch is the one evaluated.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from tasks.base import Measurement, Task, TaskContext, register
+from tasks.common import class_balanced_subset, dataset_targets, load_split, num_classes, task_settings
+from tasks.finetune import FinetuneRecipe, fine_tune, predict, require_trainable
+from tasks.metrics import topk_accuracy
+from tasks.transforms import eval_transform, train_transform
+
+
+def read_subset_list(path: Path, dataset: Dataset) -> torch.Tensor:
+    """Indices of ``dataset`` (which must expose ``samples`` of (path, label)) named in the
+    list file ``path``; names absent from the train set are an error listing the first few."""
+    if not path.is_file():
+        raise FileNotFoundError(f"subset list {path} not found (set tasks.semisup.subset_files)")
+    wanted = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    samples = getattr(dataset, "samples", None)
+    if samples is None:
+        raise TypeError(f"{type(dataset).__name__} has no `samples`; subset lists need file paths")
+    index = {Path(p).name: i for i, (p, _) in enumerate(samples)}
+    absent = [name for name in wanted if Path(name).name not in index]
+    if absent:
+        raise ValueError(
+            f"subset list {path}: {len(absent)} of {len(wanted)} files are not in the train set, "
+            f"e.g. {', '.join(absent[:5])}"
+        )
+    return torch.tensor(sorted(index[Path(name).name] for name in wanted))
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:g}pct"
+
+
+@register
+class SemiSupervisedTask(Task):
+    name = "semisup"
+    summary = "fine-tune the whole network on 1 % / 10 % of the labels, top-1/top-5"
+    paper_table = "Table 2"
+    paper_column = "1% / 10% labels (top-5)"
+    metrics = ("top1_1pct", "top5_1pct", "top1_10pct", "top5_10pct")
+    protocol = "InvP semi_supervised.py, classifier lr decayed and last epoch evaluated (§3.4)"
+    defaults: ClassVar[dict[str, Any]] = {
+        "dataset": "imagenet",
+        "fractions": [0.01, 0.1],
+        "subset_files": {},
+        "subset_seed": 0,
+        "train_split": "train",
+        "test_split": "val",
+        "lr": 0.0012,
+        "head_lr_mult": 50.0,
+        "weight_decay": 1e-5,
+        "batch_size": 128,
+        "epochs": 30,
+        "milestones": [15, 20, 25],
+        "gamma": 0.1,
+    }
+
+    @classmethod
+    def datasets(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
+        return ({**cls.defaults, **dict(settings)}["dataset"],)
+
+    def run(self, ctx: TaskContext) -> list[Measurement]:
+        s = task_settings(self.defaults, ctx)
+        dataset = s["dataset"]
+        require_trainable(ctx.encoder.load("cpu"), ctx.encoder.kind)
+        train = load_split(ctx, dataset, s["train_split"], train_transform(dataset, s))
+        test = load_split(ctx, dataset, s["test_split"], eval_transform(dataset, s))
+        out = []
+        for fraction in s["fractions"]:
+            indices, how = self._subset(ctx, s, float(fraction), train)
+            recipe = FinetuneRecipe.from_settings(s, lr=float(s["lr"]))
+            model = fine_tune(
+                ctx.encoder.load(ctx.device),
+                num_classes(dataset),
+                Subset(train, indices.tolist()),
+                recipe,
+                ctx.device,
+                ctx.seed,
+            )
+            scores, targets = predict(model, test, ctx.device)
+            extra = {"fraction": float(fraction), "labelled_images": len(indices), "subset": how,
+                     "evaluated": "after the last epoch"}
+            for k in (1, 5):
+                out.append(
+                    Measurement(f"top{k}_{_percent(float(fraction))}",
+                                topk_accuracy(scores, targets, k), dataset, s["test_split"], extra)
+                )
+        return out
+
+    @staticmethod
+    def _subset(
+        ctx: TaskContext, s: dict[str, Any], fraction: float, train: Dataset
+    ) -> tuple[torch.Tensor, str]:
+        files = {float(k): v for k, v in dict(s["subset_files"]).items()}
+        if fraction in files:
+            path = Path(files[fraction])
+            path = path if path.is_absolute() else ctx.data_root / path
+            return read_subset_list(path, train), f"list file {path}"
+        indices = class_balanced_subset(dataset_targets(train), fraction, int(s["subset_seed"]))
+        return indices, (
+            f"deterministic class-balanced draw (seed {int(s['subset_seed'])}, no list file given)"
+        )

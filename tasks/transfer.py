@@ -1,0 +1,238 @@
+"""Transfer to small classification datasets (protocols.md §3.5, §3.6).
+
+``transfer``: SimCLR/Kornblith fine-tuning. For every (lr, wd) of the grid, fine-tune on the
+training part and score the validation part (the creators' val split for VOC07 and Flowers,
+otherwise a seeded 20 % of train); retrain on train+val with the best pair; test once.
+``transfer_linear``: L-BFGS multinomial logistic regression on frozen pooled features, C = 1/wd
+over a log-spaced wd grid, same split and selection rules (VOC07: one binary logistic per
+class). Metrics: top-1 (CIFAR, Cars, digits), mean per-class accuracy (Pets, Caltech101,
+Flowers), 11-point mAP with difficult counted as negative (VOC07).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from torch.utils.data import ConcatDataset, Dataset, Subset
+
+from tasks.base import Measurement, Task, TaskContext, register
+from tasks.common import holdout_split, load_split, num_classes, task_settings
+from tasks.features import FeatureLayer, context_features
+from tasks.finetune import FinetuneRecipe, fine_tune, predict, require_trainable
+from tasks.metrics import mean_ap, mean_per_class_accuracy, topk_accuracy, voc11_ap
+from tasks.transforms import eval_transform, train_transform
+
+
+@dataclass(frozen=True)
+class TransferSplits:
+    """Which splits a dataset trains, validates and tests on, and its metric."""
+
+    train: str
+    val: str | None  # creators' validation split; None = hold out part of train
+    test: str
+    metric: str  # top1 | mean_per_class | voc11_map
+
+
+TRANSFER_SPLITS = {
+    "cifar10": TransferSplits("train", None, "test", "top1"),
+    "cifar100": TransferSplits("train", None, "test", "top1"),
+    "voc07_cls": TransferSplits("train", "val", "test", "voc11_map"),
+    "caltech101": TransferSplits("train", None, "test", "mean_per_class"),
+    "stanford_cars": TransferSplits("train", None, "test", "top1"),
+    "oxford_pets": TransferSplits("trainval", None, "test", "mean_per_class"),
+    "flowers102": TransferSplits("train", "val", "test", "mean_per_class"),
+    "digits": TransferSplits("train", None, "test", "top1"),
+}
+
+
+def transfer_splits(dataset: str) -> TransferSplits:
+    """The split/metric rule of a transfer dataset."""
+    if dataset not in TRANSFER_SPLITS:
+        raise KeyError(
+            f"no transfer protocol for dataset {dataset!r}; known: {', '.join(TRANSFER_SPLITS)}"
+        )
+    return TRANSFER_SPLITS[dataset]
+
+
+def transfer_score(metric: str, scores: torch.Tensor, targets: torch.Tensor, classes: int) -> float:
+    """The dataset's metric of ``scores`` against ``targets``."""
+    if metric == "top1":
+        return topk_accuracy(scores, targets, 1)
+    if metric == "mean_per_class":
+        return mean_per_class_accuracy(scores, targets, classes)
+    if metric == "voc11_map":
+        return mean_ap(scores, targets, voc11_ap, difficult="negative")[0]
+    raise ValueError(f"unknown transfer metric {metric!r}")
+
+
+def _split_parts(ctx: TaskContext, s: dict[str, Any], dataset: str, transform: Any):
+    """(fit, val, train+val) datasets under ``transform``."""
+    rule = transfer_splits(dataset)
+    train = load_split(ctx, dataset, rule.train, transform)
+    if rule.val is not None:
+        val = load_split(ctx, dataset, rule.val, transform)
+        return train, val, ConcatDataset([train, val])
+    held = max(1, round(float(s["val_fraction"]) * len(train)))
+    fit_idx, val_idx = holdout_split(len(train), held, int(s["split_seed"]))
+    return Subset(train, fit_idx.tolist()), Subset(train, val_idx.tolist()), train
+
+
+def _common_defaults() -> dict[str, Any]:
+    return {
+        "datasets": list(TRANSFER_SPLITS)[:7],
+        "val_fraction": 0.2,
+        "split_seed": 0,
+    }
+
+
+class TransferTaskBase(Task):
+    """Shared settings handling of both transfer variants."""
+
+    paper_table = "Table 3"
+    paper_column = "CIFAR10 / CIFAR100 / VOC07 / Caltech101 / Cars / Pets / Flowers"
+    metrics = ("top1", "mean_per_class", "voc11_map")
+    defaults: ClassVar[dict[str, Any]] = _common_defaults()
+
+    @classmethod
+    def datasets(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
+        return tuple({**cls.defaults, **dict(settings)}["datasets"])
+
+    def run(self, ctx: TaskContext) -> list[Measurement]:
+        s = task_settings(self.defaults, ctx)
+        return [m for dataset in s["datasets"] for m in self.run_dataset(ctx, s, dataset)]
+
+    def run_dataset(self, ctx: TaskContext, s: dict[str, Any], dataset: str) -> list[Measurement]:
+        raise NotImplementedError
+
+
+@register
+class TransferFinetuneTask(TransferTaskBase):
+    name = "transfer"
+    summary = "fine-tune to 7 datasets with the (lr, wd) grid, select on val, retrain, test once"
+    protocol = "SimCLR/Kornblith fine-tune (§3.5): lr x wd grid, wd/lr, retrain on train+val"
+    defaults = {
+        **_common_defaults(),
+        "lrs": [1e-4, 1e-3, 1e-2, 1e-1],
+        "weight_decays": [0.0, 1e-6, 1e-5, 1e-4, 1e-3],
+        "weight_decay_over_lr": True,
+        "steps": 5000,
+        "batch_size": 64,
+        "nesterov": True,
+        "schedule": "cosine",
+    }
+
+    def run_dataset(self, ctx: TaskContext, s: dict[str, Any], dataset: str) -> list[Measurement]:
+        require_trainable(ctx.encoder.load("cpu"), ctx.encoder.kind)
+        rule, classes = transfer_splits(dataset), num_classes(dataset)
+        loss = "bce" if rule.metric == "voc11_map" else "ce"
+        fit_aug, _, all_aug = _split_parts(ctx, s, dataset, train_transform(dataset, s))
+        _, val_eval, _ = _split_parts(ctx, s, dataset, eval_transform(dataset, s))
+        test = load_split(ctx, dataset, rule.test, eval_transform(dataset, s))
+
+        def train_and_score(train_set: Dataset, eval_set: Dataset, lr: float, wd: float) -> float:
+            recipe = FinetuneRecipe.from_settings(s, lr=lr, weight_decay=wd, loss=loss)
+            model = fine_tune(ctx.encoder.load(ctx.device), classes, train_set, recipe,
+                              ctx.device, ctx.seed)
+            return transfer_score(rule.metric, *predict(model, eval_set, ctx.device), classes)
+
+        grid = [(float(lr), float(wd)) for lr in s["lrs"] for wd in s["weight_decays"]]
+        val_scores = [train_and_score(fit_aug, val_eval, lr, wd) for lr, wd in grid]
+        best = int(np.argmax(val_scores))
+        lr, wd = grid[best]
+        extra = {"lr": lr, "weight_decay": wd, "val": val_scores[best], "grid_size": len(grid),
+                 "selection": "best val score; retrained on train+val; test scored once"}
+        return [
+            Measurement(rule.metric, train_and_score(all_aug, test, lr, wd), dataset, rule.test, extra),
+            Measurement(rule.metric, val_scores[best], dataset, "val", extra),
+        ]
+
+
+def _fit_logistic(x: np.ndarray, y: np.ndarray, c: float, max_iter: int) -> LogisticRegression:
+    model = LogisticRegression(C=c, solver="lbfgs", max_iter=max_iter)
+    return model.fit(x, y)
+
+
+def logistic_scores(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, c: float, multilabel: bool,
+    max_iter: int,
+) -> torch.Tensor:
+    """Decision scores (N_test, classes) of L-BFGS logistic regression; multi-label targets (VOC
+    values) get one binary model per class with difficult counted as negative."""
+    if not multilabel:
+        model = _fit_logistic(train_x, train_y, c, max_iter)
+        full = np.full((len(test_x), int(train_y.max()) + 1), -np.inf)
+        full[:, model.classes_] = model.decision_function(test_x).reshape(len(test_x), -1)
+        return torch.from_numpy(full)
+    columns = [
+        _fit_logistic(train_x, train_y[:, k] == 1, c, max_iter).decision_function(test_x)
+        for k in range(train_y.shape[1])
+    ]
+    return torch.from_numpy(np.stack(columns, axis=1))
+
+
+@register
+class TransferLinearTask(TransferTaskBase):
+    name = "transfer_linear"
+    summary = "L-BFGS logistic regression on frozen features of the 7 transfer datasets"
+    protocol = "SimCLR B.8.1 / ssl-transfer linear.py (§3.6): C = 1/wd, 45 wd in [1e-6, 1e5]"
+    defaults = {
+        **_common_defaults(),
+        "weight_decays": {"logspace": [-6, 5, 45]},
+        "layer": "pooled",
+        "max_iter": 1000,
+        "resize_interpolation": "bicubic",
+    }
+
+    def run_dataset(self, ctx: TaskContext, s: dict[str, Any], dataset: str) -> list[Measurement]:
+        rule, classes = transfer_splits(dataset), num_classes(dataset)
+        layer = FeatureLayer.parse(s["layer"])
+        backbone = ctx.encoder.load(ctx.device)
+
+        def features(split: str) -> tuple[np.ndarray, np.ndarray]:
+            feats, labels = context_features(ctx, s, dataset, split, [layer], backbone)
+            return feats[layer.name].double().numpy(), labels.numpy()
+
+        train_x, train_y = features(rule.train)
+        if rule.val is not None:
+            val_x, val_y = features(rule.val)
+            all_x, all_y = np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y])
+        else:
+            held = max(1, round(float(s["val_fraction"]) * len(train_y)))
+            fit_idx, val_idx = holdout_split(len(train_y), held, int(s["split_seed"]))
+            all_x, all_y = train_x, train_y
+            train_x, train_y, val_x, val_y = (
+                all_x[fit_idx], all_y[fit_idx], all_x[val_idx], all_y[val_idx]
+            )
+        test_x, test_y = features(rule.test)
+        multilabel = train_y.ndim == 2
+
+        def score(x, y, eval_x, eval_y, wd: float) -> float:
+            scores = logistic_scores(x, y, eval_x, 1.0 / wd, multilabel, int(s["max_iter"]))
+            return transfer_score(rule.metric, scores, torch.from_numpy(eval_y), classes)
+
+        wds = _grid(s["weight_decays"])
+        val_scores = [score(train_x, train_y, val_x, val_y, wd) for wd in wds]
+        best = int(np.argmax(val_scores))
+        extra = {"weight_decay": wds[best], "C": 1.0 / wds[best], "val": val_scores[best],
+                 "grid_size": len(wds), "layer": layer.name,
+                 "selection": "best val score; refit on train+val; test scored once"}
+        return [
+            Measurement(rule.metric, score(all_x, all_y, test_x, test_y, wds[best]), dataset,
+                        rule.test, extra),
+            Measurement(rule.metric, val_scores[best], dataset, "val", extra),
+        ]
+
+
+def _grid(spec: Any) -> list[float]:
+    """A list of values, or ``{logspace: [start_exp, stop_exp, count]}``."""
+    if isinstance(spec, Mapping):
+        start, stop, count = spec["logspace"]
+        return [float(v) for v in np.logspace(float(start), float(stop), int(count))]
+    values = [float(v) for v in spec]
+    if not values or any(not math.isfinite(v) or v <= 0 for v in values):
+        raise ValueError(f"weight_decays must be positive numbers, got {spec!r}")
+    return values
