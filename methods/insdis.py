@@ -1,0 +1,91 @@
+"""InsDis (Wu et al. 2018): instance discrimination against a memory bank (method-spec.md §5).
+
+``variant: softmax`` is the full non-parametric softmax over all n bank entries (the CIFAR
+recipe, ``--nce-k 0``). ``variant: nce`` is the NCE approximation with K uniform noise draws per
+anchor; its normaliser Z is either estimated once on the first batch and frozen (``nce_z:
+frozen``, the original code) or tracked as an EMA of the per-batch estimate (``nce_z: ema``,
+as CMC issue #23 recommends). Z is recorded in the method's state.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from methods.bank_method import BankMethod, no_autocast
+from methods.base import LossOutput, register
+from methods.dist_utils import all_gather_cat
+from methods.losses import nce_loss
+from methods.settings import read_settings, require
+from methods.similarity import gathered_similarities
+
+
+@dataclass(frozen=True)
+class InsDisSettings:
+    """Options of ``insdis`` (defaults: the official ImageNet values, §5)."""
+
+    temperature: float = 0.07
+    memory_momentum: float = 0.5
+    variant: str = "softmax"  # softmax | nce
+    nce_k: int = 4096  # noise draws per anchor (nce only)
+    nce_z: str = "ema"  # ema | frozen (nce only)
+    nce_z_momentum: float = 0.99  # EMA momentum of Z (nce_z: ema)
+
+
+def batch_normaliser(logits: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Monte-Carlo estimate of Z from one batch: n * mean(exp(logits)) over (B, K+1) (§5)."""
+    return num_samples * torch.exp(logits).mean()
+
+
+@register
+class InsDis(BankMethod):
+    name = "insdis"
+    summary = "InsDis: instance discrimination with a memory bank (full softmax or NCE)"
+
+    def __init__(self, config: Mapping[str, Any], num_samples: int):
+        self.settings = read_settings(InsDisSettings, config, self.name)
+        s = self.settings
+        require(s.temperature > 0, self.name, f"temperature must be > 0, got {s.temperature}")
+        require(s.variant in ("softmax", "nce"), self.name, f"variant must be softmax or nce, got {s.variant!r}")
+        require(s.nce_k >= 1, self.name, f"nce_k must be >= 1, got {s.nce_k}")
+        require(s.nce_z in ("ema", "frozen"), self.name, f"nce_z must be ema or frozen, got {s.nce_z!r}")
+        require(0 <= s.nce_z_momentum < 1, self.name, f"nce_z_momentum must be in [0, 1), got {s.nce_z_momentum}")
+        super().__init__(config, num_samples, s.memory_momentum)
+        self.normaliser: float | None = None  # Z of the NCE variant, once estimated
+
+    def loss(self, embeddings: torch.Tensor, indices: torch.Tensor, epoch: int) -> LossOutput:
+        v, idx, bank = self._prepare(embeddings, indices)
+        with no_autocast(self.device):
+            if self.settings.variant == "softmax":
+                logits = v @ bank.weight.T / self.settings.temperature
+                per_sample = F.cross_entropy(logits, idx, reduction="none")
+                logs: dict[str, float] = {}
+            else:
+                per_sample, logs = self._nce(v, idx, bank.weight)
+            loss = per_sample.mean()
+        self._check_loss(loss)
+        self._stash(v, idx)
+        return LossOutput(loss, {"loss_ins": float(loss.detach()), **logs})
+
+    def _nce(self, v: torch.Tensor, idx: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        noise = torch.randint(0, self.num_samples, (v.shape[0], self.settings.nce_k), device=self.device)
+        columns = torch.cat([idx.view(-1, 1), noise], dim=1)
+        logits = gathered_similarities(v, bank, columns) / self.settings.temperature
+        estimate = all_gather_cat(batch_normaliser(logits.detach(), self.num_samples).view(1)).mean().item()
+        if self.normaliser is None:
+            self.normaliser = estimate
+        elif self.settings.nce_z == "ema":
+            m = self.settings.nce_z_momentum
+            self.normaliser = m * self.normaliser + (1 - m) * estimate
+        per_sample = nce_loss(logits, math.log(self.normaliser), self.num_samples)
+        return per_sample, {"nce_log_z": math.log(self.normaliser)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "nce_normaliser": self.normaliser}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.normaliser = state.get("nce_normaliser")

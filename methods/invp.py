@@ -1,0 +1,176 @@
+"""Invariance Propagation (Wang et al., NeurIPS 2020), faithful to the official step (§3, 1-13).
+
+Per step: dense similarity of the batch to the whole bank; top-M pool (M = ``n_background``);
+L_ins over the pool; candidates by propagation over the kNN table (official concatenation or
+the clean BFS variant); the P lowest-similarity candidates as hard positives; L_InvP with the
+``exclusive`` denominator; total L_ins + lam * w(epoch) * L_InvP. L_InvP is computed while its
+weight is 0, as the official code does. ``update`` then refreshes the visited graph rows from
+this step's top-M list and EMA-updates the bank with the pre-step embeddings.
+
+Ablation switches (each one option): ``hard_positive: false`` (P largest: "without hard
+positive"), ``n_background: all`` ("without hard negative": the whole bank is the pool),
+``steps: 1`` ("KNN" positives, see ``methods.knn_positive``), ``propagation: bfs``, any ``k``,
+``ramp``. ``n_background`` larger than n is clamped to n (with a warning); ``n_pos`` larger than
+the number of candidates takes them all, as the official code does.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+from methods.bank_method import BankMethod, no_autocast
+from methods.base import LossOutput, register
+from methods.diagnostics import label_precision, masked_mean, mean_unique
+from methods.losses import instance_loss, invp_loss
+from methods.neighbours import NeighbourTable, neighbours_from_topm
+from methods.positives import select_positives
+from methods.propagation import propagate_bfs, propagate_concat
+from methods.ramp import RAMP_TYPES, RampSettings, ramp_weight
+from methods.settings import ANY_TYPE, read_settings, require
+from methods.similarity import DenseScores, gathered_similarities
+
+
+@dataclass(frozen=True)
+class InvPSettings:
+    """Options of ``invp`` (defaults: the official code's, §2)."""
+
+    temperature: float = 0.07
+    memory_momentum: float = 0.5
+    k: int = 4  # kNN-graph out-degree
+    steps: int = 3  # propagation steps l
+    n_pos: int = 50  # hard positives P
+    n_background: int | str = dataclasses.field(default=4096, metadata=ANY_TYPE)  # M, or "all"
+    exclusive: bool = True  # drop the anchor's own term from the L_InvP denominator
+    hard_positive: bool = True  # P lowest (true) or P highest (false) candidates
+    propagation: str = "concat"  # concat (official multiset) | bfs (clean, de-duplicated)
+    lam: float = 0.6  # lambda, weight of L_InvP
+    ramp: RampSettings = RampSettings()
+
+
+def check_invp_settings(s: InvPSettings, method: str) -> None:
+    """Raise a ConfigError naming the option for any invalid InvP setting."""
+    require(s.temperature > 0, method, f"temperature must be > 0, got {s.temperature}")
+    require(s.k >= 1, method, f"k must be >= 1, got {s.k}")
+    require(s.steps >= 1, method, f"steps must be >= 1, got {s.steps}")
+    require(s.n_pos >= 1, method, f"n_pos must be >= 1, got {s.n_pos}")
+    require(s.n_background == "all" or (isinstance(s.n_background, int) and not isinstance(s.n_background, bool)),
+            method, f"n_background must be an integer or 'all', got {s.n_background!r}")
+    require(s.propagation in ("concat", "bfs"), method, f"propagation must be concat or bfs, got {s.propagation!r}")
+    require(s.lam >= 0, method, f"lam must be >= 0, got {s.lam}")
+    require(s.ramp.type in RAMP_TYPES, method, f"ramp.type must be one of {', '.join(RAMP_TYPES)}, got {s.ramp.type!r}")
+    require(s.ramp.length >= 0, method, f"ramp.length must be >= 0, got {s.ramp.length}")
+
+
+def pool_size(n_background: int | str, num_samples: int, k: int, method: str) -> int:
+    """M as used: 'all' and values above n become n (warned); M must exceed k (graph refresh)."""
+    if n_background == "all":
+        size = num_samples
+    else:
+        size = int(n_background)
+        if size > num_samples:
+            warnings.warn(f"method {method!r}: n_background={size} > {num_samples} training samples; "
+                          f"using the whole bank (n_background=all)", stacklevel=3)
+            size = num_samples
+    require(size >= k + 1, method, f"n_background (M={size}) must be >= k+1 = {k + 1}, and the "
+                                   f"training set must hold more than k samples")
+    return size
+
+
+@register
+class InvP(BankMethod):
+    name = "invp"
+    summary = "Invariance Propagation: hard positives from kNN-graph propagation, top-M negatives"
+
+    def __init__(self, config: Mapping[str, Any], num_samples: int):
+        self.settings = self._read_settings(config)
+        check_invp_settings(self.settings, self.name)
+        super().__init__(config, num_samples, self.settings.memory_momentum)
+        self.pool = pool_size(self.settings.n_background, num_samples, self.settings.k, self.name)
+        self.neighbours = NeighbourTable(num_samples, self.settings.k)
+        self._scores = DenseScores()
+
+    def _read_settings(self, config: Mapping[str, Any]) -> InvPSettings:
+        return read_settings(InvPSettings, config, self.name)
+
+    @property
+    def pool_is_bank(self) -> bool:
+        """True when the pool is the whole bank (n_background: all): dense softmax denominator."""
+        return self.pool == self.num_samples
+
+    def _candidates(self, anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Propagated candidate positives (B, C) and their validity mask."""
+        if self.settings.propagation == "bfs":
+            return propagate_bfs(self.neighbours.table, anchors, self.settings.steps)
+        ids = propagate_concat(self.neighbours.table, anchors, self.settings.steps)
+        return ids, torch.ones_like(ids, dtype=torch.bool)
+
+    def loss(self, embeddings: torch.Tensor, indices: torch.Tensor, epoch: int) -> LossOutput:
+        v, idx, bank = self._prepare(embeddings, indices)
+        s = self.settings
+        with no_autocast(self.device):
+            if self.pool_is_bank:
+                dense = v @ bank.weight.T
+                plain = dense.detach()
+                top_idx = plain.topk(s.k + 1, dim=1).indices
+            else:
+                plain = self._scores(v, bank.weight)
+                top_idx = plain.topk(self.pool, dim=1).indices
+            candidates, valid = self._candidates(idx)
+            candidate_sims = plain.gather(1, candidates)
+            columns, picked_valid = select_positives(candidate_sims, s.n_pos, s.hard_positive, valid)
+            positives = candidates.gather(1, columns)
+
+            pool_part = [] if self.pool_is_bank else [top_idx]
+            wanted = torch.cat([idx.view(-1, 1), positives, *pool_part], dim=1)
+            logits = gathered_similarities(v, bank.weight, wanted, dense=plain) / s.temperature
+            self_logits, pos_logits = logits[:, 0], logits[:, 1 : 1 + positives.shape[1]]
+            pool_logits = dense / s.temperature if self.pool_is_bank else logits[:, 1 + positives.shape[1] :]
+
+            loss_ins = instance_loss(self_logits, pool_logits).mean()
+            loss_invp = invp_loss(pos_logits, picked_valid, pool_logits, self_logits, s.exclusive).mean()
+            weight = ramp_weight(epoch, s.ramp)
+            loss = loss_ins + s.lam * weight * loss_invp
+        self._check_loss(loss)
+        self._stash(v, idx, neighbour_rows=neighbours_from_topm(top_idx, idx, s.k))
+        logs = {"loss_ins": float(loss_ins.detach()), "loss_invp": float(loss_invp.detach()), "ramp_weight": weight}
+        logs.update(self._diagnostics(idx, candidates, valid, candidate_sims, positives, picked_valid, top_idx))
+        return LossOutput(loss, logs)
+
+    @torch.no_grad()
+    def _diagnostics(self, idx: torch.Tensor, candidates: torch.Tensor, valid: torch.Tensor, candidate_sims: torch.Tensor,
+                     positives: torch.Tensor, picked_valid: torch.Tensor, top_idx: torch.Tensor) -> dict[str, float]:
+        n_pos = self.settings.n_pos
+        hard_cols, hard_valid = select_positives(candidate_sims, n_pos, True, valid)
+        easy_cols, easy_valid = select_positives(candidate_sims, n_pos, False, valid)
+        logs = {
+            "unique_candidates": mean_unique(candidates, valid, idx),
+            "unique_positives": mean_unique(positives, picked_valid, idx),
+            "hard_pos_sim": masked_mean(candidate_sims.gather(1, hard_cols), hard_valid),
+            "easy_pos_sim": masked_mean(candidate_sims.gather(1, easy_cols), easy_valid),
+        }
+        labels = self.diagnostic_labels
+        if labels is not None:
+            labels = labels.to(self.device)
+            logs["pos_precision"] = label_precision(labels, idx, positives, picked_valid)
+            if not self.pool_is_bank:
+                logs["pool_precision"] = label_precision(labels, idx, top_idx, top_idx != idx.view(-1, 1))
+        return logs
+
+    def _apply_rows(self, gathered: Mapping[str, torch.Tensor]) -> None:
+        self.neighbours.update(gathered["indices"], gathered["neighbour_rows"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "neighbours": self.neighbours.table.detach().cpu().clone()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.neighbours.load(state["neighbours"])
+
+    def to(self, device: torch.device | str) -> "InvP":
+        super().to(device)
+        self.neighbours.to(self.device)
+        return self
