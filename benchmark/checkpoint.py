@@ -1,0 +1,152 @@
+"""Training checkpoints: atomic writes, newest-valid lookup, config-identity checks, pruning.
+
+Files are ``<run_dir>/checkpoints/ckpt-<global step, 9 digits>.pt``. A file is written to a
+temporary name in the same folder, flushed to disk and renamed, so a crash never leaves a
+half-written file under the final name; a file that is nevertheless unreadable (truncated by a
+full disk, say) is skipped with a warning and the previous one is used.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from benchmark.config import config_hash
+
+CHECKPOINT_RE = re.compile(r"^ckpt-(\d{9})\.pt$")
+IDENTITY_SECTIONS = ("seed", "data", "model", "pretrain", "method")
+# Keys that change how a run is executed or recorded, not what it computes.
+OPERATIONAL_KEYS = frozenset({
+    "data.num_workers",
+    "pretrain.checkpoint_every_steps",
+    "pretrain.keep_checkpoints",
+    "pretrain.progress",
+})
+RESUME_MODES = ("auto", "never", "force")
+
+
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint was written by a run with a different pretraining configuration."""
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def pretrain_identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The flattened keys (``pretrain.epochs`` ...) that determine the trained weights."""
+    sections = {k: config[k] for k in IDENTITY_SECTIONS if k in config}
+    return {k: v for k, v in _flatten(sections).items() if k not in OPERATIONAL_KEYS}
+
+
+def pretrain_hash(config: Mapping[str, Any]) -> str:
+    """Hash of :func:`pretrain_identity`: equal for runs whose pretraining is the same."""
+    return config_hash(pretrain_identity(config))
+
+
+def differing_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """Dotted identity keys whose values differ between configs ``a`` and ``b`` (sorted)."""
+    fa, fb = pretrain_identity(a), pretrain_identity(b)
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k, "<absent>") != fb.get(k, "<absent>"))
+
+
+def save_atomic(obj: Any, path: Path) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def checkpoint_path(checkpoint_dir: Path, global_step: int) -> Path:
+    """Path of the checkpoint taken after ``global_step`` optimizer steps."""
+    return Path(checkpoint_dir) / f"ckpt-{global_step:09d}.pt"
+
+
+def list_checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """Checkpoint files in ``checkpoint_dir``, newest (highest step) first."""
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if CHECKPOINT_RE.match(p.name)]
+    return sorted(found, key=lambda p: int(CHECKPOINT_RE.match(p.name).group(1)), reverse=True)
+
+
+def load_latest(checkpoint_dir: Path, config: Mapping[str, Any], mode: str = "auto") -> dict[str, Any] | None:
+    """The newest readable checkpoint in ``checkpoint_dir`` (None if there is none, or ``mode``
+    is ``never``). Unreadable files are skipped with a warning. A checkpoint of another
+    pretraining config raises :class:`CheckpointMismatch` naming the differing keys, unless
+    ``mode`` is ``force``."""
+    if mode not in RESUME_MODES:
+        raise ValueError(f"resume={mode!r}; valid values: {', '.join(RESUME_MODES)}")
+    if mode == "never":
+        return None
+    for path in list_checkpoints(checkpoint_dir):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # any unreadable file: truncated, corrupt, wrong format
+            warnings.warn(f"skipping unreadable checkpoint {path} ({type(exc).__name__}: {exc}); "
+                          "trying the previous one", stacklevel=2)
+            continue
+        if state.get("config_hash") != pretrain_hash(config):
+            keys = differing_keys(state.get("config", {}), config)
+            message = (f"checkpoint {path} was written by a different pretraining config "
+                       f"(differing keys: {', '.join(keys) or 'unknown'})")
+            if mode != "force":
+                raise CheckpointMismatch(
+                    f"{message}. Use a new --run-dir, --resume never to start fresh, or "
+                    "--resume force to continue from it anyway"
+                )
+            warnings.warn(f"{message}; resuming anyway (--resume force)", stacklevel=2)
+        state["path"] = str(path)
+        return state
+    return None
+
+
+def prune(checkpoint_dir: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest checkpoints (``keep`` <= 0 keeps everything)."""
+    if keep > 0:
+        for path in list_checkpoints(checkpoint_dir)[keep:]:
+            path.unlink(missing_ok=True)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global RNG state: Python, NumPy, torch CPU and all CUDA devices."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,25 @@
+"""Projection heads: linear (feature_dim -> embed_dim) or the 2-layer MLP without BN."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from torch import nn
+
+from benchmark.config import ConfigError
+from benchmark.models.init import init_weights
+
+
+def build_head(model_cfg: Mapping[str, Any], feature_dim: int) -> nn.Module:
+    """``model.head``: ``linear`` -> Linear(feature_dim, embed_dim); ``mlp`` ->
+    Linear(feature_dim, feature_dim) -> ReLU -> Linear(feature_dim, embed_dim) (no BN)."""
+    kind = model_cfg.get("head", "linear")
+    embed_dim = int(model_cfg.get("embed_dim", 128))
+    if kind == "linear":
+        head: nn.Module = nn.Linear(feature_dim, embed_dim)
+    elif kind == "mlp":
+        head = nn.Sequential(
+            nn.Linear(feature_dim, feature_dim), nn.ReLU(inplace=True), nn.Linear(feature_dim, embed_dim)
+        )
+    else:
+        raise ConfigError(f"model.head={kind!r} is not a head; use --set model.head=linear or mlp")
+    return init_weights(head)

@@ -1,0 +1,438 @@
+"""The pretraining engine: a method (``methods.<name>``) turned into a trained encoder.
+
+One code path for one CPU core and for many GPUs: device auto, DataLoader workers and pinned
+memory, channels_last, AMP (bf16 autocast on CPU behind ``pretrain.amp``; fp16 with a gradient
+scaler or bf16 on CUDA), per-epoch lr schedules, DDP (torchrun or SLURM variables, one process
+per device), checkpoints every epoch and every N steps with exact resume, a kNN monitor on a
+held-out split, a NaN/inf guard and SIGTERM/SIGUSR1 handling.
+
+Writes ``<run_dir>/log.jsonl`` (one line per epoch), ``<run_dir>/checkpoints/`` and, at the
+end, ``<run_dir>/encoder.pt`` (format in docs/CONTRACTS.md).
+
+CLI: ``python -m benchmark.pretrain --profile mini --method invp --run-dir DIR``, also under
+``torchrun --nproc_per_node=N -m benchmark.pretrain ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from benchmark import checkpoint as ckpt
+from benchmark.config import ConfigError, RunConfig, resolve
+from benchmark.datasets import DatasetMissing, resolve_data_root
+from benchmark.distributed import DistContext, all_reduce_mean, barrier, init_distributed, shutdown
+from benchmark.models import build_backbone, build_head
+from benchmark.monitor import knn_monitor
+from benchmark.pretrain_data import PretrainData, ResumableDistributedSampler, build_pretrain_data
+from benchmark.runtime import configure_threads, seed_everything
+from benchmark.schedule import lr_at_epoch
+from methods.base import Method, build_method
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was saved, run again to resume
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class Preempted(RuntimeError):
+    """A stop was requested (SIGTERM, SIGUSR1 or :func:`request_stop`); a checkpoint was saved."""
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The loss became NaN or inf; the last good state was checkpointed."""
+
+
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask the running pretraining to checkpoint after the current step and raise
+    :class:`Preempted` (what a SLURM/submitit launcher calls from its own signal hook)."""
+    _STOP.set()
+
+
+@contextmanager
+def preemption_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGUSR1)) -> Iterator[None]:
+    """While active, the given signals call :func:`request_stop` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: request_stop()) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class Encoder(nn.Module):
+    """Backbone followed by the projection head (un-normalised embeddings)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def autocast_factory(pretrain_cfg: Mapping[str, Any], device: torch.device) -> Callable[[], ContextManager]:
+    """A zero-argument factory of the autocast context ``pretrain.amp``/``amp_dtype`` ask for."""
+    if not pretrain_cfg.get("amp", False):
+        return nullcontext
+    name = pretrain_cfg.get("amp_dtype", "bfloat16")
+    if name not in AMP_DTYPES:
+        raise ConfigError(f"pretrain.amp_dtype={name!r}; valid values: {', '.join(AMP_DTYPES)}")
+    if device.type == "cpu" and name != "bfloat16":
+        raise ConfigError("pretrain.amp on CPU supports only bfloat16; use --set pretrain.amp_dtype=bfloat16")
+    return partial(torch.autocast, device_type=device.type, dtype=AMP_DTYPES[name])
+
+
+def build_encoder(model_cfg: Mapping[str, Any]) -> Encoder:
+    """Backbone + head of ``model_cfg``, initialised from torch's global generator."""
+    backbone = build_backbone(model_cfg)
+    return Encoder(backbone, build_head(model_cfg, backbone.feature_dim))
+
+
+def build_optimizer(params: Iterator[nn.Parameter], optimizer_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """SGD with the profile's lr, momentum, weight decay and Nesterov flag."""
+    if optimizer_cfg.get("name", "sgd") != "sgd":
+        raise ConfigError(f"pretrain.optimizer.name={optimizer_cfg.get('name')!r}; only sgd is supported")
+    return torch.optim.SGD(
+        params,
+        lr=float(optimizer_cfg["lr"]),
+        momentum=float(optimizer_cfg.get("momentum", 0.9)),
+        weight_decay=float(optimizer_cfg.get("weight_decay", 0.0)),
+        nesterov=bool(optimizer_cfg.get("nesterov", False)),
+    )
+
+
+class EpochMeter:
+    """Sums of the logged scalars, steps, images and seconds of the current epoch."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+        self.images = 0
+        self.seconds = 0.0
+
+    def add(self, logs: Mapping[str, float], images: int, seconds: float) -> None:
+        for key, value in logs.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+        self.steps += 1
+        self.images += images
+        self.seconds += seconds
+
+    def summary(self, device: torch.device) -> dict[str, float]:
+        """Epoch means of every scalar (averaged over ranks) and global images/s."""
+        keys = sorted(self.sums)
+        local = torch.tensor([self.sums[k] / max(self.steps, 1) for k in keys] + [self.images, self.seconds],
+                             dtype=torch.float64, device=device)
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        mean = all_reduce_mean(local).tolist()
+        out = dict(zip(keys, mean[: len(keys)]))
+        out["images_per_s"] = mean[-2] * world / mean[-1] if mean[-1] > 0 else 0.0
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": dict(self.sums), "steps": self.steps, "images": self.images, "seconds": self.seconds}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.sums = dict(state["sums"])
+        self.steps, self.images, self.seconds = state["steps"], state["images"], state["seconds"]
+
+
+class PretrainRun:
+    """One pretraining run: set-up, resume, the epoch loop, checkpoints and the final encoder."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, dist: DistContext, data: PretrainData):
+        self.cfg, self.run_dir, self.dist, self.data = cfg, Path(run_dir), dist, data
+        pcfg = cfg.pretrain
+        self.device = dist.device
+        self.epochs = int(pcfg.epochs)
+        self.channels_last = bool(pcfg.get("channels_last", False))
+        self.autocast = autocast_factory(pcfg, self.device)
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.log_path = self.run_dir / "log.jsonl"
+
+        global_batch = int(pcfg.batch_size)
+        if global_batch % dist.world_size:
+            raise ConfigError(f"pretrain.batch_size={global_batch} is not divisible by the "
+                              f"{dist.world_size} processes; pick a multiple of {dist.world_size}")
+        self.batch_size = global_batch // dist.world_size
+
+        seed_everything(int(cfg.seed))
+        self.encoder = build_encoder(cfg.model).to(self.device)
+        if self.channels_last:
+            self.encoder = self.encoder.to(memory_format=torch.channels_last)
+        self.method: Method = build_method(cfg.method, len(data.train)).to(self.device)
+        self.method.set_diagnostic_labels(data.train_labels.to(self.device))
+        self.optimizer = build_optimizer(self.encoder.parameters(), pcfg.optimizer)
+        use_scaler = bool(pcfg.get("amp", False)) and pcfg.get("amp_dtype") == "float16"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.sampler = ResumableDistributedSampler(data.train, dist.world_size, dist.rank, int(cfg.seed))
+        self.steps_per_epoch = len(self.sampler) // self.batch_size
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"data.train_subset gives {len(data.train)} images, fewer than one batch of "
+                              f"pretrain.batch_size={global_batch}; raise the subset or lower the batch")
+        self.loader = DataLoader(
+            data.train, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
+            num_workers=int(cfg.data.get("num_workers", 0)), pin_memory=self.device.type == "cuda",
+            generator=torch.Generator(),  # keeps the DataLoader off the global RNG (exact resume)
+        )
+        self.next_epoch, self.next_step, self.global_step = 1, 0, 0
+        self.meter = EpochMeter()
+        self.model: nn.Module = self.encoder
+        self.tensorboard = None
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "backbone": self.encoder.backbone.state_dict(),
+            "head": self.encoder.head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "method": self.method.state_dict(),
+            "next_epoch": self.next_epoch,
+            "next_step": self.next_step,
+            "global_step": self.global_step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "meter": self.meter.state_dict(),
+            "rng": ckpt.rng_state(),
+            "config": self.cfg.to_dict(),
+            "config_hash": ckpt.pretrain_hash(self.cfg.tree),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.encoder.backbone.load_state_dict(state["backbone"])
+        self.encoder.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.method.load_state_dict(state["method"])
+        self.method.to(self.device)
+        self.next_epoch, self.next_step = state["next_epoch"], state["next_step"]
+        self.global_step = state["global_step"]
+        self.meter.load_state_dict(state["meter"])
+        ckpt.set_rng_state(state["rng"])
+
+    def save_checkpoint(self) -> None:
+        """Rank 0 writes the current state atomically and prunes old checkpoints."""
+        if self.dist.is_main:
+            ckpt.save_atomic(self.state_dict(), ckpt.checkpoint_path(self.checkpoint_dir, self.global_step))
+            ckpt.prune(self.checkpoint_dir, int(self.cfg.pretrain.get("keep_checkpoints", 2)))
+
+    def resume(self, mode: str) -> None:
+        """Restore the newest valid checkpoint (``auto``/``force``) and trim the log to it."""
+        state = ckpt.load_latest(self.checkpoint_dir, self.cfg.tree, mode)
+        if state is not None:
+            self.load_state_dict(state)
+            if self.dist.is_main:
+                print(f"resumed from {state['path']} (epoch {self.next_epoch}, step {self.next_step})",
+                      file=sys.stderr)
+        if self.dist.is_main:
+            self._trim_log()
+
+    def _trim_log(self) -> None:
+        kept = []
+        if self.log_path.is_file():
+            kept = [line for line in self.log_path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["epoch"] < self.next_epoch]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.log_path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(self.log_path)
+
+    # ---------------------------------------------------------------- training
+    def _agree(self, nonfinite: bool, stop: bool) -> tuple[bool, bool]:
+        """Every rank's NaN and stop flags OR-ed together (so all ranks act alike)."""
+        if not self.dist.enabled:
+            return nonfinite, stop
+        flags = torch.tensor([float(nonfinite), float(stop)], device=self.device)
+        torch.distributed.all_reduce(flags)
+        return bool(flags[0] > 0), bool(flags[1] > 0)
+
+    def train_step(self, images: torch.Tensor, positions: torch.Tensor, epoch: int) -> None:
+        """Forward, method loss, guard, backward, optimizer step, method update."""
+        started = time.perf_counter()
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        positions = positions.to(self.device, non_blocking=True)
+        with self.autocast():
+            raw = self.model(images)
+        out = self.method.loss(F.normalize(raw.float(), dim=1), positions, epoch)
+        nonfinite, stop = self._agree(not bool(torch.isfinite(out.loss).item()), _STOP.is_set())
+        if nonfinite:
+            self.save_checkpoint()
+            raise NonFiniteLoss(
+                f"non-finite loss at epoch {epoch}, step {self.next_step + 1} (global step "
+                f"{self.global_step + 1}); logs {out.logs}. The state before this step is saved in "
+                f"{self.checkpoint_dir}. Lower pretrain.optimizer.lr or turn off pretrain.amp."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out.loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.method.update()
+        self.next_step += 1
+        self.global_step += 1
+        logs = {"loss": out.loss.item(), **out.logs}
+        self.meter.add(logs, images.shape[0], time.perf_counter() - started)
+        if stop:
+            self.save_checkpoint()
+            raise Preempted(f"stopped at epoch {epoch}, step {self.next_step}; checkpoint saved in "
+                            f"{self.checkpoint_dir}; resume with --resume auto")
+        every = int(self.cfg.pretrain.get("checkpoint_every_steps", 0) or 0)
+        if every > 0 and self.global_step % every == 0:
+            self.save_checkpoint()
+
+    def train_epoch(self, epoch: int) -> None:
+        """The remaining steps of ``epoch`` (all of them unless resuming mid-epoch)."""
+        lr = lr_at_epoch(self.cfg.pretrain.schedule, float(self.cfg.pretrain.optimizer.lr), epoch, self.epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.next_step == 0:
+            self.method.on_epoch_start(epoch)
+        self.data.train.epoch = epoch
+        self.sampler.set_epoch(epoch)
+        self.sampler.start = self.next_step * self.batch_size
+        self.model.train()
+        remaining = self.steps_per_epoch - self.next_step
+        progress = tqdm(self.loader, total=remaining, desc=f"epoch {epoch}/{self.epochs}", leave=False,
+                        disable=not (self.dist.is_main and self.cfg.pretrain.get("progress", True)),
+                        mininterval=2.0)
+        for images, positions in progress:
+            self.train_step(images, positions, epoch)
+
+    def end_epoch(self, epoch: int) -> None:
+        """Monitor, log line, epoch checkpoint."""
+        record: dict[str, Any] = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                                  "steps": self.global_step, **self.meter.summary(self.device)}
+        monitor = self.cfg.pretrain.monitor
+        every = int(monitor.get("every", 1) or 0)
+        wanted = every > 0 and (epoch % every == 0 or epoch == self.epochs) and len(self.data.holdout) > 0
+        if wanted and self.dist.is_main:
+            record.update(knn_monitor(
+                self.encoder.backbone, self.encoder.head, self.data.monitor_train, self.data.train_labels,
+                self.data.holdout, self.data.holdout_labels, self.data.num_classes,
+                k=int(monitor.k), sigma=float(monitor.sigma), device=self.device,
+                autocast=self.autocast, channels_last=self.channels_last,
+            ))
+        self.next_epoch, self.next_step = epoch + 1, 0
+        self.meter = EpochMeter()
+        if self.dist.is_main:
+            with open(self.log_path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            if self.tensorboard is not None:
+                for key, value in record.items():
+                    if key != "epoch" and isinstance(value, (int, float)):
+                        self.tensorboard.add_scalar(f"pretrain/{key}", value, epoch)
+            print(json.dumps(record), file=sys.stderr)
+        self.save_checkpoint()
+        barrier()
+
+    def run(self) -> Path:
+        """Train the remaining epochs and write ``encoder.pt``; returns its path."""
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.encoder, device_ids=ids)
+        if self.cfg.pretrain.get("compile", False):
+            self.model = torch.compile(self.model)
+        self.tensorboard = _tensorboard_writer(self.run_dir) if self.dist.is_main else None
+        try:
+            for epoch in range(self.next_epoch, self.epochs + 1):
+                self.train_epoch(epoch)
+                self.end_epoch(epoch)
+        finally:
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+        return self.write_encoder()
+
+    def write_encoder(self) -> Path:
+        """``<run_dir>/encoder.pt`` as docs/CONTRACTS.md defines it (rank 0 writes it)."""
+        path = self.run_dir / "encoder.pt"
+        if self.dist.is_main:
+            ckpt.save_atomic({
+                "backbone": self.encoder.backbone.state_dict(),
+                "head": self.encoder.head.state_dict(),
+                "config": self.cfg.to_dict(),
+                "config_hash": ckpt.pretrain_hash(self.cfg.tree),
+                "epoch": self.next_epoch - 1,
+            }, path)
+        barrier()
+        return path
+
+
+def _tensorboard_writer(run_dir: Path) -> Any:
+    """A SummaryWriter under ``<run_dir>/tensorboard`` when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def pretrain(cfg: RunConfig, run_dir: Path, resume: str = "auto", data_root: str | Path | None = None) -> Path:
+    """Pretrain ``cfg.method`` on ``cfg.data`` into ``run_dir``; returns ``<run_dir>/encoder.pt``.
+
+    ``resume``: ``auto`` continues from the newest valid checkpoint (refusing one of another
+    config), ``never`` starts fresh, ``force`` continues even on a config mismatch. The data
+    root is ``data_root``, else ``$BENCHMARK_DATA``, else ``./data``.
+    """
+    if "method" not in cfg.tree:
+        raise ConfigError("the run config has no method; resolve it with a method (--method invp)")
+    if resume not in ckpt.RESUME_MODES:
+        raise ConfigError(f"--resume {resume!r}; valid values: {', '.join(ckpt.RESUME_MODES)}")
+    dist = init_distributed(str(cfg.tree.get("device", "auto")))
+    configure_threads(int(cfg.tree.get("threads", 0) or 0))
+    _STOP.clear()
+    data = build_pretrain_data(cfg, resolve_data_root(data_root))
+    run = PretrainRun(cfg, run_dir, dist, data)
+    run.resume(resume)
+    with preemption_signals():
+        return run.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmark.pretrain``: pretrain one method under one profile."""
+    parser = argparse.ArgumentParser(prog="python -m benchmark.pretrain", description=main.__doc__)
+    parser.add_argument("--profile", default="mini", help="profile name or YAML path (default: mini)")
+    parser.add_argument("--method", required=True, help="method name, e.g. invp, insdis, knn")
+    parser.add_argument("--seed", type=int, default=None, help="run seed (default: the profile's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set pretrain.epochs=3 (repeatable)")
+    parser.add_argument("--run-dir", required=True, type=Path, help="folder for checkpoints, log and encoder")
+    parser.add_argument("--resume", default="auto", choices=ckpt.RESUME_MODES)
+    parser.add_argument("--data-root", default=None, help="data root (default: $BENCHMARK_DATA or ./data)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = resolve(args.profile, args.method, args.overrides, args.seed)
+        path = pretrain(cfg, args.run_dir, resume=args.resume, data_root=args.data_root)
+    except Preempted as exc:
+        print(f"preempted: {exc}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except (ConfigError, ckpt.CheckpointMismatch, NonFiniteLoss, DatasetMissing) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown()
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
