@@ -1,5 +1,5 @@
 """Datasets known to the suite; importing this package registers all of them."""
-from benchmark.datasets import digits, fashion_mnist  # noqa: F401
+from benchmark.datasets import digits, fashion_mnist, voc07_cls  # noqa: F401
 from benchmark.datasets.registry import (  # noqa: F401
     DatasetMissing,
     DatasetSpec,

@@ -1,0 +1,231 @@
+"""Pascal VOC07 classification on frozen features, three protocols (protocols.md §3.3):
+
+- ``voc07_svm``: Goyal/VISSL per-class linear SVMs on every probed layer, cost sweep with
+  3-fold CV (AP scoring), per-class best cost, refit on trainval, VOC area-AP on test with
+  difficult images excluded. (class, cost) fits run in parallel threads and are stored on
+  disk, so a re-run skips finished fits. The layer is chosen by mean CV AP (the anchors take
+  the best layer on test; that number is kept as ``map_best_layer_on_test``).
+- ``voc07_bce``: the official InvP ``voc_linear.py``: Linear(8192, 20) on layer4's second
+  block pooled to 2x2, BCE with difficult masked, SGD lr 3.0, 1,900 iterations, sklearn AP.
+- ``voc07_lbfgs``: SimCLR's L-BFGS logistic regression, C selected on VOC's val split,
+  11-point mAP (the ``transfer_linear`` protocol on VOC07 alone).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+from sklearn.model_selection import cross_val_score
+from sklearn.svm import LinearSVC
+
+from tasks.base import Measurement, Task, TaskContext, register
+from tasks.common import encoder_key, task_settings
+from tasks.features import FeatureLayer, context_features, resolve_layers
+from tasks.linear import GOYAL_LAYERS
+from tasks.metrics import mean_ap, sklearn_ap, voc_area_ap
+from tasks.transfer import TransferLinearTask
+
+DATASET = "voc07_cls"
+VISSL_COSTS = [0.01, 0.1, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 50.0, 100.0, 1000.0]
+
+
+class VOC07Task(Task):
+    """Shared registry fields of the VOC07 classification protocols."""
+
+    paper_table = "Table 1"
+    paper_column = "VOC07"
+    metrics = ("map",)
+
+    @classmethod
+    def datasets(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
+        return (DATASET,)
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """VISSL's x / (||x|| + 1e-5) per row, in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-5)
+
+
+def fit_svm(x: np.ndarray, y: np.ndarray, cost: float, folds: int) -> dict[str, Any]:
+    """One (class, cost) fit: mean ``folds``-fold CV AP, then the refit on all of ``x``."""
+    def make() -> LinearSVC:
+        return LinearSVC(C=cost, class_weight={1: 2, -1: 1}, intercept_scaling=1.0,
+                         penalty="l2", loss="squared_hinge", tol=1e-4, dual=True, max_iter=2000)
+
+    cv_ap = cross_val_score(make(), x, y, cv=folds, scoring="average_precision").mean()
+    model = make().fit(x, y)
+    return {"cv_ap": float(cv_ap), "coef": model.coef_.ravel().tolist(),
+            "intercept": float(model.intercept_[0])}
+
+
+def _write_json_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh)
+    os.replace(tmp, path)
+
+
+def svm_sweep(
+    x: np.ndarray, targets: np.ndarray, costs: list[float], folds: int, store: Path, workers: int
+) -> dict[tuple[int, float], dict[str, Any]]:
+    """Every (class, cost) fit, reading finished ones from ``store`` and writing new ones there.
+    Training labels: present = +1; absent and difficult = -1 (VISSL)."""
+    def job(c: int, cost: float) -> dict[str, Any]:
+        path = store / f"cls{c}_cost{cost:g}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        result = fit_svm(x, np.where(targets[:, c] == 1, 1, -1), cost, folds)
+        _write_json_atomic(result, path)
+        return result
+
+    keys = [(c, cost) for c in range(targets.shape[1]) for cost in costs]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(lambda key: job(*key), keys))
+    return dict(zip(keys, results))
+
+
+@register
+class VOC07SVMTask(VOC07Task):
+    name = "voc07_svm"
+    summary = "Goyal/VISSL linear SVMs per class and layer, cost sweep + 3-fold CV, VOC area mAP"
+    protocol = "Goyal/VISSL VOC07 SVM (§3.3b): LinearSVC, class_weight 2:1, CV AP, area AP"
+    defaults: ClassVar[dict[str, Any]] = {
+        "layers": GOYAL_LAYERS[:-1],
+        "grids": {},
+        "costs": VISSL_COSTS,
+        "folds": 3,
+        "workers": 2,
+        "train_split": "trainval",
+        "test_split": "test",
+        "eval_resize": "warp",
+    }
+
+    def run(self, ctx: TaskContext) -> list[Measurement]:
+        s = task_settings(self.defaults, ctx)
+        backbone = ctx.encoder.load(ctx.device)
+        layers = resolve_layers(s["layers"], backbone, dict(s["grids"]))
+        train, train_t = context_features(ctx, s, DATASET, s["train_split"], layers, backbone)
+        test, test_t = context_features(ctx, s, DATASET, s["test_split"], layers, backbone)
+        costs = [float(c) for c in s["costs"]]
+        per_layer = {}
+        for layer in layers:
+            store = (Path(ctx.cache_dir) / "voc07_svm" / encoder_key(ctx.encoder)
+                     / layer.name.replace("/", "-").replace("@", "_at_"))
+            fits = svm_sweep(l2_normalise(train[layer.name]), train_t.numpy(), costs,
+                             int(s["folds"]), store, int(s["workers"]))
+            per_layer[layer.name] = self._score_layer(fits, costs, l2_normalise(test[layer.name]),
+                                                      test_t.numpy())
+        return self._measurements(per_layer)
+
+    @staticmethod
+    def _score_layer(fits, costs, test_x, test_t) -> dict[str, Any]:
+        classes = test_t.shape[1]
+        best_costs = [max(costs, key=lambda cost: fits[(c, cost)]["cv_ap"]) for c in range(classes)]
+        coef = np.stack([fits[(c, best_costs[c])]["coef"] for c in range(classes)], axis=1)
+        bias = np.array([fits[(c, best_costs[c])]["intercept"] for c in range(classes)])
+        test_map, per_class = mean_ap(test_x @ coef + bias, test_t, voc_area_ap, "exclude")
+        cv_map = float(np.mean([fits[(c, best_costs[c])]["cv_ap"] for c in range(classes)]))
+        return {"map": test_map, "cv_map": cv_map, "costs": best_costs, "per_class": per_class}
+
+    @staticmethod
+    def _measurements(per_layer: dict[str, dict[str, Any]]) -> list[Measurement]:
+        chosen = max(per_layer, key=lambda name: per_layer[name]["cv_map"])
+        best_test = max(per_layer, key=lambda name: per_layer[name]["map"])
+        out = [
+            Measurement("map", per_layer[chosen]["map"], DATASET, "test",
+                        {"layer": chosen, "cv_map": per_layer[chosen]["cv_map"],
+                         "costs": per_layer[chosen]["costs"],
+                         "selection": "layer by mean 3-fold CV AP on trainval"}),
+            Measurement("map_best_layer_on_test", per_layer[best_test]["map"], DATASET, "test",
+                        {"layer": best_test,
+                         "label": "best layer on test, as the anchors report it"}),
+        ]
+        out += [
+            Measurement(f"map@{name}", r["map"], DATASET, "test",
+                        {"cv_map": r["cv_map"], "costs": r["costs"], "per_class_ap": r["per_class"]})
+            for name, r in per_layer.items()
+        ]
+        return out
+
+
+def train_bce_head(
+    x: torch.Tensor, targets: torch.Tensor, s: Mapping[str, Any], device: torch.device | str,
+    seed: int,
+) -> nn.Linear:
+    """InvP voc_linear.py: Linear on features, BCE over classes with difficult (0) masked,
+    summed over classes and divided by the batch size; SGD with lr x0.5 every ``step_every``."""
+    torch.manual_seed(seed)
+    head = nn.Linear(x.shape[1], targets.shape[1]).to(device)
+    optimizer = torch.optim.SGD(head.parameters(), lr=float(s["lr"]), momentum=float(s["momentum"]),
+                                weight_decay=float(s["weight_decay"]))
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, int(s["step_every"]), float(s["gamma"]))
+    x, targets = x.to(device).float(), targets.to(device)
+    generator = torch.Generator().manual_seed(seed)
+    batch, iterations = int(s["batch_size"]), int(s["iterations"])
+    order = torch.empty(0, dtype=torch.long)
+    for _ in range(iterations):
+        if len(order) < batch:
+            order = torch.cat([order, torch.randperm(len(x), generator=generator)])
+        idx, order = order[:batch].to(device), order[batch:]
+        known = (targets[idx] != 0).float()
+        loss = nn.functional.binary_cross_entropy_with_logits(
+            head(x[idx]), (targets[idx] == 1).float(), weight=known, reduction="sum"
+        ) / len(idx)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    return head
+
+
+@register
+class VOC07BCETask(VOC07Task):
+    name = "voc07_bce"
+    summary = "InvP's BCE linear layer on layer4.1 pooled 2x2 (8192-d), sklearn mAP"
+    protocol = "InvP voc_linear.py (§3.3a): SGD lr 3.0, batch 16, 1900 it, x0.5 / 760, masked BCE"
+    defaults: ClassVar[dict[str, Any]] = {
+        "layer": "layer4.1@2",
+        "lr": 3.0,
+        "momentum": 0.9,
+        "weight_decay": 1e-6,
+        "batch_size": 16,
+        "iterations": 1900,
+        "step_every": 760,
+        "gamma": 0.5,
+        "train_split": "trainval",
+        "test_split": "test",
+    }
+
+    def run(self, ctx: TaskContext) -> list[Measurement]:
+        s = task_settings(self.defaults, ctx)
+        backbone = ctx.encoder.load(ctx.device)
+        layer = FeatureLayer.parse(s["layer"])
+        train, train_t = context_features(ctx, s, DATASET, s["train_split"], [layer], backbone)
+        test, test_t = context_features(ctx, s, DATASET, s["test_split"], [layer], backbone)
+        head = train_bce_head(train[layer.name], train_t, s, ctx.device, ctx.seed)
+        with torch.no_grad():
+            scores = head(test[layer.name].to(ctx.device).float()).cpu()
+        value, per_class = mean_ap(scores, test_t, sklearn_ap, "exclude")
+        extra = {"layer": layer.name, "iterations": int(s["iterations"]),
+                 "per_class_ap": per_class, "evaluated": "after the last iteration"}
+        return [Measurement("map", value, DATASET, s["test_split"], extra)]
+
+
+@register
+class VOC07LBFGSTask(TransferLinearTask):
+    name = "voc07_lbfgs"
+    summary = "SimCLR L-BFGS logistic regression per class on VOC07, 11-point mAP"
+    paper_table = "Table 1"
+    paper_column = "VOC07"
+    metrics = ("voc11_map",)
+    protocol = "SimCLR B.8.1 (§3.3c/§3.6): C on VOC val, refit on trainval, 11-point mAP"
+    defaults = {**TransferLinearTask.defaults, "datasets": [DATASET]}
