@@ -8,6 +8,7 @@ from typing import Sequence
 
 from benchmark.config import ConfigError, available_profiles, method_defaults, resolve
 from benchmark.datasets.registry import DEFAULT_DATA_ROOT
+from benchmark.sweep_cli import add_status_parser, add_sweep_parser
 
 USAGE_ERROR = 2
 
@@ -78,7 +79,32 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("reports"), help="report folder")
     p.add_argument("--profile", default=None,
                    help="profile to report (default: every profile found under --results)")
+    p.add_argument("--runs", type=Path, default=None,
+                   help="pretraining runs root (e.g. runs): draws the training-curve figure")
+    p.add_argument("--data-root", default=None,
+                   help="with --runs: data root for the Fig. 2 figures (needs InvP and InsDis "
+                   "encoders)")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="seeds expected per cell; fewer are marked (default: 3)")
+    paper = p.add_mutually_exclusive_group()
+    paper.add_argument("--paper", dest="compare", action="store_true", default=None,
+                       help="show the paper's numbers and deltas (default: all profiles but mini)")
+    paper.add_argument("--no-paper", dest="compare", action="store_false",
+                       help="do not show the paper's numbers")
     p.set_defaults(func=cmd_report)
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="per-cell differences between two result folders",
+                       description="Compare the records of RUN_A and RUN_B (folders such as "
+                       "results/mini) cell by cell: mean ± std (n) on each side and B - A. "
+                       "Exit status 1 when a cell changed or exists on one side only, like diff.")
+    p.add_argument("run_a", type=Path, metavar="RUN_A", help="result folder A (results/<profile>)")
+    p.add_argument("run_b", type=Path, metavar="RUN_B", help="result folder B")
+    p.add_argument("--tolerance", type=float, default=0.5,
+                   help="|B - A| above which a cell is 'changed' (default: 0.5)")
+    p.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
+    p.set_defaults(func=cmd_compare)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="invp-bench: InvP, InsDis and KNN-positive pretraining and evaluation suite.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_list, _add_data, _add_report):
+    for add in (_add_run, _add_list, _add_data, _add_report, _add_compare, add_sweep_parser,
+                add_status_parser):
         add(sub)
     return parser
 
@@ -193,9 +220,26 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not profiles:
         raise UsageError(f"no result records under {args.results}; run `python -m benchmark run` "
                          "first or pass --results DIR")
+    if args.data_root is not None and args.runs is None:
+        raise UsageError("--data-root is only used with --runs (the Fig. 2 figures need the "
+                         "pretraining runs); add --runs DIR")
     for profile in profiles:
-        print(f"report: {write_report(args.results, args.out, profile)}")
+        path = write_report(args.results, args.out, profile, runs_dir=args.runs,
+                            data_root=args.data_root, compare=args.compare,
+                            expected_seeds=args.seeds)
+        print(f"report: {path}")
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from benchmark.compare import compare_folders
+    from benchmark.store import write_text_atomic
+
+    text, differing = compare_folders(args.run_a, args.run_b, args.tolerance)
+    print(text, end="")
+    if args.out is not None:
+        write_text_atomic(args.out, text)
+    return 0 if differing == 0 else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

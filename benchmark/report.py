@@ -1,105 +1,415 @@
-"""Markdown reports computed from result records alone.
+"""Markdown reports computed from result records alone, laid out as the paper's Tables 1-5.
 
-Rows are encoders (each method, then the two sanity rows: random init and raw pixels), columns
-are (task, metric, dataset); a cell is the mean ± std over seeds with the number of seeds. A
-provenance table lists, per row, the config hashes, checkpoints, commits (dirty trees marked),
-devices and dates the numbers came from.
+Each table has the paper's columns. A row is one of our methods (InvP, its ablations, InsDis,
+KNN-positive: ``paper_tables.ROW_RULES``) or one of the paper's printed rows; with paper numbers
+shown, a column reads ``paper | ours | Δ``: ours is the mean ± sample std over seeds with n, Δ is
+ours minus the paper's number, and ``⚠`` marks |Δ| above the column's tolerance. A record on a
+dataset other than the paper's (the mini profile's stand-ins) is shown without comparison. Cells
+without a record say ``not run`` (with the reason when the job recorded a skip). Every cell of
+ours links to a provenance footnote; ``†`` marks numbers from a dirty tree, ``‡`` fewer seeds than
+expected. An appendix keeps every headline measurement and a provenance table per row.
 """
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
+from benchmark.paper_tables import (
+    OTHER_TABLE,
+    ROW_ORDER,
+    SANITY_ROWS,
+    PaperData,
+    load_paper,
+    row_label,
+    settings_differences,
+)
 from benchmark.store import ResultStore, write_text_atomic
 
-SANITY_ROWS = {"random": "random init (sanity)", "pixels": "raw pixels (sanity)"}
-PERCENT_METRICS = ("top1", "top5", "acc", "accuracy", "map", "ap", "mean_per_class")
+HELD_OUT_SPLITS = ("holdout",)  # selection splits: never a reported number
+DIRTY_MARK, FEW_SEEDS_MARK, TOLERANCE_MARK = "†", "‡", "⚠"
+NOT_RUN = "not run"
+NOT_IN_SUITE = "—"
+DEFAULT_EXPECTED_SEEDS = 3
 
 
-def records_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Records as a DataFrame with a ``row`` label (method or sanity row) and a ``column`` label."""
-    frame = pd.DataFrame(list(records))
+@dataclass(frozen=True)
+class TaskInfo:
+    """What the report needs of a task: the paper table and column it fills, its metrics."""
+
+    paper_table: str | None
+    paper_column: str | None
+    metrics: tuple[str, ...]
+
+
+def registry_task_info() -> dict[str, TaskInfo]:
+    """TaskInfo of every registered task."""
+    from tasks.base import available_tasks
+
+    return {
+        name: TaskInfo(cls.paper_table, cls.paper_column, tuple(cls.metrics))
+        for name, cls in available_tasks().items()
+    }
+
+
+def _disambiguate_rows(frame: pd.DataFrame) -> None:
+    """Rows holding several method configs: all but the most common get ``[key=value, ...]``."""
+    keys = frame["method_config"].map(lambda c: json.dumps(c or {}, sort_keys=True, default=str))
+    for label in list(frame["row"].unique()):
+        in_row = frame["row"] == label
+        counts = keys[in_row].value_counts()
+        if len(counts) < 2:
+            continue
+        base = json.loads(counts.index[0])
+        for other in counts.index[1:]:
+            cfg = json.loads(other)
+            diff = ", ".join(
+                f"{k}={cfg.get(k)}" for k in sorted(set(cfg) | set(base)) if cfg.get(k) != base.get(k)
+            )
+            frame.loc[in_row & (keys == other), "row"] = f"{label} [{diff}]"
+
+
+def _skip_records(skips: Iterable[Mapping[str, Any]], tasks: Mapping[str, TaskInfo]) -> list[dict]:
+    """Pseudo-records (value NaN, ``skip_reason`` set) for jobs that recorded a skip."""
+    out = []
+    for skip in skips:
+        job = skip["job"]
+        config = job.get("config", {})
+        task = job.get("task", "")
+        encoder = job.get("encoder", "pretrained")
+        info = tasks.get(task)
+        metrics = info.metrics if info and info.metrics else ("",)
+        method_config = config.get("method", {}) if encoder == "pretrained" else {}
+        base = {
+            "method": job.get("method", method_config.get("name", encoder)),
+            "method_config": method_config,
+            "encoder": encoder,
+            "task": task,
+            "dataset": str(config.get("tasks", {}).get(task, {}).get("dataset", "")),
+            "split": "test",
+            "value": math.nan,
+            "seed": config.get("seed"),
+            "job_id": job.get("job_id"),
+            "skip_reason": str(skip.get("reason", "")).split(":")[0].strip() or "skipped",
+        }
+        out.extend({**base, "metric": m} for m in metrics)
+    return out
+
+
+def records_frame(
+    records: Iterable[dict[str, Any]],
+    skips: Iterable[Mapping[str, Any]] = (),
+    tasks: Mapping[str, TaskInfo] | None = None,
+) -> pd.DataFrame:
+    """Records (plus skip pseudo-records) as a DataFrame with ``row`` and ``column`` labels."""
+    tasks = registry_task_info() if tasks is None else tasks
+    frame = pd.DataFrame(list(records) + _skip_records(skips, tasks))
     if frame.empty:
         return frame
-    frame["row"] = [SANITY_ROWS.get(e, m) for e, m in zip(frame["encoder"], frame["method"])]
+    if "skip_reason" not in frame:
+        frame["skip_reason"] = None
+    frame["row"] = [
+        row_label(m, c, e)
+        for m, c, e in zip(frame["method"], frame["method_config"], frame["encoder"])
+    ]
+    _disambiguate_rows(frame)
     frame["column"] = frame["task"] + ": " + frame["metric"] + " (" + frame["dataset"] + ")"
+    frame["scale"] = frame.groupby("metric")["value"].transform(
+        lambda v: 100.0 if v.abs().max() <= 1.0 else 1.0
+    )
     return frame
 
 
-def _format_cell(values: pd.Series) -> str:
-    scale = 100.0 if values.abs().max() <= 1.0 else 1.0
-    mean = values.mean() * scale
-    if len(values) == 1:
-        return f"{mean:.2f}"
-    return f"{mean:.2f} ± {values.std(ddof=1) * scale:.2f} (n={len(values)})"
+def place_cells(frame: pd.DataFrame, paper: PaperData, tasks: Mapping[str, TaskInfo]) -> pd.DataFrame:
+    """One line per (record, table it appears in): ``table``, ``paper_column``, ``label``,
+    ``comparable`` (record on the paper's dataset). Held-out selection numbers are left out."""
+    placed = []
+    for rec in frame.to_dict("records"):
+        if rec["split"] in HELD_OUT_SPLITS:
+            continue
+        info = tasks.get(rec["task"])
+        if info is None or info.paper_table not in paper.tables:
+            if info is None or not info.metrics or rec["metric"] in info.metrics:
+                placed.append({**rec, "table": OTHER_TABLE, "paper_column": None,
+                               "label": rec["column"], "comparable": False})
+            continue
+        table = paper.tables[info.paper_table]
+        column = table.column(info.paper_column, rec["dataset"], rec["metric"])
+        if column is None:
+            continue
+        comparable = column.is_paper_dataset(rec["dataset"])
+        label = column.name if comparable else f"{column.name} (stand-in: {rec['dataset']})"
+        targets = [table] + [t for t in paper.tables.values() if t.from_table == table.key]
+        for target in targets:
+            if column.name in {c.name for c in target.columns}:
+                placed.append({**rec, "table": target.key, "paper_column": column.name,
+                               "label": label, "comparable": comparable})
+    cells = pd.DataFrame(placed)
+    if cells.empty:
+        return cells
+    tasks_per_label = cells.groupby(["table", "label"])["task"].transform("nunique")
+    cells.loc[tasks_per_label > 1, "label"] = (
+        cells["label"] + " [" + cells["task"] + "]"
+    )[tasks_per_label > 1]
+    return cells
+
+
+class Footnotes:
+    """Numbered provenance footnotes, one per distinct text."""
+
+    def __init__(self) -> None:
+        self.texts: dict[str, int] = {}
+
+    def ref(self, text: str) -> str:
+        number = self.texts.setdefault(text, len(self.texts) + 1)
+        return f"[^{number}]"
+
+    def markdown(self) -> list[str]:
+        return [f"[^{n}]: {text}" for text, n in self.texts.items()]
+
+
+def _text(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _joined(values: Iterable[Any]) -> str:
+    """Sorted distinct values (missing ones dropped), comma-separated; ``-`` when none."""
+    return ", ".join(sorted({_text(v) for v in values if v is not None and v == v})) or "-"
+
+
+def provenance_text(group: pd.DataFrame, paper: PaperData, paper_epochs: int | None) -> str:
+    """Config hashes, settings differing from the paper's, epochs, commits, dates, devices."""
+    first = group.iloc[0]
+    parts = [f"task `{first['task']}` on `{first['dataset']}` ({first['split']})",
+             f"config {_joined(group['config_hash'])}", f"seeds {_joined(group['seed'])}"]
+    if first["encoder"] == "pretrained":
+        diffs = settings_differences(first["method"], first["method_config"] or {}, paper)
+        if diffs is None:
+            parts.append(f"paper settings of `{first['method']}` not published")
+        elif diffs:
+            parts.append("differs from the paper: " + "; ".join(diffs))
+        epochs = _joined(group["pretrain_epochs"])
+        parts.append(f"pretrain epochs {epochs}"
+                     + (f" (paper {paper_epochs})" if paper_epochs else ""))
+    commits = sorted({f"{str(c)[:10]}{' (dirty)' if d else ''}"
+                      for c, d in zip(group["git_commit"], group["git_dirty"])})
+    parts += [f"commit {', '.join(commits)}",
+              f"date {_joined(str(d)[:10] for d in group['started_at'])}",
+              f"device {_joined(group['device'])}"]
+    return "; ".join(parts)
+
+
+def _our_cell(group: pd.DataFrame, expected_seeds: int, paper: PaperData,
+              paper_epochs: int | None, notes: Footnotes) -> tuple[str, float | None]:
+    """(cell text, mean in report units) of one row x column group of records."""
+    ran = group[group["value"].notna()]
+    if ran.empty:
+        reasons = [r for r in group["skip_reason"].dropna().unique()]
+        return (f"{NOT_RUN}: {', '.join(reasons)}" if reasons else NOT_RUN), None
+    values = ran["value"] * ran["scale"]
+    mean = float(values.mean())
+    seeds = ran["seed"].nunique()
+    text = f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ± {values.std(ddof=1):.2f}"
+    text += f" (n={seeds})"
+    if ran["git_dirty"].fillna(False).astype(bool).any():
+        text += f" {DIRTY_MARK}"
+    if seeds < expected_seeds:
+        text += f" {FEW_SEEDS_MARK}"
+    return text + " " + notes.ref(provenance_text(ran, paper, paper_epochs)), mean
+
+
+def _row_order(rows: Iterable[str]) -> list[str]:
+    rule_order = list(ROW_ORDER)
+    sanity = list(SANITY_ROWS.values())
+
+    def key(row: str) -> tuple[int, int, str]:
+        base = row.split(" [")[0]
+        if base in sanity:
+            return (2, sanity.index(base), row)
+        return (0, rule_order.index(base), row) if base in rule_order else (1, 0, row)
+
+    return sorted(set(rows), key=key)
+
+
+def render_table(cells: pd.DataFrame, table_key: str, paper: PaperData, compare: bool,
+                 expected_seeds: int, notes: Footnotes) -> str | None:
+    """One table as Markdown (None when it has nothing to show)."""
+    spec = paper.tables.get(table_key)
+    here = cells[cells["table"] == table_key] if not cells.empty else cells
+    if spec is not None and spec.rows is not None and not here.empty:
+        here = here[here["row"].str.split(" [", regex=False).str[0].isin(spec.rows)]
+    compare = compare and spec is not None
+    if here.empty and not compare:
+        return None
+    labels: list[tuple[str, str | None, bool]] = []  # (label, paper column, comparable)
+    for column in spec.columns if spec is not None else ():
+        found = here[here["paper_column"] == column.name] if not here.empty else here
+        found_labels = list(dict.fromkeys(zip(found["label"], found["comparable"]))) if not found.empty else []
+        if compare and not any(c for _, c in found_labels):
+            found_labels.insert(0, (column.name, True))
+        labels += [(label, column.name, bool(comp)) for label, comp in found_labels]
+    if spec is None:
+        labels = [(label, None, False) for label in dict.fromkeys(here["label"])]
+    our_rows = list(here["row"].unique()) if not here.empty else []
+    if compare:
+        our_rows += list(spec.rows or spec.reference)
+    pairs = [(row, spec.reference.get(row.split(" [")[0]) if compare else None)
+             for row in _row_order(our_rows)]
+    if compare:
+        used = {p for _, p in pairs}
+        pairs += [(None, p) for p in paper.paper_rows(table_key) if p not in used]
+        pairs.sort(key=lambda pair: pair[0] in SANITY_ROWS.values())
+    header = ["row"] + (["paper row"] if compare else [])
+    for label, _, comparable in labels:
+        header += [f"{label} paper", f"{label} ours", f"{label} Δ"] if compare and comparable else [
+            f"{label} ours" if compare else label]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for our, paper_row in pairs:
+        line = [our or paper_row] + ([paper_row or NOT_IN_SUITE] if compare else [])
+        for label, column_name, comparable in labels:
+            group = here[(here["row"] == our) & (here["label"] == label)] if our and not here.empty else here.iloc[0:0]
+            text, mean = (_our_cell(group, expected_seeds, paper, spec.paper_epochs if spec else None, notes)
+                          if our else (NOT_IN_SUITE, None))
+            if not (compare and comparable):
+                line.append(text)
+                continue
+            number = paper.number(table_key, paper_row, column_name) if paper_row else None
+            delta = ""
+            if number is not None and mean is not None:
+                diff = mean - number.value
+                tolerance = next(c.tolerance for c in spec.columns if c.name == column_name)
+                delta = f"{diff:+.2f}" + (f" {TOLERANCE_MARK}" if abs(diff) > tolerance else "")
+            line += [f"{number.value:.1f}" if number else NOT_IN_SUITE, text, delta]
+        lines.append("| " + " | ".join(line) + " |")
+    title = f"### {table_key}: {spec.title}" if spec else f"### {table_key}"
+    return "\n".join([title, "", *lines])
 
 
 def results_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Pivot: one row per encoder, one column per (task, metric, dataset), formatted cells."""
-    table = frame.pivot_table(index="row", columns="column", values="value", aggfunc=_format_cell)
-    order = [r for r in table.index if r not in SANITY_ROWS.values()] + [
-        r for r in SANITY_ROWS.values() if r in table.index
-    ]
-    return table.loc[order].fillna("not run")
+    """Appendix pivot: one row per report row, one column per (task, metric, dataset, split)."""
+    ran = frame[frame["value"].notna()].copy()
+    ran["column"] = ran["column"] + " " + ran["split"]
+    ran["scaled"] = ran["value"] * ran["scale"]
+
+    def cell(values: pd.Series) -> str:
+        if len(values) == 1:
+            return f"{values.mean():.2f}"
+        return f"{values.mean():.2f} ± {values.std(ddof=1):.2f} (n={len(values)})"
+
+    table = ran.pivot_table(index="row", columns="column", values="scaled", aggfunc=cell)
+    return table.loc[_row_order(table.index)].fillna(NOT_RUN)
 
 
 def provenance_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per row: seeds, config hashes, checkpoints, commits (``*`` = dirty tree), devices, dates."""
-
-    def joined(values: Iterable[Any]) -> str:
-        return ", ".join(sorted({str(v) for v in values if v is not None and v == v})) or "-"
-
     rows = []
-    for row, group in frame.groupby("row", sort=False):
+    ran = frame[frame["value"].notna()]
+    for row, group in ran.groupby("row", sort=False):
         commits = {
             f"{str(c)[:10]}{'*' if d else ''}" for c, d in zip(group["git_commit"], group["git_dirty"])
         }
         rows.append(
             {
                 "row": row,
-                "seeds": joined(group["seed"]),
-                "pretrain epochs": joined(group["pretrain_epochs"]),
-                "config hashes": joined(group["config_hash"]),
-                "checkpoints": joined(group["checkpoint_hash"]),
+                "seeds": _joined(group["seed"]),
+                "pretrain epochs": _joined(group["pretrain_epochs"]),
+                "config hashes": _joined(group["config_hash"]),
+                "checkpoints": _joined(group["checkpoint_hash"]),
                 "commits": ", ".join(sorted(commits)),
-                "devices": joined(group["device"]),
-                "dates": joined(d[:10] for d in group["started_at"]),
+                "devices": _joined(group["device"]),
+                "dates": _joined(str(d)[:10] for d in group["started_at"]),
             }
         )
-    return pd.DataFrame(rows).set_index("row")
+    return pd.DataFrame(rows).set_index("row").loc[_row_order(r["row"] for r in rows)]
 
 
-def render_markdown(frame: pd.DataFrame, profile: str) -> str:
-    """The whole report as Markdown text."""
+def render_markdown(
+    frame: pd.DataFrame,
+    profile: str,
+    paper: PaperData | None = None,
+    tasks: Mapping[str, TaskInfo] | None = None,
+    compare: bool | None = None,
+    expected_seeds: int = DEFAULT_EXPECTED_SEEDS,
+    figures: Iterable[tuple[str, str]] = (),
+) -> str:
+    """The whole report as Markdown text. ``compare`` (default: every profile but ``mini``)
+    shows the paper's numbers; ``figures`` are (caption, relative path) pairs to link."""
+    paper = load_paper() if paper is None else paper
+    tasks = registry_task_info() if tasks is None else tasks
+    compare = profile != "mini" if compare is None else compare
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     lines = [f"# invp-bench results: profile `{profile}`", ""]
-    if frame.empty:
+    ran = frame[frame["value"].notna()] if not frame.empty else frame
+    if ran.empty and not compare:
         return "\n".join(lines + ["No result records found.", ""])
     lines += [
-        f"Generated {generated} from {frame['job_id'].nunique()} result files "
-        f"({len(frame)} records). Values are percentages for accuracy-like metrics; "
-        "mean ± sample std over seeds with n when several seeds ran.",
-        "",
-        "## Results",
-        "",
-        results_table(frame).to_markdown(),
-        "",
-        "## Provenance",
-        "",
-        "`*` after a commit marks numbers computed from a tree with uncommitted changes.",
-        "",
-        provenance_table(frame).to_markdown(),
+        f"Generated {generated} from {ran['job_id'].nunique() if not ran.empty else 0} result "
+        f"files ({len(ran)} records). Accuracy-like values are percentages: mean ± sample std "
+        f"over seeds, n = number of seeds. {DIRTY_MARK} = computed from a tree with uncommitted "
+        f"changes; {FEW_SEEDS_MARK} = fewer than {expected_seeds} seeds; "
+        + (f"Δ = ours − paper, {TOLERANCE_MARK} = |Δ| above the column's tolerance; "
+           "`stand-in` columns ran on another dataset and are not compared; " if compare else
+           "columns name the stand-in dataset that replaces the paper's; ")
+        + "`[^n]` = provenance footnote.",
         "",
     ]
+    notes = Footnotes()
+    cells = place_cells(frame, paper, tasks) if not frame.empty else pd.DataFrame()
+    for table_key in [*paper.tables, OTHER_TABLE]:
+        text = render_table(cells, table_key, paper, compare, expected_seeds, notes)
+        if text:
+            lines += [text, ""]
+    figures = list(figures)
+    if figures:
+        lines += ["## Figures", ""] + [f"![{c}]({p})\n\n*{c}*\n" for c, p in figures]
+    if compare:
+        sources = sorted({n.source for n in paper.numbers.values()})
+        lines += ["## Sources of the paper numbers", "", *[f"- {s}" for s in sources], ""]
+    if not ran.empty:
+        lines += ["## All measurements", "", results_table(frame).to_markdown(), "",
+                  "## Provenance by row", "",
+                  "`*` after a commit marks numbers computed from a tree with uncommitted changes.",
+                  "", provenance_table(frame).to_markdown(), ""]
+    lines += ["## Footnotes", "", *notes.markdown(), ""] if notes.texts else []
     return "\n".join(lines)
 
 
-def write_report(results_dir: Path, out_dir: Path, profile: str) -> Path:
-    """Render ``reports/<profile>.md`` from ``results/<profile>``; returns the written path."""
-    frame = records_frame(ResultStore(Path(results_dir) / profile).records())
-    path = Path(out_dir) / f"{profile}.md"
-    write_text_atomic(path, render_markdown(frame, profile))
+def load_frame(results_dir: Path, profile: str,
+               tasks: Mapping[str, TaskInfo] | None = None) -> pd.DataFrame:
+    """Records and recorded skips of ``results_dir/profile`` as a report frame."""
+    store = ResultStore(Path(results_dir) / profile)
+    skips = store.skips() if hasattr(store, "skips") and (store.root / "skipped").is_dir() else ()
+    return records_frame(store.records(), skips, tasks)
+
+
+def write_report(
+    results_dir: Path,
+    out_dir: Path,
+    profile: str,
+    runs_dir: Path | None = None,
+    data_root: Path | None = None,
+    compare: bool | None = None,
+    expected_seeds: int = DEFAULT_EXPECTED_SEEDS,
+) -> Path:
+    """Render ``reports/<profile>.md`` from ``results/<profile>``; returns the written path.
+
+    With ``runs_dir`` the training-curve figure is drawn from the pretraining logs, and with
+    ``data_root`` too the Fig. 2 figures from the encoders (PNGs beside the Markdown).
+    """
+    from benchmark.figures import write_figures
+
+    tasks = registry_task_info()
+    frame = load_frame(results_dir, profile, tasks)
+    out_dir = Path(out_dir)
+    figures = []
+    if runs_dir is not None and not frame.empty:
+        figures = write_figures(results_dir, profile, Path(runs_dir), out_dir, data_root)
+    path = out_dir / f"{profile}.md"
+    write_text_atomic(path, render_markdown(frame, profile, tasks=tasks, compare=compare,
+                                            expected_seeds=expected_seeds, figures=figures))
     return path
