@@ -41,7 +41,7 @@ from benchmark.monitor import knn_monitor
 from benchmark.pretrain_data import PretrainData, ResumableDistributedSampler, build_pretrain_data
 from benchmark.runtime import configure_threads, seed_everything
 from benchmark.schedule import lr_at_epoch
-from methods.base import Method, build_method
+from methods.base import LossOutput, Method, build_method
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was saved, run again to resume
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -265,6 +265,19 @@ class PretrainRun:
         torch.distributed.all_reduce(flags)
         return bool(flags[0] > 0), bool(flags[1] > 0)
 
+    def _guarded_loss(self, embeddings: torch.Tensor, positions: torch.Tensor,
+                      epoch: int) -> tuple[LossOutput | None, str]:
+        """The method's loss, or None and the reason when embeddings or loss are not finite."""
+        if not bool(torch.isfinite(embeddings).all()):
+            return None, "the embeddings hold NaN/inf"
+        try:
+            out = self.method.loss(embeddings, positions, epoch)
+        except FloatingPointError as exc:  # methods may detect a non-finite loss themselves
+            return None, str(exc)
+        if not bool(torch.isfinite(out.loss).item()):
+            return None, f"loss = {out.loss.item()}"
+        return out, ""
+
     def train_step(self, images: torch.Tensor, positions: torch.Tensor, epoch: int) -> None:
         """Forward, method loss, guard, backward, optimizer step, method update."""
         started = time.perf_counter()
@@ -274,14 +287,14 @@ class PretrainRun:
         positions = positions.to(self.device, non_blocking=True)
         with self.autocast():
             raw = self.model(images)
-        out = self.method.loss(F.normalize(raw.float(), dim=1), positions, epoch)
-        nonfinite, stop = self._agree(not bool(torch.isfinite(out.loss).item()), _STOP.is_set())
+        out, problem = self._guarded_loss(F.normalize(raw.float(), dim=1), positions, epoch)
+        nonfinite, stop = self._agree(out is None, _STOP.is_set())
         if nonfinite:
             self.save_checkpoint()
             raise NonFiniteLoss(
                 f"non-finite loss at epoch {epoch}, step {self.next_step + 1} (global step "
-                f"{self.global_step + 1}); logs {out.logs}. The state before this step is saved in "
-                f"{self.checkpoint_dir}. Lower pretrain.optimizer.lr or turn off pretrain.amp."
+                f"{self.global_step + 1}): {problem or 'on another rank'}. The state before this step "
+                f"is saved in {self.checkpoint_dir}. Lower pretrain.optimizer.lr or turn off pretrain.amp."
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
@@ -386,13 +399,10 @@ def _tensorboard_writer(run_dir: Path) -> Any:
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-def pretrain(cfg: RunConfig, run_dir: Path, resume: str = "auto", data_root: str | Path | None = None) -> Path:
-    """Pretrain ``cfg.method`` on ``cfg.data`` into ``run_dir``; returns ``<run_dir>/encoder.pt``.
-
-    ``resume``: ``auto`` continues from the newest valid checkpoint (refusing one of another
-    config), ``never`` starts fresh, ``force`` continues even on a config mismatch. The data
-    root is ``data_root``, else ``$BENCHMARK_DATA``, else ``./data``.
-    """
+def prepare_run(cfg: RunConfig, run_dir: Path, resume: str = "auto",
+                data_root: str | Path | None = None) -> PretrainRun:
+    """Initialise the process (distributed group, threads), load the data, build the run and
+    restore its newest checkpoint per ``resume``; :meth:`PretrainRun.run` then trains."""
     if "method" not in cfg.tree:
         raise ConfigError("the run config has no method; resolve it with a method (--method invp)")
     if resume not in ckpt.RESUME_MODES:
@@ -400,9 +410,20 @@ def pretrain(cfg: RunConfig, run_dir: Path, resume: str = "auto", data_root: str
     dist = init_distributed(str(cfg.tree.get("device", "auto")))
     configure_threads(int(cfg.tree.get("threads", 0) or 0))
     _STOP.clear()
-    data = build_pretrain_data(cfg, resolve_data_root(data_root))
-    run = PretrainRun(cfg, run_dir, dist, data)
+    run = PretrainRun(cfg, run_dir, dist, build_pretrain_data(cfg, resolve_data_root(data_root)))
     run.resume(resume)
+    return run
+
+
+def pretrain(cfg: RunConfig, run_dir: Path, resume: str = "auto", data_root: str | Path | None = None) -> Path:
+    """Pretrain ``cfg.method`` on ``cfg.data`` into ``run_dir``; returns ``<run_dir>/encoder.pt``.
+
+    ``resume``: ``auto`` continues from the newest valid checkpoint (refusing one of another
+    config), ``never`` starts fresh, ``force`` continues even on a config mismatch. The data
+    root is ``data_root``, else ``$BENCHMARK_DATA``, else ``./data``. SIGTERM/SIGUSR1 (or
+    :func:`request_stop`) checkpoint after the current step and raise :class:`Preempted`.
+    """
+    run = prepare_run(cfg, run_dir, resume, data_root)
     with preemption_signals():
         return run.run()
 
