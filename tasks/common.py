@@ -71,6 +71,13 @@ def class_balanced_subset(labels: torch.Tensor, fraction: float, seed: int) -> t
     return torch.cat(chosen).sort().values
 
 
+def blas_threads(ctx: TaskContext) -> int | None:
+    """The run's ``threads`` setting for BLAS-backed fits (scikit-learn), None = library default.
+    Small L-BFGS/SVM fits slow down badly when BLAS oversubscribes a busy machine."""
+    threads = int(ctx.config.tree.get("threads", 0) or 0)
+    return threads if threads > 0 else None
+
+
 def as_tuple(value: Any) -> tuple[Any, ...]:
     """A setting that may be one value or a list, as a tuple."""
     return tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else (value,)

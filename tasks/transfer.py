@@ -17,10 +17,11 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from tasks.base import Measurement, Task, TaskContext, register
-from tasks.common import holdout_split, load_split, num_classes, task_settings
+from tasks.common import blas_threads, holdout_split, load_split, num_classes, task_settings
 from tasks.features import FeatureLayer, context_features
 from tasks.finetune import FinetuneRecipe, fine_tune, predict, require_trainable
 from tasks.metrics import mean_ap, mean_per_class_accuracy, topk_accuracy, voc11_ap
@@ -215,14 +216,15 @@ class TransferLinearTask(TransferTaskBase):
             return transfer_score(rule.metric, scores, torch.from_numpy(eval_y), classes)
 
         wds = _grid(s["weight_decays"])
-        val_scores = [score(train_x, train_y, val_x, val_y, wd) for wd in wds]
-        best = int(np.argmax(val_scores))
+        with threadpool_limits(limits=blas_threads(ctx)):
+            val_scores = [score(train_x, train_y, val_x, val_y, wd) for wd in wds]
+            best = int(np.argmax(val_scores))
+            test_value = score(all_x, all_y, test_x, test_y, wds[best])
         extra = {"weight_decay": wds[best], "C": 1.0 / wds[best], "val": val_scores[best],
                  "grid_size": len(wds), "layer": layer.name,
                  "selection": "best val score; refit on train+val; test scored once"}
         return [
-            Measurement(rule.metric, score(all_x, all_y, test_x, test_y, wds[best]), dataset,
-                        rule.test, extra),
+            Measurement(rule.metric, test_value, dataset, rule.test, extra),
             Measurement(rule.metric, val_scores[best], dataset, "val", extra),
         ]
 

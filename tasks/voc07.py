@@ -24,9 +24,10 @@ import torch
 import torch.nn as nn
 from sklearn.model_selection import cross_val_score
 from sklearn.svm import LinearSVC
+from threadpoolctl import threadpool_limits
 
 from tasks.base import Measurement, Task, TaskContext, register
-from tasks.common import encoder_key, task_settings
+from tasks.common import blas_threads, encoder_key, task_settings
 from tasks.features import FeatureLayer, context_features, resolve_layers
 from tasks.linear import GOYAL_LAYERS
 from tasks.metrics import mean_ap, sklearn_ap, voc_area_ap
@@ -120,8 +121,9 @@ class VOC07SVMTask(VOC07Task):
         for layer in layers:
             store = (Path(ctx.cache_dir) / "voc07_svm" / encoder_key(ctx.encoder)
                      / layer.name.replace("/", "-").replace("@", "_at_"))
-            fits = svm_sweep(l2_normalise(train[layer.name]), train_t.numpy(), costs,
-                             int(s["folds"]), store, int(s["workers"]))
+            with threadpool_limits(limits=blas_threads(ctx)):
+                fits = svm_sweep(l2_normalise(train[layer.name]), train_t.numpy(), costs,
+                                 int(s["folds"]), store, int(s["workers"]))
             per_layer[layer.name] = self._score_layer(fits, costs, l2_normalise(test[layer.name]),
                                                       test_t.numpy())
         return self._measurements(per_layer)

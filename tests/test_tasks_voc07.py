@@ -1,0 +1,126 @@
+"""VOC07 classification: the devkit layout read by our reader, and the three protocols on it.
+
+The fixture writes ``VOCdevkit/VOC2007/{ImageSets/Main/<class>_<split>.txt, JPEGImages}``
+with 20x16 JPEGs where each class lights its own 4x4 patch, so grid-pooled features separate
+the classes and the mAP of each protocol must be high.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmark.datasets import DatasetMissing, get_dataset
+from benchmark.datasets.voc07_cls import VOC_CLASSES
+from tasks.base import get_task
+from tasks_support import TinyBackbone, make_context
+
+SMALL = {"resize": 16, "crop": 16}
+
+
+def write_voc(root, per_split=None, seed=0):
+    base = root / "VOCdevkit" / "VOC2007"
+    (base / "JPEGImages").mkdir(parents=True)
+    (base / "ImageSets" / "Main").mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    sizes = per_split or {"train": 40, "val": 40, "test": 40}
+    values = {}
+    start = 0
+    for split, n in sizes.items():
+        ids = [f"{start + i:06d}" for i in range(n)]
+        start += n
+        labels = -np.ones((n, 20), dtype=int)
+        for i in range(n):
+            labels[i, [i % 20, (i * 7 + 3) % 20]] = 1
+            if rng.random() < 0.2:
+                labels[i, rng.integers(20)] = 0  # difficult
+        for i, image_id in enumerate(ids):
+            pixels = np.zeros((16, 20, 3), dtype=np.uint8)
+            for c in np.nonzero(labels[i] == 1)[0]:
+                r, q = divmod(c, 5)
+                pixels[r * 4 : r * 4 + 4, q * 4 : q * 4 + 4] = 255
+            Image.fromarray(pixels).save(base / "JPEGImages" / f"{image_id}.jpg", quality=95)
+        values[split] = (ids, labels)
+    values["trainval"] = (values["train"][0] + values["val"][0],
+                          np.concatenate([values["train"][1], values["val"][1]]))
+    for split, (ids, labels) in values.items():
+        for c, name in enumerate(VOC_CLASSES):
+            lines = [f"{image_id} {labels[i, c]:2d}" for i, image_id in enumerate(ids)]
+            (base / "ImageSets" / "Main" / f"{name}_{split}.txt").write_text("\n".join(lines) + "\n")
+    return values
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("voc")
+    write_voc(root)
+    return root
+
+
+def test_reader_keeps_raw_voc_values(voc_root):
+    data = get_dataset("voc07_cls").build(voc_root, "trainval")
+    assert len(data) == 80 and tuple(data.targets.shape) == (80, 20)
+    assert set(data.targets.unique().tolist()) == {-1, 0, 1}
+    image, target = data[0]
+    assert image.size == (20, 16) and target[0] == 1
+
+
+def test_missing_devkit_says_where_and_how(tmp_path):
+    with pytest.raises(DatasetMissing, match="VOCdevkit/VOC2007.*VOCtrainval_06-Nov-2007"):
+        get_dataset("voc07_cls").build(tmp_path, "test")
+
+
+def test_malformed_class_file_names_the_file(tmp_path):
+    write_voc(tmp_path, {"train": 2, "val": 2, "test": 2})
+    bad = tmp_path / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / "cat_test.txt"
+    bad.write_text("000004 2\n")
+    with pytest.raises(ValueError, match="cat_test.txt:1"):
+        get_dataset("voc07_cls").build(tmp_path, "test")
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+    write_voc(tmp_path, {"train": 2, "val": 2, "test": 2})
+    (tmp_path / "VOCdevkit" / "VOC2007" / "JPEGImages" / "000004.jpg").write_bytes(b"not a jpeg")
+    data = get_dataset("voc07_cls").build(tmp_path, "test")
+    with pytest.raises(OSError, match="000004.jpg"):
+        data[0]
+
+
+def test_svm_protocol_learns_and_resumes_finished_fits(tmp_path, voc_root, monkeypatch):
+    settings = {**SMALL, "layers": ["stem@4", "pooled"], "costs": [0.1, 10.0], "workers": 2}
+    ctx = make_context(tmp_path, "voc07_svm", settings, TinyBackbone(3), data_root=voc_root)
+    out = {m.metric: m for m in get_task("voc07_svm").run(ctx)}
+    assert out["map@stem@4"].value > 0.8
+    assert out["map"].extra["layer"] in ("stem@4", "pooled")
+    assert set(out["map"].extra["costs"]) <= {0.1, 10.0}
+    assert out["map_best_layer_on_test"].value >= out["map"].value
+    stored = list((tmp_path / "cache" / "voc07_svm").rglob("cls*_cost*.json"))
+    assert len(stored) == 2 * 20 * 2  # layers x classes x costs
+
+    import tasks.voc07
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("finished (class, cost) fit was re-run")
+
+    monkeypatch.setattr(tasks.voc07, "fit_svm", refuse)
+    again = {m.metric: m for m in get_task("voc07_svm").run(ctx)}
+    assert again["map"].value == out["map"].value
+
+
+def test_bce_protocol(tmp_path, voc_root):
+    settings = {**SMALL, "layer": "stem@4", "iterations": 300, "step_every": 120, "lr": 1.0}
+    ctx = make_context(tmp_path, "voc07_bce", settings, TinyBackbone(3), data_root=voc_root)
+    (result,) = get_task("voc07_bce").run(ctx)
+    assert result.metric == "map" and result.value > 0.8
+    assert len(result.extra["per_class_ap"]) == 20
+
+
+def test_lbfgs_protocol_selects_c_on_val(tmp_path, voc_root):
+    settings = {**SMALL, "layer": "stem@4", "weight_decays": [1.0, 10.0]}
+    ctx = make_context(tmp_path, "voc07_lbfgs", settings, TinyBackbone(3), data_root=voc_root)
+    out = get_task("voc07_lbfgs").run(ctx)
+    test = {m.metric: m for m in out if m.split == "test"}["voc11_map"]
+    val = {m.metric: m for m in out if m.split == "val"}["voc11_map"]
+    assert test.extra["weight_decay"] in (1.0, 10.0)
+    assert test.extra["C"] == 1.0 / test.extra["weight_decay"] and val.value == test.extra["val"]
+    assert test.value > 0.8
