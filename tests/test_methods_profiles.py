@@ -1,0 +1,25 @@
+"""Every per-method default block shipped with the profiles builds its method."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmark.config import resolve
+from methods.base import available_methods, build_method
+
+PROFILES = Path(__file__).resolve().parents[1] / "benchmark" / "profiles"
+
+
+@pytest.mark.parametrize("name", ["imagenet", "imagenet-mlp", "cifar"])
+def test_method_default_files_build_every_method(name):
+    blocks = yaml.safe_load((PROFILES / "methods" / f"{name}.yaml").read_text())
+    assert set(blocks) == set(available_methods())
+    for method, block in blocks.items():
+        built = build_method({"name": method, **block}, 50000)
+        assert built.settings.temperature == block["temperature"]
+
+
+@pytest.mark.parametrize("method", ["invp", "insdis", "knn"])
+def test_mini_profile_method_blocks_build(method):
+    built = build_method(resolve("mini", method).method, 6000)
+    assert built.num_samples == 6000
