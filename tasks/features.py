@@ -57,7 +57,9 @@ class FeatureLayer:
         return self.block + ("@" + "/".join(map(str, self.pool)) if self.pool else "")
 
     def reduce(self, fmap: torch.Tensor) -> torch.Tensor:
-        """Pool a (B, C, H, W) block output to (B, D)."""
+        """Pool a (B, C, H, W) block output to (B, D); a (B, D) block is already a vector."""
+        if fmap.dim() == 2:
+            return fmap
         if len(self.pool) == 3:
             kernel, stride, padding = self.pool
             pooled = F.avg_pool2d(fmap, kernel, stride, padding)

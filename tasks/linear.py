@@ -37,8 +37,10 @@ INVP_DEFAULTS: dict[str, Any] = {
     "train_split": "train",
     "test_split": "val",
 }
+# conv1 of the table is the 112x112 map before max-pooling; the backbone contract exposes the
+# stem after max-pooling (56x56), so conv1 is pooled adaptively to the table's 12x12 grid.
 GOYAL_LAYERS = [
-    "stem@10/10/4",
+    "stem@12",
     "layer1.2@16/8/0",
     "layer2.3@13/5/0",
     "layer3.5@8/3/0",

@@ -1,9 +1,16 @@
-"""Image transforms of the evaluation protocols (until ``benchmark/augment.py`` holds them).
+"""Image transforms of the evaluation protocols.
 
-Small grayscale datasets of the mini profile use ToTensor + Normalize(0.2860, 0.3530);
-everything else uses the ImageNet recipes (Resize 256 + CenterCrop 224 for evaluation,
-RandomResizedCrop 224 + flip for training). ``resize``/``crop`` settings shrink the sizes
-(tests, small backbones). Each transform's ``repr`` is part of the feature-cache key.
+A task's ``transform`` setting picks the family:
+
+- ``imagenet`` (default for natural-image datasets): evaluation Resize ``resize`` (256) +
+  CenterCrop ``crop`` (224), or with ``eval_resize: warp`` Resize then Resize to crop x crop
+  (VISSL's VOC SVMs); training RandomResizedCrop(``crop``, ``crop_scale``) + flip; ImageNet
+  mean/std. ``resize``/``crop`` shrink the sizes (tests, small backbones).
+- ``recipe:<name>``: the clean transform of pretraining recipe ``<name>`` in
+  ``benchmark/augment.py`` (e.g. ``recipe:cifar``); training adds RandomCrop with padding
+  (+ flip for colour images). Fashion-MNIST and digits default to ``recipe:mini``.
+
+Each transform's ``repr`` is part of the feature-cache key.
 """
 from __future__ import annotations
 
@@ -12,9 +19,9 @@ from typing import Any, Mapping
 from PIL import Image
 from torchvision import transforms as T
 
-GRAYSCALE_28 = {"fashion_mnist", "digits"}
-MINI_MEAN, MINI_STD = (0.2860,), (0.3530,)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+from benchmark.augment import IMAGENET_MEAN, IMAGENET_STD, get_recipe
+
+RECIPE_DEFAULTS = {"fashion_mnist": "recipe:mini", "digits": "recipe:mini"}
 
 
 class ToRGB:
@@ -27,15 +34,19 @@ class ToRGB:
         return "ToRGB()"
 
 
-def eval_transform(dataset: str, settings: Mapping[str, Any] | None = None) -> T.Compose:
-    """Deterministic evaluation transform for ``dataset`` under a task's ``settings``.
+def _family(dataset: str, settings: Mapping[str, Any]) -> str:
+    family = str(settings.get("transform", RECIPE_DEFAULTS.get(dataset, "imagenet")))
+    if family != "imagenet" and not family.startswith("recipe:"):
+        raise ValueError(f"transform must be 'imagenet' or 'recipe:<name>', not {family!r}")
+    return family
 
-    ``settings.eval_resize``: ``center_crop`` (Resize ``resize`` + CenterCrop ``crop``, the
-    default) or ``warp`` (Resize ``resize`` then Resize to ``crop`` x ``crop``: VISSL's VOC SVMs).
-    """
+
+def eval_transform(dataset: str, settings: Mapping[str, Any] | None = None) -> T.Compose:
+    """Deterministic evaluation transform for ``dataset`` under a task's ``settings``."""
     settings = settings or {}
-    if dataset in GRAYSCALE_28:
-        return T.Compose([T.ToTensor(), T.Normalize(MINI_MEAN, MINI_STD)])
+    family = _family(dataset, settings)
+    if family.startswith("recipe:"):
+        return get_recipe(family.split(":", 1)[1]).eval()
     resize, crop = int(settings.get("resize", 256)), int(settings.get("crop", 224))
     mode = settings.get("eval_resize", "center_crop")
     if mode == "center_crop":
@@ -48,12 +59,14 @@ def eval_transform(dataset: str, settings: Mapping[str, Any] | None = None) -> T
 
 
 def train_transform(dataset: str, settings: Mapping[str, Any] | None = None) -> T.Compose:
-    """Training augmentation for fine-tuning: random crop (+ flip for natural images)."""
+    """Training augmentation for fine-tuning: random crop (+ flip for colour images)."""
     settings = settings or {}
-    if dataset in GRAYSCALE_28:
-        return T.Compose(
-            [T.RandomCrop(28, padding=2), T.ToTensor(), T.Normalize(MINI_MEAN, MINI_STD)]
-        )
+    family = _family(dataset, settings)
+    if family.startswith("recipe:"):
+        recipe = get_recipe(family.split(":", 1)[1])
+        channels, size, _ = recipe.input_shape
+        flip = [T.RandomHorizontalFlip()] if channels == 3 else []
+        return T.Compose([T.RandomCrop(size, padding=size // 8), *flip, *recipe.eval().transforms])
     crop = int(settings.get("crop", 224))
     scale = tuple(settings.get("crop_scale", (0.08, 1.0)))
     return T.Compose(
