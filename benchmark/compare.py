@@ -37,7 +37,7 @@ def load_cells(folder: Path) -> pd.DataFrame:
 def compare_cells(a: pd.DataFrame, b: pd.DataFrame, tolerance: float = 0.5) -> pd.DataFrame:
     """Outer join of two ``load_cells`` frames with ``delta`` (B − A) and a ``status`` column:
     same | changed | only in A | only in B."""
-    joined = a.join(b, how="outer", lsuffix="_a", rsuffix="_b")
+    joined = a.add_suffix("_a").join(b.add_suffix("_b"), how="outer")
     joined["delta"] = joined["mean_b"] - joined["mean_a"]
     status = pd.Series("same", index=joined.index)
     status[joined["delta"].abs() > tolerance] = "changed"

@@ -108,9 +108,9 @@ def plot_positive_grid(
             ("hard", int(i)) for i in hard[r]]
         for c, (kind, index) in enumerate(picks):
             ax = axes[r][c]
-            image = images[index]
-            ax.imshow(image.squeeze(0) if image.shape[0] == 1 else image.permute(1, 2, 0),
-                      cmap="gray")
+            image = images[index].detach().cpu()
+            pixels = image.squeeze(0) if image.shape[0] == 1 else image.permute(1, 2, 0)
+            ax.imshow(pixels.numpy(), cmap="gray")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:

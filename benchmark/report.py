@@ -281,7 +281,7 @@ def render_table(cells: pd.DataFrame, table_key: str, paper: PaperData, compare:
             number = paper.number(table_key, paper_row, column_name) if paper_row else None
             delta = ""
             if number is not None and mean is not None:
-                diff = mean - number.value
+                diff = round(round(mean, 2) - number.value, 2) + 0.0  # as shown; no "-0.00"
                 tolerance = next(c.tolerance for c in spec.columns if c.name == column_name)
                 delta = f"{diff:+.2f}" + (f" {TOLERANCE_MARK}" if abs(diff) > tolerance else "")
             line += [f"{number.value:.1f}" if number else NOT_IN_SUITE, text, delta]

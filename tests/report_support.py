@@ -1,0 +1,53 @@
+"""Synthetic result records for the report tests (built with the real ResultRecord)."""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+from benchmark.report import TaskInfo
+from benchmark.store import ResultRecord, ResultStore
+
+TASKS = {
+    "linear": TaskInfo("Table 1", "ImageNet", ("top1", "top5")),
+    "places205_linear": TaskInfo("Table 1", "Places205", ("top1", "top5")),
+    "transfer": TaskInfo("Table 3", None, ("top1", "mean_per_class", "map")),
+    "knn": TaskInfo(None, None, ("top1", "top5")),
+}
+INVP_CONFIG = {"name": "invp", "temperature": 0.2, "k": 4, "steps": 3, "n_pos": 20,
+               "n_background": 4096, "hard_positive": True, "memory_momentum": 0.5,
+               "exclusive": True, "propagation": "concat", "lam": 0.6,
+               "ramp": {"type": "binary", "length": 3}}
+
+BASE = ResultRecord(
+    method="invp", method_config=INVP_CONFIG, encoder="pretrained", backbone="resnet50",
+    pretrain_epochs=12, task="linear", dataset="imagenet", split="val", metric="top1",
+    value=0.5, seed=0, profile="imagenet", job_id="job0", config_hash="cfg0",
+    checkpoint_hash="ckpt0", git_commit="abcdef1234567890", git_dirty=False,
+    versions={"torch": "2"}, host="h", device="cpu", wall_time_s=1.0,
+    started_at="2026-11-25T10:00:00+00:00",
+)
+
+
+def record(**changes: Any) -> dict[str, Any]:
+    """A record dict: BASE with ``changes`` (job_id and config_hash follow the seed)."""
+    seed = changes.get("seed", BASE.seed)
+    changes.setdefault("job_id", f"job-{changes.get('method', 'invp')}-{changes.get('task', 'linear')}-{seed}")
+    changes.setdefault("config_hash", f"cfg{seed}")
+    return asdict(replace(BASE, **changes))
+
+
+def seeds(values: Iterable[float], **changes: Any) -> list[dict[str, Any]]:
+    """One record per value, seeds 0, 1, 2, ..."""
+    return [record(value=v, seed=s, **changes) for s, v in enumerate(values)]
+
+
+def save(folder: Path, records: Iterable[dict[str, Any]]) -> Path:
+    """Store records one job file per job_id under ``folder`` (a results/<profile> folder)."""
+    store = ResultStore(folder)
+    by_job: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_job.setdefault(r["job_id"], []).append(r)
+    for job_id, recs in by_job.items():
+        store.save({"job_id": job_id}, [ResultRecord(**r) for r in recs])
+    return folder

@@ -1,0 +1,167 @@
+"""The paper tables of the report, checked on the Markdown rendered from synthetic records."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmark.paper_tables import load_paper, row_label
+from benchmark.report import records_frame, render_markdown
+from report_support import INVP_CONFIG, TASKS, record, seeds
+
+MINI = {"profile": "mini", "dataset": "fashion_mnist", "split": "test"}
+
+
+def render(records, profile="imagenet", skips=(), **kwargs) -> str:
+    return render_markdown(records_frame(records, skips, TASKS), profile, tasks=TASKS, **kwargs)
+
+
+def table(markdown: str, title: str) -> list[list[str]]:
+    """Cells of the Markdown table under the heading starting with ``### title``."""
+    block = markdown.split(f"### {title}", 1)[1].split("\n\n", 2)[1]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()]
+
+
+def cell(rows: list[list[str]], row: str, column: str) -> str:
+    header = rows[0]
+    found = [r for r in rows[2:] if r[0] == row]
+    assert found, f"no row {row!r} in {[r[0] for r in rows[2:]]}"
+    return found[0][header.index(column)]
+
+
+def footnote(markdown: str, text: str) -> str:
+    number = re.search(r"\[\^(\d+)\]", text).group(1)
+    return re.search(rf"^\[\^{number}\]: (.*)$", markdown, re.M).group(1)
+
+
+def test_ours_beside_paper_with_delta_and_tolerance_mark() -> None:
+    md = render(seeds([0.60, 0.61, 0.62]) + seeds([0.540, 0.544, 0.536], method="insdis",
+                                                    method_config={"name": "insdis"}))
+    rows = table(md, "Table 1")
+    assert cell(rows, "InvP", "paper row") == "InvP (ResNet-50)"
+    assert cell(rows, "InvP", "ImageNet paper") == "67.7"
+    assert cell(rows, "InvP", "ImageNet ours").startswith("61.00 ± 1.00 (n=3)")
+    assert cell(rows, "InvP", "ImageNet Δ") == "-6.70 ⚠"
+    assert cell(rows, "InsDis", "ImageNet Δ") == "+0.00"  # 54.0 exactly: inside the tolerance
+    assert cell(rows, "PIRL", "VOC07 paper") == "81.1"  # a paper-only baseline row
+    assert cell(rows, "PIRL", "VOC07 ours") == "—"
+
+
+def test_cells_without_records_say_not_run_and_why() -> None:
+    skip = {"job": {"job_id": "s", "task": "places205_linear", "encoder": "pretrained",
+                    "method": "invp", "config": {"method": INVP_CONFIG, "seed": 0,
+                                                 "tasks": {"places205_linear": {"dataset": "places205"}}}},
+            "reason": "dataset missing: places205: folder not found under data/places205"}
+    md = render(seeds([0.6, 0.6, 0.6]), skips=[skip])
+    rows = table(md, "Table 1")
+    assert cell(rows, "InvP", "Places205 ours") == "not run: dataset missing"
+    assert cell(rows, "InvP", "VOC07 ours") == "not run"
+    assert cell(table(md, "Table 3"), "InvP", "CIFAR10 ours") == "not run"
+    assert cell(table(md, "Table 4"), "InvP", "AP paper") == "56.2"
+
+
+def test_one_seed_and_dirty_tree_are_marked_and_footnoted() -> None:
+    md = render([record(value=0.5, git_dirty=True, git_commit="0123456789abcdef")])
+    ours = cell(table(md, "Table 1"), "InvP", "ImageNet ours")
+    assert ours.startswith("50.00 (n=1) † ‡ [^") and "±" not in ours
+    note = footnote(md, ours)
+    assert "commit 0123456789 (dirty)" in note
+    assert "seeds 0" in note and "config cfg0" in note
+
+
+def test_footnote_lists_settings_that_differ_from_the_paper_and_epochs() -> None:
+    md = render(seeds([0.6, 0.6, 0.6]))
+    note = footnote(md, cell(table(md, "Table 1"), "InvP", "ImageNet ours"))
+    assert "temperature 0.2 (paper 0.07)" in note
+    assert "n_pos 20 (paper 50)" in note
+    assert "k 4" not in note  # equal to the paper's: not listed
+    assert "pretrain epochs 12 (paper 800)" in note
+    assert "config cfg0, cfg1, cfg2" in note and "device cpu" in note
+    table5 = footnote(md, cell(table(md, "Table 5"), "InvP", "ImageNet ours"))
+    assert "pretrain epochs 12 (paper 200)" in table5
+
+
+def test_table5_rows_come_from_method_config_overrides() -> None:
+    records = (seeds([0.633, 0.633, 0.633]) + seeds([0.60, 0.60, 0.60], method_config={**INVP_CONFIG, "hard_positive": False})
+               + seeds([0.62] * 3, method_config={**INVP_CONFIG, "n_background": "all"})
+               + seeds([0.58] * 3, method_config={**INVP_CONFIG, "steps": 1})
+               + seeds([0.576] * 3, method="knn", method_config={"name": "knn"}))
+    rows = table(render(records), "Table 5")
+    assert cell(rows, "InvP without hard positive", "paper row") == "without hard positive"
+    assert cell(rows, "InvP without hard positive", "ImageNet Δ") == "-0.70"
+    assert cell(rows, "InvP without hard negative", "ImageNet paper") == "61.9"
+    assert cell(rows, "KNN (InvP, l = 1)", "paper row") == "KNN"
+    assert cell(rows, "KNN-positive", "ImageNet Δ") == "+0.00"
+    assert cell(rows, "InvP", "ImageNet Δ") == "+0.00"
+
+
+@pytest.mark.parametrize(
+    ("method", "overrides", "encoder", "label"),
+    [
+        ("invp", {}, "pretrained", "InvP"),
+        ("invp", {"hard_positive": False}, "pretrained", "InvP without hard positive"),
+        ("invp", {"n_background": "ALL"}, "pretrained", "InvP without hard negative"),
+        ("invp", {"steps": 1}, "pretrained", "KNN (InvP, l = 1)"),
+        ("knn", {}, "pretrained", "KNN-positive"),
+        ("insdis", {}, "pretrained", "InsDis"),
+        ("invp", {}, "random", "random init (sanity)"),
+        ("pixels", {}, "pixels", "raw pixels (sanity)"),
+        ("newmethod", {}, "pretrained", "newmethod"),
+    ],
+)
+def test_row_labels(method: str, overrides: dict, encoder: str, label: str) -> None:
+    config = {**INVP_CONFIG, **overrides} if method == "invp" else overrides
+    assert row_label(method, config, encoder) == label
+
+
+def test_mini_report_has_its_own_tables_without_paper_numbers_and_sanity_rows() -> None:
+    records = (seeds([0.60, 0.61, 0.62], **MINI)
+               + seeds([0.3, 0.3, 0.3], method="random", method_config={}, encoder="random", **MINI)
+               + seeds([0.2, 0.2, 0.2], method="pixels", method_config={}, encoder="pixels", **MINI)
+               + seeds([0.9, 0.9, 0.9], task="knn", **MINI))
+    md = render(records, profile="mini")
+    rows = table(md, "Table 1")
+    assert rows[0] == ["row", "ImageNet (stand-in: fashion_mnist)"]
+    assert [r[0] for r in rows[2:]] == ["InvP", "random init (sanity)", "raw pixels (sanity)"]
+    assert cell(rows, "raw pixels (sanity)", "ImageNet (stand-in: fashion_mnist)").startswith("20.00 ± 0.00 (n=3)")
+    assert "67.7" not in md and "paper" not in rows[0]
+    assert "### Table 3" not in md  # nothing ran there and no paper numbers are shown
+    assert cell(table(md, "Other evaluations"), "InvP", "knn: top1 (fashion_mnist)").startswith("90.00")
+
+
+def test_stand_in_columns_are_never_compared_even_with_paper_numbers_on() -> None:
+    md = render(seeds([0.6, 0.6, 0.6], **MINI), profile="mini", compare=True)
+    rows = table(md, "Table 1")
+    assert "ImageNet (stand-in: fashion_mnist) ours" in rows[0]
+    assert "ImageNet (stand-in: fashion_mnist) Δ" not in rows[0]
+    assert cell(rows, "InvP", "ImageNet ours") == "not run"  # the paper's dataset column
+
+
+def test_rows_with_different_method_configs_are_kept_apart() -> None:
+    md = render(seeds([0.6, 0.6, 0.6]) + [record(value=0.7, method_config={**INVP_CONFIG, "temperature": 0.5}, seed=5)])
+    rows = table(md, "Table 1")
+    assert cell(rows, "InvP", "ImageNet ours").startswith("60.00 ± 0.00 (n=3)")
+    assert cell(rows, "InvP [temperature=0.5]", "ImageNet ours").startswith("70.00 (n=1)")
+
+
+def test_held_out_selection_numbers_stay_out_of_the_tables() -> None:
+    md = render(seeds([0.6, 0.6, 0.6]) + seeds([0.99, 0.99, 0.99], split="holdout"))
+    assert cell(table(md, "Table 1"), "InvP", "ImageNet ours").startswith("60.00")
+
+
+def test_paper_file_is_consistent() -> None:
+    paper = load_paper()
+    for key, spec in paper.tables.items():
+        printed = set(paper.paper_rows(key))
+        assert set(spec.reference.values()) <= printed, key
+        assert all(n.source.startswith("P Table") for k, n in paper.numbers.items() if k[0] == key)
+    assert paper.number("Table 5", "KNN", "ImageNet").value == 57.6
+
+
+def test_bad_paper_file_names_the_file_and_entry(tmp_path: Path) -> None:
+    bad = tmp_path / "paper.yaml"
+    bad.write_text("tables:\n  Table 1:\n    columns: [{name: ImageNet, metric: top1}]\n"
+                   "numbers:\n  - {table: Table 1, row: X, column: Places, value: 1, source: s}\n")
+    with pytest.raises(ValueError, match=r"paper.yaml.*no column 'Places'"):
+        load_paper(bad)
