@@ -43,7 +43,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         if isinstance(value, Mapping):
             flat.update(_flatten(value, dotted + "."))
         else:
-            flat[dotted] = value
+            flat[dotted] = list(value) if isinstance(value, (list, tuple)) else value
     return flat
 
 

@@ -50,7 +50,7 @@ class BankDouble(Method):
         if self.steps == int(self.config.get("poison_step", 0)):
             loss = loss * float("nan")
         self._pending = (embeddings.detach(), indices)
-        return LossOutput(loss, {"bank_norm": float(self.bank.norm(dim=1).mean())})
+        return LossOutput(loss, {"bank_norm": float(self.bank.norm(dim=1).mean()), "epoch_seen": epoch})
 
     def update(self) -> None:
         embeddings, indices = (all_gather_cat(t) for t in self._pending)

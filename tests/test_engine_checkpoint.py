@@ -1,0 +1,76 @@
+"""Checkpoint files: atomic writes, newest-valid lookup, refusal of another config's checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import engine_support as es
+from benchmark import checkpoint as ckpt
+from benchmark.pretrain import main, pretrain
+
+
+def _write(folder: Path, step: int, config: dict) -> Path:
+    state = {"step": step, "config": config, "config_hash": ckpt.pretrain_hash(config)}
+    return ckpt.save_atomic(state, ckpt.checkpoint_path(folder, step))
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> dict:
+    return es.tiny_config(tmp_path).to_dict()
+
+
+def test_atomic_save_leaves_only_the_final_file(tmp_path: Path, config: dict) -> None:
+    path = _write(tmp_path / "checkpoints", 7, config)
+    assert [p.name for p in path.parent.iterdir()] == ["ckpt-000000007.pt"] == [path.name]
+    assert torch.load(path, weights_only=False)["step"] == 7
+
+
+def test_newest_readable_checkpoint_wins_and_truncated_ones_are_skipped(tmp_path: Path, config: dict) -> None:
+    for step in (2, 10, 4):
+        _write(tmp_path, step, config)
+    assert ckpt.load_latest(tmp_path, config)["step"] == 10
+    newest = ckpt.checkpoint_path(tmp_path, 10)
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated
+    with pytest.warns(UserWarning, match="skipping unreadable checkpoint .*ckpt-000000010.pt"):
+        assert ckpt.load_latest(tmp_path, config)["step"] == 4
+    assert ckpt.load_latest(tmp_path, config, mode="never") is None
+    assert ckpt.load_latest(tmp_path / "absent", config) is None
+
+
+def test_other_config_is_refused_naming_the_keys(tmp_path: Path, config: dict) -> None:
+    _write(tmp_path, 3, config)
+    other = es.tiny_config(tmp_path, ("pretrain.epochs=9", "method.negatives=4")).to_dict()
+    with pytest.raises(ckpt.CheckpointMismatch, match=r"differing keys: method.negatives, pretrain.epochs.*--resume force"):
+        ckpt.load_latest(tmp_path, other)
+    with pytest.warns(UserWarning, match="resuming anyway"):
+        assert ckpt.load_latest(tmp_path, other, mode="force")["step"] == 3
+    with pytest.raises(ValueError, match="valid values: auto, never, force"):
+        ckpt.load_latest(tmp_path, other, mode="sometimes")
+
+
+def test_operational_keys_do_not_change_the_identity(tmp_path: Path, config: dict) -> None:
+    other = es.tiny_config(tmp_path, ("pretrain.checkpoint_every_steps=50", "data.num_workers=2",
+                                      "tasks={}", "device=cuda")).to_dict()
+    assert ckpt.pretrain_hash(other) == ckpt.pretrain_hash(config)
+    assert ckpt.pretrain_hash(es.tiny_config(tmp_path, ("seed=4",)).to_dict()) != ckpt.pretrain_hash(config)
+
+
+def test_prune_keeps_the_newest(tmp_path: Path, config: dict) -> None:
+    for step in range(1, 6):
+        _write(tmp_path, step, config)
+    ckpt.prune(tmp_path, keep=2)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["ckpt-000000005.pt", "ckpt-000000004.pt"]
+
+
+def test_cli_refuses_to_resume_another_configs_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    profile = es.tiny_profile(tmp_path)
+    run_dir = tmp_path / "run"
+    pretrain(es.tiny_config(tmp_path, ("pretrain.epochs=1",)), run_dir)
+    args = ["--profile", str(profile), "--method", "engine_double", "--run-dir", str(run_dir)]
+    assert main(args + ["--set", "pretrain.epochs=1", "--set", "model.width=8"]) == 2
+    err = capsys.readouterr().err
+    assert "differing keys: model.width" in err and "--resume never" in err
+    # The refused run wrote nothing: the finished run's log is intact.
+    assert [r["epoch"] for r in es.read_log(run_dir)] == [1]

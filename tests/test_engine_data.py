@@ -1,0 +1,70 @@
+"""Pretraining data: recipes, seeded per-sample augmentation, subsets and the resumable sampler."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from benchmark.augment import eval_transform, get_recipe, train_transform
+from benchmark.config import ConfigError
+from benchmark.pretrain_data import ResumableDistributedSampler, SeededAugmentation, split_indices
+
+
+def _images(n: int) -> list[tuple[Image.Image, int]]:
+    rng = np.random.default_rng(0)
+    return [(Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)), i % 10) for i in range(n)]
+
+
+def test_recipes_follow_the_spec() -> None:
+    cifar = [type(t) for t in train_transform("cifar").transforms]
+    assert T.RandomHorizontalFlip not in cifar and T.RandomApply not in cifar  # no flip, jitter p = 1
+    mocov2 = train_transform("mocov2").transforms
+    blurs = [t for t in mocov2 if isinstance(t, T.RandomApply) and isinstance(t.transforms[0], T.GaussianBlur)]
+    assert len(blurs) == 1 and blurs[0].p == 0.5
+    assert T.RandomHorizontalFlip in [type(t) for t in train_transform("insdis").transforms]
+    image = _images(1)[0][0]
+    assert train_transform("mini")(image).shape == eval_transform("mini")(image).shape == get_recipe("mini").input_shape
+    with pytest.raises(ConfigError, match="data.augment='simclr'.*valid recipes"):
+        get_recipe("simclr")
+
+
+def test_augmentation_is_seeded_per_sample_and_epoch() -> None:
+    data = SeededAugmentation(_images(4), [0, 1, 2, 3], train_transform("mini"), seed=5)
+    data.epoch = 1
+    first = [data[i][0] for i in range(4)]
+    torch.rand(10)  # global RNG use in between must not matter
+    assert all(torch.equal(first[i], data[i][0]) for i in reversed(range(4)))
+    assert data[2][1] == 2
+    data.epoch = 2
+    assert not torch.equal(first[0], data[0][0])
+    before = torch.get_rng_state()
+    data[0]
+    assert torch.equal(before, torch.get_rng_state()), "augmentation consumed the global RNG"
+
+
+def test_split_is_seeded_disjoint_and_checked() -> None:
+    train, holdout = split_indices(100, 60, 20, seed=1)
+    assert len(train) == 60 and len(holdout) == 20 and not set(train.tolist()) & set(holdout.tolist())
+    assert torch.equal(train, split_indices(100, 60, 20, seed=1)[0])
+    assert not torch.equal(train, split_indices(100, 60, 20, seed=2)[0])
+    assert len(split_indices(100, 0, 20, seed=1)[0]) == 80  # 0 = every image not held out
+    with pytest.raises(ConfigError, match="data.train_subset=90 plus pretrain.monitor.holdout=20"):
+        split_indices(100, 90, 20, seed=1)
+
+
+def test_sampler_resumes_mid_epoch_and_shards_cover_the_data() -> None:
+    data = list(range(20))
+    sampler = ResumableDistributedSampler(data, num_replicas=1, rank=0, seed=0)
+    sampler.set_epoch(3)
+    full = list(sampler)
+    sampler.start = 8
+    assert list(sampler) == full[8:]
+    assert list(sampler) == full  # the offset applies once
+    shards = []
+    for rank in (0, 1):
+        shard = ResumableDistributedSampler(data, num_replicas=2, rank=rank, seed=0)
+        shard.set_epoch(3)
+        shards.append(list(shard))
+    assert shards[0] == full[0::2] and shards[1] == full[1::2]

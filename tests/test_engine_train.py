@@ -1,0 +1,54 @@
+"""The training loop in-process: log records, the encoder file, AMP on CPU, the NaN guard."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import engine_support as es
+from benchmark import checkpoint as ckpt
+from benchmark.config import ConfigError
+from benchmark.pretrain import NonFiniteLoss, autocast_factory, pretrain
+
+
+def test_log_and_encoder_follow_the_contract(tmp_path: Path) -> None:
+    cfg = es.tiny_config(tmp_path, ("pretrain.epochs=2",))
+    path = pretrain(cfg, tmp_path / "run")
+    records = es.read_log(tmp_path / "run")
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert [r["epoch_seen"] for r in records] == [1.0, 2.0]  # epochs reach the method 1-based
+    assert [r["steps"] for r in records] == [6, 12]  # 192 images / batch 32
+    for record in records:
+        assert {"loss", "lr", "images_per_s", "knn_top1", "knn_top1_backbone", "bank_norm"} <= record.keys()
+        assert 0.0 <= record["knn_top1"] <= 1.0 and record["images_per_s"] > 0
+    encoder = torch.load(path, weights_only=False)
+    assert path == tmp_path / "run" / "encoder.pt"
+    assert set(encoder) == {"backbone", "head", "config", "config_hash", "epoch"}
+    assert encoder["epoch"] == 2 and encoder["config_hash"] == ckpt.pretrain_hash(cfg.to_dict())
+    last = torch.load(ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")[0], weights_only=False)
+    assert (last["next_epoch"], last["next_step"], last["global_step"]) == (3, 0, 12)
+    assert all(torch.equal(last["backbone"][k], v) for k, v in encoder["backbone"].items())
+
+
+def test_bf16_autocast_on_cpu(tmp_path: Path) -> None:
+    cfg = es.tiny_config(tmp_path, ("pretrain.epochs=1", "pretrain.amp=true", "pretrain.channels_last=true"))
+    with autocast_factory(cfg.pretrain, torch.device("cpu"))():
+        assert (torch.randn(2, 3) @ torch.randn(3, 2)).dtype == torch.bfloat16
+    pretrain(cfg, tmp_path / "run")
+    (record,) = es.read_log(tmp_path / "run")
+    assert torch.isfinite(torch.tensor(record["loss"]))
+    with pytest.raises(ConfigError, match="only bfloat16"):
+        autocast_factory(es.tiny_config(tmp_path, ("pretrain.amp=true", "pretrain.amp_dtype=float16")).pretrain,
+                         torch.device("cpu"))
+
+
+def test_nonfinite_loss_stops_with_a_checkpoint(tmp_path: Path) -> None:
+    cfg = es.tiny_config(tmp_path, poison_step=9)  # step 3 of epoch 2
+    with pytest.raises(NonFiniteLoss, match=r"epoch 2, step 3 \(global step 9\).*pretrain.optimizer.lr"):
+        pretrain(cfg, tmp_path / "run")
+    newest = ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")[0]
+    state = torch.load(newest, weights_only=False)
+    assert (state["global_step"], state["next_epoch"], state["next_step"]) == (8, 2, 2)
+    assert all(torch.isfinite(v).all() for v in state["backbone"].values() if v.is_floating_point())
+    assert not (tmp_path / "run" / "encoder.pt").exists()
