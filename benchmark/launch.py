@@ -1,10 +1,28 @@
-"""Launchers: how planned jobs get executed. ``local`` runs them in this process, in order."""
+"""Launchers: how planned jobs get executed.
+
+``local`` runs every job in this process, in plan order. ``slurm``, ``submitit-local`` and
+``debug`` hand them to submitit with ``cluster=slurm|local|debug`` (always explicit: with Slurm
+installed submitit would otherwise pick it on its own). Under Slurm one command submits a whole
+plan: pretraining jobs first, then each pretraining's task jobs as one job array that waits for it
+(``afterok``); the other clusters run the pretraining, then its tasks.
+"""
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
+from benchmark.config import ConfigError
 from benchmark.jobs import Outcome, Paths, run_job
 from benchmark.plan import Job
+from benchmark.resources import Resources, resources_for
+from benchmark.slurm_check import check_resources, require_slurm
+from benchmark.store import ResultStore
+
+CLUSTERS = {"slurm": "slurm", "submitit-local": "local", "debug": "debug"}
+LOG_TAIL_LINES = 15
 
 
 class Launcher(Protocol):
@@ -37,11 +55,249 @@ class LocalLauncher:
         return [outcomes[job.job_id] for job in jobs]
 
 
-LAUNCHERS: dict[str, Callable[..., Launcher]] = {"local": LocalLauncher}
+class JobFailed(RuntimeError):
+    """Raised inside a scheduled job whose outcome is ``failed``, so the scheduler records a
+    failure (and ``afterok`` dependents never start)."""
 
 
-def build_launcher(name: str, **options: object) -> Launcher:
+def run_job_checked(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -> Outcome:
+    """:func:`benchmark.jobs.run_job`, raising :class:`JobFailed` on a failed outcome."""
+    outcome = run_job(job, paths, force=force, resume=resume)
+    if outcome.status == "failed":
+        raise JobFailed(f"{job.label} ({job.job_id}) failed: {outcome.message}")
+    return outcome
+
+
+class CheckpointablePretrain:
+    """Submitit callable of one pretraining job.
+
+    On SIGUSR2 (time limit near, or preemption) submitit calls :meth:`checkpoint`, which
+    requeues the same job with ``resume="auto"``: the requeued job continues exactly from the
+    newest checkpoint the engine wrote under ``<pretrain_dir>/checkpoints`` (it checkpoints
+    every ``pretrain.checkpoint_every_steps`` steps and at every epoch end).
+    """
+
+    def __init__(self, job: Job, paths: Paths, force: bool = False, resume: str = "auto",
+                 runner: Callable[..., Outcome] = run_job_checked):
+        self.job, self.paths, self.force, self.resume, self.runner = job, paths, force, resume, runner
+
+    def __call__(self) -> Outcome:
+        return self.runner(self.job, self.paths, force=self.force, resume=self.resume)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """The requeued submission: same job, resuming (never forcing a fresh start)."""
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(
+            CheckpointablePretrain(self.job, self.paths, False, "auto", self.runner))
+
+
+def finished_path(kind: str, pretrain_dir: str, store: ResultStore, job_id: str) -> Path | None:
+    """What a finished job left: the encoder (pretraining) or the result file (task); None if
+    the job is not finished."""
+    path = Path(pretrain_dir) / "encoder.pt" if kind == "pretrain" else store.path(job_id)
+    done = path.is_file() if kind == "pretrain" else store.is_done(job_id)
+    return path if done else None
+
+
+def is_done(job: Job, paths: Paths) -> bool:
+    """Whether ``job`` already finished (see :func:`finished_path`)."""
+    store = paths.store(job.config["profile"])
+    return finished_path(job.kind, job.pretrain_dir, store, job.job_id) is not None
+
+
+def job_resources(job: Job, flags: Mapping[str, Any] | None = None) -> Resources:
+    """The resources of ``job`` from its config's ``launcher`` section and ``flags``."""
+    return resources_for(job.config.get("launcher"), job.kind, flags)
+
+
+def processes(job: Job, resources: Resources) -> int:
+    """Processes per node: one per GPU for pretraining (DDP); tasks run as one process."""
+    return resources.tasks_per_node if job.kind == "pretrain" else 1
+
+
+@dataclass
+class Submission:
+    """A planned job and what became of it: a submitit job handle, or an outcome already known
+    (done before, not started because a dependency failed)."""
+
+    job: Job
+    handle: Any = None
+    outcome: Outcome | None = None
+
+    @property
+    def scheduler_id(self) -> str | None:
+        return None if self.handle is None else str(self.handle.job_id)
+
+
+def log_tail(handle: Any, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of a submitit job's stderr then stdout, with their paths."""
+    parts = []
+    for stream in (handle.paths.stderr, handle.paths.stdout):
+        path = Path(stream)
+        if path.is_file():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {path}\n" + "\n".join(tail))
+    return "\n".join(parts)
+
+
+def last_line(exc: BaseException) -> str:
+    """The last non-empty line of an exception's text; for submitit's FailedJobError (remote
+    traceback, a ``-----`` rule, then log paths) the traceback's last line: the job's error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    rules = [i for i, line in enumerate(lines) if set(line) == {"-"}]
+    if len(rules) >= 2:
+        lines = lines[:rules[-1]]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def failure_outcome(job: Job, handle: Any, exc: BaseException) -> Outcome:
+    """The outcome of a scheduled job that raised or never ran (cancelled, killed)."""
+    return Outcome(job.job_id, job.label, "failed",
+                   f"{last_line(exc)} [job {handle.job_id}, logs {handle.paths.stdout}]")
+
+
+def await_outcome(sub: Submission) -> Outcome:
+    """Block until the submission's job ends; its Outcome (``failed`` if it raised or never ran)."""
+    if sub.outcome is not None:
+        return sub.outcome
+    try:
+        sub.outcome = sub.handle.results()[0]
+    except Exception as exc:  # noqa: BLE001  (turned into a failed outcome naming the logs)
+        sub.outcome = failure_outcome(sub.job, sub.handle, exc)
+    return sub.outcome
+
+
+class SubmititLauncher:
+    """Submit jobs through submitit to ``cluster`` (``slurm``, ``local`` or ``debug``).
+
+    ``flags`` are command-line resource overrides (see :mod:`benchmark.resources`); ``running``
+    (planned job id -> scheduler id) names jobs still queued or running from an earlier
+    submission, which are depended on instead of submitted again.
+    """
+
+    def __init__(self, cluster: str, force: bool = False, resume: str = "auto",
+                 on_outcome: Callable[[Outcome], None] | None = None,
+                 folder: Path | None = None, flags: Mapping[str, Any] | None = None,
+                 runner: Callable[..., Outcome] = run_job_checked):
+        if cluster not in CLUSTERS.values():
+            raise ValueError(f"unknown submitit cluster {cluster!r}; valid: slurm, local, debug")
+        self.cluster = cluster
+        self.force = force
+        self.resume = resume
+        self.on_outcome = on_outcome
+        self.folder = Path(folder) if folder else None
+        self.flags = dict(flags or {})
+        self.runner = runner
+
+    def log_folder(self, paths: Paths) -> Path:
+        """Where submitit writes pickles and logs (``%j`` = scheduler job id)."""
+        return self.folder or Path(paths.runs) / "submitit" / time.strftime("%Y%m%d-%H%M%S")
+
+    def _executor(self, folder: Path, job: Job, dependency: str | None) -> Any:
+        import submitit
+
+        res = job_resources(job, self.flags)
+        ex = submitit.AutoExecutor(folder=folder / "%j", cluster=self.cluster,
+                                   slurm_max_num_timeout=res.max_requeues)
+        params = {**res.executor_parameters(), "tasks_per_node": processes(job, res),
+                  "name": f"bench-{job.kind}-{job.config['profile']}"}
+        if dependency:
+            params["slurm_dependency"] = f"afterok:{dependency}"
+        ex.update_parameters(**params)
+        return ex
+
+    def preflight(self, jobs: Sequence[Job]) -> None:
+        """Check Slurm and every resource request before anything is submitted."""
+        if self.cluster == "slurm" and jobs:
+            require_slurm()
+            requests = [(job_resources(job, self.flags), job) for job in jobs]
+            check_resources((res, processes(job, res)) for res, job in requests)
+
+    def submit(self, jobs: Sequence[Job], paths: Paths,
+               running: Mapping[str, str] | None = None) -> list[Submission]:
+        """Submit what is not done yet; under Slurm returns at once, else runs the pretraining
+        jobs before submitting the tasks that need them."""
+        running = dict(running or {})
+        subs = {job.job_id: Submission(job) for job in jobs}
+        todo = []
+        for job in jobs:
+            if is_done(job, paths) and not self.force:
+                subs[job.job_id].outcome = Outcome(job.job_id, job.label, "cached", "already done")
+            elif job.job_id not in running:
+                todo.append(job)
+        self.preflight(todo)
+        folder = self.log_folder(paths)
+        for job in (j for j in todo if j.kind == "pretrain"):
+            ex = self._executor(folder, job, None)
+            subs[job.job_id].handle = ex.submit(
+                CheckpointablePretrain(job, paths, self.force, self.resume, self.runner))
+        groups: dict[tuple[str | None, tuple[str, ...]], list[Job]] = defaultdict(list)
+        for job in (j for j in todo if j.kind != "pretrain"):
+            dependency = self._dependency(job, subs, running)
+            if dependency is False:
+                failed = job.depends_on[0]
+                subs[job.job_id].outcome = Outcome(job.job_id, job.label, "failed",
+                                                   f"not started: dependency {failed} failed")
+                continue
+            res = job_resources(job, self.flags)
+            key = (dependency, tuple(res.sbatch_args(processes(job, res))))
+            groups[key].append(job)
+        for (dependency, _), group in groups.items():
+            ex = self._executor(folder, group[0], dependency)
+            handles = ex.map_array(self.runner, group, [paths] * len(group),
+                                   [self.force] * len(group))
+            for job, handle in zip(group, handles):
+                subs[job.job_id].handle = handle
+        return [subs[job.job_id] for job in jobs]
+
+    def _dependency(self, job: Job, subs: Mapping[str, Submission],
+                    running: Mapping[str, str]) -> str | None | bool:
+        """Scheduler id a task must wait for (None: nothing to wait for; False: it failed).
+        Off Slurm, the pretraining is run to its end here first."""
+        for dep in job.depends_on:
+            if dep in running:
+                return running[dep]
+            sub = subs.get(dep)
+            if sub is None or sub.handle is None:
+                if sub is not None and sub.outcome is not None and sub.outcome.status == "failed":
+                    return False
+                continue
+            if self.cluster == "slurm":
+                return sub.scheduler_id
+            if await_outcome(sub).status == "failed":
+                return False
+        return None
+
+    def wait(self, submissions: Sequence[Submission]) -> list[Outcome]:
+        """Block until every submitted job ends; one Outcome per submission, in order."""
+        outcomes = []
+        for sub in submissions:
+            outcome = await_outcome(sub) if sub.handle is not None or sub.outcome else Outcome(
+                sub.job.job_id, sub.job.label, "pending", "queued by an earlier submission")
+            if self.on_outcome:
+                self.on_outcome(outcome)
+            outcomes.append(outcome)
+        return outcomes
+
+    def launch(self, jobs: Sequence[Job], paths: Paths) -> list[Outcome]:
+        return self.wait(self.submit(jobs, paths))
+
+
+def _submitit_launcher(cluster: str) -> Callable[..., Launcher]:
+    def build(**options: Any) -> Launcher:
+        return SubmititLauncher(cluster, **options)
+    return build
+
+
+LAUNCHERS: dict[str, Callable[..., Launcher]] = {
+    "local": LocalLauncher,
+    **{name: _submitit_launcher(cluster) for name, cluster in CLUSTERS.items()},
+}
+
+
+def build_launcher(name: str, **options: Any) -> Launcher:
     """The launcher registered as ``name``; unknown names list the valid ones."""
     if name not in LAUNCHERS:
-        raise ValueError(f"unknown launcher {name!r}; valid launchers: {', '.join(LAUNCHERS)}")
+        raise ConfigError(f"unknown launcher {name!r}; valid launchers: {', '.join(LAUNCHERS)}")
     return LAUNCHERS[name](**options)

@@ -1,0 +1,137 @@
+"""Cluster resources of a job: read from the profile's ``launcher:`` section and CLI flags.
+
+``launcher:`` holds the resources shared by every job, plus optional ``pretrain:`` and ``task:``
+blocks that override them for one job kind (pretraining wants GPUs and days; an evaluation wants
+one GPU and an hour). Flags given on the command line override both.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+from benchmark.config import ConfigError
+
+JOB_KINDS = ("pretrain", "task")
+NON_RESOURCE_KEYS = ("name",) + JOB_KINDS
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one job asks the scheduler for (one task per GPU; at least one task per node)."""
+
+    partition: str | None = None
+    nodes: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int = 1
+    mem_gb: float | None = None
+    time_min: int = 60
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    array_parallelism: int = 32
+    signal_delay_s: int = 90
+    max_requeues: int = 3
+    sbatch: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("nodes", "cpus_per_task", "time_min", "array_parallelism"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"launcher.{name} must be a positive integer, "
+                                  f"got {getattr(self, name)!r}")
+        for name in ("gpus_per_node", "signal_delay_s", "max_requeues"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"launcher.{name} must be an integer >= 0, "
+                                  f"got {getattr(self, name)!r}")
+        if self.mem_gb is not None and not (isinstance(self.mem_gb, (int, float)) and self.mem_gb > 0):
+            raise ConfigError(f"launcher.mem_gb must be a positive number (GB), got {self.mem_gb!r}")
+        if not isinstance(self.sbatch, Mapping):
+            raise ConfigError("launcher.sbatch must be a mapping of extra sbatch options, "
+                              "e.g. {exclusive: true, comment: paper}")
+
+    @property
+    def tasks_per_node(self) -> int:
+        """One process per GPU (torch.distributed world = nodes x GPUs); one on CPU."""
+        return max(self.gpus_per_node, 1)
+
+    def executor_parameters(self) -> dict[str, Any]:
+        """Keyword arguments for submitit's ``AutoExecutor.update_parameters``."""
+        params: dict[str, Any] = {
+            "timeout_min": self.time_min,
+            "nodes": self.nodes,
+            "tasks_per_node": self.tasks_per_node,
+            "cpus_per_task": self.cpus_per_task,
+            "slurm_array_parallelism": self.array_parallelism,
+            "slurm_signal_delay_s": self.signal_delay_s,
+            "slurm_additional_parameters": {"kill_on_invalid_dep": "yes", **self.sbatch},
+        }
+        if self.gpus_per_node:
+            params["gpus_per_node"] = self.gpus_per_node
+        if self.mem_gb is not None:
+            params["mem_gb"] = self.mem_gb
+        for name in ("partition", "account", "qos", "constraint"):
+            if getattr(self, name):
+                params[f"slurm_{name}"] = getattr(self, name)
+        return params
+
+    def sbatch_args(self, tasks_per_node: int | None = None) -> list[str]:
+        """The sbatch options these resources become (for ``sbatch --test-only`` and display);
+        ``tasks_per_node`` defaults to one per GPU."""
+        args = [f"--nodes={self.nodes}", f"--ntasks-per-node={tasks_per_node or self.tasks_per_node}",
+                f"--cpus-per-task={self.cpus_per_task}", f"--time={self.time_min}"]
+        if self.gpus_per_node:
+            args.append(f"--gpus-per-node={self.gpus_per_node}")
+        if self.mem_gb is not None:
+            args.append(f"--mem={int(self.mem_gb * 1024)}M")
+        for name in ("partition", "account", "qos", "constraint"):
+            if getattr(self, name):
+                args.append(f"--{name}={getattr(self, name)}")
+        for key, value in self.sbatch.items():
+            option = "--" + key.replace("_", "-")
+            args.append(option if value is True else f"{option}={value}")
+        return args
+
+    def describe(self) -> str:
+        """One line for humans: ``partition=gpu nodes=1 gpus=8 cpus/task=10 mem=64G time=4320m``."""
+        text = (f"partition={self.partition or '(default)'} nodes={self.nodes} "
+                f"gpus={self.gpus_per_node} cpus/task={self.cpus_per_task} "
+                f"mem={f'{self.mem_gb:g}G' if self.mem_gb else '(default)'} time={self.time_min}m")
+        extras = [f"{k}={getattr(self, k)}" for k in ("account", "qos", "constraint") if getattr(self, k)]
+        extras += [f"{k}={v}" for k, v in self.sbatch.items()]
+        return " ".join([text, *extras])
+
+
+RESOURCE_KEYS = tuple(f.name for f in fields(Resources))
+
+
+def _checked(block: Mapping[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(block) - set(RESOURCE_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: "
+                          f"{', '.join(RESOURCE_KEYS)}")
+    return dict(block)
+
+
+def resources_for(section: Mapping[str, Any] | None, kind: str,
+                  flags: Mapping[str, Any] | None = None) -> Resources:
+    """Resources of a ``kind`` job: profile ``launcher:`` keys, then its ``launcher.<kind>:``
+    block, then non-None ``flags`` (from the command line)."""
+    if kind not in JOB_KINDS:
+        raise ValueError(f"job kind {kind!r}; valid kinds: {', '.join(JOB_KINDS)}")
+    section = dict(section or {})
+    if not isinstance(section.get(kind) or {}, Mapping):
+        raise ConfigError(f"launcher.{kind} must be a mapping of resource overrides")
+    common = _checked({k: v for k, v in section.items() if k not in NON_RESOURCE_KEYS},
+                      "the profile's launcher section")
+    merged = {**common, **_checked(section.get(kind) or {}, f"launcher.{kind}")}
+    merged.update(_checked({k: v for k, v in (flags or {}).items() if v is not None},
+                           "the command-line resource flags"))
+    merged["sbatch"] = {**common.get("sbatch", {}), **(section.get(kind) or {}).get("sbatch", {}),
+                        **(flags or {}).get("sbatch", {})}
+    return Resources(**merged)
+
+
+def as_dict(resources: Resources) -> dict[str, Any]:
+    """Plain-dict form (for the sweep state file)."""
+    out = asdict(resources)
+    out["sbatch"] = dict(resources.sbatch)
+    return out

@@ -1,0 +1,153 @@
+"""The submitit launcher on a real Slurm cluster and on submitit's local and debug executors:
+records, pretrain -> eval ordering, failure + status + re-submission, timeout requeue."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark.config import resolve
+from benchmark.jobs import Paths
+from benchmark.launch import SubmititLauncher, await_outcome
+from benchmark.plan import plan_run
+from benchmark.status import ACTIVE, sweep_status
+from benchmark.sweep import submit_sweep
+from benchmark.sweep_state import SweepState
+from slurm_fixtures import cluster, fail_marker, no_post_mortem, slurm_cluster, tiny_runner  # noqa: F401
+
+FLAGS = {"cpus_per_task": 1, "mem_gb": 0.5, "time_min": 5}
+CLUSTER_PARAMS = [pytest.param("slurm", marks=pytest.mark.slurm), "submitit-local", "debug"]
+
+
+def plan(tmp_path: Path, methods=("invp", "insdis"), seeds=(0, 1), epochs: int = 3):
+    jobs = {}
+    for method in methods:
+        for seed in seeds:
+            cfg = resolve("mini", method, [f"pretrain.epochs={epochs}"], seed)
+            for job in plan_run(cfg, ["knn"], tmp_path / "runs"):
+                jobs.setdefault(job.job_id, job)
+    return list(jobs.values())
+
+
+def make_paths(tmp_path: Path) -> Paths:
+    return Paths(results=tmp_path / "results", runs=tmp_path / "runs", data_root=tmp_path / "data")
+
+
+def settle(state: SweepState, paths: Paths, timeout_s: float = 150):
+    """Poll ``status`` until no job is pending or running; the final rows."""
+    deadline = time.time() + timeout_s
+    while True:
+        rows = sweep_status(state, paths.results)
+        if not any(r.state in ACTIVE for r in rows) or time.time() > deadline:
+            return {r.job_id: r for r in rows}
+        time.sleep(1)
+
+
+def run(state, jobs, paths, launcher):
+    """Submit; under Slurm without waiting (status is polled), elsewhere to the end."""
+    submit_sweep(state, jobs, paths, launcher, FLAGS, wait=launcher != "slurm", runner=tiny_runner)
+    return settle(state, paths)
+
+
+@pytest.mark.parametrize("cluster", CLUSTER_PARAMS, indirect=True)
+def test_sweep_writes_every_record_and_evals_wait_for_pretraining(cluster, tmp_path):
+    paths, jobs = make_paths(tmp_path), plan(tmp_path)
+    assert len(jobs) == 12  # 4 pretrainings, 4 pretrained evals, 4 sanity evals (shared)
+    state = SweepState(tmp_path / "sweep" / "sweep.json", {}, {})
+    submit_sweep(state, jobs, paths, cluster, FLAGS, wait=cluster != "slurm", runner=tiny_runner)
+    if cluster == "slurm":
+        ids = state.submissions[-1]["scheduler_ids"]
+        evals = [j for j in jobs if j.depends_on]
+        dependency = subprocess.run(["squeue", "-h", "-o", "%E", "-j", ids[evals[0].job_id]],
+                                    capture_output=True, text=True).stdout
+        finished = not dependency.strip()  # squeue forgets the dependency once satisfied
+        assert finished or f"afterok:{ids[evals[0].depends_on[0]]}" in dependency
+    rows = settle(state, paths)
+    assert {r.state for r in rows.values()} == {"done"}, rows
+    store = paths.store("mini")
+    for job in (j for j in jobs if j.kind == "task"):
+        record = store.load_job(job.job_id)["records"][0]
+        if job.encoder == "pretrained":
+            encoder = torch.load(Path(job.pretrain_dir) / "encoder.pt")["backbone"]["weight"]
+            assert record["value"] == pytest.approx(float(encoder.abs().sum()))
+            assert record["extra"]["started"] >= record["extra"]["encoder_mtime"]
+
+
+@pytest.mark.parametrize("cluster", CLUSTER_PARAMS, indirect=True)
+def test_failed_job_is_reported_and_resubmission_runs_only_what_failed(cluster, tmp_path):
+    paths, jobs = make_paths(tmp_path), plan(tmp_path, methods=("invp",), epochs=2)
+    broken = next(j for j in jobs if j.kind == "pretrain" and j.config["seed"] == 1)
+    blocked = next(j for j in jobs if j.depends_on == (broken.job_id,))
+    fail_marker(paths, broken.job_id).parent.mkdir(parents=True, exist_ok=True)
+    fail_marker(paths, broken.job_id).touch()
+    state = SweepState(tmp_path / "sweep" / "sweep.json", {}, {})
+    rows = run(state, jobs, paths, cluster)
+    assert rows[broken.job_id].state == "failed"
+    assert "injected failure" in rows[broken.job_id].detail
+    assert rows[blocked.job_id].state == "failed"
+    assert {r.state for k, r in rows.items() if k not in (broken.job_id, blocked.job_id)} == {"done"}
+
+    fail_marker(paths, broken.job_id).unlink()
+    rows = run(state, jobs, paths, cluster)
+    resubmitted = set(state.submissions[-1]["scheduler_ids"])
+    assert resubmitted == {broken.job_id, blocked.job_id}
+    assert {r.state for r in rows.values()} == {"done"}
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_timed_out_pretraining_requeues_and_ends_with_uninterrupted_weights(slurm_cluster, tmp_path):
+    paths = make_paths(tmp_path)
+    job = plan(tmp_path, methods=("invp",), seeds=(0,), epochs=30)[0]
+    runner = functools.partial(tiny_runner, step_s=0.25)
+    launcher = SubmititLauncher("slurm", folder=tmp_path / "submitit", flags=FLAGS, runner=runner)
+    sub = launcher.submit([job], paths)[0]
+    checkpoint = Path(job.pretrain_dir) / "checkpoints" / "last.pt"
+    deadline = time.time() + 90
+    while not (checkpoint.is_file() and torch.load(checkpoint)["step"] >= 5):
+        assert time.time() < deadline, "the pretraining job never checkpointed"
+        time.sleep(0.5)
+    sub.handle._interrupt(timeout=True)  # SIGUSR2, as Slurm sends it before the time limit
+    assert await_outcome(sub).status == "done"
+    starts = [int(s) for s in (Path(job.pretrain_dir) / "starts.log").read_text().split()]
+    assert starts[0] == 0 and len(starts) == 2 and 5 <= starts[1] < 30  # resumed, not restarted
+
+    reference_dir = tmp_path / "reference"
+    reference = dataclasses.replace(job, pretrain_dir=str(reference_dir))
+    tiny_runner(reference, paths)
+    resumed = torch.load(Path(job.pretrain_dir) / "encoder.pt")["backbone"]
+    uninterrupted = torch.load(reference_dir / "encoder.pt")["backbone"]
+    for name in uninterrupted:
+        assert torch.equal(resumed[name], uninterrupted[name]), name
+
+
+@pytest.mark.slurm
+def test_slurm_launch_checks_partition_and_resources_before_submitting(slurm_cluster, tmp_path):
+    from benchmark.slurm_check import LaunchError
+
+    paths, jobs = make_paths(tmp_path), plan(tmp_path, methods=("invp",), seeds=(0,))
+    for flags, message in (({"partition": "nope"}, "unknown partition 'nope'"),
+                           ({"cpus_per_task": 512}, "cannot run a job with")):
+        launcher = SubmititLauncher("slurm", folder=tmp_path / "submitit", flags={**FLAGS, **flags},
+                                    runner=tiny_runner)
+        with pytest.raises(LaunchError, match=message):
+            launcher.submit(jobs, paths)
+    assert not (tmp_path / "submitit").exists()
+
+
+def test_slurm_launcher_without_slurm_on_path_fails_before_submitting(tmp_path, monkeypatch):
+    from benchmark.slurm_check import LaunchError
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    paths, jobs = make_paths(tmp_path), plan(tmp_path, methods=("invp",), seeds=(0,))
+    launcher = SubmititLauncher("slurm", folder=tmp_path / "submitit", runner=tiny_runner)
+    with pytest.raises(LaunchError, match="needs Slurm's commands on PATH; missing: sbatch"):
+        launcher.submit(jobs, paths)
+    assert not (tmp_path / "submitit").exists()
+    assert shutil.which("sbatch") is None
