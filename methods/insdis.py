@@ -20,7 +20,7 @@ from methods.base import LossOutput, register
 from methods.dist_utils import all_gather_cat
 from methods.losses import nce_loss
 from methods.settings import read_settings, require
-from methods.similarity import gathered_similarities
+from methods.similarity import DenseScores, gathered_similarities
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class InsDis(BankMethod):
         require(0 <= s.nce_z_momentum < 1, self.name, f"nce_z_momentum must be in [0, 1), got {s.nce_z_momentum}")
         super().__init__(config, num_samples, s.memory_momentum)
         self.normaliser: float | None = None  # Z of the NCE variant, once estimated
+        self._scores = DenseScores()
 
     def loss(self, embeddings: torch.Tensor, indices: torch.Tensor, epoch: int) -> LossOutput:
         v, idx, bank = self._prepare(embeddings, indices)
@@ -73,7 +74,8 @@ class InsDis(BankMethod):
     def _nce(self, v: torch.Tensor, idx: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         noise = torch.randint(0, self.num_samples, (v.shape[0], self.settings.nce_k), device=self.device)
         columns = torch.cat([idx.view(-1, 1), noise], dim=1)
-        logits = gathered_similarities(v, bank, columns) / self.settings.temperature
+        dense = self._scores(v, bank) if self.num_samples <= columns.numel() else None  # the cheaper way
+        logits = gathered_similarities(v, bank, columns, dense=dense) / self.settings.temperature
         estimate = all_gather_cat(batch_normaliser(logits.detach(), self.num_samples).view(1)).mean().item()
         if self.normaliser is None:
             self.normaliser = estimate

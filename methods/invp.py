@@ -115,10 +115,12 @@ class InvP(BankMethod):
             if self.pool_is_bank:
                 dense = v @ bank.weight.T
                 plain = dense.detach()
-                top_idx = plain.topk(s.k + 1, dim=1).indices
+                nearest = plain.topk(s.k + 1, dim=1).indices
+                top_idx = nearest
             else:
                 plain = self._scores(v, bank.weight)
-                top_idx = plain.topk(self.pool, dim=1).indices
+                top_vals, top_idx = plain.topk(self.pool, dim=1, sorted=False)
+                nearest = top_idx.gather(1, top_vals.topk(s.k + 1, dim=1).indices)
             candidates, valid = self._candidates(idx)
             candidate_sims = plain.gather(1, candidates)
             columns, picked_valid = select_positives(candidate_sims, s.n_pos, s.hard_positive, valid)
@@ -135,7 +137,7 @@ class InvP(BankMethod):
             weight = ramp_weight(epoch, s.ramp)
             loss = loss_ins + s.lam * weight * loss_invp
         self._check_loss(loss)
-        self._stash(v, idx, neighbour_rows=neighbours_from_topm(top_idx, idx, s.k))
+        self._stash(v, idx, neighbour_rows=neighbours_from_topm(nearest, idx, s.k))
         logs = {"loss_ins": float(loss_ins.detach()), "loss_invp": float(loss_invp.detach()), "ramp_weight": weight}
         logs.update(self._diagnostics(idx, candidates, valid, candidate_sims, positives, picked_valid, top_idx))
         return LossOutput(loss, logs)

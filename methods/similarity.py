@@ -3,14 +3,15 @@
 Every bank method scores a batch v (B, D) against the bank V (n, D) (§3 step 2). The dense
 S = v V^T is computed once per step without autograd; the entries a loss actually uses are then
 gathered by ``gathered_similarities``, whose backward is a sparse (B x n) x (n x D) product over
-just those entries. This keeps backward at O(B * C * D) instead of a second dense B x n matmul,
-and the bank never receives a gradient.
+just those entries (a weighted ``embedding_bag`` sum). This keeps backward at O(B * C * D) instead
+of a second dense B x n matmul, and the bank never receives a gradient.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 
 class _GatheredSimilarity(torch.autograd.Function):
@@ -24,14 +25,8 @@ class _GatheredSimilarity(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
         bank, idx = ctx.saved_tensors
-        rows = torch.arange(idx.shape[0], device=idx.device).repeat_interleave(idx.shape[1])
-        sparse = torch.sparse_coo_tensor(
-            torch.stack([rows, idx.flatten()]),
-            grad.flatten().to(bank.dtype),
-            (idx.shape[0], bank.shape[0]),
-            check_invariants=False,
-        )
-        return torch.sparse.mm(sparse, bank), None, None, None
+        # grad_v[b] = sum_c grad[b, c] * bank[idx[b, c]]: a weighted bag sum, no (B, C, D) gather
+        return F.embedding_bag(idx, bank, per_sample_weights=grad.to(bank.dtype), mode="sum"), None, None, None
 
 
 def gathered_similarities(

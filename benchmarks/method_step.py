@@ -1,0 +1,138 @@
+"""Time the method part of one training step alone (issue 3 "Speed").
+
+For each bank size n: similarities, top-M, propagation, losses, forward+backward through the
+embedding (v = normalize(z), gradient to z) and the post-step update, for InvP, InsDis (softmax
+and NCE) and KNN; plus the floor any bank method pays: one B x n matmul and a top-M.
+
+    python benchmarks/method_step.py                       # n = 60000 and 1281167
+    python benchmarks/method_step.py --n 60000 --reps 10 --device cuda --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from methods.base import build_method  # noqa: E402
+
+METHODS: dict[str, dict[str, Any]] = {
+    "invp": {"name": "invp"},
+    "insdis-softmax": {"name": "insdis", "variant": "softmax"},
+    "insdis-nce": {"name": "insdis", "variant": "nce"},
+    "knn": {"name": "knn", "variant": "invp"},
+}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_it(fn: Callable[[], None], device: torch.device, reps: int, warmup: int) -> list[float]:
+    """Wall seconds of ``reps`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def pool_option(config: dict[str, Any], pool: int) -> dict[str, Any]:
+    """The option that sets M for a method: n_background (top-M pool) or nce_k (NCE noise)."""
+    if config["name"] == "insdis":
+        return {"nce_k": pool} if config["variant"] == "nce" else {}
+    return {"n_background": pool}
+
+
+def random_state(n: int, dim: int, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    bank = F.normalize(torch.randn(n, dim, device=device), dim=1)
+    return bank, torch.randint(0, n, (n, k), device=device)
+
+
+def bench_size(n: int, args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    bank, table = random_state(n, args.dim, 4, device)
+    rows = []
+
+    def floor() -> None:
+        v = F.normalize(torch.randn(args.batch, args.dim, device=device), dim=1)
+        (v @ bank.T).topk(args.pool, dim=1, sorted=False)
+
+    rows.append({"n": n, "method": "floor (matmul + top-M)", "times": time_it(floor, device, args.reps, args.warmup)})
+    for label in args.methods:
+        config = {**METHODS[label], **pool_option(METHODS[label], args.pool)}
+        method = build_method(config, n).to(device)
+        state = method.state_dict()
+        state["bank"] = bank
+        if "neighbours" in state:
+            state["neighbours"] = table
+        method.load_state_dict(state)
+        epoch = 100  # past the ramp-up, so every term is in the loss
+
+        def step() -> None:
+            z = torch.randn(args.batch, args.dim, device=device, requires_grad=True)
+            idx = torch.randint(0, n, (args.batch,), device=device)
+            out = method.loss(F.normalize(z, dim=1), idx, epoch)
+            out.loss.backward()
+            method.update()
+
+        rows.append({"n": n, "method": label, "times": time_it(step, device, args.reps, args.warmup)})
+        del method, state
+    return rows
+
+
+def report(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table: median and min seconds per step, and ratios to the floor and to InsDis."""
+    lines = ["| n | method | median s | min s | / floor | / insdis-softmax |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        row["median"] = statistics.median(row["times"])
+    for row in rows:
+        same = {r["method"]: r["median"] for r in rows if r["n"] == row["n"]}
+        floor = same["floor (matmul + top-M)"]
+        insdis = same.get("insdis-softmax")
+        ratio_insdis = f"{row['median'] / insdis:.2f}" if insdis else "-"
+        lines.append(f"| {row['n']} | {row['method']} | {row['median']:.3f} | {min(row['times']):.3f} | "
+                     f"{row['median'] / floor:.2f} | {ratio_insdis} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, nargs="+", default=[60000, 1281167], help="bank sizes")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--pool", type=int, default=4096, help="M (n_background) and NCE K")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0 = default)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--json", type=Path, help="also write the raw timings here")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rows = [row for n in args.n for row in bench_size(n, args, device)]
+    print(f"device {device}, threads {torch.get_num_threads()}, B={args.batch}, D={args.dim}, M={args.pool}")
+    print(report(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
