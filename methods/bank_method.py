@@ -78,8 +78,10 @@ class BankMethod(Method):
             )
         return self.bank
 
-    def _prepare(self, embeddings: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, MemoryBank]:
-        """Check the batch and return (float32 embeddings, int64 indices, bank) on the bank's device."""
+    def _prepare(
+        self, embeddings: torch.Tensor, indices: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, MemoryBank]:
+        """Check the batch; return (float32 embeddings, int64 indices, bank) on the state's device."""
         check_batch(embeddings, indices, self.num_samples, self.name)
         if embeddings.device != self.device:
             raise ValueError(
@@ -92,7 +94,11 @@ class BankMethod(Method):
     def _check_loss(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
             bad = self.bank.nonfinite_rows() if self.bank is not None else torch.empty(0)
-            where = f"the memory bank has {bad.numel()} NaN/inf rows (e.g. {bad[:5].tolist()})" if bad.numel() else "the bank is finite"
+            where = (
+                f"the memory bank has {bad.numel()} NaN/inf rows (e.g. {bad[:5].tolist()})"
+                if bad.numel()
+                else "the bank is finite"
+            )
             raise FloatingPointError(
                 f"method {self.name!r}: non-finite loss; {where}. Resume from an earlier checkpoint "
                 f"or lower the learning rate"
@@ -101,7 +107,8 @@ class BankMethod(Method):
     # -- the post-step update ----------------------------------------------------------------
     def _stash(self, embeddings: torch.Tensor, indices: torch.Tensor, **rows: torch.Tensor) -> None:
         """Keep what ``update`` needs: pre-step embeddings, indices and extra per-sample rows."""
-        self._pending = {"embeddings": embeddings.detach(), "indices": indices.detach(), **{k: v.detach() for k, v in rows.items()}}
+        pending = {"embeddings": embeddings, "indices": indices, **rows}
+        self._pending = {key: value.detach() for key, value in pending.items()}
 
     def update(self) -> None:
         if not self._pending:
@@ -121,10 +128,13 @@ class BankMethod(Method):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         weight = state.get("bank")
-        self.bank = None if weight is None else MemoryBank.restored(weight, self.num_samples, self.memory_momentum).to(self.device)
+        if weight is None:
+            self.bank = None
+        else:
+            self.bank = MemoryBank.restored(weight, self.num_samples, self.memory_momentum).to(self.device)
 
     def to(self, device: torch.device | str) -> "BankMethod":
-        self.device = torch.device(device)
+        self.device = torch.empty(0, device=device).device  # "cuda" resolves to "cuda:0"
         if self.bank is not None:
             self.bank.to(self.device)
         return self

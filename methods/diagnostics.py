@@ -22,7 +22,9 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
     return float((values * mask).sum() / count) if count else float("nan")
 
 
-def label_precision(labels: torch.Tensor, anchors: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+def label_precision(
+    labels: torch.Tensor, anchors: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None = None
+) -> float:
     """Fraction of valid entries of ``ids`` (B, C) whose label equals their anchor's (B,) label."""
     same = labels[ids] == labels[anchors].view(-1, 1)
     valid = torch.ones_like(same) if mask is None else mask

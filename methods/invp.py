@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import torch
 
@@ -32,6 +32,16 @@ from methods.propagation import propagate_bfs, propagate_concat
 from methods.ramp import RAMP_TYPES, RampSettings, ramp_weight
 from methods.settings import ANY_TYPE, read_settings, require
 from methods.similarity import DenseScores, gathered_similarities
+
+
+class Discovery(NamedTuple):
+    """One step's propagated candidates (B, C) and the positives picked among them (B, P')."""
+
+    candidates: torch.Tensor
+    valid: torch.Tensor  # (B, C) False on BFS padding
+    candidate_sims: torch.Tensor  # (B, C) current embedding vs each candidate's bank entry
+    positives: torch.Tensor
+    picked_valid: torch.Tensor  # (B, P') False where a row had fewer valid candidates than P'
 
 
 @dataclass(frozen=True)
@@ -101,12 +111,17 @@ class InvP(BankMethod):
         """True when the pool is the whole bank (n_background: all): dense softmax denominator."""
         return self.pool == self.num_samples
 
-    def _candidates(self, anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Propagated candidate positives (B, C) and their validity mask."""
-        if self.settings.propagation == "bfs":
-            return propagate_bfs(self.neighbours.table, anchors, self.settings.steps)
-        ids = propagate_concat(self.neighbours.table, anchors, self.settings.steps)
-        return ids, torch.ones_like(ids, dtype=torch.bool)
+    def _discover(self, anchors: torch.Tensor, sims: torch.Tensor) -> Discovery:
+        """Propagate from ``anchors`` (B,) and pick positives by their similarities ``sims`` (B, n)."""
+        s = self.settings
+        if s.propagation == "bfs":
+            candidates, valid = propagate_bfs(self.neighbours.table, anchors, s.steps)
+        else:
+            candidates = propagate_concat(self.neighbours.table, anchors, s.steps)
+            valid = torch.ones_like(candidates, dtype=torch.bool)
+        candidate_sims = sims.gather(1, candidates)
+        columns, picked_valid = select_positives(candidate_sims, s.n_pos, s.hard_positive, valid)
+        return Discovery(candidates, valid, candidate_sims, candidates.gather(1, columns), picked_valid)
 
     def loss(self, embeddings: torch.Tensor, indices: torch.Tensor, epoch: int) -> LossOutput:
         v, idx, bank = self._prepare(embeddings, indices)
@@ -115,51 +130,48 @@ class InvP(BankMethod):
             if self.pool_is_bank:
                 dense = v @ bank.weight.T
                 plain = dense.detach()
-                nearest = plain.topk(s.k + 1, dim=1).indices
-                top_idx = nearest
+                top_idx = nearest = plain.topk(s.k + 1, dim=1).indices
             else:
                 plain = self._scores(v, bank.weight)
                 top_vals, top_idx = plain.topk(self.pool, dim=1, sorted=False)
                 nearest = top_idx.gather(1, top_vals.topk(s.k + 1, dim=1).indices)
-            candidates, valid = self._candidates(idx)
-            candidate_sims = plain.gather(1, candidates)
-            columns, picked_valid = select_positives(candidate_sims, s.n_pos, s.hard_positive, valid)
-            positives = candidates.gather(1, columns)
+            found = self._discover(idx, plain)
+            n_pos = found.positives.shape[1]
 
             pool_part = [] if self.pool_is_bank else [top_idx]
-            wanted = torch.cat([idx.view(-1, 1), positives, *pool_part], dim=1)
+            wanted = torch.cat([idx.view(-1, 1), found.positives, *pool_part], dim=1)
             logits = gathered_similarities(v, bank.weight, wanted, dense=plain) / s.temperature
-            self_logits, pos_logits = logits[:, 0], logits[:, 1 : 1 + positives.shape[1]]
-            pool_logits = dense / s.temperature if self.pool_is_bank else logits[:, 1 + positives.shape[1] :]
+            self_logits, pos_logits = logits[:, 0], logits[:, 1 : 1 + n_pos]
+            pool_logits = dense / s.temperature if self.pool_is_bank else logits[:, 1 + n_pos :]
 
             loss_ins = instance_loss(self_logits, pool_logits).mean()
-            loss_invp = invp_loss(pos_logits, picked_valid, pool_logits, self_logits, s.exclusive).mean()
+            loss_invp = invp_loss(pos_logits, found.picked_valid, pool_logits, self_logits, s.exclusive).mean()
             weight = ramp_weight(epoch, s.ramp)
             loss = loss_ins + s.lam * weight * loss_invp
         self._check_loss(loss)
         self._stash(v, idx, neighbour_rows=neighbours_from_topm(nearest, idx, s.k))
         logs = {"loss_ins": float(loss_ins.detach()), "loss_invp": float(loss_invp.detach()), "ramp_weight": weight}
-        logs.update(self._diagnostics(idx, candidates, valid, candidate_sims, positives, picked_valid, top_idx))
+        logs.update(self._diagnostics(idx, found, None if self.pool_is_bank else top_idx))
         return LossOutput(loss, logs)
 
     @torch.no_grad()
-    def _diagnostics(self, idx: torch.Tensor, candidates: torch.Tensor, valid: torch.Tensor, candidate_sims: torch.Tensor,
-                     positives: torch.Tensor, picked_valid: torch.Tensor, top_idx: torch.Tensor) -> dict[str, float]:
+    def _diagnostics(self, idx: torch.Tensor, found: Discovery, pool: torch.Tensor | None) -> dict[str, float]:
+        """Unique counts, hard vs easy candidate similarity, and label precision when labels are set."""
         n_pos = self.settings.n_pos
-        hard_cols, hard_valid = select_positives(candidate_sims, n_pos, True, valid)
-        easy_cols, easy_valid = select_positives(candidate_sims, n_pos, False, valid)
+        hard_cols, hard_valid = select_positives(found.candidate_sims, n_pos, True, found.valid)
+        easy_cols, easy_valid = select_positives(found.candidate_sims, n_pos, False, found.valid)
         logs = {
-            "unique_candidates": mean_unique(candidates, valid, idx),
-            "unique_positives": mean_unique(positives, picked_valid, idx),
-            "hard_pos_sim": masked_mean(candidate_sims.gather(1, hard_cols), hard_valid),
-            "easy_pos_sim": masked_mean(candidate_sims.gather(1, easy_cols), easy_valid),
+            "unique_candidates": mean_unique(found.candidates, found.valid, idx),
+            "unique_positives": mean_unique(found.positives, found.picked_valid, idx),
+            "hard_pos_sim": masked_mean(found.candidate_sims.gather(1, hard_cols), hard_valid),
+            "easy_pos_sim": masked_mean(found.candidate_sims.gather(1, easy_cols), easy_valid),
         }
         labels = self.diagnostic_labels
         if labels is not None:
             labels = labels.to(self.device)
-            logs["pos_precision"] = label_precision(labels, idx, positives, picked_valid)
-            if not self.pool_is_bank:
-                logs["pool_precision"] = label_precision(labels, idx, top_idx, top_idx != idx.view(-1, 1))
+            logs["pos_precision"] = label_precision(labels, idx, found.positives, found.picked_valid)
+            if pool is not None:
+                logs["pool_precision"] = label_precision(labels, idx, pool, pool != idx.view(-1, 1))
         return logs
 
     def _apply_rows(self, gathered: Mapping[str, torch.Tensor]) -> None:

@@ -45,7 +45,9 @@ class MemoryBank:
         self.weight = weight
 
     @classmethod
-    def random(cls, num_samples: int, dim: int, momentum: float, generator: torch.Generator | None = None) -> "MemoryBank":
+    def random(
+        cls, num_samples: int, dim: int, momentum: float, generator: torch.Generator | None = None
+    ) -> "MemoryBank":
         """A fresh bank initialised as the official code does (``uniform_bank_init``)."""
         return cls(uniform_bank_init(num_samples, dim, generator), momentum)
 

@@ -47,7 +47,8 @@ def read_settings(cls: type[T], config: Mapping[str, Any], method: str, prefix: 
         if key == "name":
             continue
         field = fields[key]
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+        has_default = field.default is not dataclasses.MISSING
+        default = field.default if has_default else field.default_factory()  # type: ignore[misc]
         if dataclasses.is_dataclass(default):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"method {method!r}: option {prefix + key!r} must be a mapping")
