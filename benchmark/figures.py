@@ -26,6 +26,7 @@ CURVE_PANELS = (  # (title, predicate on a log key)
     ("kNN monitor accuracy", lambda k: k.startswith("knn")),
     ("precision of discovered positives", lambda k: "precision" in k),
     ("unique positives", lambda k: "unique" in k),
+    ("similarity of hard / easy positives", lambda k: k.endswith("_sim")),
 )
 FIG2_METHODS = ("InvP", "InsDis")
 FIG2_LIMIT = 2000  # labelled images used for Fig. 2 (first of the test split)

@@ -68,16 +68,12 @@ def row_label(method: str, method_config: Mapping[str, Any] | None, encoder: str
 
 @dataclass(frozen=True)
 class PaperColumn:
-    """One column of a paper table."""
+    """One column of a paper table and the record metrics that fill it."""
 
     name: str
-    metric: str
+    metrics: tuple[str, ...]
     datasets: tuple[str, ...]
     tolerance: float
-    aliases: tuple[str, ...] = ()
-
-    def names(self) -> set[str]:
-        return {normalise(n) for n in (self.name, *self.aliases)}
 
     def is_paper_dataset(self, dataset: str) -> bool:
         return normalise(dataset) in {normalise(d) for d in self.datasets}
@@ -95,17 +91,19 @@ class PaperTable:
     rows: tuple[str, ...] | None = None
     from_table: str | None = None
 
+    def has_metric(self, metric: str) -> bool:
+        return any(metric.lower() in c.metrics for c in self.columns)
+
     def column(self, paper_column: str | None, dataset: str, metric: str) -> PaperColumn | None:
-        """The column a task's (paper_column, dataset, metric) fills, or None."""
-        wanted = [c for c in self.columns if c.metric.lower() == metric.lower()]
-        if paper_column is not None:
-            by_name = [c for c in wanted if normalise(paper_column) in c.names()]
-            if by_name:
-                return by_name[0]
-        by_dataset = [c for c in wanted if c.is_paper_dataset(dataset)]
-        if by_dataset:
-            return by_dataset[0]
-        return wanted[0] if len(wanted) == 1 and paper_column is not None else None
+        """The column a task's record fills: among the columns of its metric, the one its
+        ``paper_column`` names, else the one of its dataset, else the only one; None if unclear."""
+        wanted = [c for c in self.columns if metric.lower() in c.metrics]
+        for pick in (lambda c: normalise(paper_column or "") == normalise(c.name),
+                     lambda c: c.is_paper_dataset(dataset)):
+            found = [c for c in wanted if pick(c)]
+            if found:
+                return found[0]
+        return wanted[0] if len(wanted) == 1 else None
 
 
 @dataclass(frozen=True)
@@ -156,13 +154,16 @@ def load_paper(path: Path = PAPER_FILE) -> PaperData:
     tables = {}
     for key, spec in raw["tables"].items():
         _require("columns" in spec, path, f"table {key!r} has no 'columns'")
+        for c in spec["columns"]:
+            _require("name" in c and "metric" in c, path,
+                     f"table {key!r}: every column needs 'name' and 'metric', got {c}")
         columns = tuple(
             PaperColumn(
                 name=str(c["name"]),
-                metric=str(c["metric"]),
+                metrics=tuple(str(m).lower() for m in (
+                    c["metric"] if isinstance(c["metric"], list) else [c["metric"]])),
                 datasets=tuple(str(d) for d in c.get("datasets", ())),
                 tolerance=float(c.get("tolerance", 1.0)),
-                aliases=tuple(str(a) for a in c.get("aliases", ())),
             )
             for c in spec["columns"]
         )

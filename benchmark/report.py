@@ -84,20 +84,21 @@ def _skip_records(skips: Iterable[Mapping[str, Any]], tasks: Mapping[str, TaskIn
         encoder = job.get("encoder", "pretrained")
         info = tasks.get(task)
         metrics = info.metrics if info and info.metrics else ("",)
+        settings = config.get("tasks", {}).get(task, {})
+        datasets = settings.get("datasets") or [settings.get("dataset", "")]
         method_config = config.get("method", {}) if encoder == "pretrained" else {}
         base = {
             "method": job.get("method", method_config.get("name", encoder)),
             "method_config": method_config,
             "encoder": encoder,
             "task": task,
-            "dataset": str(config.get("tasks", {}).get(task, {}).get("dataset", "")),
             "split": "test",
             "value": math.nan,
             "seed": config.get("seed"),
             "job_id": job.get("job_id"),
             "skip_reason": str(skip.get("reason", "")).split(":")[0].strip() or "skipped",
         }
-        out.extend({**base, "metric": m} for m in metrics)
+        out.extend({**base, "dataset": str(d), "metric": m} for d in datasets for m in metrics)
     return out
 
 
@@ -141,6 +142,10 @@ def place_cells(frame: pd.DataFrame, paper: PaperData, tasks: Mapping[str, TaskI
         table = paper.tables[info.paper_table]
         column = table.column(info.paper_column, rec["dataset"], rec["metric"])
         if column is None:
+            if table.has_metric(rec["metric"]):  # a stand-in the columns cannot tell apart
+                placed.append({**rec, "table": table.key, "paper_column": None,
+                               "label": f"{rec['task']}: {rec['metric']} (stand-in: {rec['dataset']})",
+                               "comparable": False})
             continue
         comparable = column.is_paper_dataset(rec["dataset"])
         label = column.name if comparable else f"{column.name} (stand-in: {rec['dataset']})"
@@ -253,8 +258,8 @@ def render_table(cells: pd.DataFrame, table_key: str, paper: PaperData, compare:
         if compare and not any(c for _, c in found_labels):
             found_labels.insert(0, (column.name, True))
         labels += [(label, column.name, bool(comp)) for label, comp in found_labels]
-    if spec is None:
-        labels = [(label, None, False) for label in dict.fromkeys(here["label"])]
+    extra = here[here["paper_column"].isna()]["label"] if not here.empty else []
+    labels += [(label, None, False) for label in dict.fromkeys(extra)]
     our_rows = list(here["row"].unique()) if not here.empty else []
     if compare:
         our_rows += list(spec.rows or spec.reference)
@@ -383,8 +388,7 @@ def load_frame(results_dir: Path, profile: str,
                tasks: Mapping[str, TaskInfo] | None = None) -> pd.DataFrame:
     """Records and recorded skips of ``results_dir/profile`` as a report frame."""
     store = ResultStore(Path(results_dir) / profile)
-    skips = store.skips() if hasattr(store, "skips") and (store.root / "skipped").is_dir() else ()
-    return records_frame(store.records(), skips, tasks)
+    return records_frame(store.records(), store.skips(), tasks)
 
 
 def write_report(

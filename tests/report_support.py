@@ -8,10 +8,15 @@ from typing import Any, Iterable
 from benchmark.report import TaskInfo
 from benchmark.store import ResultRecord, ResultStore
 
-TASKS = {
+TASKS = {  # as the registered tasks declare them
     "linear": TaskInfo("Table 1", "ImageNet", ("top1", "top5")),
+    "linear_multilayer": TaskInfo("Table 1", "ImageNet", ("top1", "top5")),
     "places205_linear": TaskInfo("Table 1", "Places205", ("top1", "top5")),
-    "transfer": TaskInfo("Table 3", None, ("top1", "mean_per_class", "map")),
+    "semisup": TaskInfo("Table 2", "1% / 10% labels (top-5)",
+                        ("top1_1pct", "top5_1pct", "top1_10pct", "top5_10pct")),
+    "transfer": TaskInfo("Table 3", "CIFAR10 / CIFAR100 / VOC07 / Caltech101 / Cars / Pets / Flowers",
+                         ("top1", "mean_per_class", "voc11_map")),
+    "detection": TaskInfo("Table 4", "VOC07+12 detection", ("AP", "AP50", "AP75")),
     "knn": TaskInfo(None, None, ("top1", "top5")),
 }
 INVP_CONFIG = {"name": "invp", "temperature": 0.2, "k": 4, "steps": 3, "n_pos": 20,

@@ -165,3 +165,39 @@ def test_bad_paper_file_names_the_file_and_entry(tmp_path: Path) -> None:
                    "numbers:\n  - {table: Table 1, row: X, column: Places, value: 1, source: s}\n")
     with pytest.raises(ValueError, match=r"paper.yaml.*no column 'Places'"):
         load_paper(bad)
+
+
+def test_multi_metric_and_multi_dataset_tasks_find_their_columns() -> None:
+    records = (seeds([0.78, 0.78, 0.78], task="semisup", metric="top5_1pct")
+               + seeds([0.5, 0.5, 0.5], task="semisup", metric="top1_1pct")
+               + seeds([0.98] * 3, task="transfer", dataset="cifar10", split="test")
+               + seeds([0.9] * 3, task="transfer", dataset="oxford_pets", metric="mean_per_class")
+               + seeds([0.55] * 3, task="detection", dataset="voc_detection", metric="AP")
+               + seeds([0.7] * 3, task="linear_multilayer") + seeds([0.68] * 3))
+    md = render(records)
+    assert cell(table(md, "Table 2"), "InvP", "1% Δ") == "+1.30 ⚠"
+    assert "top1_1pct" not in table(md, "Table 2")[0]  # not a paper column
+    rows3 = table(md, "Table 3")
+    assert cell(rows3, "InvP", "CIFAR10 Δ") == "+0.10"
+    assert cell(rows3, "InvP", "Pets ours").startswith("90.00")
+    assert cell(rows3, "InvP", "Cars ours") == "not run"
+    assert cell(table(md, "Table 4"), "InvP", "AP Δ") == "-1.20 ⚠"
+    rows1 = table(md, "Table 1")
+    assert cell(rows1, "InvP", "ImageNet [linear] Δ") == "+0.30"
+    assert cell(rows1, "InvP", "ImageNet [linear_multilayer] Δ") == "+2.30 ⚠"
+
+
+def test_stand_ins_the_columns_cannot_tell_apart_get_their_own_column() -> None:
+    md = render(seeds([0.95] * 3, task="transfer", dataset="digits", **{k: v for k, v in MINI.items() if k != "dataset"}),
+                profile="mini")
+    assert cell(table(md, "Table 3"), "InvP", "transfer: top1 (stand-in: digits)").startswith("95.00")
+
+
+def test_every_registered_paper_task_lands_in_a_paper_table() -> None:
+    from benchmark.report import registry_task_info
+
+    paper = load_paper()
+    for name, info in registry_task_info().items():
+        if info.paper_table is not None:
+            assert info.paper_table in paper.tables, name
+            assert any(paper.tables[info.paper_table].has_metric(m) for m in info.metrics), name
