@@ -1,0 +1,71 @@
+"""MoCo's VOC detection schedule and the linear scaling rule (protocols.md §3.7).
+
+detectron2's ``WarmupMultiStepLR``: a linear warm-up from ``warmup_factor`` x lr to lr over
+``warmup_iters``, then lr x gamma^(milestones passed). A schedule given at one batch size is
+moved to another by the linear rule: lr x b/B, every iteration count x B/b (MoCo's 16 images,
+lr 0.02, 24k iterations becomes the InvP repo's 4 images, lr 0.005, 96k, steps 72k/88k,
+warm-up 400).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
+
+from benchmark.config import ConfigError
+
+
+@dataclass(frozen=True)
+class DetectionSchedule:
+    """SGD schedule of a detector: iteration counts, base lr, momentum and weight decay."""
+
+    batch_size: int
+    lr: float
+    iterations: int
+    steps: tuple[int, ...]
+    warmup_iters: int
+    warmup_factor: float = 1e-3
+    gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    weight_decay_norm: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], where: str = "tasks.detection.schedule") -> "DetectionSchedule":
+        """Build from a config block; unknown or missing keys name the option."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown keys {unknown}; valid keys: {', '.join(sorted(known))}")
+        try:
+            schedule = cls(**{k: tuple(v) if k == "steps" else v for k, v in settings.items()})
+        except TypeError as exc:
+            raise ConfigError(f"{where}: {exc}; give batch_size, lr, iterations, steps, warmup_iters") from None
+        if list(schedule.steps) != sorted(schedule.steps) or any(s > schedule.iterations for s in schedule.steps):
+            raise ConfigError(f"{where}.steps={list(schedule.steps)} must be increasing and <= iterations")
+        return schedule
+
+    def scaled_to(self, batch_size: int) -> "DetectionSchedule":
+        """The same schedule at ``batch_size`` images per step, by the linear scaling rule."""
+        if batch_size < 1:
+            raise ConfigError(f"tasks.detection.batch_size={batch_size} must be >= 1")
+        ratio = self.batch_size / batch_size
+        scale = lambda n: int(round(n * ratio))  # noqa: E731
+        return replace(
+            self,
+            batch_size=batch_size,
+            lr=self.lr / ratio,
+            iterations=scale(self.iterations),
+            steps=tuple(scale(s) for s in self.steps),
+            warmup_iters=scale(self.warmup_iters),
+        )
+
+    def lr_factor(self, iteration: int) -> float:
+        """Multiplier of ``lr`` at 0-based ``iteration`` (warm-up, then multi-step decay)."""
+        decay = self.gamma ** sum(1 for s in self.steps if iteration >= s)
+        if iteration >= self.warmup_iters:
+            return decay
+        alpha = iteration / self.warmup_iters
+        return (self.warmup_factor * (1 - alpha) + alpha) * decay
+
+
+MOCO_VOC = DetectionSchedule(batch_size=16, lr=0.02, iterations=24000, steps=(18000, 22000), warmup_iters=100)

@@ -1,0 +1,81 @@
+"""The registered ``detection`` task: fine-tune a Faster R-CNN C4 from the encoder, report AP.
+
+Settings (``tasks.detection``): ``dataset`` (``voc_detection`` or ``mini_det``),
+``batch_size`` (global images per step), ``schedule`` (a schedule at its own batch size, moved
+to ``batch_size`` by the linear rule; MoCo's VOC schedule when absent), ``detector``
+(:class:`~tasks.detection.model.C4Config` keys), ``eval_batch_size``, ``num_workers``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from benchmark.config import ConfigError
+from benchmark.datasets import get_dataset
+from benchmark.runtime import seed_everything
+from tasks.base import Measurement, Task, TaskContext, register
+from tasks.detection.data import DetectionInput
+from tasks.detection.evaluate import evaluate_detector
+from tasks.detection.model import C4Config, build_c4_detector, split_c4
+from tasks.detection.schedule import MOCO_VOC, DetectionSchedule
+from tasks.detection.train import train_detector
+from tasks.errors import TaskNotApplicable
+
+log = logging.getLogger(__name__)
+
+SETTING_KEYS = ("dataset", "batch_size", "schedule", "detector", "eval_batch_size", "num_workers")
+
+
+def _check_settings(settings: Mapping[str, Any]) -> None:
+    unknown = sorted(set(settings) - set(SETTING_KEYS))
+    if unknown:
+        raise ConfigError(f"tasks.detection: unknown keys {unknown}; valid keys: {', '.join(SETTING_KEYS)}")
+    for key in ("dataset", "batch_size"):
+        if key not in settings:
+            raise ConfigError(f"tasks.detection.{key} is missing (e.g. dataset: mini_det, batch_size: 16)")
+
+
+@register
+class DetectionTask(Task):
+    """Faster R-CNN R50-C4 fine-tuned on VOC07+12 trainval, evaluated on VOC07 test."""
+
+    name = "detection"
+    summary = "Faster R-CNN C4 fine-tuned from the encoder; VOC07 AP, AP50, AP75 (detectron2 definitions)"
+    paper_table = "Table 4"
+    paper_column = "VOC07+12 detection"
+    metrics = ("AP", "AP50", "AP75")
+    protocol = "protocols.md §3.7 (MoCo's detectron2 VOC recipe on torchvision's FasterRCNN)"
+
+    def run(self, ctx: TaskContext) -> list[Measurement]:
+        """Fine-tune on the ``trainval`` split, evaluate on ``test``; values in percent."""
+        if ctx.encoder.kind == "pixels":
+            raise TaskNotApplicable("detection fine-tunes a backbone; the raw-pixels encoder has none")
+        settings = ctx.settings
+        _check_settings(settings)
+        spec = get_dataset(settings["dataset"])
+        seed_everything(ctx.seed)
+        backbone = ctx.encoder.load(ctx.device).requires_grad_(True)
+        parts = split_c4(backbone)
+        model = build_c4_detector(parts, spec.num_classes, C4Config.from_settings(settings.get("detector", {})))
+        base = DetectionSchedule.from_settings(settings["schedule"]) if "schedule" in settings else MOCO_VOC
+        schedule = base.scaled_to(int(settings["batch_size"]))
+        train_set = spec.build(ctx.data_root, "trainval", DetectionInput(parts.in_channels, flip=True))
+        test_set = spec.build(ctx.data_root, "test", DetectionInput(parts.in_channels, flip=False))
+        stats = train_detector(model, train_set, schedule, ctx.device, ctx.seed, int(settings.get("num_workers", 0)))
+        result = evaluate_detector(model, test_set, ctx.device, int(settings.get("eval_batch_size", 4)))
+        log.info(
+            "detection on %s: AP %.2f AP50 %.2f AP75 %.2f (%.2f it/s train, %.1f images/s eval)",
+            spec.name, result.metrics["AP"], result.metrics["AP50"], result.metrics["AP75"],
+            stats.iterations_per_s, result.images_per_s,
+        )
+        extra = {
+            "iterations": stats.iterations,
+            "batch_size": schedule.batch_size,
+            "lr": schedule.lr,
+            "train_iterations_per_s": stats.iterations_per_s,
+            "eval_images_per_s": result.images_per_s,
+            "final_losses": stats.losses,
+            "skipped_degenerate_boxes": train_set.skipped_degenerate + test_set.skipped_degenerate,
+            "per_class_AP50": {name: aps[0] for name, aps in result.metrics["per_class"].items()},
+        }
+        return [Measurement(metric, result.metrics[metric], spec.name, "test", extra) for metric in self.metrics]

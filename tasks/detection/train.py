@@ -1,0 +1,101 @@
+"""Fine-tune a detector with SGD under a :class:`DetectionSchedule`; DDP when distributed."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from tasks.detection.data import EndlessShardedSampler, collate_detection
+from tasks.detection.schedule import DetectionSchedule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    """What a fine-tuning run did: iterations, wall time, speed and the last losses."""
+
+    iterations: int
+    seconds: float
+    losses: dict[str, float]
+
+    @property
+    def iterations_per_s(self) -> float:
+        return self.iterations / max(self.seconds, 1e-9)
+
+
+def _param_groups(model: nn.Module, schedule: DetectionSchedule) -> list[dict]:
+    """Weight decay on every weight except the norm layers' (detectron2's WEIGHT_DECAY_NORM)."""
+    norm_params = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._NormBase)
+        for p in m.parameters(recurse=False)
+    }
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if id(p) not in norm_params], "weight_decay": schedule.weight_decay},
+        {"params": [p for p in params if id(p) in norm_params], "weight_decay": schedule.weight_decay_norm},
+    ]
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def train_detector(
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    schedule: DetectionSchedule,
+    device: torch.device,
+    seed: int,
+    num_workers: int = 0,
+) -> TrainStats:
+    """Train ``model`` (a torchvision detection model) for ``schedule.iterations`` steps.
+
+    ``schedule.batch_size`` is the global batch; under torch.distributed each rank takes its
+    share of every batch and the model is wrapped in DistributedDataParallel. Images without
+    a box are left out, as detectron2 does.
+    """
+    rank, world = _world()
+    if schedule.batch_size % world:
+        raise ValueError(f"tasks.detection.batch_size={schedule.batch_size} must divide by the {world} processes")
+    with_boxes = [i for i in range(len(dataset)) if len(dataset.target(i)["boxes"]) > 0]
+    loader = DataLoader(
+        dataset,
+        batch_size=schedule.batch_size // world,
+        sampler=EndlessShardedSampler(with_boxes, seed, rank, world),
+        collate_fn=collate_detection,
+        num_workers=num_workers,
+    )
+    model.to(device).train()
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    optimizer = torch.optim.SGD(_param_groups(model, schedule), lr=schedule.lr, momentum=schedule.momentum)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_factor)
+    batches = iter(loader)
+    losses: dict[str, float] = {}
+    start = time.perf_counter()
+    for iteration in tqdm(range(schedule.iterations), desc="detection", disable=rank != 0, leave=False):
+        images, targets = next(batches)
+        images = [image.to(device, non_blocking=True) for image in images]
+        targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
+        loss_dict = net(images, targets)
+        loss = sum(loss_dict.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"detection loss is {loss.item()} at iteration {iteration}: {loss_dict}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses = {k: v.item() for k, v in loss_dict.items()}
+        if rank == 0 and (iteration + 1) % max(1, schedule.iterations // 10) == 0:
+            log.info("detection iter %d/%d loss %.4f %s", iteration + 1, schedule.iterations, float(loss), losses)
+    return TrainStats(schedule.iterations, time.perf_counter() - start, losses)
