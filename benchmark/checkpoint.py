@@ -133,6 +133,12 @@ def prune(checkpoint_dir: Path, keep: int) -> None:
             path.unlink(missing_ok=True)
 
 
+def remove_all(checkpoint_dir: Path) -> None:
+    """Delete every checkpoint in ``checkpoint_dir`` (a run started afresh)."""
+    for path in list_checkpoints(checkpoint_dir):
+        path.unlink(missing_ok=True)
+
+
 def rng_state() -> dict[str, Any]:
     """Every global RNG state: Python, NumPy, torch CPU and all CUDA devices."""
     return {

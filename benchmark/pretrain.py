@@ -236,7 +236,11 @@ class PretrainRun:
             ckpt.prune(self.checkpoint_dir, int(self.cfg.pretrain.get("keep_checkpoints", 2)))
 
     def resume(self, mode: str) -> None:
-        """Restore the newest valid checkpoint (``auto``/``force``) and trim the log to it."""
+        """Restore the newest valid checkpoint (``auto``/``force``; ``never`` deletes old ones)
+        and trim the log to it."""
+        if mode == "never" and self.dist.is_main:
+            ckpt.remove_all(self.checkpoint_dir)  # stale ones would outrank the new run's
+        barrier()
         state = ckpt.load_latest(self.checkpoint_dir, self.cfg.tree, mode)
         if state is not None:
             self.load_state_dict(state)

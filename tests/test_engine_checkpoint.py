@@ -67,10 +67,16 @@ def test_prune_keeps_the_newest(tmp_path: Path, config: dict) -> None:
 def test_cli_refuses_to_resume_another_configs_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     profile = es.tiny_profile(tmp_path)
     run_dir = tmp_path / "run"
-    pretrain(es.tiny_config(tmp_path, ("pretrain.epochs=1",)), run_dir)
+    pretrain(es.tiny_config(tmp_path, ("pretrain.epochs=2",)), run_dir)
     args = ["--profile", str(profile), "--method", "engine_double", "--run-dir", str(run_dir)]
     assert main(args + ["--set", "pretrain.epochs=1", "--set", "model.width=8"]) == 2
     err = capsys.readouterr().err
     assert "differing keys: model.width" in err and "--resume never" in err
     # The refused run wrote nothing: the finished run's log is intact.
+    assert [r["epoch"] for r in es.read_log(run_dir)] == [1, 2]
+    # --resume never starts afresh: the old run's checkpoints go, the log restarts.
+    assert main(args + ["--set", "pretrain.epochs=1", "--set", "model.width=8", "--resume", "never"]) == 0
+    kept = ckpt.list_checkpoints(run_dir / "checkpoints")
+    assert [int(p.stem.split("-")[1]) for p in kept] == [6, 4]
+    assert {torch.load(p, weights_only=False)["config"]["model"]["width"] for p in kept} == {8}
     assert [r["epoch"] for r in es.read_log(run_dir)] == [1]
