@@ -192,21 +192,33 @@ def context_features(
     split: str,
     layers: Sequence[FeatureLayer],
     backbone: torch.nn.Module,
+    limit: int = 0,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """``cached_features`` for a TaskContext: the task's eval transform, cache dir and encoder."""
-    from tasks.common import encoder_key, load_split
+    """``cached_features`` for a TaskContext: the task's eval transform, cache dir and encoder.
+    ``limit`` > 0 keeps a deterministic class-balanced draw of that many items (seed 0)."""
+    from torch.utils.data import Subset
+
+    from tasks.common import class_balanced_subset, dataset_targets, encoder_key, load_split
     from tasks.transforms import eval_transform
 
     transform = eval_transform(dataset, settings)
+
+    def build() -> Dataset:
+        data = load_split(ctx, dataset, split, transform)
+        if limit <= 0 or limit >= len(data):
+            return data
+        keep = class_balanced_subset(dataset_targets(data), limit / len(data), seed=0)
+        return Subset(data, keep.tolist())
+
     return cached_features(
         ctx.cache_dir,
         encoder_key(ctx.encoder),
         dataset,
-        split,
+        f"{split}-balanced{limit}" if limit > 0 else split,
         transform,
         layers,
         backbone=lambda: backbone,
-        build_dataset=lambda: load_split(ctx, dataset, split, transform),
+        build_dataset=build,
         device=ctx.device,
         batch_size=int(settings.get("extract_batch_size", 256)),
         num_workers=int(ctx.config.tree.get("data", {}).get("num_workers", 0)),

@@ -23,6 +23,7 @@ class KNNTask(Task):
         "sigma": 0.1,
         "layer": "pooled",
         "train_split": "train",
+        "train_limit": 0,  # > 0: class-balanced draw of that many train images (seed 0)
         "test_split": "test",
     }
 
@@ -30,7 +31,9 @@ class KNNTask(Task):
         s = task_settings(self.defaults, ctx)
         dataset, layer = s["dataset"], FeatureLayer.parse(s["layer"])
         backbone = ctx.encoder.load(ctx.device)
-        train, train_y = context_features(ctx, s, dataset, s["train_split"], [layer], backbone)
+        train, train_y = context_features(
+            ctx, s, dataset, s["train_split"], [layer], backbone, int(s["train_limit"])
+        )
         test, test_y = context_features(ctx, s, dataset, s["test_split"], [layer], backbone)
         scores = weighted_knn_scores(
             train[layer.name].to(ctx.device),

@@ -35,6 +35,7 @@ INVP_DEFAULTS: dict[str, Any] = {
     "holdout": 10000,
     "split_seed": 0,
     "train_split": "train",
+    "train_limit": 0,  # > 0: class-balanced draw of that many train images (seed 0)
     "test_split": "val",
 }
 # conv1 of the table is the 112x112 map before max-pooling; the backbone contract exposes the
@@ -65,7 +66,9 @@ class LinearProbeTask(Task):
         backbone = ctx.encoder.load(ctx.device)
         layers = resolve_layers(s["layers"], backbone, dict(s["grids"]))
         names = [layer.name for layer in layers]
-        train, train_y = context_features(ctx, s, dataset, s["train_split"], layers, backbone)
+        train, train_y = context_features(
+            ctx, s, dataset, s["train_split"], layers, backbone, int(s["train_limit"])
+        )
         test, test_y = context_features(ctx, s, dataset, s["test_split"], layers, backbone)
         fit_idx, val_idx = holdout_split(len(train_y), int(s["holdout"]), int(s["split_seed"]))
         eval_sets = {

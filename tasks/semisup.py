@@ -42,6 +42,17 @@ def read_subset_list(path: Path, dataset: Dataset) -> torch.Tensor:
     return torch.tensor(sorted(index[Path(name).name] for name in wanted))
 
 
+def per_fraction(value: Any, fraction: float) -> Any:
+    """A setting given once, or per label fraction as ``{0.01: ..., 0.1: ...}`` (SimCLR trains
+    60 epochs on 1 % and 30 on 10 %)."""
+    if not isinstance(value, Mapping):
+        return value
+    table = {float(k): v for k, v in value.items()}
+    if float(fraction) not in table:
+        raise KeyError(f"semisup setting {dict(value)} has no entry for fraction {fraction}")
+    return table[float(fraction)]
+
+
 def _percent(fraction: float) -> str:
     return f"{fraction * 100:g}pct"
 
@@ -83,7 +94,12 @@ class SemiSupervisedTask(Task):
         out = []
         for fraction in s["fractions"]:
             indices, how = self._subset(ctx, s, float(fraction), train)
-            recipe = FinetuneRecipe.from_settings(s, lr=float(s["lr"]))
+            recipe = FinetuneRecipe.from_settings(
+                s,
+                lr=float(s["lr"]),
+                epochs=int(per_fraction(s["epochs"], fraction)),
+                milestones=per_fraction(s["milestones"], fraction),
+            )
             model = fine_tune(
                 ctx.encoder.load(ctx.device),
                 num_classes(dataset),

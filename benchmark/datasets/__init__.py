@@ -1,5 +1,14 @@
 """Datasets known to the suite; importing this package registers all of them."""
-from benchmark.datasets import digits, fashion_mnist, voc07_cls  # noqa: F401
+from benchmark.datasets import (  # noqa: F401
+    caltech101,
+    cifar,
+    digits,
+    fashion_mnist,
+    fine_grained,
+    imagenet,
+    places205,
+    voc07_cls,
+)
 from benchmark.datasets.registry import (  # noqa: F401
     DatasetMissing,
     DatasetSpec,

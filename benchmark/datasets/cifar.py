@@ -1,0 +1,49 @@
+"""CIFAR-10 and CIFAR-100 through torchvision (python pickle batches).
+
+Layouts: ``<root>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}`` and
+``<root>/cifar-100-python/{train, test, meta}``, as ``download=True`` leaves them.
+torchvision md5-checks every batch file when it loads them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torchvision.datasets import CIFAR10, CIFAR100
+
+from benchmark.datasets.registry import DatasetSpec, register_dataset
+
+
+def _register(name: str, cls: type, folder: str, files: tuple[str, ...], classes: int) -> DatasetSpec:
+    def location(root: Path) -> Path:
+        return Path(root) / folder
+
+    def problems(root: Path) -> list[str]:
+        missing = [f for f in files if not (location(root) / f).is_file()]
+        return [f"missing {', '.join(missing)}"] if missing else []
+
+    def build(root: Path, split: str, transform: Any = None, **_: Any) -> Any:
+        return cls(str(root), train=(split == "train"), transform=transform, download=False)
+
+    return register_dataset(
+        DatasetSpec(
+            name=name,
+            summary=f"{cls.__name__}, {classes} classes, 50k train / 10k test, 32x32",
+            num_classes=classes,
+            splits=("train", "test"),
+            location=location,
+            problems=problems,
+            how_to_get=(
+                f"on a machine with internet: python -c \"import torchvision; "
+                f"torchvision.datasets.{cls.__name__}('ROOT', download=True)\" (creates ROOT/{folder})"
+            ),
+            builder=build,
+        )
+    )
+
+
+CIFAR10_SPEC = _register(
+    "cifar10", CIFAR10, "cifar-10-batches-py",
+    tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"), 10,
+)
+CIFAR100_SPEC = _register("cifar100", CIFAR100, "cifar-100-python", ("train", "test", "meta"), 100)
