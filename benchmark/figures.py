@@ -59,7 +59,8 @@ def plot_similarity_distributions(
     fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.4), squeeze=False)
     for ax, (name, (same, diff)) in zip(axes[0], groups.items()):
         same, diff = same[torch.isfinite(same)], diff[torch.isfinite(diff)]
-        bins = torch.linspace(-1, 1, 81).tolist()
+        both = torch.cat([same, diff])
+        bins = torch.linspace(float(both.min()), float(both.max()) + 1e-6, 61).tolist()
         ax.hist(same.flatten().tolist(), bins=bins, alpha=0.6, density=True, label="same class")
         ax.hist(diff.flatten().tolist(), bins=bins, alpha=0.6, density=True, label="different class")
         ax.set_title(f"{name}: mean same {same.mean():.2f}, diff {diff.mean():.2f}")
@@ -199,27 +200,33 @@ def pretrain_runs(results_dir: Path, profile: str, runs_dir: Path) -> dict[str, 
 def encoder_features(
     checkpoint: Path, data_root: Path, limit: int = FIG2_LIMIT, device: str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """(features, labels, displayable dataset) of the first ``limit`` test images of the
-    checkpoint's pretraining dataset, through its frozen backbone."""
+    """(embeddings, labels, displayable dataset) of the first ``limit`` test images of the
+    checkpoint's pretraining dataset. Embeddings are the L2-normalised head outputs: the space in
+    which the methods measure similarity (the backbone's post-ReLU features are all positive and
+    crowd near cosine 1)."""
     from torch.utils.data import DataLoader, Subset
     from torchvision import transforms as T
 
     from benchmark.config import RunConfig
     from benchmark.datasets import get_dataset
+    from benchmark.models.heads import build_head
     from tasks.base import EncoderHandle
     from tasks.transforms import eval_transform
 
-    cfg = RunConfig.from_dict(torch.load(checkpoint, map_location="cpu")["config"])
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    cfg = RunConfig.from_dict(state["config"])
     spec = get_dataset(cfg.data.dataset)
     data = spec.build(data_root, "test", eval_transform(cfg.data.dataset))
     keep = range(min(limit, len(data)))
-    data = Subset(data, keep)
     shown = Subset(spec.build(data_root, "test", T.ToTensor()), keep)
     backbone = EncoderHandle("pretrained", cfg, checkpoint).load(device)
+    head = build_head(cfg.model, backbone.feature_dim)
+    head.load_state_dict(state["head"])
+    head.to(device).eval()
     feats, labels = [], []
     with torch.no_grad():
-        for x, y in DataLoader(data, batch_size=256):
-            feats.append(backbone(x.to(device)).cpu())
+        for x, y in DataLoader(Subset(data, keep), batch_size=256):
+            feats.append(F.normalize(head(backbone(x.to(device))), dim=1).cpu())
             labels.append(torch.as_tensor(y))
     return torch.cat(feats), torch.cat(labels), shown
 
