@@ -148,10 +148,14 @@ def plot_training_curves(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]
     panels = [(title, keys) for title, keys in panels if keys]
     if not panels:
         raise ValueError("the pretraining logs hold no loss, knn, precision or unique keys")
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False)
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flatten()[len(panels):]:
+        ax.axis("off")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     styles = ("-", "--", ":", "-.")
-    for ax, (title, keys) in zip(axes[0], panels):
+    for ax, (title, keys) in zip(axes.flatten(), panels):
         for i, (label, logs) in enumerate(runs.items()):
             for j, key in enumerate(keys):
                 for s, log in enumerate(logs):
