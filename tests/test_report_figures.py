@@ -108,3 +108,33 @@ def test_report_links_training_curves_found_through_the_stored_jobs(tmp_path: Pa
     report = write_report(tmp_path / "results", tmp_path / "reports", "mini", runs_dir=tmp_path / "runs")
     assert "![Training curves per method (one line per seed)](mini_figures/training_curves.png)" in report.read_text()
     assert is_png(tmp_path / "reports" / "mini_figures" / "training_curves.png")
+
+
+def test_report_draws_fig2_from_the_invp_and_insdis_encoders(tmp_path: Path, data_root: Path) -> None:
+    from dataclasses import replace
+
+    from benchmark.config import resolve
+    from benchmark.models.heads import build_head
+    from benchmark.models.registry import build_backbone
+    from benchmark.plan import plan_run
+    from benchmark.report import write_report
+    from benchmark.store import ResultStore
+    from report_support import BASE
+
+    store = ResultStore(tmp_path / "results" / "mini")
+    for method in ("invp", "insdis"):
+        cfg = resolve("mini", method, [], 0)
+        run_dir = Path(plan_run(cfg, [], tmp_path / "runs", sanity=False)[0].pretrain_dir)
+        run_dir.mkdir(parents=True)
+        backbone = build_backbone(cfg.model)
+        head = build_head(cfg.model, backbone.feature_dim)
+        torch.save({"backbone": backbone.state_dict(), "head": head.state_dict(),
+                    "config": cfg.to_dict(), "config_hash": cfg.hash, "epoch": 0}, run_dir / "encoder.pt")
+        rec = replace(BASE, method=method, method_config=cfg.method.to_dict(), profile="mini",
+                      dataset="fashion_mnist", split="test", job_id=f"j-{method}")
+        store.save({"job_id": f"j-{method}", "config": cfg.to_dict()}, [rec])
+    report = write_report(tmp_path / "results", tmp_path / "reports", "mini",
+                          runs_dir=tmp_path / "runs", data_root=data_root).read_text()
+    for name in ("fig2a_similarity.png", "fig2b_positives.png"):
+        assert f"(mini_figures/{name})" in report
+        assert is_png(tmp_path / "reports" / "mini_figures" / name)
