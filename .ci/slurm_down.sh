@@ -10,5 +10,7 @@ for f in slurmd slurmctld slurmdbd mariadb; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
 done
-[ -s /run/munge/munged.pid ] && kill "$(cat /run/munge/munged.pid)" 2>/dev/null
+if [ -f "$SLURM_DIR/munged.ours" ] && [ -s /run/munge/munged.pid ]; then
+  kill "$(cat /run/munge/munged.pid)" 2>/dev/null
+fi
 exit 0

@@ -7,7 +7,6 @@
 set -euo pipefail
 SLURM_DIR=${SLURM_DIR:?set SLURM_DIR to a scratch folder, e.g. SLURM_DIR=\$(mktemp -d)}
 SLURM_DIR=$(mkdir -p "$SLURM_DIR" && cd "$SLURM_DIR" && pwd)
-DB_PORT=${SLURM_DB_PORT:-3306}
 WAIT_S=${SLURM_UP_WAIT_S:-60}
 export DEBIAN_FRONTEND=noninteractive
 
@@ -33,14 +32,28 @@ if [ ! -s /etc/munge/munge.key ]; then
   chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
 fi
 mkdir -p /run/munge && chown munge:munge /run/munge && chmod 755 /run/munge
-munge_ok() { munge -n | unmunge; }
-munge_ok >/dev/null 2>&1 || runuser -u munge -- /usr/sbin/munged
-wait_for 10 munged munge_ok
-
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in 6817 6818 6819; do
+  port_busy $port && fail "port $port is in use: another Slurm is running here; stop it" \
+    "(SLURM_DIR=<its folder> bash .ci/slurm_down.sh) or use it (export SLURM_CONF=<its slurm.conf>)"
+done
 mkdir -p "$SLURM_DIR"/{state,spool,log,db}
+
+munge_ok() { munge -n | unmunge; }
+if ! munge_ok >/dev/null 2>&1; then
+  runuser -u munge -- /usr/sbin/munged
+  touch "$SLURM_DIR/munged.ours"   # slurm_down.sh stops munged only if this cluster started it
+fi
+wait_for 10 munged munge_ok
 
 # MariaDB for slurmdbd: private datadir and socket under SLURM_DIR
 SOCK="$SLURM_DIR/mysqld.sock"
+DB_PORT=${SLURM_DB_PORT:-}
+for port in $(seq 3306 3399); do
+  [ -n "$DB_PORT" ] && break
+  port_busy "$port" || DB_PORT=$port
+done
+[ -n "$DB_PORT" ] || fail "no free TCP port in 3306-3399 for MariaDB; set SLURM_DB_PORT"
 if [ ! -d "$SLURM_DIR/db/mysql" ]; then
   mariadb-install-db --user=root --datadir="$SLURM_DIR/db" --auth-root-authentication-method=socket \
     >"$SLURM_DIR/log/mariadb-install.log" 2>&1 || fail "mariadb-install-db failed"

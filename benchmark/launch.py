@@ -82,6 +82,11 @@ class CheckpointablePretrain:
         self.job, self.paths, self.force, self.resume, self.runner = job, paths, force, resume, runner
 
     def __call__(self) -> Outcome:
+        import submitit
+        from submitit.helpers import TorchDistributedEnvironment
+
+        if submitit.JobEnvironment().num_tasks > 1:  # one process per GPU: a DDP world
+            TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         return self.runner(self.job, self.paths, force=self.force, resume=self.resume)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -113,7 +118,7 @@ def job_resources(job: Job, flags: Mapping[str, Any] | None = None) -> Resources
 
 def processes(job: Job, resources: Resources) -> int:
     """Processes per node: one per GPU for pretraining (DDP); tasks run as one process."""
-    return resources.tasks_per_node if job.kind == "pretrain" else 1
+    return resources.processes_per_node if job.kind == "pretrain" else 1
 
 
 @dataclass

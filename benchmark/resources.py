@@ -22,6 +22,7 @@ class Resources:
     partition: str | None = None
     nodes: int = 1
     gpus_per_node: int = 0
+    tasks_per_node: int = 0  # processes per node of a pretraining; 0 = one per GPU (at least 1)
     cpus_per_task: int = 1
     mem_gb: float | None = None
     time_min: int = 60
@@ -38,7 +39,7 @@ class Resources:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"launcher.{name} must be a positive integer, "
                                   f"got {getattr(self, name)!r}")
-        for name in ("gpus_per_node", "signal_delay_s", "max_requeues"):
+        for name in ("gpus_per_node", "tasks_per_node", "signal_delay_s", "max_requeues"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"launcher.{name} must be an integer >= 0, "
                                   f"got {getattr(self, name)!r}")
@@ -49,16 +50,17 @@ class Resources:
                               "e.g. {exclusive: true, comment: paper}")
 
     @property
-    def tasks_per_node(self) -> int:
-        """One process per GPU (torch.distributed world = nodes x GPUs); one on CPU."""
-        return max(self.gpus_per_node, 1)
+    def processes_per_node(self) -> int:
+        """``tasks_per_node``, else one process per GPU (torch.distributed world = nodes x
+        GPUs), else one."""
+        return self.tasks_per_node or max(self.gpus_per_node, 1)
 
     def executor_parameters(self) -> dict[str, Any]:
         """Keyword arguments for submitit's ``AutoExecutor.update_parameters``."""
         params: dict[str, Any] = {
             "timeout_min": self.time_min,
             "nodes": self.nodes,
-            "tasks_per_node": self.tasks_per_node,
+            "tasks_per_node": self.processes_per_node,
             "cpus_per_task": self.cpus_per_task,
             "slurm_array_parallelism": self.array_parallelism,
             "slurm_signal_delay_s": self.signal_delay_s,
@@ -76,7 +78,7 @@ class Resources:
     def sbatch_args(self, tasks_per_node: int | None = None) -> list[str]:
         """The sbatch options these resources become (for ``sbatch --test-only`` and display);
         ``tasks_per_node`` defaults to one per GPU."""
-        args = [f"--nodes={self.nodes}", f"--ntasks-per-node={tasks_per_node or self.tasks_per_node}",
+        args = [f"--nodes={self.nodes}", f"--ntasks-per-node={tasks_per_node or self.processes_per_node}",
                 f"--cpus-per-task={self.cpus_per_task}", f"--time={self.time_min}"]
         if self.gpus_per_node:
             args.append(f"--gpus-per-node={self.gpus_per_node}")

@@ -78,9 +78,9 @@ def job_status(state: SweepState, job_id: str, results_root: Path,
     label = entry["label"]
     done = finished_path(entry["kind"], entry["pretrain_dir"],
                          ResultStore(Path(results_root) / entry["profile"]), job_id)
-    if done is not None:
-        return JobStatus(job_id, label, "done", path=str(done))
     submission, sid, outcome = state.latest(job_id)
+    if done is not None:
+        return JobStatus(job_id, label, "done", sid, str(done))
     if submission is None:
         return JobStatus(job_id, label, "missing", detail="never submitted")
     if sid is not None and submission["cluster"] == "slurm":

@@ -129,12 +129,12 @@ def describe_plan(jobs: Sequence[Job], paths: Paths, launcher: str, flags: dict[
         where = (f"{res.describe()} tasks/node={processes(job, res)}"
                  if launcher in CLUSTERS else "in this process")
         after = ",".join(job.depends_on) or "-"
-        lines.append(f"{job.job_id:<12}  {job.kind:<8}  {'done' if done else 'to submit':<9}  "
+        lines.append(f"{job.job_id:<12}  {job.kind:<8}  {'done' if done else 'submit':<9}  "
                      f"{after:<12}  {job.label}\n{'':<48}{where}")
     arrays = {d for j in jobs if j.kind == "task" and not (is_done(j, paths) and not force)
               for d in [j.depends_on[0] if j.depends_on else None]}
     lines.append(f"{len(jobs)} jobs: {len(jobs) - todo} done, {todo} to submit"
-                 + (f" ({len(arrays)} task array(s), each after its pretraining)"
+                 + (f" as {len(arrays)} task array(s); evaluations wait for their pretraining"
                     if launcher in CLUSTERS and arrays else ""))
     return "\n".join(lines)
 

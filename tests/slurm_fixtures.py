@@ -28,7 +28,6 @@ from benchmark.store import ResultRecord
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 REPO = Path(__file__).resolve().parents[1]
-CLUSTERS = ("slurm", "submitit-local", "debug")
 
 
 def fail_marker(paths: Paths, job_id: str) -> Path:
@@ -97,6 +96,23 @@ def _task(job: Job, paths: Paths) -> Outcome:
     return Outcome(job.job_id, job.label, "done", str(path))
 
 
+def ddp_probe(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -> Outcome:
+    """Join the torch.distributed world the launcher set up and all-reduce each rank's number;
+    every rank writes what it saw to ``<pretrain_dir>/rank<r>.json``."""
+    import json
+
+    from benchmark.distributed import all_reduce_mean, init_distributed, shutdown
+
+    ctx = init_distributed("cpu")
+    mean = all_reduce_mean(torch.tensor([float(ctx.rank)])).item()
+    seen = {"rank": ctx.rank, "world": ctx.world_size, "mean": mean,
+            "master": f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"}
+    shutdown()
+    Path(job.pretrain_dir).mkdir(parents=True, exist_ok=True)
+    (Path(job.pretrain_dir) / f"rank{ctx.rank}.json").write_text(json.dumps(seen))
+    return Outcome(job.job_id, job.label, "done", f"rank {ctx.rank}")
+
+
 def _sinfo_works() -> bool:
     try:
         return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
@@ -133,10 +149,14 @@ def slurm_cluster():
 
 @pytest.fixture
 def cluster(request):
-    """Parametrised launcher name; ``slurm`` needs (and starts) the session cluster."""
-    if request.param == "slurm":
+    """Parametrised launcher name; ``slurm-or-local`` is ``slurm`` when a cluster is reachable
+    (or root can start one for the session), else ``submitit-local``."""
+    if request.param != "slurm-or-local":
+        return request.param
+    if _sinfo_works() or (os.geteuid() == 0 and shutil.which("apt-get")):
         request.getfixturevalue("slurm_cluster")
-    return request.param
+        return "slurm"
+    return "submitit-local"
 
 
 @pytest.fixture(autouse=True)

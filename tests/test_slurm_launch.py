@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import shutil
 import subprocess
 import time
@@ -14,23 +15,27 @@ import torch
 
 from benchmark.config import resolve
 from benchmark.jobs import Paths
-from benchmark.launch import SubmititLauncher, await_outcome
+from benchmark.launch import CLUSTERS, SubmititLauncher, await_outcome
 from benchmark.plan import plan_run
 from benchmark.status import ACTIVE, sweep_status
 from benchmark.sweep import submit_sweep
 from benchmark.sweep_state import SweepState
-from slurm_fixtures import cluster, fail_marker, no_post_mortem, slurm_cluster, tiny_runner  # noqa: F401
+from slurm_fixtures import (cluster, ddp_probe, fail_marker, no_post_mortem,  # noqa: F401
+                            slurm_cluster, tiny_runner)
 
 FLAGS = {"cpus_per_task": 1, "mem_gb": 0.5, "time_min": 5}
-CLUSTER_PARAMS = [pytest.param("slurm", marks=pytest.mark.slurm), "submitit-local", "debug"]
+# Slurm where a cluster is reachable (or root can start one), else submitit's local executor;
+# the in-process debug executor always.
+CLUSTER_PARAMS = [pytest.param("slurm-or-local", marks=pytest.mark.slurm), "debug"]
 
 
-def plan(tmp_path: Path, methods=("invp", "insdis"), seeds=(0, 1), epochs: int = 3):
+def plan(tmp_path: Path, methods=("invp", "insdis"), seeds=(0, 1), epochs: int = 3,
+         sanity: bool = False):
     jobs = {}
     for method in methods:
         for seed in seeds:
             cfg = resolve("mini", method, [f"pretrain.epochs={epochs}"], seed)
-            for job in plan_run(cfg, ["knn"], tmp_path / "runs"):
+            for job in plan_run(cfg, ["knn"], tmp_path / "runs", sanity=sanity):
                 jobs.setdefault(job.job_id, job)
     return list(jobs.values())
 
@@ -58,7 +63,7 @@ def run(state, jobs, paths, launcher):
 @pytest.mark.parametrize("cluster", CLUSTER_PARAMS, indirect=True)
 def test_sweep_writes_every_record_and_evals_wait_for_pretraining(cluster, tmp_path):
     paths, jobs = make_paths(tmp_path), plan(tmp_path)
-    assert len(jobs) == 12  # 4 pretrainings, 4 pretrained evals, 4 sanity evals (shared)
+    assert len(jobs) == 8  # 2 methods x 2 seeds: a pretraining and its evaluation each
     state = SweepState(tmp_path / "sweep" / "sweep.json", {}, {})
     submit_sweep(state, jobs, paths, cluster, FLAGS, wait=cluster != "slurm", runner=tiny_runner)
     if cluster == "slurm":
@@ -98,6 +103,29 @@ def test_failed_job_is_reported_and_resubmission_runs_only_what_failed(cluster, 
     resubmitted = set(state.submissions[-1]["scheduler_ids"])
     assert resubmitted == {broken.job_id, blocked.job_id}
     assert {r.state for r in rows.values()} == {"done"}
+
+
+def test_submitit_local_executor_runs_the_pretraining_before_its_evaluation(tmp_path):
+    paths, jobs = make_paths(tmp_path), plan(tmp_path, methods=("invp",), seeds=(0,))
+    launcher = SubmititLauncher("local", folder=tmp_path / "submitit", flags=FLAGS,
+                                runner=tiny_runner)
+    assert [o.status for o in launcher.launch(jobs, paths)] == ["done", "done"]
+    record = paths.store("mini").load_job(jobs[1].job_id)["records"][0]
+    assert record["extra"]["started"] >= record["extra"]["encoder_mtime"]
+    assert [o.status for o in launcher.launch(jobs, paths)] == ["cached", "cached"]
+
+
+@pytest.mark.parametrize("cluster", CLUSTER_PARAMS[:1], indirect=True)
+def test_a_multi_process_pretraining_forms_one_torch_distributed_world(cluster, tmp_path):
+    paths = make_paths(tmp_path)
+    job = plan(tmp_path, methods=("invp",), seeds=(0,))[0]
+    launcher = SubmititLauncher(CLUSTERS[cluster], folder=tmp_path / "submitit",
+                                flags={**FLAGS, "tasks_per_node": 2}, runner=ddp_probe)
+    assert await_outcome(launcher.submit([job], paths)[0]).message == "rank 0"
+    seen = [json.loads((Path(job.pretrain_dir) / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [s["rank"] for s in seen] == [0, 1] and {s["world"] for s in seen} == {2}
+    assert {s["mean"] for s in seen} == {0.5}  # the all-reduce went across both processes
+    assert seen[0]["master"] == seen[1]["master"]
 
 
 @pytest.mark.slurm

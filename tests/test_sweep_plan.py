@@ -1,0 +1,171 @@
+"""Sweep planning without a cluster: grid parsing, job ids and de-duplication, resources,
+dry-run output, the state file and its code-version check, status of unsubmitted jobs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmark.cli import main
+from benchmark.config import ConfigError
+from benchmark.jobs import Outcome, Paths
+from benchmark.launch import CheckpointablePretrain, JobFailed, run_job_checked
+from benchmark.plan import Job
+from benchmark.resources import resources_for
+from benchmark.status import format_status, resolve_sweep, sweep_status
+from benchmark.sweep import SweepSpec, expand, open_state, parse_grid, split_values
+from benchmark.sweep_state import SweepState
+
+
+def spec(**changes) -> SweepSpec:
+    base = dict(profile="mini", methods=("invp", "insdis"), tasks="knn", seeds=(0,), grid=())
+    return SweepSpec(**{**base, **changes})
+
+
+def test_values_split_on_commas_outside_brackets():
+    assert split_values("0.1,0.2") == ["0.1", "0.2"]
+    assert split_values("[1,2],[3],{a: 1, b: 2}") == ["[1,2]", "[3]", "{a: 1, b: 2}"]
+
+
+def test_grid_axes_and_points_are_the_cartesian_product():
+    grid = parse_grid(["method.temperature=0.1,0.2", "pretrain.epochs=1,2,3"])
+    points = spec(grid=tuple((k, tuple(v)) for k, v in grid)).points()
+    assert len(points) == 6
+    assert ["method.temperature=0.2", "pretrain.epochs=3"] in points
+
+
+@pytest.mark.parametrize("items, message", [
+    (["pretrain.epochs"], "expected key=v1"),
+    (["a=1", "a=2"], "given twice"),
+])
+def test_malformed_grid_is_rejected_with_the_fix(items, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_grid(items)
+
+
+def test_expand_plans_shared_jobs_once_and_dependencies_first(tmp_path):
+    jobs = expand(spec(seeds=(0, 1)), tmp_path)
+    ids = [j.job_id for j in jobs]
+    assert len(ids) == len(set(ids)) == 4 + 4 + 4  # pretrainings, pretrained evals, sanity evals
+    position = {job_id: i for i, job_id in enumerate(ids)}
+    for job in jobs:
+        assert all(position[d] < position[job.job_id] for d in job.depends_on)
+    assert [j.job_id for j in expand(spec(seeds=(0, 1)), tmp_path)] == ids  # stable ids
+
+
+def test_a_grid_axis_on_pretraining_changes_only_the_pretrained_jobs(tmp_path):
+    one = {j.job_id for j in expand(spec(methods=("invp",)), tmp_path)}
+    two = {j.job_id for j in expand(spec(methods=("invp",),
+                                         grid=(("pretrain.epochs", ("1", "2")),)), tmp_path)}
+    assert len(two) == 2 + 2 + 2
+    assert len(one & two) == 2  # the two sanity evals do not depend on pretraining
+
+
+def test_unknown_method_names_the_valid_ones(tmp_path):
+    with pytest.raises(ConfigError, match="unknown method.*valid methods: .*invp"):
+        expand(spec(methods=("invp", "simclr")), tmp_path)
+
+
+def test_the_sweep_name_follows_the_spec():
+    assert spec().name == spec().name and spec().name.startswith("mini-")
+    assert spec(seeds=(0, 1)).name != spec().name
+
+
+def test_resources_merge_profile_kind_block_and_flags():
+    section = {"partition": "gpu", "cpus_per_task": 4, "gpus_per_node": 8, "time_min": 100,
+               "sbatch": {"comment": "x"}, "task": {"gpus_per_node": 1, "time_min": 10}}
+    pre = resources_for(section, "pretrain", {"time_min": 50, "partition": None})
+    task = resources_for(section, "task")
+    assert (pre.gpus_per_node, pre.time_min, pre.partition) == (8, 50, "gpu")
+    assert (task.gpus_per_node, task.time_min) == (1, 10)
+    params = pre.executor_parameters()
+    assert params["tasks_per_node"] == 8 and params["slurm_partition"] == "gpu"
+    assert params["slurm_additional_parameters"] == {"kill_on_invalid_dep": "yes", "comment": "x"}
+    assert "--gpus-per-node=8" in pre.sbatch_args() and "--comment=x" in pre.sbatch_args()
+    assert "--ntasks-per-node=1" in task.sbatch_args(1)
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"gpu": 1}, "unknown key.*gpu.*valid keys"),
+    ({"gpus_per_node": -1}, "gpus_per_node must be an integer >= 0"),
+    ({"time_min": 0}, "time_min must be a positive integer"),
+    ({"pretrain": {"mem": 3}}, "unknown key.*mem in launcher.pretrain"),
+])
+def test_bad_resources_name_the_key(section, message):
+    with pytest.raises(ConfigError, match=message):
+        resources_for(section, "pretrain")
+
+
+def test_a_failed_outcome_becomes_a_job_failure(monkeypatch, tmp_path):
+    job = expand(spec(methods=("invp",), tasks="none"), tmp_path)[0]
+    monkeypatch.setattr("benchmark.launch.run_job", lambda *a, **k: Outcome(
+        job.job_id, job.label, "failed", "loss is NaN"))
+    with pytest.raises(JobFailed, match="loss is NaN"):
+        run_job_checked(job, Paths(tmp_path, tmp_path, tmp_path))
+
+
+def test_checkpoint_requeues_the_same_job_resuming_not_forcing(tmp_path):
+    job = expand(spec(methods=("invp",), tasks="none"), tmp_path)[0]
+    delayed = CheckpointablePretrain(job, Paths(tmp_path, tmp_path, tmp_path), force=True,
+                                     resume="never").checkpoint()
+    requeued = delayed.function
+    assert (requeued.job, requeued.force, requeued.resume) == (job, False, "auto")
+
+
+def test_dry_run_prints_jobs_dependencies_resources_and_what_is_done(tmp_path, capsys):
+    args = ["sweep", "--methods", "invp", "--tasks", "knn", "--seeds", "0", "--launcher", "slurm",
+            "--partition", "gpu", "--dry-run", "--out", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "results"), "--sweeps", str(tmp_path / "sweeps")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    pretrain, evaluation = (line for line in out.splitlines() if "pretrain invp" in line
+                            or "knn [invp]" in line)
+    pid = pretrain.split()[0]
+    assert evaluation.split()[3] == pid  # the eval waits for its pretraining
+    assert "partition=gpu" in out and "4 jobs: 0 done, 4 to submit" in out
+    (tmp_path / "results" / "mini").mkdir(parents=True)
+    (tmp_path / "results" / "mini" / f"{evaluation.split()[0]}.json").write_text(
+        json.dumps({"job": {}, "records": []}))
+    assert main(args) == 0
+    assert "4 jobs: 1 done, 3 to submit" in capsys.readouterr().out
+    assert not (tmp_path / "sweeps").exists()  # a dry run submits and records nothing
+
+
+def test_a_sweep_from_another_code_version_warns_and_shows_the_difference(tmp_path, capsys):
+    folder = tmp_path / "sweeps" / spec().name
+    state = open_state(folder, spec())
+    state.code = {**state.code, "git_commit": "0123abc", "versions": {"torch": "1.0"}}
+    state.save()
+    open_state(folder, spec())
+    err = capsys.readouterr().err
+    assert "another code version" in err and "git_commit: 0123abc ->" in err
+    assert "torch: 1.0 ->" in err
+
+
+def test_status_of_jobs_never_submitted_and_of_unknown_sweeps(tmp_path):
+    jobs = expand(spec(methods=("invp",)), tmp_path / "runs")
+    state = SweepState(tmp_path / "sweeps" / "s1" / "sweep.json", {}, {})
+    state.plan(jobs)
+    state.save()
+    rows = sweep_status(state, tmp_path / "results")
+    assert {r.state for r in rows} == {"missing"}
+    assert format_status(rows).splitlines()[-1] == f"{len(jobs)} missing"
+    assert resolve_sweep(None, tmp_path / "sweeps") == state.path.parent
+    with pytest.raises(FileNotFoundError, match="sweeps under .*: s1"):
+        resolve_sweep("s2", tmp_path / "sweeps")
+
+
+def test_local_sweep_records_outcomes_that_status_reads(tmp_path, monkeypatch, capsys):
+    def fake_run_job(job: Job, paths, force=False, resume="auto"):
+        status = "failed" if job.kind == "pretrain" else "done"
+        return Outcome(job.job_id, job.label, status, "boom" if status == "failed" else "")
+
+    monkeypatch.setattr("benchmark.launch.run_job", fake_run_job)
+    args = ["sweep", "--methods", "invp", "--tasks", "knn", "--launcher", "local", "--no-sanity",
+            "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
+            "--sweeps", str(tmp_path / "sweeps"), "--name", "s"]
+    assert main(args) == 1
+    assert main(["status", "s", "--sweeps", str(tmp_path / "sweeps"),
+                 "--results", str(tmp_path / "results")]) == 0
+    out = capsys.readouterr().out
+    assert "failed   " in out and "boom" in out and "dependency" in out
