@@ -8,12 +8,13 @@ every rank applies the same update (§3 step 13).
 """
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from typing import Any, ContextManager, Mapping
 
 import torch
 
-from methods.base import Method
+from methods.base import LossOutput, Method
 from methods.dist_utils import all_gather_cat, broadcast_from_rank0
 from methods.memory_bank import MemoryBank
 
@@ -21,25 +22,28 @@ NORM_TOLERANCE = 1e-2  # |‖v‖ - 1| allowed for an "L2-normalised" embedding 
 
 
 def check_batch(embeddings: torch.Tensor, indices: torch.Tensor, num_samples: int, method: str) -> None:
-    """Raise ValueError unless embeddings (B, D) are finite and unit-norm and indices (B,) in range."""
-    if embeddings.dim() != 2 or indices.dim() != 1 or embeddings.shape[0] != indices.shape[0]:
+    """Raise ValueError unless embeddings (B, D) are finite and unit-norm and indices (B,) in range.
+
+    The checks reach the host in one transfer (one sync per step on a GPU).
+    """
+    if embeddings.dim() != 2 or indices.dim() != 1 or embeddings.shape[0] != indices.shape[0] or not len(indices):
         raise ValueError(
-            f"method {method!r}: expected embeddings (B, D) and indices (B,), got "
+            f"method {method!r}: expected embeddings (B, D) and indices (B,) with B > 0, got "
             f"{tuple(embeddings.shape)} and {tuple(indices.shape)}"
         )
-    if indices.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.bool):
+    if indices.dtype.is_floating_point or indices.dtype == torch.bool:
         raise ValueError(f"method {method!r}: indices must be an integer tensor, got {indices.dtype}")
-    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= num_samples):
-        raise ValueError(
-            f"method {method!r}: sample index out of range [0, {num_samples}) (got min "
-            f"{int(indices.min())}, max {int(indices.max())}); the dataset must return each sample's "
-            f"position in the training set, and the method must be built with that set's size"
-        )
     with torch.no_grad():
-        norms = embeddings.detach().float().norm(dim=1)
-        if not torch.isfinite(norms).all():
-            raise ValueError(f"method {method!r}: embeddings hold NaN/inf; lower the lr or disable AMP")
-        worst = float((norms - 1.0).abs().max()) if norms.numel() else 0.0
+        worst_norm = (embeddings.detach().float().norm(dim=1) - 1.0).abs().max()  # NaN/inf propagate
+        low, high, worst = torch.stack([indices.min().double(), indices.max().double(), worst_norm.double()]).tolist()
+    if low < 0 or high >= num_samples:
+        raise ValueError(
+            f"method {method!r}: sample index out of range [0, {num_samples}) (got min {int(low)}, max "
+            f"{int(high)}); the dataset must return each sample's position in the training set, and the "
+            f"method must be built with that set's size"
+        )
+    if not math.isfinite(worst):
+        raise ValueError(f"method {method!r}: embeddings hold NaN/inf; lower the lr or disable AMP")
     if worst > NORM_TOLERANCE:
         raise ValueError(
             f"method {method!r}: embeddings are not L2-normalised (max |norm - 1| = {worst:.3g}); "
@@ -91,8 +95,12 @@ class BankMethod(Method):
         bank = self._ensure_bank(embeddings.shape[1])
         return embeddings.float(), indices.to(self.device, torch.long), bank
 
-    def _check_loss(self, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss):
+    def _finish(self, loss: torch.Tensor, logs: Mapping[str, torch.Tensor | float]) -> LossOutput:
+        """The step's LossOutput with every log a float (tensors reach the host in one transfer);
+        a non-finite loss raises FloatingPointError saying whether the bank holds NaN rows."""
+        tensors = {key: value for key, value in logs.items() if isinstance(value, torch.Tensor)}
+        values = torch.stack([loss.detach().float(), *(t.detach().float() for t in tensors.values())]).tolist()
+        if not math.isfinite(values[0]):
             bad = self.bank.nonfinite_rows() if self.bank is not None else torch.empty(0)
             where = (
                 f"the memory bank has {bad.numel()} NaN/inf rows (e.g. {bad[:5].tolist()})"
@@ -103,6 +111,8 @@ class BankMethod(Method):
                 f"method {self.name!r}: non-finite loss; {where}. Resume from an earlier checkpoint "
                 f"or lower the learning rate"
             )
+        host = dict(zip(tensors, values[1:]))
+        return LossOutput(loss, {key: host[key] if key in host else float(value) for key, value in logs.items()})
 
     # -- the post-step update ----------------------------------------------------------------
     def _stash(self, embeddings: torch.Tensor, indices: torch.Tensor, **rows: torch.Tensor) -> None:

@@ -8,7 +8,6 @@ as CMC issue #23 recommends). Z is recorded in the method's state.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -54,7 +53,7 @@ class InsDis(BankMethod):
         require(s.nce_z in ("ema", "frozen"), self.name, f"nce_z must be ema or frozen, got {s.nce_z!r}")
         require(0 <= s.nce_z_momentum < 1, self.name, f"nce_z_momentum must be in [0, 1), got {s.nce_z_momentum}")
         super().__init__(config, num_samples, s.memory_momentum)
-        self.normaliser: float | None = None  # Z of the NCE variant, once estimated
+        self.normaliser: torch.Tensor | None = None  # Z of the NCE variant (0-dim), once estimated
         self._scores = DenseScores()
 
     def loss(self, embeddings: torch.Tensor, indices: torch.Tensor, epoch: int) -> LossOutput:
@@ -63,31 +62,41 @@ class InsDis(BankMethod):
             if self.settings.variant == "softmax":
                 logits = v @ bank.weight.T / self.settings.temperature
                 per_sample = F.cross_entropy(logits, idx, reduction="none")
-                logs: dict[str, float] = {}
+                logs: dict[str, torch.Tensor] = {}
             else:
                 per_sample, logs = self._nce(v, idx, bank.weight)
             loss = per_sample.mean()
-        self._check_loss(loss)
         self._stash(v, idx)
-        return LossOutput(loss, {"loss_ins": float(loss.detach()), **logs})
+        return self._finish(loss, {"loss_ins": loss, **logs})
 
-    def _nce(self, v: torch.Tensor, idx: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def _nce(
+        self, v: torch.Tensor, idx: torch.Tensor, bank: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         noise = torch.randint(0, self.num_samples, (v.shape[0], self.settings.nce_k), device=self.device)
         columns = torch.cat([idx.view(-1, 1), noise], dim=1)
         dense = self._scores(v, bank) if self.num_samples <= columns.numel() else None  # the cheaper way
         logits = gathered_similarities(v, bank, columns, dense=dense) / self.settings.temperature
-        estimate = all_gather_cat(batch_normaliser(logits.detach(), self.num_samples).view(1)).mean().item()
+        # every rank must use the same Z: average the per-rank estimates
+        estimate = all_gather_cat(batch_normaliser(logits.detach(), self.num_samples).view(1)).double().mean()
         if self.normaliser is None:
             self.normaliser = estimate
         elif self.settings.nce_z == "ema":
             m = self.settings.nce_z_momentum
             self.normaliser = m * self.normaliser + (1 - m) * estimate
-        per_sample = nce_loss(logits, math.log(self.normaliser), self.num_samples)
-        return per_sample, {"nce_log_z": math.log(self.normaliser)}
+        log_z = torch.log(self.normaliser)
+        return nce_loss(logits, log_z, self.num_samples), {"nce_log_z": log_z}
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "nce_normaliser": self.normaliser}
+        z = None if self.normaliser is None else float(self.normaliser)
+        return {**super().state_dict(), "nce_normaliser": z, "nce_z": self.settings.nce_z}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
-        self.normaliser = state.get("nce_normaliser")
+        z = state.get("nce_normaliser")
+        self.normaliser = None if z is None else torch.tensor(z, dtype=torch.float64, device=self.device)
+
+    def to(self, device: torch.device | str) -> "InsDis":
+        super().to(device)
+        if self.normaliser is not None:
+            self.normaliser = self.normaliser.to(self.device)
+        return self

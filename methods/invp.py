@@ -148,14 +148,13 @@ class InvP(BankMethod):
             loss_invp = invp_loss(pos_logits, found.picked_valid, pool_logits, self_logits, s.exclusive).mean()
             weight = ramp_weight(epoch, s.ramp)
             loss = loss_ins + s.lam * weight * loss_invp
-        self._check_loss(loss)
         self._stash(v, idx, neighbour_rows=neighbours_from_topm(nearest, idx, s.k))
-        logs = {"loss_ins": float(loss_ins.detach()), "loss_invp": float(loss_invp.detach()), "ramp_weight": weight}
+        logs = {"loss_ins": loss_ins, "loss_invp": loss_invp, "ramp_weight": weight}
         logs.update(self._diagnostics(idx, found, None if self.pool_is_bank else top_idx))
-        return LossOutput(loss, logs)
+        return self._finish(loss, logs)
 
     @torch.no_grad()
-    def _diagnostics(self, idx: torch.Tensor, found: Discovery, pool: torch.Tensor | None) -> dict[str, float]:
+    def _diagnostics(self, idx: torch.Tensor, found: Discovery, pool: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Unique counts, hard vs easy candidate similarity, and label precision when labels are set."""
         n_pos = self.settings.n_pos
         hard_cols, hard_valid = select_positives(found.candidate_sims, n_pos, True, found.valid)

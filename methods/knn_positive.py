@@ -106,13 +106,11 @@ class ANDCurriculum(BankMethod):
             neighbours = self.anchor_neighbours[idx]
             anchored = self.is_anchor[idx].view(-1, 1).expand_as(neighbours)
             loss = and_loss(logits, idx, neighbours, anchored).mean()
-        self._check_loss(loss)
         self._stash(v, idx)
-        logs = {"loss_and": float(loss.detach()), "and_round": float(self.round),
-                "anchor_fraction": float(self.is_anchor[idx].float().mean())}
-        if self.diagnostic_labels is not None and bool(anchored.any()):
+        logs = {"loss_and": loss, "and_round": self.round, "anchor_fraction": self.is_anchor[idx].float().mean()}
+        if self.diagnostic_labels is not None and self.round > 0:
             logs["pos_precision"] = label_precision(self.diagnostic_labels.to(self.device), idx, neighbours, anchored)
-        return LossOutput(loss, logs)
+        return self._finish(loss, logs)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "and_round": self.round, "is_anchor": self.is_anchor.cpu().clone(),

@@ -23,16 +23,18 @@ def ema_rows(old: torch.Tensor, new: torch.Tensor, momentum: float) -> torch.Ten
     return F.normalize(momentum * old + (1.0 - momentum) * new, dim=1)
 
 
-def last_occurrence(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unique values of ``indices`` (B,) and, for each, the position of its last occurrence.
+def last_occurrence(indices: torch.Tensor) -> torch.Tensor:
+    """For each entry of ``indices`` (B,), the position of the last entry with the same value.
 
-    A gathered DDP batch can repeat an index (DistributedSampler pads by repeating samples);
-    keeping the last occurrence makes the update deterministic on every rank and device.
+    A gathered DDP batch can repeat an index (DistributedSampler pads by repeating samples).
+    Writing ``rows[last_occurrence(indices)]`` to ``indices`` gives every write to one index the
+    same value, so the result is deterministic on every rank and device, without a host sync.
     """
-    unique, inverse = torch.unique(indices, return_inverse=True)
-    positions = torch.arange(indices.shape[0], device=indices.device)
-    last = torch.full_like(unique, -1).scatter_reduce(0, inverse, positions, reduce="amax")
-    return unique, last
+    sorted_values, order = indices.sort(stable=True)
+    group_end = torch.searchsorted(sorted_values, sorted_values, right=True) - 1
+    last = torch.empty_like(order)
+    last[order] = order[group_end]
+    return last
 
 
 class MemoryBank:
@@ -62,9 +64,9 @@ class MemoryBank:
     @torch.no_grad()
     def update(self, indices: torch.Tensor, embeddings: torch.Tensor) -> None:
         """EMA-update rows ``indices`` (B,) with ``embeddings`` (B, D); repeats keep the last."""
-        unique, last = last_occurrence(indices.to(self.weight.device))
-        new = embeddings.to(self.weight)[last]
-        self.weight[unique] = ema_rows(self.weight[unique], new, self.momentum)
+        indices = indices.to(self.weight.device)
+        new = embeddings.to(self.weight)[last_occurrence(indices)]
+        self.weight[indices] = ema_rows(self.weight[indices], new, self.momentum)
 
     def nonfinite_rows(self) -> torch.Tensor:
         """Indices of rows holding NaN or inf."""

@@ -39,8 +39,8 @@ class NeighbourTable:
     @torch.no_grad()
     def update(self, indices: torch.Tensor, rows: torch.Tensor) -> None:
         """Write ``rows`` (B, k) for samples ``indices`` (B,); a repeated index keeps the last."""
-        unique, last = last_occurrence(indices.to(self.table.device))
-        self.table[unique] = rows.to(self.table.device)[last]
+        indices = indices.to(self.table.device)
+        self.table[indices] = rows.to(self.table.device)[last_occurrence(indices)]
 
     def load(self, table: torch.Tensor) -> None:
         """Replace the table with ``table`` from a checkpoint, checking shape and range."""

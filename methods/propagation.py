@@ -34,6 +34,17 @@ def propagate_concat(table: torch.Tensor, anchors: torch.Tensor, steps: int) -> 
     return torch.cat(layers, dim=1)
 
 
+def distinct_entries(ids: torch.Tensor, exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row of ``ids`` (B, C) sorted, and a mask of the first occurrence of every value in it,
+    False for values equal to ``exclude`` (B,). Counting the mask counts distinct values."""
+    sorted_ids, _ = ids.sort(dim=1)
+    keep = torch.ones_like(sorted_ids, dtype=torch.bool)
+    keep[:, 1:] = sorted_ids[:, 1:] != sorted_ids[:, :-1]
+    if exclude is not None:
+        keep &= sorted_ids != exclude.view(-1, 1)
+    return sorted_ids, keep
+
+
 def rowwise_unique(
     ids: torch.Tensor, fill: torch.Tensor, exclude: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,11 +53,7 @@ def rowwise_unique(
     Returns (unique (B, W), mask (B, W)) with W the largest count over rows (at least 1); padding
     holds ``fill`` (B,) and mask False. Entries equal to ``exclude`` (B,) are dropped.
     """
-    sorted_ids, _ = ids.sort(dim=1)
-    keep = torch.ones_like(sorted_ids, dtype=torch.bool)
-    keep[:, 1:] = sorted_ids[:, 1:] != sorted_ids[:, :-1]
-    if exclude is not None:
-        keep &= sorted_ids != exclude.view(-1, 1)
+    sorted_ids, keep = distinct_entries(ids, exclude)
     counts = keep.sum(dim=1)
     width = max(int(counts.max().item()) if counts.numel() else 0, 1)
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :width]

@@ -3,7 +3,7 @@
 Every bank method scores a batch v (B, D) against the bank V (n, D) (§3 step 2). The dense
 S = v V^T is computed once per step without autograd; the entries a loss actually uses are then
 gathered by ``gathered_similarities``, whose backward is a sparse (B x n) x (n x D) product over
-just those entries (a weighted ``embedding_bag`` sum). This keeps backward at O(B * C * D) instead
+just those entries. This keeps backward at O(B * C * D) instead
 of a second dense B x n matmul, and the bank never receives a gradient.
 """
 from __future__ import annotations
@@ -25,8 +25,14 @@ class _GatheredSimilarity(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
         bank, idx = ctx.saved_tensors
-        # grad_v[b] = sum_c grad[b, c] * bank[idx[b, c]]: a weighted bag sum, no (B, C, D) gather
-        return F.embedding_bag(idx, bank, per_sample_weights=grad.to(bank.dtype), mode="sum"), None, None, None
+        grad = grad.to(bank.dtype)
+        # grad_v[b] = sum_c grad[b, c] * bank[idx[b, c]]. On CPU a weighted embedding_bag sum is the
+        # fastest (no (B, C, D) gather); on GPUs a few long bags parallelise poorly, gather + bmm wins.
+        if bank.device.type == "cpu":
+            grad_v = F.embedding_bag(idx, bank, per_sample_weights=grad, mode="sum")
+        else:
+            grad_v = torch.bmm(grad.unsqueeze(1), bank[idx]).squeeze(1)
+        return grad_v, None, None, None
 
 
 def gathered_similarities(

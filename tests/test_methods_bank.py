@@ -35,8 +35,7 @@ def test_bank_update_is_normalised_ema_of_visited_rows_only():
 
 
 def test_last_occurrence():
-    unique, last = last_occurrence(torch.tensor([4, 1, 4, 4, 0]))
-    assert unique.tolist() == [0, 1, 4] and last.tolist() == [4, 1, 3]
+    assert last_occurrence(torch.tensor([4, 1, 4, 4, 0])).tolist() == [3, 1, 3, 3, 4]
 
 
 def test_restored_bank_rejects_nan_and_wrong_size():
