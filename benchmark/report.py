@@ -25,6 +25,8 @@ from benchmark.paper_tables import (
     ROW_ORDER,
     SANITY_ROWS,
     PaperData,
+    PaperNumber,
+    PaperTable,
     load_paper,
     row_label,
     settings_differences,
@@ -212,6 +214,8 @@ def provenance_text(group: pd.DataFrame, paper: PaperData, paper_epochs: int | N
 def _our_cell(group: pd.DataFrame, expected_seeds: int, paper: PaperData,
               paper_epochs: int | None, notes: Footnotes) -> tuple[str, float | None]:
     """(cell text, mean in report units) of one row x column group of records."""
+    if group.empty:
+        return NOT_RUN, None
     ran = group[group["value"].notna()]
     if ran.empty:
         reasons = [r for r in group["skip_reason"].dropna().unique()]
@@ -228,17 +232,64 @@ def _our_cell(group: pd.DataFrame, expected_seeds: int, paper: PaperData,
     return text + " " + notes.ref(provenance_text(ran, paper, paper_epochs)), mean
 
 
+def base_row(row: str) -> str:
+    """A row label without its ``[key=value]`` config suffix."""
+    return row.split(" [")[0]
+
+
 def _row_order(rows: Iterable[str]) -> list[str]:
-    rule_order = list(ROW_ORDER)
     sanity = list(SANITY_ROWS.values())
 
     def key(row: str) -> tuple[int, int, str]:
-        base = row.split(" [")[0]
+        base = base_row(row)
         if base in sanity:
             return (2, sanity.index(base), row)
-        return (0, rule_order.index(base), row) if base in rule_order else (1, 0, row)
+        return (0, ROW_ORDER.index(base), row) if base in ROW_ORDER else (1, 0, row)
 
     return sorted(set(rows), key=key)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A rendered column: its label, the paper column it sits under, and whether it compares."""
+
+    label: str
+    paper_column: str | None
+    comparable: bool
+
+
+def _table_columns(here: pd.DataFrame, spec: PaperTable | None, compare: bool) -> list[Column]:
+    """The paper's columns in order (each split by stand-in dataset and task), then extras."""
+    columns = []
+    for paper_column in spec.columns if spec is not None else ():
+        found = here[here["paper_column"] == paper_column.name] if not here.empty else here
+        pairs = list(dict.fromkeys(zip(found["label"], found["comparable"]))) if not found.empty else []
+        if compare and not any(comparable for _, comparable in pairs):
+            pairs.insert(0, (paper_column.name, True))
+        columns += [Column(label, paper_column.name, bool(c)) for label, c in pairs]
+    extra = here[here["paper_column"].isna()]["label"] if not here.empty else []
+    return columns + [Column(label, None, False) for label in dict.fromkeys(extra)]
+
+
+def _table_rows(here: pd.DataFrame, spec: PaperTable | None, paper: PaperData,
+                compare: bool) -> list[tuple[str | None, str | None]]:
+    """(our row, paper row it is compared with): ours first, then paper-only rows, sanity last."""
+    ours = list(here["row"].unique()) if not here.empty else []
+    if not compare:
+        return [(row, None) for row in _row_order(ours)]
+    ours += list(spec.rows or spec.reference)
+    pairs = [(row, spec.reference.get(base_row(row))) for row in _row_order(ours)]
+    used = {p for _, p in pairs}
+    pairs += [(None, p) for p in paper.paper_rows(spec.key) if p not in used]
+    return sorted(pairs, key=lambda pair: pair[0] in SANITY_ROWS.values())
+
+
+def _delta(mean: float | None, number: PaperNumber | None, tolerance: float) -> str:
+    """``ours - paper`` as shown (two decimals), marked when above ``tolerance``."""
+    if number is None or mean is None:
+        return ""
+    diff = round(round(mean, 2) - number.value, 2) + 0.0  # + 0.0: never "-0.00"
+    return f"{diff:+.2f}" + (f" {TOLERANCE_MARK}" if abs(diff) > tolerance else "")
 
 
 def render_table(cells: pd.DataFrame, table_key: str, paper: PaperData, compare: bool,
@@ -247,49 +298,32 @@ def render_table(cells: pd.DataFrame, table_key: str, paper: PaperData, compare:
     spec = paper.tables.get(table_key)
     here = cells[cells["table"] == table_key] if not cells.empty else cells
     if spec is not None and spec.rows is not None and not here.empty:
-        here = here[here["row"].str.split(" [", regex=False).str[0].isin(spec.rows)]
+        here = here[here["row"].map(base_row).isin(spec.rows)]
     compare = compare and spec is not None
     if here.empty and not compare:
         return None
-    labels: list[tuple[str, str | None, bool]] = []  # (label, paper column, comparable)
-    for column in spec.columns if spec is not None else ():
-        found = here[here["paper_column"] == column.name] if not here.empty else here
-        found_labels = list(dict.fromkeys(zip(found["label"], found["comparable"]))) if not found.empty else []
-        if compare and not any(c for _, c in found_labels):
-            found_labels.insert(0, (column.name, True))
-        labels += [(label, column.name, bool(comp)) for label, comp in found_labels]
-    extra = here[here["paper_column"].isna()]["label"] if not here.empty else []
-    labels += [(label, None, False) for label in dict.fromkeys(extra)]
-    our_rows = list(here["row"].unique()) if not here.empty else []
-    if compare:
-        our_rows += list(spec.rows or spec.reference)
-    pairs = [(row, spec.reference.get(row.split(" [")[0]) if compare else None)
-             for row in _row_order(our_rows)]
-    if compare:
-        used = {p for _, p in pairs}
-        pairs += [(None, p) for p in paper.paper_rows(table_key) if p not in used]
-        pairs.sort(key=lambda pair: pair[0] in SANITY_ROWS.values())
+    columns = _table_columns(here, spec, compare)
+    tolerance = {c.name: c.tolerance for c in spec.columns} if spec else {}
     header = ["row"] + (["paper row"] if compare else [])
-    for label, _, comparable in labels:
-        header += [f"{label} paper", f"{label} ours", f"{label} Δ"] if compare and comparable else [
-            f"{label} ours" if compare else label]
+    for col in columns:
+        compared = compare and col.comparable
+        header += ([f"{col.label} paper", f"{col.label} ours", f"{col.label} Δ"] if compared
+                   else [f"{col.label} ours" if compare else col.label])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for our, paper_row in pairs:
+    for our, paper_row in _table_rows(here, spec, paper, compare):
         line = [our or paper_row] + ([paper_row or NOT_IN_SUITE] if compare else [])
-        for label, column_name, comparable in labels:
-            group = here[(here["row"] == our) & (here["label"] == label)] if our and not here.empty else here.iloc[0:0]
-            text, mean = (_our_cell(group, expected_seeds, paper, spec.paper_epochs if spec else None, notes)
-                          if our else (NOT_IN_SUITE, None))
-            if not (compare and comparable):
+        for col in columns:
+            text, mean = NOT_IN_SUITE, None
+            if our is not None:
+                group = here[(here["row"] == our) & (here["label"] == col.label)] if not here.empty else here
+                text, mean = _our_cell(group, expected_seeds, paper,
+                                       spec.paper_epochs if spec else None, notes)
+            if not (compare and col.comparable):
                 line.append(text)
                 continue
-            number = paper.number(table_key, paper_row, column_name) if paper_row else None
-            delta = ""
-            if number is not None and mean is not None:
-                diff = round(round(mean, 2) - number.value, 2) + 0.0  # as shown; no "-0.00"
-                tolerance = next(c.tolerance for c in spec.columns if c.name == column_name)
-                delta = f"{diff:+.2f}" + (f" {TOLERANCE_MARK}" if abs(diff) > tolerance else "")
-            line += [f"{number.value:.1f}" if number else NOT_IN_SUITE, text, delta]
+            number = paper.number(table_key, paper_row, col.paper_column) if paper_row else None
+            line += [f"{number.value:.1f}" if number else NOT_IN_SUITE, text,
+                     _delta(mean, number, tolerance[col.paper_column])]
         lines.append("| " + " | ".join(line) + " |")
     title = f"### {table_key}: {spec.title}" if spec else f"### {table_key}"
     return "\n".join([title, "", *lines])

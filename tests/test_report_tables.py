@@ -201,3 +201,10 @@ def test_every_registered_paper_task_lands_in_a_paper_table() -> None:
         if info.paper_table is not None:
             assert info.paper_table in paper.tables, name
             assert any(paper.tables[info.paper_table].has_metric(m) for m in info.metrics), name
+
+
+def test_a_paper_profile_without_records_still_shows_the_paper_tables() -> None:
+    md = render([], profile="imagenet")
+    assert cell(table(md, "Table 5"), "InvP", "ImageNet ours") == "not run"
+    assert cell(table(md, "Table 5"), "InvP", "ImageNet paper") == "63.3"
+    assert render([], profile="mini").endswith("No result records found.\n")
