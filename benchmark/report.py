@@ -38,6 +38,9 @@ DIRTY_MARK, FEW_SEEDS_MARK, TOLERANCE_MARK = "†", "‡", "⚠"
 NOT_RUN = "not run"
 NOT_IN_SUITE = "—"
 DEFAULT_EXPECTED_SEEDS = 3
+# Metrics tasks already report in percent (tasks/detection/voc_eval.py); every other metric in
+# [0, 1] is a fraction and is shown x100.
+PERCENT_METRICS = ("AP", "AP50", "AP75")
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ def records_frame(
     _disambiguate_rows(frame)
     frame["column"] = frame["task"] + ": " + frame["metric"] + " (" + frame["dataset"] + ")"
     frame["scale"] = frame.groupby("metric")["value"].transform(
-        lambda v: 100.0 if v.abs().max() <= 1.0 else 1.0
+        lambda v: 1.0 if v.name in PERCENT_METRICS or v.abs().max() > 1.0 else 100.0
     )
     return frame
 

@@ -172,7 +172,8 @@ def test_multi_metric_and_multi_dataset_tasks_find_their_columns() -> None:
                + seeds([0.5, 0.5, 0.5], task="semisup", metric="top1_1pct")
                + seeds([0.98] * 3, task="transfer", dataset="cifar10", split="test")
                + seeds([0.9] * 3, task="transfer", dataset="oxford_pets", metric="mean_per_class")
-               + seeds([0.55] * 3, task="detection", dataset="voc_detection", metric="AP")
+               + seeds([55.0] * 3, task="detection", dataset="voc_detection", metric="AP")
+               + seeds([0.4] * 3, task="detection", dataset="voc_detection", metric="AP50")
                + seeds([0.7] * 3, task="linear_multilayer") + seeds([0.68] * 3))
     md = render(records)
     assert cell(table(md, "Table 2"), "InvP", "1% Δ") == "+1.30 ⚠"
@@ -182,6 +183,7 @@ def test_multi_metric_and_multi_dataset_tasks_find_their_columns() -> None:
     assert cell(rows3, "InvP", "Pets ours").startswith("90.00")
     assert cell(rows3, "InvP", "Cars ours") == "not run"
     assert cell(table(md, "Table 4"), "InvP", "AP Δ") == "-1.20 ⚠"
+    assert cell(table(md, "Table 4"), "InvP", "AP50 ours").startswith("0.40 ")  # already percent
     rows1 = table(md, "Table 1")
     assert cell(rows1, "InvP", "ImageNet [linear] Δ") == "+0.30"
     assert cell(rows1, "InvP", "ImageNet [linear_multilayer] Δ") == "+2.30 ⚠"
