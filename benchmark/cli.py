@@ -223,6 +223,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.data_root is not None and args.runs is None:
         raise UsageError("--data-root is only used with --runs (the Fig. 2 figures need the "
                          "pretraining runs); add --runs DIR")
+    if args.runs is not None and not Path(args.runs).is_dir():
+        raise UsageError(f"--runs {args.runs} is not a folder; pass the --out folder of "
+                         "`benchmark run` (default: runs)")
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
     for profile in profiles:
         path = write_report(args.results, args.out, profile, runs_dir=args.runs,
                             data_root=args.data_root, compare=args.compare,
@@ -235,6 +240,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from benchmark.compare import compare_folders
     from benchmark.store import write_text_atomic
 
+    if args.tolerance < 0:
+        raise UsageError(f"--tolerance must be >= 0, got {args.tolerance}")
     text, differing = compare_folders(args.run_a, args.run_b, args.tolerance)
     print(text, end="")
     if args.out is not None:

@@ -50,3 +50,21 @@ def test_report_cli_writes_the_mini_report(tmp_path: Path) -> None:
                  "--profile", "mini", "--paper", "--seeds", "5"]) == 0
     text = (tmp_path / "reports" / "mini.md").read_text()
     assert "67.7" in text and "(n=3) ‡" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["report", "--seeds", "0"], "--seeds must be at least 1"),
+        (["report", "--runs", "nowhere"], "--runs nowhere is not a folder"),
+        (["report", "--data-root", "data"], "--data-root is only used with --runs"),
+        (["compare", "a", "b", "--tolerance", "-1"], "--tolerance must be >= 0"),
+    ],
+)
+def test_bad_report_and_compare_options_name_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, argv: list, message: str
+) -> None:
+    save(tmp_path / "results" / "mini", [record(**MINI)])
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
