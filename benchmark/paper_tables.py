@@ -53,6 +53,11 @@ def _same(actual: Any, expected: Any) -> bool:
     return actual == expected or str(actual).lower() == str(expected).lower()
 
 
+def base_row(row: str) -> str:
+    """A row label without the ``[key=value]`` suffix that sets apart other method configs."""
+    return row.split(" [")[0]
+
+
 def row_label(method: str, method_config: Mapping[str, Any] | None, encoder: str) -> str:
     """The report row of a record: a sanity row, a ``ROW_RULES`` label, or the method name."""
     if encoder in SANITY_ROWS:

@@ -27,10 +27,12 @@ from benchmark.paper_tables import (
     PaperData,
     PaperNumber,
     PaperTable,
+    base_row,
     load_paper,
     row_label,
     settings_differences,
 )
+from benchmark.ordering import ordering_checks
 from benchmark.store import ResultStore, write_text_atomic
 
 HELD_OUT_SPLITS = ("holdout",)  # selection splits: never a reported number
@@ -235,11 +237,6 @@ def _our_cell(group: pd.DataFrame, expected_seeds: int, paper: PaperData,
     return text + " " + notes.ref(provenance_text(ran, paper, paper_epochs)), mean
 
 
-def base_row(row: str) -> str:
-    """A row label without its ``[key=value]`` config suffix."""
-    return row.split(" [")[0]
-
-
 def _row_order(rows: Iterable[str]) -> list[str]:
     sanity = list(SANITY_ROWS.values())
 
@@ -406,6 +403,12 @@ def render_markdown(
         text = render_table(cells, table_key, paper, compare, expected_seeds, notes)
         if text:
             lines += [text, ""]
+    checks = ordering_checks(cells, paper)
+    if checks:
+        lines += ["## Does the paper's ordering hold?", "",
+                  "Rows with a paper counterpart, ordered by the paper's number and by our mean; "
+                  "a pair agrees when both order it the same way (pairs the paper ties are "
+                  "skipped).", "", *[c.markdown() for c in checks], ""]
     figures = list(figures)
     if figures:
         lines += ["## Figures", ""] + [f"![{c}]({p})\n\n*{c}*\n" for c, p in figures]

@@ -210,3 +210,15 @@ def test_a_paper_profile_without_records_still_shows_the_paper_tables() -> None:
     assert cell(table(md, "Table 5"), "InvP", "ImageNet ours") == "not run"
     assert cell(table(md, "Table 5"), "InvP", "ImageNet paper") == "63.3"
     assert render([], profile="mini").endswith("No result records found.\n")
+
+
+def test_ordering_check_counts_pairs_in_the_papers_order() -> None:
+    records = (seeds([0.60, 0.61, 0.62], **MINI)
+               + seeds([0.64, 0.64, 0.64], method_config={**INVP_CONFIG, "hard_positive": False}, **MINI)
+               + seeds([0.50] * 3, method="knn", method_config={"name": "knn"}, **MINI)
+               + seeds([0.55] * 3, method_config={**INVP_CONFIG, "steps": 1}, **MINI))  # ties KNN in the paper
+    md = render(records, profile="mini")
+    line = next(ln for ln in md.splitlines() if ln.startswith("- **Table 5"))
+    assert "does not hold (4 of 5 pairs)" in line
+    assert "Ours: InvP without hard positive 64.00 > InvP 61.00 > KNN (InvP, l = 1) 55.00 > KNN-positive 50.00." in line
+    assert "- **Table 1" not in md  # a single row with a paper counterpart: nothing to order
