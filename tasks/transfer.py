@@ -28,6 +28,9 @@ from tasks.metrics import mean_ap, mean_per_class_accuracy, topk_accuracy, voc11
 from tasks.transforms import eval_transform, train_transform
 
 
+SELECTION_SPLIT = "holdout"  # split name of selection-only scores (never a reported number)
+
+
 @dataclass(frozen=True)
 class TransferSplits:
     """Which splits a dataset trains, validates and tests on, and its metric."""
@@ -145,10 +148,11 @@ class TransferFinetuneTask(TransferTaskBase):
         best = int(np.argmax(val_scores))
         lr, wd = grid[best]
         extra = {"lr": lr, "weight_decay": wd, "val": val_scores[best], "grid_size": len(grid),
+                 "val_split": rule.val or f"{float(s['val_fraction']):g} of {rule.train}",
                  "selection": "best val score; retrained on train+val; test scored once"}
         return [
             Measurement(rule.metric, train_and_score(all_aug, test, lr, wd), dataset, rule.test, extra),
-            Measurement(rule.metric, val_scores[best], dataset, "val", extra),
+            Measurement(rule.metric, val_scores[best], dataset, SELECTION_SPLIT, extra),
         ]
 
 
@@ -178,6 +182,8 @@ def logistic_scores(
 @register
 class TransferLinearTask(TransferTaskBase):
     name = "transfer_linear"
+    paper_table = None  # SimCLR's Table B.5 protocol; the InvP paper prints no linear transfer
+    paper_column = None
     summary = "L-BFGS logistic regression on frozen features of the 7 transfer datasets"
     protocol = "SimCLR B.8.1 / ssl-transfer linear.py (§3.6): C = 1/wd, 45 wd in [1e-6, 1e5]"
     defaults = {
@@ -221,11 +227,12 @@ class TransferLinearTask(TransferTaskBase):
             best = int(np.argmax(val_scores))
             test_value = score(all_x, all_y, test_x, test_y, wds[best])
         extra = {"weight_decay": wds[best], "C": 1.0 / wds[best], "val": val_scores[best],
+                 "val_split": rule.val or f"{float(s['val_fraction']):g} of {rule.train}",
                  "grid_size": len(wds), "layer": layer.name,
                  "selection": "best val score; refit on train+val; test scored once"}
         return [
             Measurement(rule.metric, test_value, dataset, rule.test, extra),
-            Measurement(rule.metric, val_scores[best], dataset, "val", extra),
+            Measurement(rule.metric, val_scores[best], dataset, SELECTION_SPLIT, extra),
         ]
 
 

@@ -101,7 +101,7 @@ def test_transfer_grid_selects_on_val_then_tests_once(tmp_path):
                        {"datasets": ["digits"], "lrs": [0.001, 0.1], "weight_decays": [0.0],
                         "steps": 150, "batch_size": 32})
     out = get_task("transfer").run(ctx)
-    test, val = _by_metric(out), _by_metric(out, "val")
+    test, val = _by_metric(out), _by_metric(out, "holdout")
     assert test["top1"].extra["lr"] == 0.1  # 150 steps at lr 1e-3 barely move
     assert val["top1"].value == test["top1"].extra["val"]
     assert test["top1"].value > 3 * CHANCE

@@ -120,7 +120,7 @@ def test_lbfgs_protocol_selects_c_on_val(tmp_path, voc_root):
     ctx = make_context(tmp_path, "voc07_lbfgs", settings, TinyBackbone(3), data_root=voc_root)
     out = get_task("voc07_lbfgs").run(ctx)
     test = {m.metric: m for m in out if m.split == "test"}["voc11_map"]
-    val = {m.metric: m for m in out if m.split == "val"}["voc11_map"]
+    val = {m.metric: m for m in out if m.split == "holdout"}["voc11_map"]
     assert test.extra["weight_decay"] in (1.0, 10.0)
     assert test.extra["C"] == 1.0 / test.extra["weight_decay"] and val.value == test.extra["val"]
     assert test.value > 0.8
