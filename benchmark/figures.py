@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -18,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -28,6 +30,8 @@ CURVE_PANELS = (  # (title, predicate on a log key)
     ("unique positives", lambda k: "unique" in k),
     ("similarity of hard / easy positives", lambda k: k.endswith("_sim")),
 )
+SUMMARY_KEYS = ("pos_precision", "pool_precision", "unique_positives", "hard_pos_sim",
+                "easy_pos_sim", "knn_top1", "loss")  # last-epoch diagnostics shown in the report
 FIG2_METHODS = ("InvP", "InsDis")
 FIG2_LIMIT = 2000  # labelled images used for Fig. 2 (first of the test split)
 
@@ -170,6 +174,21 @@ def plot_training_curves(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]
     return _save(fig, path)
 
 
+def last_epoch_summary(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]) -> pd.DataFrame:
+    """Per row: the last logged epoch's ``SUMMARY_KEYS`` as mean ± std over seeds (runs)."""
+    table = {}
+    for label, logs in runs.items():
+        last = [log[-1] for log in logs if log]
+        cells = {"epochs": ", ".join(sorted({str(e.get("epoch", "?")) for e in last}))}
+        for key in SUMMARY_KEYS:
+            values = pd.Series([e[key] for e in last if isinstance(e.get(key), (int, float))], dtype=float)
+            if len(values):
+                spread = f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else ""
+                cells[key] = f"{values.mean():.3f}{spread} (n={len(values)})"
+        table[label] = cells
+    return pd.DataFrame.from_dict(table, orient="index").fillna("—")
+
+
 def _save(fig: Any, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -235,11 +254,20 @@ def encoder_features(
     return torch.cat(feats), torch.cat(labels), shown
 
 
+@dataclass(frozen=True)
+class FigureSet:
+    """What the report links and shows from the runs: (caption, path relative to the report)
+    pairs and the last-epoch diagnostics table (None without logs)."""
+
+    figures: list[tuple[str, str]]
+    diagnostics: pd.DataFrame | None
+
+
 def write_figures(
     results_dir: Path, profile: str, runs_dir: Path, out_dir: Path, data_root: Path | None
-) -> list[tuple[str, str]]:
-    """Draw every figure the runs allow; returns (caption, path relative to ``out_dir``).
-    A figure that cannot be drawn is named on stderr with the reason."""
+) -> FigureSet:
+    """Draw every figure the runs allow under ``out_dir/<profile>_figures``. A figure that
+    cannot be drawn is named on stderr with the reason."""
     folder = Path(out_dir) / f"{profile}_figures"
     runs = pretrain_runs(results_dir, profile, runs_dir)
     made = []
@@ -258,7 +286,7 @@ def write_figures(
     if data_root is None or missing:
         print(f"figures: Fig. 2 needs --data-root and encoders of {', '.join(FIG2_METHODS)} "
               f"(missing: {', '.join(missing) or 'none'})", file=sys.stderr)
-        return [(c, str(Path(p).relative_to(out_dir))) for c, p in made]
+        return _figure_set(made, logs, out_dir)
     extracted = {row: encoder_features(ckpt, Path(data_root)) for row, ckpt in checkpoints.items()}
     groups = {row: neighbour_similarities(f, y) for row, (f, y, _) in extracted.items()}
     made.append(("Fig. 2a: similarity to the 5 nearest same-class / different-class neighbours",
@@ -270,4 +298,9 @@ def write_figures(
     images = {i: shown[i][0] for i in needed}
     made.append(("Fig. 2b: InvP anchors with easy (nearest) and hard (propagated) positives",
                  plot_positive_grid(images, anchors, easy, hard, folder / "fig2b_positives.png")))
-    return [(c, str(Path(p).relative_to(out_dir))) for c, p in made]
+    return _figure_set(made, logs, out_dir)
+
+
+def _figure_set(made: list[tuple[str, Path]], logs: Mapping[str, Any], out_dir: Path) -> FigureSet:
+    return FigureSet([(c, str(Path(p).relative_to(out_dir))) for c, p in made],
+                     last_epoch_summary(logs) if logs else None)

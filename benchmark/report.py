@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import pandas as pd
 
@@ -33,6 +33,9 @@ from benchmark.paper_tables import (
     settings_differences,
 )
 from benchmark.ordering import ordering_checks
+
+if TYPE_CHECKING:
+    from benchmark.figures import FigureSet
 from benchmark.store import ResultStore, write_text_atomic
 
 HELD_OUT_SPLITS = ("holdout",)  # selection splits: never a reported number
@@ -374,10 +377,10 @@ def render_markdown(
     tasks: Mapping[str, TaskInfo] | None = None,
     compare: bool | None = None,
     expected_seeds: int = DEFAULT_EXPECTED_SEEDS,
-    figures: Iterable[tuple[str, str]] = (),
+    figures: FigureSet | None = None,
 ) -> str:
     """The whole report as Markdown text. ``compare`` (default: every profile but ``mini``)
-    shows the paper's numbers; ``figures`` are (caption, relative path) pairs to link."""
+    shows the paper's numbers; ``figures`` adds the figure links and last-epoch diagnostics."""
     paper = load_paper() if paper is None else paper
     tasks = registry_task_info() if tasks is None else tasks
     compare = profile != "mini" if compare is None else compare
@@ -409,9 +412,14 @@ def render_markdown(
                   "Rows with a paper counterpart, ordered by the paper's number and by our mean; "
                   "a pair agrees when both order it the same way (pairs the paper ties are "
                   "skipped).", "", *[c.markdown() for c in checks], ""]
-    figures = list(figures)
-    if figures:
-        lines += ["## Figures", ""] + [f"![{c}]({p})\n\n*{c}*\n" for c, p in figures]
+    if figures is not None and figures.figures:
+        lines += ["## Figures", ""] + [f"![{c}]({p})\n\n*{c}*\n" for c, p in figures.figures]
+    if figures is not None and figures.diagnostics is not None:
+        lines += ["## Pretraining diagnostics at the last epoch", "",
+                  "From the pretraining logs: precision of discovered positives (and of the "
+                  "top-M pool) = fraction sharing the anchor's label; similarities of the "
+                  "hardest / easiest positives; kNN monitor top-1 on the held-out split.", "",
+                  figures.diagnostics.to_markdown(), ""]
     if compare:
         sources = sorted({n.source for n in paper.numbers.values()})
         lines += ["## Sources of the paper numbers", "", *[f"- {s}" for s in sources], ""]
@@ -450,7 +458,7 @@ def write_report(
     tasks = registry_task_info()
     frame = load_frame(results_dir, profile, tasks)
     out_dir = Path(out_dir)
-    figures = []
+    figures = None
     if runs_dir is not None and not frame.empty:
         figures = write_figures(results_dir, profile, Path(runs_dir), out_dir, data_root)
     path = out_dir / f"{profile}.md"

@@ -10,6 +10,7 @@ import torch
 from benchmark.figures import (
     easy_hard_positives,
     knn_table,
+    last_epoch_summary,
     neighbour_similarities,
     plot_positive_grid,
     plot_similarity_distributions,
@@ -106,7 +107,11 @@ def test_report_links_training_curves_found_through_the_stored_jobs(tmp_path: Pa
                   split="test", job_id="j1")
     ResultStore(tmp_path / "results" / "mini").save({"job_id": "j1", "config": cfg.to_dict()}, [rec])
     report = write_report(tmp_path / "results", tmp_path / "reports", "mini", runs_dir=tmp_path / "runs")
-    assert "![Training curves per method (one line per seed)](mini_figures/training_curves.png)" in report.read_text()
+    text = report.read_text()
+    assert "![Training curves per method (one line per seed)](mini_figures/training_curves.png)" in text
+    section = text.split("## Pretraining diagnostics at the last epoch", 1)[1]
+    diagnostics = next(ln for ln in section.splitlines() if ln.startswith("| InvP"))
+    assert "0.200 (n=1)" in diagnostics and "2.500 (n=1)" in diagnostics  # epoch 2: precision, loss
     assert is_png(tmp_path / "reports" / "mini_figures" / "training_curves.png")
 
 
@@ -138,3 +143,14 @@ def test_report_draws_fig2_from_the_invp_and_insdis_encoders(tmp_path: Path, dat
     for name in ("fig2a_similarity.png", "fig2b_positives.png"):
         assert f"(mini_figures/{name})" in report
         assert is_png(tmp_path / "reports" / "mini_figures" / name)
+
+
+def test_last_epoch_summary_over_seeds() -> None:
+    logs = {"InvP": [[{"epoch": 1, "pos_precision": 0.1}, {"epoch": 2, "pos_precision": 0.4}],
+                     [{"epoch": 2, "pos_precision": 0.6, "loss": 3.0}]],
+            "InsDis": [[{"epoch": 2, "loss": 5.0}]]}
+    table = last_epoch_summary(logs)
+    assert table.loc["InvP", "pos_precision"] == "0.500 ± 0.141 (n=2)"
+    assert table.loc["InvP", "loss"] == "3.000 (n=1)"
+    assert table.loc["InsDis", "pos_precision"] == "—"
+    assert table.loc["InvP", "epochs"] == "2"
