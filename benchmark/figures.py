@@ -186,7 +186,9 @@ def last_epoch_summary(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]
                 spread = f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else ""
                 cells[key] = f"{values.mean():.3f}{spread} (n={len(values)})"
         table[label] = cells
-    return pd.DataFrame.from_dict(table, orient="index").fillna("—")
+    frame = pd.DataFrame.from_dict(table, orient="index")
+    columns = ["epochs"] + [k for k in SUMMARY_KEYS if k in frame.columns]
+    return frame[columns].fillna("—")
 
 
 def _save(fig: Any, path: Path) -> Path:

@@ -419,7 +419,7 @@ def render_markdown(
                   "From the pretraining logs: precision of discovered positives (and of the "
                   "top-M pool) = fraction sharing the anchor's label; similarities of the "
                   "hardest / easiest positives; kNN monitor top-1 on the held-out split.", "",
-                  figures.diagnostics.to_markdown(), ""]
+                  figures.diagnostics.loc[_row_order(figures.diagnostics.index)].to_markdown(), ""]
     if compare:
         sources = sorted({n.source for n in paper.numbers.values()})
         lines += ["## Sources of the paper numbers", "", *[f"- {s}" for s in sources], ""]
