@@ -68,15 +68,17 @@ def registry_task_info() -> dict[str, TaskInfo]:
 
 
 def _disambiguate_rows(frame: pd.DataFrame) -> None:
-    """Rows holding several method configs: all but the most common get ``[key=value, ...]``."""
+    """Rows holding several method configs: all but the most common (ties: the first in sorted
+    order, so labels are stable) get ``[key=value, ...]``."""
     keys = frame["method_config"].map(lambda c: json.dumps(c or {}, sort_keys=True, default=str))
     for label in list(frame["row"].unique()):
         in_row = frame["row"] == label
         counts = keys[in_row].value_counts()
         if len(counts) < 2:
             continue
-        base = json.loads(counts.index[0])
-        for other in counts.index[1:]:
+        ranked = sorted(counts.index, key=lambda k: (-counts[k], k))
+        base = json.loads(ranked[0])
+        for other in ranked[1:]:
             cfg = json.loads(other)
             diff = ", ".join(
                 f"{k}={cfg.get(k)}" for k in sorted(set(cfg) | set(base)) if cfg.get(k) != base.get(k)
