@@ -97,5 +97,5 @@ def train_detector(
         scheduler.step()
         losses = {k: v.item() for k, v in loss_dict.items()}
         if rank == 0 and (iteration + 1) % max(1, schedule.iterations // 10) == 0:
-            log.info("detection iter %d/%d loss %.4f %s", iteration + 1, schedule.iterations, float(loss), losses)
+            log.info("detection iter %d/%d loss %.4f %s", iteration + 1, schedule.iterations, loss.item(), losses)
     return TrainStats(schedule.iterations, time.perf_counter() - start, losses)

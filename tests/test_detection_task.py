@@ -1,0 +1,76 @@
+"""The registered ``detection`` task end to end on a tiny mini_det set (a few iterations)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmark.config import ConfigError, RunConfig
+from benchmark.datasets.voc_detection import MiniDetParams, prepare_mini_det
+from benchmark.models import build_backbone
+from tasks.base import TaskContext
+from tasks.detection.task import DetectionTask
+from tasks.errors import TaskNotApplicable
+
+SETTINGS = {
+    "dataset": "mini_det",
+    "batch_size": 2,
+    "schedule": {"batch_size": 4, "lr": 0.02, "iterations": 2, "steps": [1], "warmup_iters": 1},
+    "detector": {
+        "min_size_train": [64, 80], "min_size_test": 80, "max_size": 120, "pixel_mean": [0.286],
+        "pixel_std": [0.353], "anchor_sizes": [16, 32], "rpn_pre_nms_train": 100, "rpn_post_nms_train": 30,
+        "rpn_pre_nms_test": 100, "rpn_post_nms_test": 20, "roi_size": 7, "box_batch_per_image": 16,
+    },
+    "eval_batch_size": 4,
+}
+
+
+class Handle:
+    """EncoderHandle stand-in: a fresh mini backbone of the given kind."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def load(self, device="cpu"):
+        torch.manual_seed(1)
+        return build_backbone({"backbone": "mini_resnet", "width": 8, "in_channels": 1}).to(device).eval()
+
+
+@pytest.fixture(scope="module")
+def mini_root(tmp_path_factory, data_root):
+    root = tmp_path_factory.mktemp("mini_task")
+    (root / "FashionMNIST").symlink_to((data_root / "FashionMNIST").resolve())
+    prepare_mini_det(root, MiniDetParams(seed=1, trainval_images=8, test_images=6))
+    return root
+
+
+def context(root, settings, kind="pretrained") -> TaskContext:
+    config = RunConfig.from_dict({"profile": "test", "seed": 0, "tasks": {"detection": settings}})
+    return TaskContext(config, Handle(kind), root, torch.device("cpu"), 0, root / "cache", task_name="detection")
+
+
+def test_task_trains_and_reports_ap_ap50_ap75(mini_root):
+    measurements = DetectionTask().run(context(mini_root, SETTINGS))
+    assert [m.metric for m in measurements] == ["AP", "AP50", "AP75"]
+    for m in measurements:
+        assert m.dataset == "mini_det" and m.split == "test"
+        assert 0.0 <= m.value <= 100.0
+    extra = measurements[0].extra
+    # the schedule given at batch 4 is moved to batch 2 by the linear rule
+    assert extra["iterations"] == 4 and extra["lr"] == pytest.approx(0.01)
+    assert set(extra["per_class_AP50"]) == {"tshirt", "trouser", "pullover", "dress", "coat", "sandal",
+                                            "shirt", "sneaker", "bag", "ankleboot"}
+    assert extra["train_iterations_per_s"] > 0 and extra["eval_images_per_s"] > 0
+
+
+def test_task_refuses_pixels_and_bad_settings(mini_root):
+    with pytest.raises(TaskNotApplicable, match="raw-pixels"):
+        DetectionTask().run(context(mini_root, SETTINGS, kind="pixels"))
+    with pytest.raises(ConfigError, match="unknown keys \\['iters'\\]"):
+        DetectionTask().run(context(mini_root, {**SETTINGS, "iters": 3}))
+    with pytest.raises(ConfigError, match="batch_size is missing"):
+        DetectionTask().run(context(mini_root, {"dataset": "mini_det"}))
+
+
+def test_task_is_registered_with_its_paper_table():
+    assert DetectionTask.name == "detection" and DetectionTask.paper_table == "Table 4"
+    assert DetectionTask.datasets({"dataset": "voc_detection"}) == ("voc_detection",)
