@@ -145,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                               on_outcome=show)
     outcomes = launcher.launch(jobs, paths)
     if not args.no_report:
-        print(f"report: {write_report(args.results, args.reports, cfg.profile)}")
+        print(f"report: {write_report(args.results, args.reports, cfg.profile, runs_dir=args.out)}")
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         print(f"{len(failed)} job(s) failed", file=sys.stderr)

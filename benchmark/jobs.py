@@ -102,7 +102,8 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
     cfg = job.run_config
     task = get_task(job.task)
     job_meta = {"job_id": job.job_id, "task": job.task, "encoder": job.encoder,
-                "label": job.label, "method": cfg.method.name, "config": job.config}
+                "label": job.label, "method": cfg.method.name, "config": job.config,
+                "pretrain_dir": job.pretrain_dir}
     settings = cfg.tasks[job.task]
     missing = {name: get_dataset(name).check(paths.data_root) for name in task.datasets(settings)}
     missing = {name: problems for name, problems in missing.items() if problems}
