@@ -7,8 +7,9 @@ epoch) on a held-out set and read the test number at that selection without re-t
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -63,6 +64,19 @@ def _score_heads(
     return hits / max(len(labels), 1)
 
 
+@contextmanager
+def single_thread_on_cpu(device: torch.device | str) -> Iterator[None]:
+    """Run small CPU tensor work on one intra-op thread: a probe's tiny matmuls gain nothing
+    from more threads and slow down ~100x when spinning threads compete on a busy machine."""
+    previous = torch.get_num_threads()
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def train_probe(
     train_features: Sequence[torch.Tensor],
     train_labels: torch.Tensor,
@@ -74,6 +88,20 @@ def train_probe(
 ) -> dict[str, torch.Tensor]:
     """Train one head per feature matrix; returns per eval set an (epochs, heads, 2) tensor of
     top-1/top-5 accuracy after each epoch."""
+    with single_thread_on_cpu(device):
+        return _train_probe(train_features, train_labels, eval_sets, num_classes, schedule,
+                            device, seed)
+
+
+def _train_probe(
+    train_features: Sequence[torch.Tensor],
+    train_labels: torch.Tensor,
+    eval_sets: Mapping[str, tuple[Sequence[torch.Tensor], torch.Tensor]],
+    num_classes: int,
+    schedule: ProbeSchedule,
+    device: torch.device | str,
+    seed: int,
+) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
     heads = nn.ModuleList(
         make_head(f.shape[1], num_classes, schedule.norm) for f in train_features

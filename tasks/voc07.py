@@ -31,6 +31,7 @@ from tasks.common import blas_threads, encoder_key, task_settings
 from tasks.features import FeatureLayer, context_features, resolve_layers
 from tasks.linear import GOYAL_LAYERS
 from tasks.metrics import mean_ap, sklearn_ap, voc_area_ap
+from tasks.probe import single_thread_on_cpu
 from tasks.transfer import TransferLinearTask
 
 DATASET = "voc07_cls"
@@ -213,7 +214,8 @@ class VOC07BCETask(VOC07Task):
         layer = FeatureLayer.parse(s["layer"])
         train, train_t = context_features(ctx, s, DATASET, s["train_split"], [layer], backbone)
         test, test_t = context_features(ctx, s, DATASET, s["test_split"], [layer], backbone)
-        head = train_bce_head(train[layer.name], train_t, s, ctx.device, ctx.seed)
+        with single_thread_on_cpu(ctx.device):
+            head = train_bce_head(train[layer.name], train_t, s, ctx.device, ctx.seed)
         with torch.no_grad():
             scores = head(test[layer.name].to(ctx.device).float()).cpu()
         value, per_class = mean_ap(scores, test_t, sklearn_ap, "exclude")
