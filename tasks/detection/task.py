@@ -11,7 +11,7 @@ import logging
 from typing import Any, Mapping
 
 from benchmark.config import ConfigError
-from benchmark.datasets import get_dataset
+from benchmark.datasets import get_dataset, voc_detection  # noqa: F401  (registers its datasets)
 from benchmark.runtime import seed_everything
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.detection.data import DetectionInput
