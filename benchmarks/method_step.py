@@ -95,8 +95,8 @@ def bench_size(n: int, args: argparse.Namespace, device: torch.device) -> list[d
 
 
 def report(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table: median and min seconds per step, and ratios to the floor and to InsDis."""
-    lines = ["| n | method | median s | min s | / floor | / insdis-softmax |", "|---|---|---|---|---|---|"]
+    """A Markdown table: median and min milliseconds per step, and median ratios to the floor and to InsDis."""
+    lines = ["| n | method | median ms | min ms | / floor | / insdis-softmax |", "|---|---|---|---|---|---|"]
     for row in rows:
         row["median"] = statistics.median(row["times"])
     for row in rows:
@@ -104,7 +104,7 @@ def report(rows: list[dict[str, Any]]) -> str:
         floor = same["floor (matmul + top-M)"]
         insdis = same.get("insdis-softmax")
         ratio_insdis = f"{row['median'] / insdis:.2f}" if insdis else "-"
-        lines.append(f"| {row['n']} | {row['method']} | {row['median']:.3f} | {min(row['times']):.3f} | "
+        lines.append(f"| {row['n']} | {row['method']} | {1e3 * row['median']:.2f} | {1e3 * min(row['times']):.2f} | "
                      f"{row['median'] / floor:.2f} | {ratio_insdis} |")
     return "\n".join(lines)
 
