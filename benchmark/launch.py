@@ -8,7 +8,9 @@ plan: pretraining jobs first, then each pretraining's task jobs as one job array
 """
 from __future__ import annotations
 
+import os
 import time
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +70,13 @@ def run_job_checked(job: Job, paths: Paths, force: bool = False, resume: str = "
     return outcome
 
 
+def distributed_port(scheduler_job_id: str) -> int:
+    """The torch.distributed master port of a job: derived from its id (every rank, on every
+    node, computes the same one without talking) and below Linux's ephemeral range
+    (32768-60999), so no outgoing connection on the node can be holding it."""
+    return 20000 + zlib.crc32(str(scheduler_job_id).encode()) % 12000
+
+
 class CheckpointablePretrain:
     """Submitit callable of one pretraining job.
 
@@ -85,8 +94,10 @@ class CheckpointablePretrain:
         import submitit
         from submitit.helpers import TorchDistributedEnvironment
 
-        if submitit.JobEnvironment().num_tasks > 1:  # one process per GPU: a DDP world
-            TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        env = submitit.JobEnvironment()
+        if env.num_tasks > 1:  # one process per GPU: a DDP world
+            os.environ.setdefault("MASTER_PORT", str(distributed_port(env.job_id)))
+            TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         return self.runner(self.job, self.paths, force=self.force, resume=self.resume)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:

@@ -65,6 +65,8 @@ class Resources:
             "slurm_array_parallelism": self.array_parallelism,
             "slurm_signal_delay_s": self.signal_delay_s,
             "slurm_additional_parameters": {"kill_on_invalid_dep": "yes", **self.sbatch},
+            # one rank failing ends the others (instead of leaving them waiting in a collective)
+            "slurm_srun_args": ["--kill-on-bad-exit=1"],
         }
         if self.gpus_per_node:
             params["gpus_per_node"] = self.gpus_per_node

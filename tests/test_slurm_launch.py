@@ -126,6 +126,7 @@ def test_a_multi_process_pretraining_forms_one_torch_distributed_world(cluster, 
     assert [s["rank"] for s in seen] == [0, 1] and {s["world"] for s in seen} == {2}
     assert {s["mean"] for s in seen} == {0.5}  # the all-reduce went across both processes
     assert seen[0]["master"] == seen[1]["master"]
+    assert 20000 <= int(seen[0]["master"].split(":")[1]) < 32768  # below the ephemeral ports
 
 
 @pytest.mark.slurm
