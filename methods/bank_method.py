@@ -143,8 +143,19 @@ class BankMethod(Method):
         else:
             self.bank = MemoryBank.restored(weight, self.num_samples, self.memory_momentum).to(self.device)
 
+    def set_diagnostic_labels(self, labels: torch.Tensor | None) -> None:
+        """Keep the labels (n,) on the state's device, so diagnostics index them without copies."""
+        if labels is not None and labels.shape != (self.num_samples,):
+            raise ValueError(
+                f"method {self.name!r}: diagnostic labels must have shape ({self.num_samples},), got "
+                f"{tuple(labels.shape)}"
+            )
+        super().set_diagnostic_labels(None if labels is None else labels.to(self.device, torch.long))
+
     def to(self, device: torch.device | str) -> "BankMethod":
         self.device = torch.empty(0, device=device).device  # "cuda" resolves to "cuda:0"
         if self.bank is not None:
             self.bank.to(self.device)
+        if self.diagnostic_labels is not None:
+            self.diagnostic_labels = self.diagnostic_labels.to(self.device)
         return self

@@ -167,7 +167,6 @@ class InvP(BankMethod):
         }
         labels = self.diagnostic_labels
         if labels is not None:
-            labels = labels.to(self.device)
             logs["pos_precision"] = label_precision(labels, idx, found.positives, found.picked_valid)
             if pool is not None:
                 logs["pool_precision"] = label_precision(labels, idx, pool, pool != idx.view(-1, 1))

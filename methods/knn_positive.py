@@ -109,7 +109,7 @@ class ANDCurriculum(BankMethod):
         self._stash(v, idx)
         logs = {"loss_and": loss, "and_round": self.round, "anchor_fraction": self.is_anchor[idx].float().mean()}
         if self.diagnostic_labels is not None and self.round > 0:
-            logs["pos_precision"] = label_precision(self.diagnostic_labels.to(self.device), idx, neighbours, anchored)
+            logs["pos_precision"] = label_precision(self.diagnostic_labels, idx, neighbours, anchored)
         return self._finish(loss, logs)
 
     def state_dict(self) -> dict[str, Any]:
