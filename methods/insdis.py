@@ -34,9 +34,10 @@ class InsDisSettings:
     nce_z_momentum: float = 0.99  # EMA momentum of Z (nce_z: ema)
 
 
-def batch_normaliser(logits: torch.Tensor, num_samples: int) -> torch.Tensor:
-    """Monte-Carlo estimate of Z from one batch: n * mean(exp(logits)) over (B, K+1) (§5)."""
-    return num_samples * torch.exp(logits).mean()
+def row_normalisers(logits: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Per-anchor Monte-Carlo estimates of Z, n * mean_j exp(logits[b, j]), (B,) from (B, K+1) (§5);
+    their mean over the (gathered) batch is the batch estimate."""
+    return num_samples * torch.exp(logits).mean(dim=1)
 
 
 @register
@@ -55,6 +56,7 @@ class InsDis(BankMethod):
         super().__init__(config, num_samples, s.memory_momentum)
         self.normaliser: torch.Tensor | None = None  # Z of the NCE variant (0-dim), once estimated
         self._scores = DenseScores()
+        self._pending_estimate: torch.Tensor | None = None  # this step's Z estimate (NCE), for update()
 
     def loss(self, embeddings: torch.Tensor, indices: torch.Tensor, epoch: int) -> LossOutput:
         v, idx, bank = self._prepare(embeddings, indices)
@@ -76,15 +78,24 @@ class InsDis(BankMethod):
         columns = torch.cat([idx.view(-1, 1), noise], dim=1)
         dense = self._scores(v, bank) if self.num_samples <= columns.numel() else None  # the cheaper way
         logits = gathered_similarities(v, bank, columns, dense=dense) / self.settings.temperature
-        # every rank must use the same Z: average the per-rank estimates
-        estimate = all_gather_cat(batch_normaliser(logits.detach(), self.num_samples).view(1)).double().mean()
+        self._pending_estimate = row_normalisers(logits.detach(), self.num_samples).double()
+        log_z = torch.log(self._pending_estimate.mean() if self.normaliser is None else self.normaliser)
+        return nce_loss(logits, log_z, self.num_samples), {"nce_log_z": log_z}
+
+    def update(self) -> None:
+        """Bank update, then Z from this step's estimate averaged over ranks: set on the first
+        step, then frozen or EMA-updated (used from the next step on; no collective in ``loss``)."""
+        estimate = self._pending_estimate
+        super().update()
+        if estimate is None:
+            return
+        estimate = all_gather_cat(estimate).mean()
+        self._pending_estimate = None
         if self.normaliser is None:
             self.normaliser = estimate
         elif self.settings.nce_z == "ema":
             m = self.settings.nce_z_momentum
             self.normaliser = m * self.normaliser + (1 - m) * estimate
-        log_z = torch.log(self.normaliser)
-        return nce_loss(logits, log_z, self.num_samples), {"nce_log_z": log_z}
 
     def state_dict(self) -> dict[str, Any]:
         z = None if self.normaliser is None else float(self.normaliser)

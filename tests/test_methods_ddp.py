@@ -1,5 +1,5 @@
 """DDP: two gloo processes on CPU end with identical bank and graph, equal to one process on the
-concatenated batches; all_gather_cat handles uneven per-rank batches."""
+concatenated batches, and with the same NCE normaliser; all_gather_cat handles uneven batches."""
 import os
 import socket
 
@@ -13,6 +13,7 @@ from methods_reference import unit_rows
 
 N, D = 64, 8
 CONFIG = dict(name="invp", temperature=0.1, k=3, steps=2, n_pos=5, n_background=16, ramp={"type": "binary", "length": 1})
+NCE = dict(name="insdis", variant="nce", nce_k=16, nce_z="ema")
 SPLIT = 5  # rank 0 takes the first 5 rows of every batch, rank 1 the other 3
 
 
@@ -38,7 +39,8 @@ def _worker(rank, port, out_dir):
     gathered = all_gather_cat(torch.full((3 - rank, 2), float(rank)))
     rows = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
     state = run_steps(build_method(CONFIG, N), batches(), rows)
-    torch.save({"state": state, "gathered": gathered}, os.path.join(out_dir, f"rank{rank}.pt"))
+    nce = run_steps(build_method(NCE, N), batches(), rows)
+    torch.save({"state": state, "nce": nce, "gathered": gathered}, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
 
@@ -59,3 +61,5 @@ def test_two_gloo_ranks_match_each_other_and_a_single_process(tmp_path):
     assert torch.allclose(ranks[0]["state"]["bank"], single["bank"], atol=1e-6)
     assert torch.equal(ranks[0]["state"]["neighbours"], single["neighbours"])
     assert single["neighbours"].any()
+    assert ranks[0]["nce"]["nce_normaliser"] == ranks[1]["nce"]["nce_normaliser"] is not None
+    assert torch.equal(ranks[0]["nce"]["bank"], ranks[1]["nce"]["bank"])
