@@ -50,6 +50,7 @@ TRANSFER_SPLITS = {
     "oxford_pets": TransferSplits("trainval", None, "test", "mean_per_class"),
     "flowers102": TransferSplits("train", "val", "test", "mean_per_class"),
     "digits": TransferSplits("train", None, "test", "top1"),
+    "mini_voc_cls": TransferSplits("trainval", None, "test", "voc11_map"),
 }
 
 

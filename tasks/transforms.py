@@ -6,6 +6,8 @@ A task's ``transform`` setting picks the family:
   CenterCrop ``crop`` (224), or with ``eval_resize: warp`` Resize then Resize to crop x crop
   (VISSL's VOC SVMs); training RandomResizedCrop(``crop``, ``crop_scale``) + flip; ImageNet
   mean/std. ``resize``/``crop`` shrink the sizes (tests, small backbones).
+- ``gray``: the same geometry on one channel with Fashion-MNIST mean/std (the mini profile's
+  backbone on the mini detection set's grayscale canvases).
 - ``recipe:<name>``: the clean transform of pretraining recipe ``<name>`` in
   ``benchmark/augment.py`` (e.g. ``recipe:cifar``); training adds RandomCrop with padding
   (+ flip for colour images). Fashion-MNIST and digits default to ``recipe:mini``.
@@ -19,26 +21,42 @@ from typing import Any, Mapping
 from PIL import Image
 from torchvision import transforms as T
 
-from benchmark.augment import IMAGENET_MEAN, IMAGENET_STD, get_recipe
+from benchmark.augment import (
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    get_recipe,
+)
 
 RECIPE_DEFAULTS = {"fashion_mnist": "recipe:mini", "digits": "recipe:mini"}
 
 
-class ToRGB:
-    """Convert a PIL image to RGB (Caltech101 ships grayscale files; torchvision keeps them L)."""
+class ConvertMode:
+    """Convert a PIL image to ``mode`` (Caltech101 ships grayscale files; torchvision keeps them
+    L; mini_det canvases are L)."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        return image.convert("RGB")
+        return image.convert(self.mode)
 
     def __repr__(self) -> str:
-        return "ToRGB()"
+        return f"ConvertMode({self.mode!r})"
 
 
 def _family(dataset: str, settings: Mapping[str, Any]) -> str:
     family = str(settings.get("transform", RECIPE_DEFAULTS.get(dataset, "imagenet")))
-    if family != "imagenet" and not family.startswith("recipe:"):
-        raise ValueError(f"transform must be 'imagenet' or 'recipe:<name>', not {family!r}")
+    if family not in ("imagenet", "gray") and not family.startswith("recipe:"):
+        raise ValueError(f"transform must be 'imagenet', 'gray' or 'recipe:<name>', not {family!r}")
     return family
+
+
+def _colour(family: str) -> tuple[ConvertMode, T.Normalize]:
+    if family == "gray":
+        return ConvertMode("L"), T.Normalize(FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+    return ConvertMode("RGB"), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
 
 
 def eval_transform(dataset: str, settings: Mapping[str, Any] | None = None) -> T.Compose:
@@ -55,7 +73,8 @@ def eval_transform(dataset: str, settings: Mapping[str, Any] | None = None) -> T
         geometry = [T.Resize(resize), T.Resize((crop, crop))]
     else:
         raise ValueError(f"eval_resize must be 'center_crop' or 'warp', not {mode!r}")
-    return T.Compose([ToRGB(), *geometry, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    convert, normalize = _colour(family)
+    return T.Compose([convert, *geometry, T.ToTensor(), normalize])
 
 
 def train_transform(dataset: str, settings: Mapping[str, Any] | None = None) -> T.Compose:
@@ -69,12 +88,13 @@ def train_transform(dataset: str, settings: Mapping[str, Any] | None = None) -> 
         return T.Compose([T.RandomCrop(size, padding=size // 8), *flip, *recipe.eval().transforms])
     crop = int(settings.get("crop", 224))
     scale = tuple(settings.get("crop_scale", (0.08, 1.0)))
+    convert, normalize = _colour(family)
     return T.Compose(
         [
-            ToRGB(),
+            convert,
             T.RandomResizedCrop(crop, scale=scale),
             T.RandomHorizontalFlip(),
             T.ToTensor(),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            normalize,
         ]
     )

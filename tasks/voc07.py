@@ -47,7 +47,7 @@ class VOC07Task(Task):
 
     @classmethod
     def datasets(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
-        return (DATASET,)
+        return (settings.get("dataset", DATASET),)
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -106,6 +106,7 @@ class VOC07SVMTask(VOC07Task):
         "costs": VISSL_COSTS,
         "folds": 3,
         "workers": 2,
+        "dataset": DATASET,
         "train_split": "trainval",
         "test_split": "test",
         "eval_resize": "warp",
@@ -115,8 +116,9 @@ class VOC07SVMTask(VOC07Task):
         s = task_settings(self.defaults, ctx)
         backbone = ctx.encoder.load(ctx.device)
         layers = resolve_layers(s["layers"], backbone, dict(s["grids"]))
-        train, train_t = context_features(ctx, s, DATASET, s["train_split"], layers, backbone)
-        test, test_t = context_features(ctx, s, DATASET, s["test_split"], layers, backbone)
+        dataset = s["dataset"]
+        train, train_t = context_features(ctx, s, dataset, s["train_split"], layers, backbone)
+        test, test_t = context_features(ctx, s, dataset, s["test_split"], layers, backbone)
         costs = [float(c) for c in s["costs"]]
         per_layer = {}
         for layer in layers:
@@ -127,7 +129,7 @@ class VOC07SVMTask(VOC07Task):
                                  int(s["folds"]), store, int(s["workers"]))
             per_layer[layer.name] = self._score_layer(fits, costs, l2_normalise(test[layer.name]),
                                                       test_t.numpy())
-        return self._measurements(per_layer)
+        return self._measurements(dataset, per_layer)
 
     @staticmethod
     def _score_layer(fits, costs, test_x, test_t) -> dict[str, Any]:
@@ -140,20 +142,20 @@ class VOC07SVMTask(VOC07Task):
         return {"map": test_map, "cv_map": cv_map, "costs": best_costs, "per_class": per_class}
 
     @staticmethod
-    def _measurements(per_layer: dict[str, dict[str, Any]]) -> list[Measurement]:
+    def _measurements(dataset: str, per_layer: dict[str, dict[str, Any]]) -> list[Measurement]:
         chosen = max(per_layer, key=lambda name: per_layer[name]["cv_map"])
         best_test = max(per_layer, key=lambda name: per_layer[name]["map"])
         out = [
-            Measurement("map", per_layer[chosen]["map"], DATASET, "test",
+            Measurement("map", per_layer[chosen]["map"], dataset, "test",
                         {"layer": chosen, "cv_map": per_layer[chosen]["cv_map"],
                          "costs": per_layer[chosen]["costs"],
                          "selection": "layer by mean 3-fold CV AP on trainval"}),
-            Measurement("map_best_layer_on_test", per_layer[best_test]["map"], DATASET, "test",
+            Measurement("map_best_layer_on_test", per_layer[best_test]["map"], dataset, "test",
                         {"layer": best_test,
                          "label": "best layer on test, as the anchors report it"}),
         ]
         out += [
-            Measurement(f"map@{name}", r["map"], DATASET, "test",
+            Measurement(f"map@{name}", r["map"], dataset, "test",
                         {"cv_map": r["cv_map"], "costs": r["costs"], "per_class_ap": r["per_class"]})
             for name, r in per_layer.items()
         ]
@@ -204,6 +206,7 @@ class VOC07BCETask(VOC07Task):
         "iterations": 1900,
         "step_every": 760,
         "gamma": 0.5,
+        "dataset": DATASET,
         "train_split": "trainval",
         "test_split": "test",
     }
@@ -212,8 +215,9 @@ class VOC07BCETask(VOC07Task):
         s = task_settings(self.defaults, ctx)
         backbone = ctx.encoder.load(ctx.device)
         layer = FeatureLayer.parse(s["layer"])
-        train, train_t = context_features(ctx, s, DATASET, s["train_split"], [layer], backbone)
-        test, test_t = context_features(ctx, s, DATASET, s["test_split"], [layer], backbone)
+        dataset = s["dataset"]
+        train, train_t = context_features(ctx, s, dataset, s["train_split"], [layer], backbone)
+        test, test_t = context_features(ctx, s, dataset, s["test_split"], [layer], backbone)
         with single_thread_on_cpu(ctx.device):
             head = train_bce_head(train[layer.name], train_t, s, ctx.device, ctx.seed)
         with torch.no_grad():
@@ -221,7 +225,7 @@ class VOC07BCETask(VOC07Task):
         value, per_class = mean_ap(scores, test_t, sklearn_ap, "exclude")
         extra = {"layer": layer.name, "iterations": int(s["iterations"]),
                  "per_class_ap": per_class, "evaluated": "after the last iteration"}
-        return [Measurement("map", value, DATASET, s["test_split"], extra)]
+        return [Measurement("map", value, dataset, s["test_split"], extra)]
 
 
 @register

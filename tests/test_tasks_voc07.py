@@ -12,28 +12,30 @@ from PIL import Image
 
 from benchmark.datasets import DatasetMissing, get_dataset
 from benchmark.datasets.voc07_cls import VOC_CLASSES
+from benchmark.datasets.voc_detection import MINI_DET_CLASSES
 from tasks.base import get_task
 from tasks_support import TinyBackbone, make_context
 
 SMALL = {"resize": 16, "crop": 16}
 
 
-def write_voc(root, per_split=None, seed=0):
-    base = root / "VOCdevkit" / "VOC2007"
+def write_voc(root, per_split=None, seed=0, classes=VOC_CLASSES, folder=""):
+    base = root / folder / "VOCdevkit" / "VOC2007"
     (base / "JPEGImages").mkdir(parents=True)
     (base / "ImageSets" / "Main").mkdir(parents=True)
     rng = np.random.default_rng(seed)
     sizes = per_split or {"train": 40, "val": 40, "test": 40}
+    n_classes = len(classes)
     values = {}
     start = 0
     for split, n in sizes.items():
         ids = [f"{start + i:06d}" for i in range(n)]
         start += n
-        labels = -np.ones((n, 20), dtype=int)
+        labels = -np.ones((n, n_classes), dtype=int)
         for i in range(n):
-            labels[i, [i % 20, (i * 7 + 3) % 20]] = 1
+            labels[i, [i % n_classes, (i * 7 + 3) % n_classes]] = 1
             if rng.random() < 0.2:
-                labels[i, rng.integers(20)] = 0  # difficult
+                labels[i, rng.integers(n_classes)] = 0  # difficult
         for i, image_id in enumerate(ids):
             pixels = np.zeros((16, 20, 3), dtype=np.uint8)
             for c in np.nonzero(labels[i] == 1)[0]:
@@ -41,10 +43,12 @@ def write_voc(root, per_split=None, seed=0):
                 pixels[r * 4 : r * 4 + 4, q * 4 : q * 4 + 4] = 255
             Image.fromarray(pixels).save(base / "JPEGImages" / f"{image_id}.jpg", quality=95)
         values[split] = (ids, labels)
-    values["trainval"] = (values["train"][0] + values["val"][0],
-                          np.concatenate([values["train"][1], values["val"][1]]))
+    if "train" in values:
+        values["trainval"] = (values["train"][0] + values["val"][0],
+                              np.concatenate([values["train"][1], values["val"][1]]))
     for split, (ids, labels) in values.items():
-        for c, name in enumerate(VOC_CLASSES):
+        (base / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+        for c, name in enumerate(classes):
             lines = [f"{image_id} {labels[i, c]:2d}" for i, image_id in enumerate(ids)]
             (base / "ImageSets" / "Main" / f"{name}_{split}.txt").write_text("\n".join(lines) + "\n")
     return values
@@ -124,3 +128,16 @@ def test_lbfgs_protocol_selects_c_on_val(tmp_path, voc_root):
     assert test.extra["weight_decay"] in (1.0, 10.0)
     assert test.extra["C"] == 1.0 / test.extra["weight_decay"] and val.value == test.extra["val"]
     assert test.value > 0.8
+
+
+def test_mini_stand_in_reads_mini_det_lists(tmp_path):
+    write_voc(tmp_path / "data", {"trainval": 40, "test": 20}, classes=MINI_DET_CLASSES,
+              folder="mini_det")
+    data = get_dataset("mini_voc_cls").build(tmp_path / "data", "trainval")
+    assert tuple(data.targets.shape) == (40, 10)
+    settings = {"dataset": "mini_voc_cls", "transform": "gray", **SMALL, "layer": "stem@4",
+                "iterations": 200, "step_every": 100, "lr": 1.0}
+    ctx = make_context(tmp_path, "voc07_bce", settings, TinyBackbone(1))
+    (result,) = get_task("voc07_bce").run(ctx)
+    assert result.dataset == "mini_voc_cls" and len(result.extra["per_class_ap"]) == 10
+    assert result.value > 0.6

@@ -8,6 +8,7 @@ from benchmark.datasets import (  # noqa: F401
     imagenet,
     places205,
     voc07_cls,
+    voc_detection,
 )
 from benchmark.datasets.registry import (  # noqa: F401
     DatasetMissing,

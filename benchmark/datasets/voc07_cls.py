@@ -1,9 +1,11 @@
-"""Pascal VOC 2007 as a 20-class multi-label classification set (protocols.md §3.3, §4).
+"""Pascal VOC 2007 as a 20-class multi-label classification set (protocols.md §3.3, §4), and
+``mini_voc_cls``: the same reader on the mini detection set (``mini_det``, 10 classes), the
+mini profile's stand-in for VOC07 classification.
 
 Layout: ``<root>/VOCdevkit/VOC2007/{ImageSets/Main/<class>_<split>.txt, JPEGImages/<id>.jpg}``
 as the VOC devkit ships it. Each class file has one ``<id> <value>`` line per image of the
 split, value 1 = present, -1 = absent, 0 = difficult; targets keep those raw values (an int8
-vector of 20 per image) so that each protocol applies its own difficult rule.
+vector per image) so that each protocol applies its own difficult rule.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from benchmark.datasets.registry import DatasetSpec, register_dataset
+from benchmark.datasets.voc_detection import MINI_DET_CLASSES, MINI_SPEC
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -45,28 +48,28 @@ def read_class_file(path: Path) -> dict[str, int]:
     return values
 
 
-class VOC07Classification(Dataset):
-    """(image, int8 tensor of 20 VOC values) pairs of one split; ``targets`` is (N, 20)."""
+class VOCClassification(Dataset):
+    """(image, int8 tensor of VOC values) pairs of one split of the devkit folder ``base``;
+    ``targets`` is (N, classes). Images keep their mode (RGB for VOC, L for mini_det)."""
 
-    def __init__(self, root: Path, split: str, transform: Any = None):
-        base = voc_dir(root)
+    def __init__(self, base: Path, split: str, classes: tuple[str, ...], transform: Any = None):
         per_class = [
             read_class_file(base / "ImageSets" / "Main" / f"{name}_{split}.txt")
-            for name in VOC_CLASSES
+            for name in classes
         ]
         self.ids = sorted(per_class[0])
-        for name, values in zip(VOC_CLASSES, per_class):
+        for name, values in zip(classes, per_class):
             if sorted(values) != self.ids:
                 raise ValueError(
                     f"{base / 'ImageSets' / 'Main' / f'{name}_{split}.txt'} lists different "
-                    f"images than {VOC_CLASSES[0]}_{split}.txt; the devkit files are inconsistent"
+                    f"images than {classes[0]}_{split}.txt; the devkit files are inconsistent"
                 )
         self.targets = torch.tensor(
             [[values[i] for values in per_class] for i in self.ids], dtype=torch.int8
         )
         self.images = base / "JPEGImages"
         self.transform = transform
-        self.classes = list(VOC_CLASSES)
+        self.classes = list(classes)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -74,16 +77,17 @@ class VOC07Classification(Dataset):
     def __getitem__(self, i: int) -> tuple[Any, torch.Tensor]:
         path = self.images / f"{self.ids[i]}.jpg"
         try:
-            image = Image.open(path).convert("RGB")
+            image = Image.open(path)
+            image.load()
         except (OSError, ValueError) as exc:
             raise OSError(f"cannot read VOC image {path}: {exc}") from exc
         return (self.transform(image) if self.transform else image), self.targets[i]
 
 
-def _problems(root: Path) -> list[str]:
-    base = voc_dir(root)
+def devkit_problems(base: Path, classes: tuple[str, ...], splits: tuple[str, ...]) -> list[str]:
+    """What is missing from a devkit folder for classification lists of ``splits``."""
     main = base / "ImageSets" / "Main"
-    missing = [f"{c}_{s}.txt" for s in SPLITS for c in VOC_CLASSES if not (main / f"{c}_{s}.txt").is_file()]
+    missing = [f"{c}_{s}.txt" for s in splits for c in classes if not (main / f"{c}_{s}.txt").is_file()]
     problems = [f"missing {len(missing)} class files in {main}, e.g. {missing[0]}"] if missing else []
     if not (base / "JPEGImages").is_dir():
         problems.append(f"missing folder {base / 'JPEGImages'}")
@@ -97,8 +101,27 @@ SPEC = register_dataset(
         num_classes=20,
         splits=SPLITS,
         location=voc_dir,
-        problems=_problems,
+        problems=lambda root: devkit_problems(voc_dir(root), VOC_CLASSES, SPLITS),
         how_to_get=HOW_TO_GET,
-        builder=lambda root, split, transform=None, **_: VOC07Classification(root, split, transform),
+        builder=lambda root, split, transform=None, **_: VOCClassification(
+            voc_dir(root), split, VOC_CLASSES, transform
+        ),
+    )
+)
+MINI_SPLITS = ("trainval", "test")
+MINI = register_dataset(
+    DatasetSpec(
+        name="mini_voc_cls",
+        summary="mini_det as multi-label classification, 10 classes, 1000 trainval / 200 test",
+        num_classes=len(MINI_DET_CLASSES),
+        splits=MINI_SPLITS,
+        location=MINI_SPEC.location,
+        problems=lambda root: MINI_SPEC.check(root)
+        or devkit_problems(MINI_SPEC.location(root), MINI_DET_CLASSES, MINI_SPLITS),
+        how_to_get=MINI_SPEC.how_to_get,
+        builder=lambda root, split, transform=None, **_: VOCClassification(
+            MINI_SPEC.location(root), split, MINI_DET_CLASSES, transform
+        ),
+        prepare=MINI_SPEC.prepare,
     )
 )
