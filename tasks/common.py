@@ -16,10 +16,12 @@ def task_settings(defaults: Mapping[str, Any], ctx: TaskContext) -> dict[str, An
 
 
 def encoder_key(encoder: Any) -> str:
-    """Cache key of an encoder: its checkpoint hash, or kind + config hash for sanity encoders."""
+    """Cache key of an encoder: its checkpoint hash; for the sanity encoders (random, pixels)
+    the kind + the hash of what builds them (model, seed, data sections), so that every task
+    of a run shares their cached features."""
     if encoder.checkpoint_hash:
         return str(encoder.checkpoint_hash)
-    return f"{encoder.kind}-{encoder.config.hash}"
+    return f"{encoder.kind}-{encoder.config.section_hash('model', 'seed', 'data')}"
 
 
 def load_split(ctx: TaskContext, dataset: str, split: str, transform: Any = None) -> Dataset:

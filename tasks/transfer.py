@@ -11,6 +11,7 @@ Flowers), 11-point mAP with difficult counted as negative (VOC07).
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
@@ -110,8 +111,9 @@ class TransferTaskBase(Task):
         s = task_settings(self.defaults, ctx)
         return [m for dataset in s["datasets"] for m in self.run_dataset(ctx, s, dataset)]
 
+    @abstractmethod
     def run_dataset(self, ctx: TaskContext, s: dict[str, Any], dataset: str) -> list[Measurement]:
-        raise NotImplementedError
+        """Measurements of one transfer dataset."""
 
 
 @register

@@ -76,3 +76,14 @@ def test_cache_reuses_files_and_keys_on_transform_layer_encoder(tmp_path):
     files = list(tmp_path.rglob("*"))
     assert sum(f.suffix == ".pt" for f in files) == 4
     assert not [f for f in files if f.name.startswith(".")]  # no temp files left behind
+
+
+def test_sanity_encoder_cache_key_ignores_task_settings(tmp_path):
+    from tasks.common import encoder_key
+    from tasks_support import make_context
+
+    one = make_context(tmp_path, "knn", {"k": 5}, kind="random").encoder
+    other = make_context(tmp_path, "linear", {"epochs": 3}, kind="random").encoder
+    pixels = make_context(tmp_path, "knn", {"k": 5}, kind="pixels").encoder
+    assert encoder_key(one) == encoder_key(other) != encoder_key(pixels)
+    assert encoder_key(make_context(tmp_path, "knn", {}).encoder) == "standin0001"
