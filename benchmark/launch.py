@@ -22,9 +22,9 @@ from benchmark.plan import Job
 from benchmark.resources import Resources, resources_for
 from benchmark.slurm_check import check_resources, require_slurm
 from benchmark.store import ResultStore
+from benchmark.sweep_cli import LOG_TAIL_LINES
 
 CLUSTERS = {"slurm": "slurm", "submitit-local": "local", "debug": "debug"}
-LOG_TAIL_LINES = 15
 
 
 class Launcher(Protocol):
@@ -289,8 +289,11 @@ class SubmititLauncher:
         """Block until every submitted job ends; one Outcome per submission, in order."""
         outcomes = []
         for sub in submissions:
-            outcome = await_outcome(sub) if sub.handle is not None or sub.outcome else Outcome(
-                sub.job.job_id, sub.job.label, "pending", "queued by an earlier submission")
+            if sub.handle is None and sub.outcome is None:  # depended on, not resubmitted
+                outcome = Outcome(sub.job.job_id, sub.job.label, "pending",
+                                  "queued or running from an earlier submission")
+            else:
+                outcome = await_outcome(sub)
             if self.on_outcome:
                 self.on_outcome(outcome)
             outcomes.append(outcome)

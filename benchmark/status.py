@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from benchmark.launch import LOG_TAIL_LINES, finished_path, last_line, log_tail
+from benchmark.launch import finished_path, last_line, log_tail
 from benchmark.store import ResultStore
+from benchmark.sweep_cli import LOG_TAIL_LINES
 from benchmark.sweep_state import SweepState
 
 PENDING_STATES = {"PENDING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED"}

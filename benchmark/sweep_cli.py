@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+LOG_TAIL_LINES = 15  # log lines `status` shows for a failed job
 RESOURCE_FLAGS = {  # flag -> (type, help); keys are fields of benchmark.resources.Resources
     "partition": (str, "Slurm partition"),
     "nodes": (int, "nodes per pretraining job"),
@@ -72,6 +73,6 @@ def add_status_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("sweep", nargs="?", default=None, help="sweep name or folder (default: latest)")
     p.add_argument("--sweeps", type=Path, default=Path("sweeps"), help="sweeps root (default: sweeps)")
     p.add_argument("--results", type=Path, default=Path("results"), help="result records root")
-    p.add_argument("--lines", type=int, default=15,
-                   help="log lines shown for a failed job (default: 15)")
+    p.add_argument("--lines", type=int, default=LOG_TAIL_LINES,
+                   help=f"log lines shown for a failed job (default: {LOG_TAIL_LINES})")
     p.set_defaults(func=_run_status)
