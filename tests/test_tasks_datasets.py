@@ -197,3 +197,17 @@ def test_flowers102_setid_and_labels(tmp_path, monkeypatch):
                                           "tstid": np.array([5, 6])})
     assert get_dataset("flowers102").build(tmp_path, "train").targets == [0, 1]
     assert get_dataset("flowers102").build(tmp_path, "test").targets == [101, 101]
+
+
+@pytest.mark.parametrize("task", ["linear", "linear_multilayer"])
+def test_imagenet_probes_run_on_the_real_layout(tmp_path, task):
+    write_imagenet(tmp_path / "data", per_class=6)
+    layers = "blocks" if task == "linear" else ["stem@2/2/0", "layer2.0@1", "pooled"]
+    settings = {"dataset": "imagenet", "layers": layers, "epochs": 2, "milestones": [1],
+                "holdout": 4, "resize": 8, "crop": 8, "lr": 0.1}
+    ctx = make_context(tmp_path, task, settings, TinyBackbone(3))
+    out = get_task(task).run(ctx)
+    top1 = next(m for m in out if m.metric == "top1" and m.split == "val")
+    assert 0 <= top1.value <= 1 and top1.dataset == "imagenet"
+    per_layer = [m.metric for m in out if m.metric.startswith("top1@")]
+    assert len(per_layer) == 3
