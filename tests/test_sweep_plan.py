@@ -169,3 +169,15 @@ def test_local_sweep_records_outcomes_that_status_reads(tmp_path, monkeypatch, c
                  "--results", str(tmp_path / "results")]) == 0
     out = capsys.readouterr().out
     assert "failed   " in out and "boom" in out and "dependency" in out
+
+
+def test_sweep_cli_rejects_bad_launchers_and_missing_slurm_before_writing_state(
+        tmp_path, monkeypatch, capsys):
+    base = ["sweep", "--methods", "invp", "--tasks", "knn", "--sweeps", str(tmp_path / "sweeps"),
+            "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
+    assert main([*base, "--launcher", "pbs"]) == 2
+    assert "unknown launcher 'pbs'" in capsys.readouterr().err
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert main([*base, "--launcher", "slurm"]) == 2
+    assert "missing: sbatch, sinfo, sacct, scancel" in capsys.readouterr().err
+    assert not list(tmp_path.glob("sweeps/*/sweep.json"))
