@@ -1,18 +1,39 @@
 """Helpers shared by the task families: settings, data splits, labels, seeding."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
+from benchmark.config import ConfigError
 from benchmark.datasets import get_dataset
 from tasks.base import TaskContext
 
 
-def task_settings(defaults: Mapping[str, Any], ctx: TaskContext) -> dict[str, Any]:
-    """The task's class defaults overlaid with the run config's ``tasks.<name>`` block."""
-    return {**defaults, **dict(ctx.settings)}
+# Settings every task accepts: the transform (tasks/transforms.py) and feature extraction.
+COMMON_KEYS = frozenset(
+    {"transform", "resize", "crop", "crop_scale", "eval_resize", "extract_batch_size",
+     "feature_dtype"}
+)
+
+
+def task_settings(
+    defaults: Mapping[str, Any], ctx: TaskContext, extra_keys: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The task's class defaults overlaid with the run config's ``tasks.<name>`` block; a key
+    the task does not know, or a missing ``dataset``, is a ConfigError naming it."""
+    given = dict(ctx.settings)
+    valid = set(defaults) | COMMON_KEYS | set(extra_keys)
+    unknown = sorted(set(given) - valid)
+    if unknown:
+        raise ConfigError(
+            f"tasks.{ctx.task_name}: unknown setting(s) {unknown}; valid: {', '.join(sorted(valid))}"
+        )
+    merged = {**defaults, **given}
+    if "dataset" in merged and not merged["dataset"]:
+        raise ConfigError(f"tasks.{ctx.task_name}.dataset is missing (a registered dataset name)")
+    return merged
 
 
 def encoder_key(encoder: Any) -> str:

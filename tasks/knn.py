@@ -19,6 +19,7 @@ class KNNTask(Task):
     metrics = ("top1", "top5")
     protocol = "InsDis weighted kNN: cosine similarity, k nearest vote with exp(s/sigma)"
     defaults: ClassVar[dict[str, Any]] = {
+        "dataset": None,
         "k": 200,
         "sigma": 0.1,
         "layer": "pooled",

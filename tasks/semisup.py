@@ -86,7 +86,7 @@ class SemiSupervisedTask(Task):
         return ({**cls.defaults, **dict(settings)}["dataset"],)
 
     def run(self, ctx: TaskContext) -> list[Measurement]:
-        s = task_settings(self.defaults, ctx)
+        s = task_settings(self.defaults, ctx, FinetuneRecipe.__dataclass_fields__)
         dataset = s["dataset"]
         require_trainable(ctx.encoder.load("cpu"), ctx.encoder.kind)
         train = load_split(ctx, dataset, s["train_split"], train_transform(dataset, s))

@@ -107,8 +107,10 @@ class TransferTaskBase(Task):
     def datasets(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
         return tuple({**cls.defaults, **dict(settings)}["datasets"])
 
+    extra_keys: ClassVar[tuple[str, ...]] = ()
+
     def run(self, ctx: TaskContext) -> list[Measurement]:
-        s = task_settings(self.defaults, ctx)
+        s = task_settings(self.defaults, ctx, self.extra_keys)
         return [m for dataset in s["datasets"] for m in self.run_dataset(ctx, s, dataset)]
 
     @abstractmethod
@@ -121,6 +123,7 @@ class TransferFinetuneTask(TransferTaskBase):
     name = "transfer"
     summary = "fine-tune to 7 datasets with the (lr, wd) grid, select on val, retrain, test once"
     protocol = "SimCLR/Kornblith fine-tune (§3.5): lr x wd grid, wd/lr, retrain on train+val"
+    extra_keys = tuple(FinetuneRecipe.__dataclass_fields__)
     defaults = {
         **_common_defaults(),
         "lrs": [1e-4, 1e-3, 1e-2, 1e-1],
@@ -194,7 +197,6 @@ class TransferLinearTask(TransferTaskBase):
         "weight_decays": {"logspace": [-6, 5, 45]},
         "layer": "pooled",
         "max_iter": 1000,
-        "resize_interpolation": "bicubic",
     }
 
     def run_dataset(self, ctx: TaskContext, s: dict[str, Any], dataset: str) -> list[Measurement]:

@@ -113,3 +113,13 @@ def test_transfer_linear_sweeps_c_and_refits(tmp_path):
     test = _by_metric(get_task("transfer_linear").run(ctx))
     assert test["top1"].extra["weight_decay"] == 1e-2  # wd 1e3 makes the model ~constant
     assert test["top1"].value > 3 * CHANCE
+
+
+def test_unknown_or_missing_settings_are_named(tmp_path):
+    from benchmark.config import ConfigError
+
+    ctx = make_context(tmp_path, "linear", {"dataset": "digits", "epoch": 3})
+    with pytest.raises(ConfigError, match=r"tasks.linear: unknown setting\(s\) \['epoch'\].*epochs"):
+        get_task("linear").run(ctx)
+    with pytest.raises(ConfigError, match="tasks.knn.dataset is missing"):
+        get_task("knn").run(make_context(tmp_path, "knn", {"k": 3}))
