@@ -50,9 +50,9 @@ eval_batch_size: 8
 )
 
 
-def run_config(profile: str, method: str) -> RunConfig:
+def run_config(profile: str, method: str, seed: int | None) -> RunConfig:
     """The profile's run config, with the detection block above when the profile has none."""
-    tree = resolve(profile, method).to_dict()
+    tree = resolve(profile, method, seed=seed).to_dict()
     tree.setdefault("tasks", {}).setdefault("detection", MINI_DETECTION)
     return RunConfig.from_dict(tree)
 
@@ -62,6 +62,7 @@ def main() -> int:
     parser.add_argument("--checkpoint", type=Path, required=True, help="encoder.pt of a mini pretraining run")
     parser.add_argument("--profile", default="mini")
     parser.add_argument("--method", default="invp")
+    parser.add_argument("--seed", type=int, default=None, help="run seed (default: the profile's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-root", default=None)
@@ -69,7 +70,7 @@ def main() -> int:
     args = parser.parse_args()
 
     configure_threads(args.threads)
-    config = run_config(args.profile, args.method)
+    config = run_config(args.profile, args.method, args.seed)
     settings = config.tasks["detection"]
     root = resolve_data_root(args.data_root)
     spec = get_dataset(settings["dataset"])

@@ -16,7 +16,7 @@ in a single process), ``frozen`` freezes the statistics and affine parameters
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -29,10 +29,10 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import FrozenBatchNorm2d, roi_align
 
+from benchmark.augment import IMAGENET_MEAN, IMAGENET_STD
 from benchmark.config import ConfigError
 
 NORMS = ("sync", "frozen")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class C4Parts:
     in_channels: int
     trunk_channels: int
     head_channels: int
-    stride: int = field(default=16)
+    stride: int
 
 
 def split_c4(backbone: nn.Module, probe_size: int = 64) -> C4Parts:
