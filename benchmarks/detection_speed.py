@@ -45,6 +45,7 @@ detector:
   rpn_post_nms_test: 100
   roi_size: 7
   box_batch_per_image: 32
+precise_bn_iters: 20
 eval_batch_size: 8
 """
 )

@@ -15,6 +15,7 @@ from benchmark.models import build_backbone
 from tasks.detection.export import CheckpointMismatch, detectron2_key, export_detectron2
 from tasks.detection.model import C4Config, L1RegionProposalNetwork, build_c4_detector, split_c4
 from tasks.detection.schedule import MOCO_VOC, DetectionSchedule
+from tasks.detection.train import recompute_bn_statistics
 
 MINI = {"backbone": "mini_resnet", "width": 8, "in_channels": 1}
 MINI_DETECTOR = C4Config(
@@ -192,3 +193,26 @@ def test_export_refuses_a_non_resnet50_checkpoint(tmp_path):
         export_detectron2(tmp_path / "odd.pt", tmp_path / "out.pkl")
     with pytest.raises(FileNotFoundError, match="absent.pt"):
         export_detectron2(tmp_path / "absent.pt", tmp_path / "out.pkl")
+
+
+class StackedBatchNorm(nn.Module):
+    """A detector-shaped stand-in: ``model(images, targets)`` runs one BatchNorm on the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(2)
+
+    def forward(self, images, targets):
+        return self.bn(torch.stack(images))
+
+
+def test_precise_bn_sets_the_average_of_batch_statistics():
+    torch.manual_seed(0)
+    model = StackedBatchNorm()
+    model.bn.running_mean.fill_(5.0)
+    batches = [([torch.randn(2, 3, 3) * (k + 1) + k for _ in range(4)], [None] * 4) for k in range(4)]
+    recompute_bn_statistics(model, iter(batches), iterations=3)
+    used = [torch.stack(images) for images, _ in batches[:3]]
+    torch.testing.assert_close(model.bn.running_mean, torch.stack([b.mean(dim=(0, 2, 3)) for b in used]).mean(0))
+    torch.testing.assert_close(model.bn.running_var, torch.stack([b.var(dim=(0, 2, 3)) for b in used]).mean(0))
+    assert model.bn.momentum == 0.1

@@ -20,6 +20,7 @@ SETTINGS = {
         "pixel_std": [0.353], "anchor_sizes": [16, 32], "rpn_pre_nms_train": 100, "rpn_post_nms_train": 30,
         "rpn_pre_nms_test": 100, "rpn_post_nms_test": 20, "roi_size": 7, "box_batch_per_image": 16,
     },
+    "precise_bn_iters": 1,
     "eval_batch_size": 4,
 }
 

@@ -3,7 +3,9 @@
 Settings (``tasks.detection``): ``dataset`` (``voc_detection`` or ``mini_det``),
 ``batch_size`` (global images per step), ``schedule`` (a schedule at its own batch size, moved
 to ``batch_size`` by the linear rule; MoCo's VOC schedule when absent), ``detector``
-(:class:`~tasks.detection.model.C4Config` keys), ``eval_batch_size``, ``num_workers``.
+(:class:`~tasks.detection.model.C4Config` keys), ``precise_bn_iters`` (BN statistics recomputed
+over that many training batches after training, MoCo's 200; 0 = off), ``eval_batch_size``,
+``num_workers``.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from tasks.errors import TaskNotApplicable
 
 log = logging.getLogger(__name__)
 
-SETTING_KEYS = ("dataset", "batch_size", "schedule", "detector", "eval_batch_size", "num_workers")
+SETTING_KEYS = ("dataset", "batch_size", "schedule", "detector", "precise_bn_iters", "eval_batch_size", "num_workers")
 
 
 def _check_settings(settings: Mapping[str, Any]) -> None:
@@ -61,7 +63,11 @@ class DetectionTask(Task):
         schedule = base.scaled_to(int(settings["batch_size"]))
         train_set = spec.build(ctx.data_root, "trainval", DetectionInput(parts.in_channels, flip=True))
         test_set = spec.build(ctx.data_root, "test", DetectionInput(parts.in_channels, flip=False))
-        stats = train_detector(model, train_set, schedule, ctx.device, ctx.seed, int(settings.get("num_workers", 0)))
+        stats = train_detector(
+            model, train_set, schedule, ctx.device, ctx.seed,
+            num_workers=int(settings.get("num_workers", 0)),
+            precise_bn_iters=int(settings.get("precise_bn_iters", 0)),
+        )
         result = evaluate_detector(model, test_set, ctx.device, int(settings.get("eval_batch_size", 4)))
         log.info(
             "detection on %s: AP %.2f AP50 %.2f AP75 %.2f (%.2f it/s train, %.1f images/s eval)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -45,6 +46,33 @@ def _param_groups(model: nn.Module, schedule: DetectionSchedule) -> list[dict]:
     ]
 
 
+def _on_device(loader: Iterable, device: torch.device) -> Iterator[tuple[list, list]]:
+    """(images, targets with boxes and labels) batches moved to ``device``."""
+    for images, targets in loader:
+        yield (
+            [image.to(device, non_blocking=True) for image in images],
+            [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets],
+        )
+
+
+@torch.no_grad()
+def recompute_bn_statistics(model: nn.Module, batches: Iterator[tuple[list, list]], iterations: int) -> None:
+    """detectron2's precise BN: every BatchNorm's running mean/var becomes the plain average of
+    its batch statistics over ``iterations`` training batches (model in train mode, no update)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms or iterations <= 0:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches seen
+    model.train()
+    for _, (images, targets) in zip(range(iterations), batches):
+        model(images, targets)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+
+
 def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -58,12 +86,14 @@ def train_detector(
     device: torch.device,
     seed: int,
     num_workers: int = 0,
+    precise_bn_iters: int = 0,
 ) -> TrainStats:
     """Train ``model`` (a torchvision detection model) for ``schedule.iterations`` steps.
 
     ``schedule.batch_size`` is the global batch; under torch.distributed each rank takes its
     share of every batch and the model is wrapped in DistributedDataParallel. Images without
-    a box are left out, as detectron2 does.
+    a box are left out, as detectron2 does. ``precise_bn_iters`` > 0 then recomputes the BN
+    statistics over that many batches (MoCo's ``TEST.PRECISE_BN``; SyncBN keeps ranks equal).
     """
     rank, world = _world()
     if schedule.batch_size % world:
@@ -80,13 +110,11 @@ def train_detector(
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = torch.optim.SGD(_param_groups(model, schedule), lr=schedule.lr, momentum=schedule.momentum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_factor)
-    batches = iter(loader)
+    batches = _on_device(loader, device)
     losses: dict[str, float] = {}
     start = time.perf_counter()
     for iteration in tqdm(range(schedule.iterations), desc="detection", disable=rank != 0, leave=False):
         images, targets = next(batches)
-        images = [image.to(device, non_blocking=True) for image in images]
-        targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
         loss_dict = net(images, targets)
         loss = sum(loss_dict.values())
         if not torch.isfinite(loss):
@@ -98,4 +126,6 @@ def train_detector(
         losses = {k: v.item() for k, v in loss_dict.items()}
         if rank == 0 and (iteration + 1) % max(1, schedule.iterations // 10) == 0:
             log.info("detection iter %d/%d loss %.4f %s", iteration + 1, schedule.iterations, loss.item(), losses)
-    return TrainStats(schedule.iterations, time.perf_counter() - start, losses)
+    seconds = time.perf_counter() - start
+    recompute_bn_statistics(net, batches, precise_bn_iters)
+    return TrainStats(schedule.iterations, seconds, losses)
