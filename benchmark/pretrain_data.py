@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler, Subset
+from torch.utils.data import Dataset, DistributedSampler
 
 from benchmark.augment import eval_transform, train_transform
 from benchmark.config import ConfigError
@@ -34,19 +34,30 @@ def split_indices(total: int, train_subset: int, holdout: int, seed: int) -> tup
     return order[:n_train].sort().values, order[n_train : n_train + holdout].sort().values
 
 
-class SeededAugmentation(Dataset):
+class TransformedSubset(Dataset):
+    """``(transform(image), label)`` for the images ``indices`` of ``base`` (the monitor's clean view)."""
+
+    def __init__(self, base: Dataset, indices: Sequence[int], transform: Callable):
+        self.base = base
+        self.indices = [int(i) for i in indices]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> tuple[Any, int]:
+        image, label = self.base[self.indices[position]]
+        return self.transform(image), label
+
+
+class SeededAugmentation(TransformedSubset):
     """``(augmented image, position)`` for the images ``indices`` of ``base``; the augmentation
     of position i in epoch e is seeded from (seed, e, i). Set ``epoch`` before each epoch."""
 
     def __init__(self, base: Dataset, indices: Sequence[int], transform: Callable, seed: int):
-        self.base = base
-        self.indices = [int(i) for i in indices]
-        self.transform = transform
+        super().__init__(base, indices, transform)
         self.seed = seed
         self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
     def __getitem__(self, position: int) -> tuple[Any, int]:
         image, _ = self.base[self.indices[position]]
@@ -99,15 +110,15 @@ def build_pretrain_data(cfg: Any, root: Path) -> PretrainData:
     split (never its test split), as configured by ``data`` and ``pretrain.monitor``."""
     spec = get_dataset(cfg.data.dataset)
     base = spec.build(root, "train")
-    clean = spec.build(root, "train", transform=eval_transform(cfg.data.augment))
+    clean = eval_transform(cfg.data.augment)
     train_idx, holdout_idx = split_indices(
         len(base), int(cfg.data.train_subset), int(cfg.pretrain.monitor.holdout), int(cfg.seed)
     )
     return PretrainData(
         train=SeededAugmentation(base, train_idx.tolist(), train_transform(cfg.data.augment), int(cfg.seed)),
         train_labels=_labels(base, train_idx),
-        monitor_train=Subset(clean, train_idx.tolist()),
-        holdout=Subset(clean, holdout_idx.tolist()),
+        monitor_train=TransformedSubset(base, train_idx.tolist(), clean),
+        holdout=TransformedSubset(base, holdout_idx.tolist(), clean),
         holdout_labels=_labels(base, holdout_idx),
         num_classes=spec.num_classes,
     )
