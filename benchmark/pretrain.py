@@ -282,9 +282,9 @@ class PretrainRun:
             return None, f"loss = {out.loss.item()}"
         return out, ""
 
-    def train_step(self, images: torch.Tensor, positions: torch.Tensor, epoch: int) -> None:
-        """Forward, method loss, guard, backward, optimizer step, method update."""
-        started = time.perf_counter()
+    def train_step(self, images: torch.Tensor, positions: torch.Tensor, epoch: int, started: float) -> None:
+        """Forward, method loss, guard, backward, optimizer step, method update; ``started`` is
+        when fetching this batch began (images/s counts data loading)."""
         images = images.to(self.device, non_blocking=True)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -332,8 +332,10 @@ class PretrainRun:
         progress = tqdm(self.loader, total=remaining, desc=f"epoch {epoch}/{self.epochs}", leave=False,
                         disable=not (self.dist.is_main and self.cfg.pretrain.get("progress", True)),
                         mininterval=2.0)
+        started = time.perf_counter()
         for images, positions in progress:
-            self.train_step(images, positions, epoch)
+            self.train_step(images, positions, epoch, started)
+            started = time.perf_counter()
 
     def end_epoch(self, epoch: int) -> None:
         """Monitor, log line, epoch checkpoint."""
