@@ -9,6 +9,8 @@ plan: pretraining jobs first, then each pretraining's task jobs as one job array
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 import zlib
 from collections import defaultdict
@@ -25,6 +27,8 @@ from benchmark.store import ResultStore
 from benchmark.sweep_cli import LOG_TAIL_LINES
 
 CLUSTERS = {"slurm": "slurm", "submitit-local": "local", "debug": "debug"}
+# submitit's time-limit / preemption signal (its SUBMITIT_PREEMPT_SIGNAL, USR2 by default)
+REQUEUE_SIGNAL = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
 
 
 class Launcher(Protocol):
@@ -78,12 +82,14 @@ def distributed_port(scheduler_job_id: str) -> int:
 
 
 class CheckpointablePretrain:
-    """Submitit callable of one pretraining job.
+    """Submitit callable of one pretraining job, checkpointed and requeued on SIGUSR2.
 
-    On SIGUSR2 (time limit near, or preemption) submitit calls :meth:`checkpoint`, which
-    requeues the same job with ``resume="auto"``: the requeued job continues exactly from the
-    newest checkpoint the engine wrote under ``<pretrain_dir>/checkpoints`` (it checkpoints
-    every ``pretrain.checkpoint_every_steps`` steps and at every epoch end).
+    Slurm sends SIGUSR2 ``signal_delay_s`` before the time limit (and on preemption, where the
+    cluster sets ``preempt_send_user_signal``). Instead of letting submitit requeue at once,
+    mid-step, the signal asks the engine to stop (:func:`benchmark.pretrain.request_stop`): it
+    finishes the current step, saves a checkpoint and stops. Then submitit's own handler runs:
+    it calls :meth:`checkpoint`, which returns the same job with ``resume="auto"``, requeues it
+    and exits; the requeued job continues exactly from that checkpoint.
     """
 
     def __init__(self, job: Job, paths: Paths, force: bool = False, resume: str = "auto",
@@ -98,7 +104,31 @@ class CheckpointablePretrain:
         if env.num_tasks > 1:  # one process per GPU: a DDP world
             os.environ.setdefault("MASTER_PORT", str(distributed_port(env.job_id)))
             TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-        return self.runner(self.job, self.paths, force=self.force, resume=self.resume)
+        requeue = signal.getsignal(REQUEUE_SIGNAL)
+        if not callable(requeue):  # not under submitit's signal handling (debug executor)
+            return self.runner(self.job, self.paths, force=self.force, resume=self.resume)
+        stopped = threading.Event()
+
+        def stop(signum: int, frame: Any) -> None:
+            from benchmark.pretrain import request_stop
+
+            stopped.set()
+            request_stop()
+
+        signal.signal(REQUEUE_SIGNAL, stop)
+        try:
+            outcome = self.runner(self.job, self.paths, force=self.force, resume=self.resume)
+        except Exception:
+            if not stopped.is_set():
+                raise
+            outcome = None
+        finally:
+            signal.signal(REQUEUE_SIGNAL, requeue)
+        if stopped.is_set() and (outcome is None or outcome.status == "failed"):
+            requeue(REQUEUE_SIGNAL, None)  # rank 0: checkpoint() -> requeue -> exit
+            return Outcome(self.job.job_id, self.job.label, "requeued",
+                           "stopped at a checkpoint; rank 0 requeued the job")
+        return outcome
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """The requeued submission: same job, resuming (never forcing a fresh start)."""

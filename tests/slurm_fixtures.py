@@ -1,9 +1,8 @@
 """Shared by the launcher/sweep tests: a tiny job runner and the cluster fixtures.
 
 The runner does real, cheap work with the same contract as ``benchmark.jobs.run_job``: a
-"pretraining" takes ``pretrain.epochs`` SGD steps on a linear layer (checkpointing after every
-step, resuming exactly from the newest checkpoint) and writes ``encoder.pt``; a task writes one
-result record computed from that encoder. This module is pickled by value, so submitit's job
+"pretraining" takes ``pretrain.epochs`` SGD steps on a linear layer and writes ``encoder.pt``;
+a task writes one result record computed from that encoder. This module is pickled by value, so submitit's job
 processes (local or Slurm) can run it without importing the test folder.
 """
 from __future__ import annotations
@@ -35,44 +34,29 @@ def fail_marker(paths: Paths, job_id: str) -> Path:
     return Path(paths.runs) / f"fail-{job_id}"
 
 
-def tiny_runner(job: Job, paths: Paths, force: bool = False, resume: str = "auto",
-                step_s: float = 0.0) -> Outcome:
+def tiny_runner(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -> Outcome:
     """Run ``job`` cheaply; raises when its fail marker exists."""
     if fail_marker(paths, job.job_id).exists():
         raise RuntimeError(f"injected failure of job {job.job_id}")
     torch.set_num_threads(1)
     if job.kind == "pretrain":
-        return _pretrain(job, resume, step_s)
+        return _pretrain(job)
     return _task(job, paths)
 
 
-def _pretrain(job: Job, resume: str, step_s: float) -> Outcome:
+def _pretrain(job: Job) -> Outcome:
     run_dir = Path(job.pretrain_dir)
-    checkpoint = run_dir / "checkpoints" / "last.pt"
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     seed = job.config["seed"]
     torch.manual_seed(seed)
     model = torch.nn.Linear(8, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    start = 0
-    if resume == "auto" and checkpoint.is_file():
-        state = torch.load(checkpoint)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = state["step"]
-    with open(run_dir / "starts.log", "a") as fh:
-        fh.write(f"{start}\n")
-    for step in range(start, job.config["pretrain"]["epochs"]):
+    for step in range(job.config["pretrain"]["epochs"]):
         x = torch.randn(16, 8, generator=torch.Generator().manual_seed(1000 * seed + step))
         loss = model(x).pow(2).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        tmp = checkpoint.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "step": step + 1}, tmp)
-        os.replace(tmp, checkpoint)
-        time.sleep(step_s)
     torch.save({"backbone": model.state_dict()}, run_dir / "encoder.pt")
     return Outcome(job.job_id, job.label, "done", str(run_dir / "encoder.pt"))
 
