@@ -66,12 +66,13 @@ def test_task_trains_and_reports_ap_ap50_ap75(mini_root):
 def test_task_refuses_pixels_and_bad_settings(mini_root):
     with pytest.raises(TaskNotApplicable, match="raw-pixels"):
         DetectionTask().run(context(mini_root, SETTINGS, kind="pixels"))
-    with pytest.raises(ConfigError, match="unknown keys \\['iters'\\]"):
+    with pytest.raises(ConfigError, match="unknown setting\\(s\\) \\['iters'\\]"):
         DetectionTask().run(context(mini_root, {**SETTINGS, "iters": 3}))
-    with pytest.raises(ConfigError, match="batch_size is missing"):
-        DetectionTask().run(context(mini_root, {"dataset": "mini_det"}))
+    with pytest.raises(ConfigError, match="detector: unknown keys \\['anchors'\\]"):
+        DetectionTask().run(context(mini_root, {**SETTINGS, "detector": {"anchors": [8]}}))
 
 
 def test_task_is_registered_with_its_paper_table():
     assert DetectionTask.name == "detection" and DetectionTask.paper_table == "Table 4"
-    assert DetectionTask.datasets({"dataset": "voc_detection"}) == ("voc_detection",)
+    assert DetectionTask.datasets({"dataset": "mini_det"}) == ("mini_det",)
+    assert DetectionTask.datasets({}) == ("voc_detection",)

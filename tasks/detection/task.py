@@ -1,8 +1,8 @@
 """The registered ``detection`` task: fine-tune a Faster R-CNN C4 from the encoder, report AP.
 
-Settings (``tasks.detection``): ``dataset`` (``voc_detection`` or ``mini_det``),
-``batch_size`` (global images per step), ``schedule`` (a schedule at its own batch size, moved
-to ``batch_size`` by the linear rule; MoCo's VOC schedule when absent), ``detector``
+Settings (``tasks.detection``, defaults in ``DEFAULTS``): ``dataset`` (``voc_detection`` or
+``mini_det``), ``batch_size`` (global images per step), ``schedule`` (a schedule at its own
+batch size, moved to ``batch_size`` by the linear rule; MoCo's VOC schedule when null), ``detector``
 (:class:`~tasks.detection.model.C4Config` keys), ``precise_bn_iters`` (BN statistics recomputed
 over that many training batches after training, MoCo's 200; 0 = off), ``eval_batch_size``,
 ``num_workers``.
@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from benchmark.config import ConfigError
-from benchmark.datasets import get_dataset, voc_detection  # noqa: F401  (registers its datasets)
+from benchmark.datasets import get_dataset
 from benchmark.runtime import seed_everything
 from tasks.base import Measurement, Task, TaskContext, register
+from tasks.common import task_settings
 from tasks.detection.data import DetectionInput
 from tasks.detection.evaluate import evaluate_detector
 from tasks.detection.model import C4Config, build_c4_detector, split_c4
@@ -25,16 +25,16 @@ from tasks.errors import TaskNotApplicable
 
 log = logging.getLogger(__name__)
 
-SETTING_KEYS = ("dataset", "batch_size", "schedule", "detector", "precise_bn_iters", "eval_batch_size", "num_workers")
-
-
-def _check_settings(settings: Mapping[str, Any]) -> None:
-    unknown = sorted(set(settings) - set(SETTING_KEYS))
-    if unknown:
-        raise ConfigError(f"tasks.detection: unknown keys {unknown}; valid keys: {', '.join(SETTING_KEYS)}")
-    for key in ("dataset", "batch_size"):
-        if key not in settings:
-            raise ConfigError(f"tasks.detection.{key} is missing (e.g. dataset: mini_det, batch_size: 16)")
+# MoCo's VOC recipe (protocols.md §3.7); ``schedule: null`` means MoCo's 16-image schedule.
+DEFAULTS = {
+    "dataset": "voc_detection",
+    "batch_size": 16,
+    "schedule": None,
+    "detector": {},
+    "precise_bn_iters": 200,
+    "eval_batch_size": 4,
+    "num_workers": 0,
+}
 
 
 @register
@@ -48,27 +48,31 @@ class DetectionTask(Task):
     metrics = ("AP", "AP50", "AP75")
     protocol = "protocols.md §3.7 (MoCo's detectron2 VOC recipe on torchvision's FasterRCNN)"
 
+    @classmethod
+    def datasets(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
+        """The detection dataset (``voc_detection`` unless the settings name another)."""
+        return (settings.get("dataset", DEFAULTS["dataset"]),)
+
     def run(self, ctx: TaskContext) -> list[Measurement]:
         """Fine-tune on the ``trainval`` split, evaluate on ``test``; values in percent."""
         if ctx.encoder.kind == "pixels":
             raise TaskNotApplicable("detection fine-tunes a backbone; the raw-pixels encoder has none")
-        settings = ctx.settings
-        _check_settings(settings)
+        settings = task_settings(DEFAULTS, ctx)
         spec = get_dataset(settings["dataset"])
         seed_everything(ctx.seed)
         backbone = ctx.encoder.load(ctx.device).requires_grad_(True)
         parts = split_c4(backbone)
-        model = build_c4_detector(parts, spec.num_classes, C4Config.from_settings(settings.get("detector", {})))
-        base = DetectionSchedule.from_settings(settings["schedule"]) if "schedule" in settings else MOCO_VOC
+        model = build_c4_detector(parts, spec.num_classes, C4Config.from_settings(settings["detector"]))
+        base = DetectionSchedule.from_settings(settings["schedule"]) if settings["schedule"] else MOCO_VOC
         schedule = base.scaled_to(int(settings["batch_size"]))
         train_set = spec.build(ctx.data_root, "trainval", DetectionInput(parts.in_channels, flip=True))
         test_set = spec.build(ctx.data_root, "test", DetectionInput(parts.in_channels, flip=False))
         stats = train_detector(
             model, train_set, schedule, ctx.device, ctx.seed,
-            num_workers=int(settings.get("num_workers", 0)),
-            precise_bn_iters=int(settings.get("precise_bn_iters", 0)),
+            num_workers=int(settings["num_workers"]),
+            precise_bn_iters=int(settings["precise_bn_iters"]),
         )
-        result = evaluate_detector(model, test_set, ctx.device, int(settings.get("eval_batch_size", 4)))
+        result = evaluate_detector(model, test_set, ctx.device, int(settings["eval_batch_size"]))
         log.info(
             "detection on %s: AP %.2f AP50 %.2f AP75 %.2f (%.2f it/s train, %.1f images/s eval)",
             spec.name, result.metrics["AP"], result.metrics["AP50"], result.metrics["AP75"],
