@@ -13,8 +13,7 @@ from typing import Any, Mapping
 from benchmark.config import ConfigError, RunConfig, config_hash
 
 ENCODER_KINDS = ("pretrained", "random", "pixels")
-PRETRAIN_SECTIONS = ("profile", "seed", "data", "model", "pretrain", "method")
-SANITY_SECTIONS = ("profile", "seed", "data", "model")
+SANITY_SECTIONS = ("seed", "model")  # what a random-init or raw-pixel encoder depends on
 
 
 @dataclass(frozen=True)
@@ -36,14 +35,19 @@ class Job:
 
 
 def pretrain_id(cfg: RunConfig) -> str:
-    """Id of the pretraining a run needs: hash of what changes the trained weights."""
-    return config_hash({k: cfg.tree[k] for k in PRETRAIN_SECTIONS if k in cfg.tree})
+    """Id of the pretraining a run needs: hash of what changes the trained weights (the same
+    identity that pretraining checkpoints carry)."""
+    from benchmark.checkpoint import pretrain_hash
+
+    return pretrain_hash(cfg.tree)
 
 
 def task_job_id(cfg: RunConfig, task: str, encoder: str) -> str:
     """Id of one task on one encoder kind."""
-    sections = PRETRAIN_SECTIONS if encoder == "pretrained" else SANITY_SECTIONS
-    basis = {k: cfg.tree[k] for k in sections if k in cfg.tree}
+    if encoder == "pretrained":
+        basis: dict[str, Any] = {"pretrain": pretrain_id(cfg)}
+    else:
+        basis = {k: cfg.tree[k] for k in SANITY_SECTIONS if k in cfg.tree}
     return config_hash({"task": task, "settings": cfg.tasks[task], "encoder": encoder, **basis})
 
 
