@@ -71,6 +71,8 @@ def test_sweep_writes_every_record_and_evals_wait_for_pretraining(cluster, tmp_p
                                     capture_output=True, text=True).stdout
         finished = not dependency.strip()  # squeue forgets the dependency once satisfied
         assert finished or f"afterok:{ids[evals[0].depends_on[0]]}" in dependency
+        submit_sweep(state, jobs, paths, cluster, FLAGS, wait=False, runner=tiny_runner)
+        assert state.submissions[-1]["scheduler_ids"] == {}  # queued/running: not resubmitted
     rows = settle(state, paths)
     assert {r.state for r in rows.values()} == {"done"}, rows
     store = paths.store("mini")

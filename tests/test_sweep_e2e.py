@@ -41,6 +41,9 @@ def test_sweep_runs_the_mini_pipeline_and_status_reports_it(cluster, tmp_path, c
     out = capsys.readouterr().out
     assert out.splitlines()[-1] == "2 done"
     assert str(encoder) in out
+    assert main(["report", "--results", str(tmp_path / "results"), "--out",
+                 str(tmp_path / "reports"), "--profile", "mini"]) == 0
+    assert "InsDis" in (tmp_path / "reports" / "mini.md").read_text()
     assert main(args) == 0  # re-submitting a finished sweep submits nothing
     state = json.loads((tmp_path / "sweeps" / "e2e" / "sweep.json").read_text())
     assert state["submissions"][-1]["scheduler_ids"] == {}
