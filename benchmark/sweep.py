@@ -121,20 +121,20 @@ def describe_plan(jobs: Sequence[Job], paths: Paths, launcher: str, flags: dict[
                   force: bool) -> str:
     """The dry-run table: id, kind, done or to submit, what it waits for, resources, label."""
     lines = [f"{'job id':<12}  {'kind':<8}  {'state':<9}  {'after':<12}  resources / label"]
-    todo = 0
+    todo, arrays = 0, set()
     for job in jobs:
         done = is_done(job, paths) and not force
         todo += not done
+        if job.kind == "task" and not done:
+            arrays.add(job.depends_on[:1])
         res = job_resources(job, flags)
         where = (f"{res.describe()} tasks/node={processes(job, res)}"
                  if launcher in CLUSTERS else "in this process")
         after = ",".join(job.depends_on) or "-"
         lines.append(f"{job.job_id:<12}  {job.kind:<8}  {'done' if done else 'submit':<9}  "
                      f"{after:<12}  {job.label}\n{'':<48}{where}")
-    arrays = {d for j in jobs if j.kind == "task" and not (is_done(j, paths) and not force)
-              for d in [j.depends_on[0] if j.depends_on else None]}
     lines.append(f"{len(jobs)} jobs: {len(jobs) - todo} done, {todo} to submit"
-                 + (f" as {len(arrays)} task array(s); evaluations wait for their pretraining"
+                 + (f" (task jobs as {len(arrays)} array(s); evaluations wait for their pretraining)"
                     if launcher in CLUSTERS and arrays else ""))
     return "\n".join(lines)
 
