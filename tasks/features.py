@@ -68,15 +68,17 @@ class FeatureLayer:
         return pooled.flatten(1)
 
 
-def resolve_layers(spec: Any, backbone: torch.nn.Module, grids: dict[str, int]) -> list[FeatureLayer]:
+def resolve_layers(
+    spec: Any, backbone: torch.nn.Module, grids: dict[str, int], kind: str = "pretrained"
+) -> list[FeatureLayer]:
     """Expand a layers setting: ``blocks`` = every block of the backbone pooled to the grid of
     its longest matching name prefix in ``grids`` (1 when none matches); otherwise a name or a
-    list of names (see the module docstring). Backbones without blocks (raw pixels) give
-    ``pooled`` for ``blocks``."""
+    list of names (see the module docstring). The raw-pixels encoder (``kind`` ``pixels``) has
+    no blocks: every layer becomes ``pooled``, its flattened image."""
+    if kind == "pixels":
+        return [FeatureLayer(None)]
     if spec == "blocks":
         names = list(getattr(backbone, "block_names", []))
-        if not names:
-            return [FeatureLayer(None)]
         return [FeatureLayer(name, (_grid_for(name, grids),)) for name in names]
     texts = [spec] if isinstance(spec, str) else list(spec)
     return [FeatureLayer.parse(text) for text in texts]

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 from methods.knn_classifier import weighted_knn_scores
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import num_classes, task_settings
-from tasks.features import FeatureLayer, context_features
+from tasks.features import context_features, resolve_layers
 from tasks.metrics import topk_accuracy
 
 
@@ -30,8 +30,9 @@ class KNNTask(Task):
 
     def run(self, ctx: TaskContext) -> list[Measurement]:
         s = task_settings(self.defaults, ctx)
-        dataset, layer = s["dataset"], FeatureLayer.parse(s["layer"])
+        dataset = s["dataset"]
         backbone = ctx.encoder.load(ctx.device)
+        (layer,) = resolve_layers(s["layer"], backbone, {}, ctx.encoder.kind)
         train, train_y = context_features(
             ctx, s, dataset, s["train_split"], [layer], backbone, int(s["train_limit"])
         )

@@ -64,7 +64,7 @@ class LinearProbeTask(Task):
         s = task_settings(self.defaults, ctx)
         dataset = s["dataset"]
         backbone = ctx.encoder.load(ctx.device)
-        layers = resolve_layers(s["layers"], backbone, dict(s["grids"]))
+        layers = resolve_layers(s["layers"], backbone, dict(s["grids"]), ctx.encoder.kind)
         names = [layer.name for layer in layers]
         train, train_y = context_features(
             ctx, s, dataset, s["train_split"], layers, backbone, int(s["train_limit"])

@@ -23,7 +23,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import blas_threads, holdout_split, load_split, num_classes, task_settings
-from tasks.features import FeatureLayer, context_features
+from tasks.features import context_features, resolve_layers
 from tasks.finetune import FinetuneRecipe, fine_tune, predict, require_trainable
 from tasks.metrics import mean_ap, mean_per_class_accuracy, topk_accuracy, voc11_ap
 from tasks.transforms import eval_transform, train_transform
@@ -201,8 +201,8 @@ class TransferLinearTask(TransferTaskBase):
 
     def run_dataset(self, ctx: TaskContext, s: dict[str, Any], dataset: str) -> list[Measurement]:
         rule, classes = transfer_splits(dataset), num_classes(dataset)
-        layer = FeatureLayer.parse(s["layer"])
         backbone = ctx.encoder.load(ctx.device)
+        (layer,) = resolve_layers(s["layer"], backbone, {}, ctx.encoder.kind)
 
         def features(split: str) -> tuple[np.ndarray, np.ndarray]:
             feats, labels = context_features(ctx, s, dataset, split, [layer], backbone)

@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import blas_threads, encoder_key, task_settings
-from tasks.features import FeatureLayer, context_features, resolve_layers
+from tasks.features import context_features, resolve_layers
 from tasks.linear import GOYAL_LAYERS
 from tasks.metrics import mean_ap, sklearn_ap, voc_area_ap
 from tasks.probe import single_thread_on_cpu
@@ -115,7 +115,7 @@ class VOC07SVMTask(VOC07Task):
     def run(self, ctx: TaskContext) -> list[Measurement]:
         s = task_settings(self.defaults, ctx)
         backbone = ctx.encoder.load(ctx.device)
-        layers = resolve_layers(s["layers"], backbone, dict(s["grids"]))
+        layers = resolve_layers(s["layers"], backbone, dict(s["grids"]), ctx.encoder.kind)
         dataset = s["dataset"]
         train, train_t = context_features(ctx, s, dataset, s["train_split"], layers, backbone)
         test, test_t = context_features(ctx, s, dataset, s["test_split"], layers, backbone)
@@ -214,7 +214,7 @@ class VOC07BCETask(VOC07Task):
     def run(self, ctx: TaskContext) -> list[Measurement]:
         s = task_settings(self.defaults, ctx)
         backbone = ctx.encoder.load(ctx.device)
-        layer = FeatureLayer.parse(s["layer"])
+        (layer,) = resolve_layers(s["layer"], backbone, {}, ctx.encoder.kind)
         dataset = s["dataset"]
         train, train_t = context_features(ctx, s, dataset, s["train_split"], [layer], backbone)
         test, test_t = context_features(ctx, s, dataset, s["test_split"], [layer], backbone)

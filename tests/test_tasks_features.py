@@ -34,7 +34,8 @@ def test_parse_rejects_bad_names(text):
 def test_blocks_expand_with_longest_prefix_grid():
     layers = resolve_layers("blocks", TinyBackbone(), {"": 1, "layer": 2, "layer2": 3})
     assert [l.name for l in layers] == ["stem@1", "layer1.0@2", "layer2.0@3"]
-    assert [l.name for l in resolve_layers("blocks", PixelBackbone(144), {})] == ["pooled"]
+    for spec in ("blocks", ["layer3.0@2", "pooled"]):  # raw pixels: the flattened image
+        assert [l.name for l in resolve_layers(spec, PixelBackbone(144), {}, "pixels")] == ["pooled"]
 
 
 def test_extraction_shapes_and_pooling_match_torch():

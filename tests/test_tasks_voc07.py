@@ -141,3 +141,13 @@ def test_mini_stand_in_reads_mini_det_lists(tmp_path):
     (result,) = get_task("voc07_bce").run(ctx)
     assert result.dataset == "mini_voc_cls" and len(result.extra["per_class_ap"]) == 10
     assert result.value > 0.6
+
+
+def test_raw_pixels_encoder_uses_the_flattened_image(tmp_path, voc_root):
+    from tasks_support import PixelBackbone
+
+    settings = {**SMALL, "layer": "layer4.1@2", "iterations": 50}
+    ctx = make_context(tmp_path, "voc07_bce", settings, PixelBackbone(3 * 16 * 16),
+                       data_root=voc_root, kind="pixels")
+    (result,) = get_task("voc07_bce").run(ctx)
+    assert result.extra["layer"] == "pooled" and 0 <= result.value <= 1
