@@ -8,12 +8,14 @@ import torch
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; otherwise the named device (checked)."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
+    """``auto`` -> CUDA when present, else CPU; otherwise the named device (checked). CUDA devices
+    always carry their index."""
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if spec == "auto" else spec)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {spec!r} requested but CUDA is not available; use --set device=cpu")
+    if device.type == "cuda" and device.index is None:
+        # always indexed, so that devices compare equal to the ones tensors report ("cuda:0")
+        device = torch.device("cuda", torch.cuda.current_device())
     return device
 
 
