@@ -107,13 +107,24 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_compare)
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="convert an encoder checkpoint for another framework",
+                       description="Write CKPT's ResNet-50 backbone in another framework's "
+                       "format (detectron2: MoCo's key renaming; see tasks/detection/README.md).")
+    p.add_argument("--format", required=True, choices=["detectron2"], help="target format")
+    p.add_argument("checkpoint", type=Path, help="encoder checkpoint (<run_dir>/encoder.pt)")
+    p.add_argument("out", type=Path, help="output file, e.g. invp_r50.pkl")
+    p.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmark",
         description="invp-bench: InvP, InsDis and KNN-positive pretraining and evaluation suite.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_list, _add_data, _add_report, _add_compare, add_sweep_parser,
+    for add in (_add_run, _add_list, _add_data, _add_report, _add_compare, _add_export,
+                add_sweep_parser,
                 add_status_parser):
         add(sub)
     return parser
@@ -247,6 +258,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.out is not None:
         write_text_atomic(args.out, text)
     return 0 if differing == 0 else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tasks.detection.export import CheckpointMismatch, export_detectron2
+
+    try:
+        print(f"wrote {export_detectron2(args.checkpoint, args.out)}")
+    except CheckpointMismatch as exc:
+        raise UsageError(str(exc)) from None
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ def cli(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("sub", [[], ["run"], ["list"], ["data"], ["data", "check"],
+@pytest.mark.parametrize("sub", [[], ["run"], ["list"], ["data"], ["data", "check"], ["export"],
                                  ["data", "prepare"], ["report"]])
 def test_help_on_every_subcommand(sub, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -76,3 +76,10 @@ def test_list_shows_every_kind():
     for heading in ("methods:", "tasks:", "profiles:", "datasets:"):
         assert heading in out.stdout
     assert "fashion_mnist" in out.stdout and "mini" in out.stdout
+
+
+def test_export_missing_checkpoint_is_named(tmp_path: Path):
+    missing = tmp_path / "encoder.pt"
+    out = cli("export", "--format", "detectron2", str(missing), str(tmp_path / "x.pkl"))
+    assert out.returncode == 2
+    assert str(missing) in out.stderr and not (tmp_path / "x.pkl").exists()
