@@ -415,7 +415,6 @@ def prepare_run(cfg: RunConfig, run_dir: Path, resume: str = "auto",
         raise ConfigError(f"--resume {resume!r}; valid values: {', '.join(ckpt.RESUME_MODES)}")
     dist = init_distributed(str(cfg.tree.get("device", "auto")))
     configure_threads(int(cfg.tree.get("threads", 0) or 0))
-    _STOP.clear()
     run = PretrainRun(cfg, run_dir, dist, build_pretrain_data(cfg, resolve_data_root(data_root)))
     run.resume(resume)
     return run
@@ -429,9 +428,11 @@ def pretrain(cfg: RunConfig, run_dir: Path, resume: str = "auto", data_root: str
     root is ``data_root``, else ``$BENCHMARK_DATA``, else ``./data``. SIGTERM/SIGUSR1 (or
     :func:`request_stop`) checkpoint after the current step and raise :class:`Preempted`.
     """
-    run = prepare_run(cfg, run_dir, resume, data_root)
-    with preemption_signals():
-        return run.run()
+    try:
+        with preemption_signals():  # also while loading: a stop asked then is honoured at step 1
+            return prepare_run(cfg, run_dir, resume, data_root).run()
+    finally:
+        _STOP.clear()  # a stop request belongs to this run only
 
 
 def main(argv: list[str] | None = None) -> int:
