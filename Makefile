@@ -32,6 +32,7 @@ data: setup
 	  fi; \
 	fi
 	$(BIN)/python -m benchmark data prepare fashion_mnist --data-root $(DATA)
+	$(BIN)/python -m benchmark data prepare mini_det --data-root $(DATA)
 
 run: data
 	$(BIN)/python -m benchmark run --method invp --tasks all --profile mini --data-root $(DATA)
