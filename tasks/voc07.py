@@ -28,10 +28,11 @@ from threadpoolctl import threadpool_limits
 
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import blas_threads, encoder_key, task_settings
-from tasks.features import context_features, resolve_layers
+from tasks.features import FeatureLayer, context_features, feature_cache_path, resolve_layers
 from tasks.linear import GOYAL_LAYERS
 from tasks.metrics import mean_ap, sklearn_ap, voc_area_ap
 from tasks.probe import single_thread_on_cpu
+from tasks.transforms import eval_transform
 from tasks.transfer import TransferLinearTask
 
 DATASET = "voc07_cls"
@@ -82,7 +83,7 @@ def svm_sweep(
     """Every (class, cost) fit, reading finished ones from ``store`` and writing new ones there.
     Training labels: present = +1; absent and difficult = -1 (VISSL)."""
     def job(c: int, cost: float) -> dict[str, Any]:
-        path = store / f"cls{c}_cost{cost:g}.json"
+        path = store / f"cls{c}_cost{cost:g}_cv{folds}.json"
         if path.is_file():
             return json.loads(path.read_text())
         result = fit_svm(x, np.where(targets[:, c] == 1, 1, -1), cost, folds)
@@ -93,6 +94,16 @@ def svm_sweep(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(lambda key: job(*key), keys))
     return dict(zip(keys, results))
+
+
+def svm_store(ctx: TaskContext, s: Mapping[str, Any], dataset: str, layer: FeatureLayer) -> Path:
+    """Folder of the (class, cost) fits on one feature matrix: keyed like the feature cache
+    (encoder, dataset, train split, layer, transform), so fits are reused only on the very
+    features they were made from."""
+    features = feature_cache_path(ctx.cache_dir, encoder_key(ctx.encoder), dataset,
+                                  s["train_split"], layer, eval_transform(dataset, s))
+    relative = features.relative_to(Path(ctx.cache_dir) / "features").with_suffix("")
+    return Path(ctx.cache_dir) / "voc07_svm" / relative
 
 
 @register
@@ -122,8 +133,7 @@ class VOC07SVMTask(VOC07Task):
         costs = [float(c) for c in s["costs"]]
         per_layer = {}
         for layer in layers:
-            store = (Path(ctx.cache_dir) / "voc07_svm" / encoder_key(ctx.encoder)
-                     / layer.name.replace("/", "-").replace("@", "_at_"))
+            store = svm_store(ctx, s, dataset, layer)
             with threadpool_limits(limits=blas_threads(ctx)):
                 fits = svm_sweep(l2_normalise(train[layer.name]), train_t.numpy(), costs,
                                  int(s["folds"]), store, int(s["workers"]))

@@ -110,6 +110,12 @@ def test_svm_protocol_learns_and_resumes_finished_fits(tmp_path, voc_root, monke
     again = {m.metric: m for m in get_task("voc07_svm").run(ctx)}
     assert again["map"].value == out["map"].value
 
+    # other features (here: another image size) never reuse those fits
+    other = make_context(tmp_path, "voc07_svm", {**settings, "resize": 12, "crop": 12},
+                         TinyBackbone(3), data_root=voc_root)
+    with pytest.raises(AssertionError, match="re-run"):
+        get_task("voc07_svm").run(other)
+
 
 def test_bce_protocol(tmp_path, voc_root):
     settings = {**SMALL, "layer": "stem@4", "iterations": 300, "step_every": 120, "lr": 1.0}
