@@ -7,10 +7,8 @@ full disk, say) is skipped with a warning and the previous one is used.
 """
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,6 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from benchmark.atomic import atomic_open
 from benchmark.config import config_hash
 
 CHECKPOINT_RE = re.compile(r"^ckpt-(\d{9})\.pt$")
@@ -65,20 +64,10 @@ def differing_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
 
 
 def save_atomic(obj: Any, path: Path) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """``torch.save`` atomically (temp file beside ``path``, fsync, rename)."""
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
+    return Path(path)
 
 
 def checkpoint_path(checkpoint_dir: Path, global_step: int) -> Path:

@@ -15,8 +15,6 @@ a temporary name and renamed, so a crash never leaves a half-written cache entry
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -24,6 +22,8 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
+
+from benchmark.checkpoint import save_atomic
 
 
 @dataclass(frozen=True)
@@ -139,18 +139,6 @@ def feature_cache_path(
     )
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def cached_features(
     cache_dir: Path,
     encoder: str,
@@ -181,7 +169,7 @@ def cached_features(
         )
         for layer, matrix in zip(missing, feats):
             entry = {"features": matrix, "labels": labels, "layer": layer.name}
-            _save_atomic(entry, paths[layer])
+            save_atomic(entry, paths[layer])
             found[layer] = entry
     labels = next(iter(found.values()))["labels"]
     return {layer.name: found[layer]["features"] for layer in layers}, labels

@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
@@ -26,6 +24,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 
+from benchmark.store import write_json_atomic
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import blas_threads, encoder_key, task_settings
 from tasks.features import FeatureLayer, context_features, feature_cache_path, resolve_layers
@@ -69,14 +68,6 @@ def fit_svm(x: np.ndarray, y: np.ndarray, cost: float, folds: int) -> dict[str, 
             "intercept": float(model.intercept_[0])}
 
 
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh)
-    os.replace(tmp, path)
-
-
 def svm_sweep(
     x: np.ndarray, targets: np.ndarray, costs: list[float], folds: int, store: Path, workers: int
 ) -> dict[tuple[int, float], dict[str, Any]]:
@@ -87,7 +78,7 @@ def svm_sweep(
         if path.is_file():
             return json.loads(path.read_text())
         result = fit_svm(x, np.where(targets[:, c] == 1, 1, -1), cost, folds)
-        _write_json_atomic(result, path)
+        write_json_atomic(path, result)
         return result
 
     keys = [(c, cost) for c in range(targets.shape[1]) for cost in costs]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import store as store_module
+from benchmark import atomic
 from benchmark.store import ResultRecord, ResultStore, write_json_atomic
 
 
@@ -42,7 +42,7 @@ def test_crash_during_write_keeps_old_file_and_leaves_no_temp(tmp_path: Path, mo
     def exploding_replace(src, dst):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(store_module.os, "replace", exploding_replace)
+    monkeypatch.setattr(atomic.os, "replace", exploding_replace)
     with pytest.raises(OSError, match="disk gone"):
         write_json_atomic(target, {"v": 2})
     assert json.loads(target.read_text()) == {"v": 1}

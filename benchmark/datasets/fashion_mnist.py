@@ -8,14 +8,13 @@ machine with internet, from torchvision's ``download=True``.
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from torchvision.datasets import FashionMNIST
 
+from benchmark.atomic import atomic_open
 from benchmark.datasets.registry import DatasetSpec, register_dataset
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -67,10 +66,8 @@ def prepare(root: Path, source: Path = DEBIAN_DIR, download: bool = False) -> Pa
         final = target / name
         if final.is_file():
             continue
-        fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{name}.")
-        with os.fdopen(fd, "wb") as out, gzip.open(src, "rb") as inp:
+        with atomic_open(final, "wb") as out, gzip.open(src, "rb") as inp:
             shutil.copyfileobj(inp, out)
-        os.replace(tmp, final)
     return target
 
 
