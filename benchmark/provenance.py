@@ -22,10 +22,15 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+OUTPUT_PATHS = ("results", "reports")  # what runs write; changes there do not change a number
+
+
 def git_state() -> dict[str, Any]:
-    """Current commit and whether tracked files differ from it (``None`` outside a checkout)."""
+    """Current commit and whether tracked files other than run outputs differ from it
+    (``None`` outside a checkout)."""
     commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    excluded = [f":(exclude){path}" for path in OUTPUT_PATHS]
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)
     return {"git_commit": commit, "git_dirty": bool(status) if status is not None else None}
 
 
