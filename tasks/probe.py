@@ -89,52 +89,39 @@ def train_probe(
     """Train one head per feature matrix; returns per eval set an (epochs, heads, 2) tensor of
     top-1/top-5 accuracy after each epoch."""
     with single_thread_on_cpu(device):
-        return _train_probe(train_features, train_labels, eval_sets, num_classes, schedule,
-                            device, seed)
-
-
-def _train_probe(
-    train_features: Sequence[torch.Tensor],
-    train_labels: torch.Tensor,
-    eval_sets: Mapping[str, tuple[Sequence[torch.Tensor], torch.Tensor]],
-    num_classes: int,
-    schedule: ProbeSchedule,
-    device: torch.device | str,
-    seed: int,
-) -> dict[str, torch.Tensor]:
-    torch.manual_seed(seed)
-    heads = nn.ModuleList(
-        make_head(f.shape[1], num_classes, schedule.norm) for f in train_features
-    ).to(device)
-    optimizer = torch.optim.SGD(
-        heads.parameters(),
-        lr=schedule.lr,
-        momentum=schedule.momentum,
-        weight_decay=schedule.weight_decay,
-        nesterov=schedule.nesterov,
-    )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, list(schedule.milestones), schedule.gamma
-    )
-    train_on_device = [f.to(device) for f in train_features]
-    labels = train_labels.to(device).long()
-    generator = torch.Generator().manual_seed(seed)
-    history: dict[str, list[torch.Tensor]] = {name: [] for name in eval_sets}
-    for _ in range(schedule.epochs):
-        heads.train()
-        order = torch.randperm(len(labels), generator=generator).to(device)
-        for start in range(0, len(order), schedule.batch_size):
-            idx = order[start : start + schedule.batch_size]
-            if len(idx) < 2:  # BatchNorm needs two samples
-                continue
-            loss = sum(
-                F.cross_entropy(head(feats[idx].float()), labels[idx])
-                for head, feats in zip(heads, train_on_device)
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        scheduler.step()
-        for name, (feats, y) in eval_sets.items():
-            history[name].append(_score_heads(heads, feats, y, device, 4 * schedule.batch_size))
-    return {name: torch.stack(rows) for name, rows in history.items()}
+        torch.manual_seed(seed)
+        heads = nn.ModuleList(
+            make_head(f.shape[1], num_classes, schedule.norm) for f in train_features
+        ).to(device)
+        optimizer = torch.optim.SGD(
+            heads.parameters(),
+            lr=schedule.lr,
+            momentum=schedule.momentum,
+            weight_decay=schedule.weight_decay,
+            nesterov=schedule.nesterov,
+        )
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, list(schedule.milestones), schedule.gamma
+        )
+        train_on_device = [f.to(device) for f in train_features]
+        labels = train_labels.to(device).long()
+        generator = torch.Generator().manual_seed(seed)
+        history: dict[str, list[torch.Tensor]] = {name: [] for name in eval_sets}
+        for _ in range(schedule.epochs):
+            heads.train()
+            order = torch.randperm(len(labels), generator=generator).to(device)
+            for start in range(0, len(order), schedule.batch_size):
+                idx = order[start : start + schedule.batch_size]
+                if len(idx) < 2:  # BatchNorm needs two samples
+                    continue
+                loss = sum(
+                    F.cross_entropy(head(feats[idx].float()), labels[idx])
+                    for head, feats in zip(heads, train_on_device)
+                )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            scheduler.step()
+            for name, (feats, y) in eval_sets.items():
+                history[name].append(_score_heads(heads, feats, y, device, 4 * schedule.batch_size))
+        return {name: torch.stack(rows) for name, rows in history.items()}
