@@ -156,7 +156,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                               on_outcome=show)
     outcomes = launcher.launch(jobs, paths)
     if not args.no_report:
-        print(f"report: {write_report(args.results, args.reports, cfg.profile, runs_dir=args.out)}")
+        report = write_report(args.results, args.reports, cfg.profile, runs_dir=args.out,
+                              data_root=paths.data_root)
+        print(f"report: {report}")
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         print(f"{len(failed)} job(s) failed", file=sys.stderr)
