@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from benchmark.atomic import atomic_open
-from benchmark.config import config_hash
+from benchmark.config import config_hash, flatten
 
 CHECKPOINT_RE = re.compile(r"^ckpt-(\d{9})\.pt$")
 IDENTITY_SECTIONS = ("seed", "data", "model", "pretrain", "method")
@@ -35,21 +35,10 @@ class CheckpointMismatch(RuntimeError):
     """A checkpoint was written by a run with a different pretraining configuration."""
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, dotted + "."))
-        else:
-            flat[dotted] = list(value) if isinstance(value, (list, tuple)) else value
-    return flat
-
-
 def pretrain_identity(config: Mapping[str, Any]) -> dict[str, Any]:
     """The flattened keys (``pretrain.epochs`` ...) that determine the trained weights."""
     sections = {k: config[k] for k in IDENTITY_SECTIONS if k in config}
-    return {k: v for k, v in _flatten(sections).items() if k not in OPERATIONAL_KEYS}
+    return {k: v for k, v in flatten(sections).items() if k not in OPERATIONAL_KEYS}
 
 
 def pretrain_hash(config: Mapping[str, Any]) -> str:

@@ -64,12 +64,17 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, parse_value(value.strip())
 
 
-def _flat_keys(tree: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Leaves of a config tree by dotted key (``{"pretrain.epochs": 20, ...}``); sequences
+    become lists."""
+    flat: dict[str, Any] = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        yield dotted
         if isinstance(value, Mapping):
-            yield from _flat_keys(value, dotted + ".")
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = list(value) if isinstance(value, (list, tuple)) else value
+    return flat
 
 
 def apply_override(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -78,7 +83,7 @@ def apply_override(tree: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     for depth, part in enumerate(parts):
         if not isinstance(node, dict) or part not in node:
-            close = difflib.get_close_matches(key, list(_flat_keys(tree)), n=5, cutoff=0.5)
+            close = difflib.get_close_matches(key, list(flatten(tree)), n=5, cutoff=0.5)
             hint = f"; did you mean: {', '.join(close)}" if close else ""
             raise ConfigError(f"unknown config key {key!r} in --set{hint}")
         if depth == len(parts) - 1:

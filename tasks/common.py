@@ -8,6 +8,7 @@ from torch.utils.data import Dataset
 
 from benchmark.config import ConfigError
 from benchmark.datasets import get_dataset
+from benchmark.datasets.sampling import sample_per_class
 from tasks.base import TaskContext
 
 
@@ -80,18 +81,13 @@ def class_balanced_subset(labels: torch.Tensor, fraction: float, seed: int) -> t
     Every class gets floor(fraction * N / C) items; the remainder goes one each to the classes
     with the lowest index, as SimCLR's subsets do (e.g. 1 %: 811 classes x 13 + 189 x 12)."""
     labels = labels.long()
-    classes = torch.unique(labels)
-    total = round(fraction * len(labels))
-    base, extra = divmod(total, len(classes))
-    generator = torch.Generator().manual_seed(seed)
-    chosen = []
-    for rank, c in enumerate(classes.tolist()):
-        members = torch.nonzero(labels == c).flatten()
-        want = base + (1 if rank < extra else 0)
-        if want > len(members):
-            raise ValueError(f"class {c} has {len(members)} items, fewer than the {want} asked for")
-        chosen.append(members[torch.randperm(len(members), generator=generator)[:want]])
-    return torch.cat(chosen).sort().values
+    classes, sizes = torch.unique(labels, return_counts=True)
+    base, extra = divmod(round(fraction * len(labels)), len(classes))
+    counts = [base + (1 if rank < extra else 0) for rank in range(len(classes))]
+    for c, size, want in zip(classes.tolist(), sizes.tolist(), counts):
+        if want > size:
+            raise ValueError(f"class {c} has {size} items, fewer than the {want} asked for")
+    return sample_per_class(labels, counts, seed)
 
 
 def blas_threads(ctx: TaskContext) -> int | None:

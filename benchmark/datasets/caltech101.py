@@ -14,6 +14,7 @@ import torch
 from torchvision.datasets import Caltech101
 
 from benchmark.datasets.labelled import Labelled
+from benchmark.datasets.sampling import sample_per_class
 from benchmark.datasets.registry import DatasetSpec, register_dataset
 
 TRAIN_PER_CLASS = 30
@@ -29,12 +30,8 @@ def split_indices(labels: list[int], split: str, per_class: int = TRAIN_PER_CLAS
     """Indices of ``split``: ``per_class`` per class (seeded, no replacement) for train, the
     remainder for test."""
     labels_t = torch.tensor(labels)
-    generator = torch.Generator().manual_seed(seed)
-    train = []
-    for c in torch.unique(labels_t).tolist():
-        members = torch.nonzero(labels_t == c).flatten()
-        train.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
-    train_set = set(torch.cat(train).tolist())
+    counts = [per_class] * len(torch.unique(labels_t))
+    train_set = set(sample_per_class(labels_t, counts, seed).tolist())
     chosen = train_set if split == "train" else set(range(len(labels))) - train_set
     return sorted(chosen)
 
