@@ -135,7 +135,7 @@ class FrozenDict(Mapping[str, Any]):
             raise AttributeError(key) from None
 
     def __setattr__(self, key: str, value: Any) -> None:
-        raise TypeError("configuration is frozen; use --set or RunConfig.with_overrides")
+        raise TypeError("configuration is frozen; override values with --set when resolving")
 
     def __repr__(self) -> str:
         return f"FrozenDict({self._data!r})"
@@ -180,17 +180,6 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return self.tree.to_dict()
-
-    def with_overrides(self, overrides: Mapping[str, Any]) -> "RunConfig":
-        """A new RunConfig with dotted keys replaced (same validation as ``--set``)."""
-        tree = self.to_dict()
-        for key, value in overrides.items():
-            apply_override(tree, key, value)
-        return RunConfig(_freeze(tree))
-
-    def section_hash(self, *keys: str) -> str:
-        """Hash of only the named top-level sections (e.g. what a pretraining depends on)."""
-        return config_hash({k: self.tree[k] for k in keys if k in self.tree})
 
 
 def resolve(

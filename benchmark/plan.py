@@ -42,6 +42,11 @@ def pretrain_id(cfg: RunConfig) -> str:
     return pretrain_hash(cfg.tree)
 
 
+def sanity_id(cfg: RunConfig) -> str:
+    """Id of the sanity encoders (random init, raw pixels): hash of what builds them."""
+    return config_hash({k: cfg.tree[k] for k in SANITY_SECTIONS if k in cfg.tree})
+
+
 def task_job_id(cfg: RunConfig, task: str, encoder: str) -> str:
     """Id of one task on one encoder kind."""
     if encoder == "pretrained":

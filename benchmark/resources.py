@@ -6,7 +6,7 @@ one GPU and an hour). Flags given on the command line override both.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from benchmark.config import ConfigError
@@ -132,10 +132,3 @@ def resources_for(section: Mapping[str, Any] | None, kind: str,
     merged["sbatch"] = {**common.get("sbatch", {}), **(section.get(kind) or {}).get("sbatch", {}),
                         **(flags or {}).get("sbatch", {})}
     return Resources(**merged)
-
-
-def as_dict(resources: Resources) -> dict[str, Any]:
-    """Plain-dict form (for the sweep state file)."""
-    out = asdict(resources)
-    out["sbatch"] = dict(resources.sbatch)
-    return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
 import torch
 
@@ -67,7 +67,6 @@ class Method(ABC):
         """Move the method's state to ``device``; returns self."""
 
 
-MethodFactory = Callable[[Mapping[str, Any], int], Method]
 _REGISTRY: dict[str, type[Method]] = {}
 
 

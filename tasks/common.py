@@ -39,11 +39,13 @@ def task_settings(
 
 def encoder_key(encoder: Any) -> str:
     """Cache key of an encoder: its checkpoint hash; for the sanity encoders (random, pixels)
-    the kind + the hash of what builds them (model, seed, data sections), so that every task
-    of a run shares their cached features."""
+    the kind + the hash of what builds them (``plan.sanity_id``), so that every task and every
+    method's run share their cached features."""
+    from benchmark.plan import sanity_id
+
     if encoder.checkpoint_hash:
         return str(encoder.checkpoint_hash)
-    return f"{encoder.kind}-{encoder.config.section_hash('model', 'seed', 'data')}"
+    return f"{encoder.kind}-{sanity_id(encoder.config)}"
 
 
 def load_split(ctx: TaskContext, dataset: str, split: str, transform: Any = None) -> Dataset:

@@ -68,4 +68,3 @@ def test_config_is_frozen_and_round_trips():
         cfg.pretrain.epochs = 1
     assert RunConfig.from_dict(cfg.to_dict()).hash == cfg.hash
     assert pickle.loads(pickle.dumps(cfg)).hash == cfg.hash
-    assert cfg.with_overrides({"pretrain.epochs": 1}).pretrain.epochs == 1
