@@ -44,6 +44,20 @@ def encoder_checkpoint(job: Job) -> Path:
     return Path(job.pretrain_dir) / "encoder.pt"
 
 
+def result_is_current(job: Job, store: ResultStore) -> bool:
+    """A task job is done when its result file exists and, for a pretrained encoder, that
+    encoder still exists and is the one the result was computed from (same checkpoint hash):
+    a retrained encoder, e.g. in a fresh clone beside committed results, is evaluated again."""
+    stored = store.load_job(job.job_id)
+    if stored is None:
+        return False
+    if job.encoder != "pretrained":
+        return True
+    checkpoint = encoder_checkpoint(job)
+    hashes = {r.get("checkpoint_hash") for r in stored.get("records", [])}
+    return checkpoint.is_file() and hashes == {provenance.file_hash(checkpoint)}
+
+
 def run_pretrain_job(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -> Outcome:
     """Pretrain the job's method unless its encoder already exists (or ``force``)."""
     from benchmark.pretrain import pretrain
@@ -97,7 +111,7 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
     from tasks.errors import TaskNotApplicable
 
     store = paths.store(job.config["profile"])
-    if store.is_done(job.job_id) and not force:
+    if result_is_current(job, store) and not force:
         return Outcome(job.job_id, job.label, "cached", str(store.path(job.job_id)))
     cfg = job.run_config
     task = get_task(job.task)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from benchmark.config import ConfigError
-from benchmark.jobs import Outcome, Paths, run_job
+from benchmark.jobs import Outcome, Paths, result_is_current, run_job
 from benchmark.plan import Job
 from benchmark.resources import Resources, resources_for
 from benchmark.slurm_check import check_resources, require_slurm
@@ -147,8 +147,11 @@ def finished_path(kind: str, pretrain_dir: str, store: ResultStore, job_id: str)
 
 
 def is_done(job: Job, paths: Paths) -> bool:
-    """Whether ``job`` already finished (see :func:`finished_path`)."""
+    """Whether ``job`` already finished: its encoder exists (pretraining), or its result exists
+    and was computed from the current encoder (task; see ``jobs.result_is_current``)."""
     store = paths.store(job.config["profile"])
+    if job.kind == "task":
+        return result_is_current(job, store)
     return finished_path(job.kind, job.pretrain_dir, store, job.job_id) is not None
 
 

@@ -74,9 +74,16 @@ def host_name() -> str:
 
 
 def file_hash(path: Path, length: int = 12) -> str:
-    """sha256 of a file's bytes (first ``length`` hex digits): the identity of a checkpoint."""
+    """sha256 of a file's bytes (first ``length`` hex digits): the identity of a checkpoint.
+    Memoised per (path, size, mtime), so asking again for an unchanged file costs a stat."""
+    stat = Path(path).stat()
+    return _file_hash(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)[:length]
+
+
+@functools.lru_cache(maxsize=256)
+def _file_hash(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()[:length]
+    return digest.hexdigest()

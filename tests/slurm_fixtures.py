@@ -22,6 +22,7 @@ import torch
 
 from benchmark.jobs import Outcome, Paths
 from benchmark.plan import Job
+from benchmark.provenance import file_hash
 from benchmark.store import ResultRecord
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -64,16 +65,18 @@ def _pretrain(job: Job) -> Outcome:
 def _task(job: Job, paths: Paths) -> Outcome:
     started = time.time()
     encoder = Path(job.pretrain_dir) / "encoder.pt"
+    checkpoint_hash = None
     if job.encoder == "pretrained":
         weights = torch.load(encoder)["backbone"]["weight"]
         value, extra = float(weights.abs().sum()), {"encoder_mtime": encoder.stat().st_mtime}
+        checkpoint_hash = file_hash(encoder)  # a pretrained result names its encoder
     else:
         value, extra = 0.0, {}
     record = ResultRecord(
         method=job.config["method"]["name"], method_config={}, encoder=job.encoder,
         backbone="linear", pretrain_epochs=job.config["pretrain"]["epochs"], task=job.task,
         dataset="none", split="test", metric="weight_l1", value=value, seed=job.config["seed"],
-        profile=job.config["profile"], job_id=job.job_id, config_hash="-", checkpoint_hash=None,
+        profile=job.config["profile"], job_id=job.job_id, config_hash="-", checkpoint_hash=checkpoint_hash,
         git_commit=None, git_dirty=None, versions={}, host=os.uname().nodename, device="cpu",
         wall_time_s=0.0, started_at=str(started), extra={**extra, "started": started})
     path = paths.store(job.config["profile"]).save({"job_id": job.job_id}, [record])

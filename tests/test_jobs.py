@@ -1,0 +1,35 @@
+"""When a stored task result counts as done: pretrained results belong to one encoder."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from benchmark import provenance
+from benchmark.config import resolve
+from benchmark.jobs import result_is_current
+from benchmark.plan import plan_run
+from benchmark.store import ResultStore
+from test_store import make_record
+
+
+def test_result_is_current_only_for_the_encoder_it_was_computed_from(tmp_path: Path):
+    _, pretrained, random, _ = plan_run(resolve("mini", "invp"), ["knn"], tmp_path / "runs")
+    store = ResultStore(tmp_path / "results")
+    encoder = Path(pretrained.pretrain_dir) / "encoder.pt"
+    assert not result_is_current(pretrained, store)
+
+    encoder.parent.mkdir(parents=True)
+    encoder.write_bytes(b"weights A")
+    store.save({"job_id": pretrained.job_id},
+               [make_record(job_id=pretrained.job_id, checkpoint_hash=provenance.file_hash(encoder))])
+    assert result_is_current(pretrained, store)
+
+    encoder.write_bytes(b"weights B, retrained")  # e.g. a fresh clone beside committed results
+    assert not result_is_current(pretrained, store)
+    encoder.unlink()
+    assert not result_is_current(pretrained, store)
+
+    store.save({"job_id": random.job_id},
+               [make_record(job_id=random.job_id, encoder="random", checkpoint_hash=None)])
+    assert result_is_current(random, store)
+    assert not result_is_current(replace(random, job_id="other"), store)
