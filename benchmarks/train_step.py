@@ -12,7 +12,7 @@ Usage::
     python benchmarks/train_step.py data
     python benchmarks/train_step.py backbone --backbone mini_resnet --width 16 --batch 128 --size 28
     python benchmarks/train_step.py backbone --backbone resnet50 --batch 32 --size 224 --steps 2
-    python benchmarks/train_step.py methods --width 16 --batch 128 --bank 6000
+    python benchmarks/train_step.py methods --width 8 --batch 64 --bank 10000 --rounds 7
 """
 from __future__ import annotations
 
@@ -88,39 +88,52 @@ def backbone_throughput(args: argparse.Namespace) -> dict:
             "size": args.size, "threads": args.threads, **rates(args.batch, *timed(step, args.steps, args.warmup))}
 
 
-def method_throughput(args: argparse.Namespace) -> list[dict]:
-    """Full engine steps for each method at the same mini backbone; InvP/InsDis ratio."""
-    results = []
+def method_step(name: str, args: argparse.Namespace) -> Callable[[], None]:
+    """One full engine step (forward, loss, backward, SGD, bank update) of ``name`` ('ce' = CE)."""
     x = torch.randn(args.batch, 1, 28, 28)
-    for name in ("ce", "insdis", "invp"):
-        cfg = resolve("mini", "invp" if name == "ce" else name, [f"model.width={args.width}"])
-        torch.manual_seed(0)
-        encoder = build_encoder(cfg.model)
-        classifier = torch.nn.Linear(cfg.model.embed_dim, 10)
-        params = list(encoder.parameters()) + list(classifier.parameters())
-        optimizer = build_optimizer(params, cfg.pretrain.optimizer)
-        method = None if name == "ce" else build_method(cfg.method, args.bank)
-        counter = {"epoch": 100}  # past any ramp-up, so InvP's propagation term is active
-        y = torch.randint(0, 10, (args.batch,))
+    cfg = resolve("mini", "invp" if name == "ce" else name, [f"model.width={args.width}"])
+    torch.manual_seed(0)
+    encoder = build_encoder(cfg.model)
+    classifier = torch.nn.Linear(cfg.model.embed_dim, 10)
+    optimizer = build_optimizer(list(encoder.parameters()) + list(classifier.parameters()), cfg.pretrain.optimizer)
+    method = None if name == "ce" else build_method(cfg.method, args.bank)
+    epoch = 100  # past any ramp-up, so InvP's propagation term is active
+    y = torch.randint(0, 10, (args.batch,))
 
-        def step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            z = encoder(x)
-            indices = torch.randint(0, args.bank, (args.batch,))
-            if method is None:
-                loss = F.cross_entropy(classifier(z), y)
-            else:
-                loss = method.loss(F.normalize(z, dim=1), indices, counter["epoch"]).loss
-            loss.backward()
-            optimizer.step()
-            if method is not None:
-                method.update()
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        z = encoder(x)
+        if method is None:
+            loss = F.cross_entropy(classifier(z), y)
+        else:
+            loss = method.loss(F.normalize(z, dim=1), torch.randint(0, args.bank, (args.batch,)), epoch).loss
+        loss.backward()
+        optimizer.step()
+        if method is not None:
+            method.update()
 
+    return step
+
+
+def method_throughput(args: argparse.Namespace) -> list[dict]:
+    """Full engine steps for each method at the same mini backbone; InvP/InsDis ratio.
+
+    The methods are timed in interleaved rounds of ``--steps`` steps and each one's median round
+    is reported, so drift of the machine's speed (other jobs, clocks) hits all of them alike."""
+    names = ("ce", "insdis", "invp")
+    steps = {name: method_step(name, args) for name in names}
+    rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            rounds[name].append(timed(steps[name], args.steps, args.warmup))
+    results = []
+    for name in names:
+        wall, cpu = sorted(rounds[name], key=lambda r: r[1])[len(rounds[name]) // 2]
         results.append({"what": "method", "method": name, "width": args.width, "batch": args.batch,
-                        "bank": args.bank, "threads": args.threads,
-                        **rates(args.batch, *timed(step, args.steps, args.warmup))})
+                        "bank": args.bank, "threads": args.threads, "rounds": args.rounds,
+                        **rates(args.batch, wall, cpu)})
     by_name = {r["method"]: r["cpu_s_per_step"] for r in results}
-    results.append({"what": "ratio (CPU time per step)", "invp_over_insdis": by_name["invp"] / by_name["insdis"],
+    results.append({"what": "ratio (median CPU time per step)", "invp_over_insdis": by_name["invp"] / by_name["insdis"],
                     "insdis_over_ce": by_name["insdis"] / by_name["ce"]})
     return results
 
@@ -136,6 +149,7 @@ def main() -> None:
     parser.add_argument("--bank", type=int, default=6000, help="memory-bank size for `methods`")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds for `methods`")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-root", default=None)
