@@ -6,6 +6,12 @@
 * ``mini``: the CIFAR recipe adapted to 28x28 grayscale (Fashion-MNIST statistics): crop scale
   0.2-1, brightness/contrast jitter with p = 1; saturation, hue and grayscale are no-ops on
   one channel and are left out.
+* ``cifar_mocov2``: the MoCo-v2 recipe at 32x32 without blur (the MoCo authors' CIFAR-10 demo):
+  crop 0.2-1, ColorJitter(0.4, 0.4, 0.4, 0.1) with p = 0.8, grayscale p = 0.2, flip.
+* ``mini_mocov2``: ``cifar_mocov2`` adapted to 28x28 grayscale as ``mini`` adapts ``cifar``
+  (brightness/contrast jitter with p = 0.8, flip; the one-channel no-ops left out).
+
+Two-view methods get ``NamedViews`` of a recipe: one independent draw per view name.
 
 Every transform draws its randomness from torch's global generator only, so the engine can seed
 each sample's augmentation.
@@ -13,7 +19,7 @@ each sample's augmentation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from torchvision import transforms as T
 
@@ -80,12 +86,53 @@ def _mini() -> T.Compose:
     ])
 
 
+def _cifar_mocov2() -> T.Compose:
+    return T.Compose([
+        T.RandomResizedCrop(32, scale=(0.2, 1.0)),
+        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        T.RandomGrayscale(p=0.2),
+        T.RandomHorizontalFlip(),
+        *_finish(CIFAR_MEAN, CIFAR_STD),
+    ])
+
+
+def _mini_mocov2() -> T.Compose:
+    return T.Compose([
+        T.RandomResizedCrop(28, scale=(0.2, 1.0)),
+        T.RandomApply([T.ColorJitter(brightness=0.4, contrast=0.4)], p=0.8),
+        T.RandomHorizontalFlip(),
+        *_finish(FASHION_MNIST_MEAN, FASHION_MNIST_STD),
+    ])
+
+
+def _cifar_eval() -> T.Compose:
+    return T.Compose(_finish(CIFAR_MEAN, CIFAR_STD))
+
+
+def _mini_eval() -> T.Compose:
+    return T.Compose(_finish(FASHION_MNIST_MEAN, FASHION_MNIST_STD))
+
+
 RECIPES: dict[str, Recipe] = {
     "insdis": Recipe(_insdis, _imagenet_eval, (3, 224, 224)),
     "mocov2": Recipe(_mocov2, _imagenet_eval, (3, 224, 224)),
-    "cifar": Recipe(_cifar, lambda: T.Compose(_finish(CIFAR_MEAN, CIFAR_STD)), (3, 32, 32)),
-    "mini": Recipe(_mini, lambda: T.Compose(_finish(FASHION_MNIST_MEAN, FASHION_MNIST_STD)), (1, 28, 28)),
+    "cifar": Recipe(_cifar, _cifar_eval, (3, 32, 32)),
+    "cifar_mocov2": Recipe(_cifar_mocov2, _cifar_eval, (3, 32, 32)),
+    "mini": Recipe(_mini, _mini_eval, (1, 28, 28)),
+    "mini_mocov2": Recipe(_mini_mocov2, _mini_eval, (1, 28, 28)),
 }
+
+
+class NamedViews:
+    """Several independently augmented views of one image, by name (in the order given)."""
+
+    def __init__(self, transforms: Mapping[str, Callable[[Any], Any]]):
+        if not transforms:
+            raise ValueError("NamedViews needs at least one view")
+        self.transforms = dict(transforms)
+
+    def __call__(self, image: Any) -> dict[str, Any]:
+        return {name: transform(image) for name, transform in self.transforms.items()}
 
 
 def get_recipe(name: str) -> Recipe:
@@ -97,9 +144,12 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def train_transform(name: str) -> T.Compose:
-    """The pretraining augmentation of recipe ``name``."""
-    return get_recipe(name).train()
+def train_transform(name: str, views: tuple[str, ...] = ()) -> Callable[[Any], Any]:
+    """The pretraining augmentation of recipe ``name``; with ``views``, a dict of that many
+    independent draws by view name."""
+    if not views:
+        return get_recipe(name).train()
+    return NamedViews({view: get_recipe(name).train() for view in views})
 
 
 def eval_transform(name: str) -> T.Compose:

@@ -3,6 +3,8 @@
 A profile (``benchmark/profiles/<name>.yaml``) holds every default of a run. Its ``methods``
 section holds one block of defaults per method; resolving a run picks the chosen method's block
 into ``method`` (with ``method.name``) so that the hash of a run depends only on what it uses.
+A block may also hold ``set: {dotted.key: value}``: values of shared sections that this method
+needs (MoCo v2's MLP head and augmentation), applied like ``--set`` before the user's overrides.
 Overrides address the resolved tree: ``--set method.temperature=0.2 --set pretrain.epochs=3``.
 """
 from __future__ import annotations
@@ -199,7 +201,14 @@ def resolve(
                 f"profile {tree['profile']!r} has no defaults for method {method!r}; "
                 f"methods it configures: {', '.join(sorted(methods))}"
             )
-        tree["method"] = {"name": method, **copy.deepcopy(methods[method] or {})}
+        block = copy.deepcopy(methods[method] or {})
+        method_sets = block.pop("set", None) or {}
+        if not isinstance(method_sets, Mapping):
+            raise ConfigError(f"profile {tree['profile']!r}: methods.{method}.set must map dotted keys to "
+                              f"values, e.g. set: {{model.head: mlp}}")
+        tree["method"] = {"name": method, **block}
+        for key, value in method_sets.items():
+            apply_override(tree, str(key), value)
     if seed is not None:
         tree["seed"] = seed
     for item in overrides:

@@ -2,8 +2,8 @@
 features (test transform) recomputed every time, never the memory bank (method-spec §8.5-6)."""
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-from typing import Callable
+from contextlib import AbstractContextManager, contextmanager
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +11,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from methods.knn_classifier import topk_accuracy, weighted_knn_scores
+
+
+@contextmanager
+def evaluating(*modules: nn.Module) -> Iterator[None]:
+    """Put ``modules`` in eval mode; restore each one's mode afterwards."""
+    modes = [module.training for module in modules]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for module, mode in zip(modules, modes):
+            module.train(mode)
 
 
 @torch.no_grad()
@@ -39,15 +52,9 @@ def knn_monitor(backbone: nn.Module, head: nn.Module, train: Dataset, train_labe
     """kNN top-1 of the held-out images against the pretraining images, on the normalised head
     embedding (``knn_top1``, the InsDis/InvP protocol) and on backbone features
     (``knn_top1_backbone``). The modules are put in eval mode and restored afterwards."""
-    modes = (backbone.training, head.training)
-    backbone.eval()
-    head.eval()
-    try:
+    with evaluating(backbone, head):
         train_feat, train_emb = extract(backbone, head, train, device, autocast, channels_last=channels_last)
         test_feat, test_emb = extract(backbone, head, holdout, device, autocast, channels_last=channels_last)
-    finally:
-        backbone.train(modes[0])
-        head.train(modes[1])
     results = {}
     for name, tr, te in (("knn_top1", train_emb, test_emb), ("knn_top1_backbone", train_feat, test_feat)):
         scores = weighted_knn_scores(F.normalize(tr), train_labels.to(device), F.normalize(te),

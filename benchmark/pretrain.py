@@ -6,6 +6,10 @@ scaler or bf16 on CUDA), per-epoch lr schedules, DDP (torchrun or SLURM variable
 per device), checkpoints every epoch and every N steps with exact resume, a kNN monitor on a
 held-out split, a NaN/inf guard and SIGTERM/SIGUSR1 handling.
 
+Methods with named views (``Method.views``) get one augmented view per name; when a method sets
+``key_encoder_spec`` the engine keeps its momentum key encoder (``benchmark/key_encoder.py``),
+in the checkpoint beside the trained encoder. Single-view methods take the original path.
+
 Writes ``<run_dir>/log.jsonl`` (one line per epoch), ``<run_dir>/checkpoints/`` and, at the
 end, ``<run_dir>/encoder.pt`` (format in docs/CONTRACTS.md).
 
@@ -29,19 +33,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
 
 from benchmark import checkpoint as ckpt
 from benchmark.config import ConfigError, RunConfig, resolve
 from benchmark.datasets import DatasetMissing, resolve_data_root
 from benchmark.distributed import DistContext, all_reduce_mean, barrier, init_distributed, shutdown
+from benchmark.key_encoder import KeyEncoder
 from benchmark.models import build_backbone, build_head
-from benchmark.monitor import knn_monitor
+from benchmark.monitor import evaluating, extract, knn_monitor
 from benchmark.pretrain_data import PretrainData, ResumableDistributedSampler, build_pretrain_data
 from benchmark.runtime import configure_threads, seed_everything
 from benchmark.schedule import lr_at_epoch
-from methods.base import LossOutput, Method, build_method
+from methods.base import LossOutput, Method, build_method, method_class
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was saved, run again to resume
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -181,6 +186,11 @@ class PretrainRun:
             self.encoder = self.encoder.to(memory_format=torch.channels_last)
         self.method: Method = build_method(cfg.method, len(data.train)).to(self.device)
         self.method.set_diagnostic_labels(data.train_labels.to(self.device))
+        spec = self.method.key_encoder_spec
+        if spec is not None and not set(spec.views) <= set(self.method.views):
+            raise ValueError(f"method {self.method.name!r}: key views {spec.views} are not among its views "
+                             f"{self.method.views}")
+        self.key_encoder = None if spec is None else KeyEncoder(self.encoder, spec.bn_splits)
         self.optimizer = build_optimizer(self.encoder.parameters(), pcfg.optimizer)
         use_scaler = bool(pcfg.get("amp", False)) and pcfg.get("amp_dtype") == "float16"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
@@ -189,6 +199,7 @@ class PretrainRun:
         if self.steps_per_epoch == 0:
             raise ConfigError(f"data.train_subset gives {len(data.train)} images, fewer than one batch of "
                               f"pretrain.batch_size={global_batch}; raise the subset or lower the batch")
+        self.total_steps = self.epochs * self.steps_per_epoch
         self.loader = DataLoader(
             data.train, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
             num_workers=int(cfg.data.get("num_workers", 0)), pin_memory=self.device.type == "cuda",
@@ -201,9 +212,11 @@ class PretrainRun:
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
+        key_encoder = {} if self.key_encoder is None else {"key_encoder": self.key_encoder.module.state_dict()}
         return {
             "backbone": self.encoder.backbone.state_dict(),
             "head": self.encoder.head.state_dict(),
+            **key_encoder,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "method": self.method.state_dict(),
@@ -220,6 +233,8 @@ class PretrainRun:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.encoder.backbone.load_state_dict(state["backbone"])
         self.encoder.head.load_state_dict(state["head"])
+        if self.key_encoder is not None:
+            self.key_encoder.module.load_state_dict(state["key_encoder"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.method.load_state_dict(state["method"])
@@ -269,10 +284,11 @@ class PretrainRun:
         torch.distributed.all_reduce(flags)
         return bool(flags[0] > 0), bool(flags[1] > 0)
 
-    def _guarded_loss(self, embeddings: torch.Tensor, positions: torch.Tensor,
+    def _guarded_loss(self, embeddings: torch.Tensor | dict[str, torch.Tensor], positions: torch.Tensor,
                       epoch: int) -> tuple[LossOutput | None, str]:
         """The method's loss, or None and the reason when embeddings or loss are not finite."""
-        if not bool(torch.isfinite(embeddings).all()):
+        views = embeddings.values() if isinstance(embeddings, dict) else [embeddings]
+        if not all(bool(torch.isfinite(view).all()) for view in views):
             return None, "the embeddings hold NaN/inf"
         try:
             out = self.method.loss(embeddings, positions, epoch)
@@ -282,16 +298,52 @@ class PretrainRun:
             return None, f"loss = {out.loss.item()}"
         return out, ""
 
-    def train_step(self, images: torch.Tensor, positions: torch.Tensor, epoch: int, started: float) -> None:
-        """Forward, method loss, guard, backward, optimizer step, method update; ``started`` is
-        when fetching this batch began (images/s counts data loading)."""
+    def _to_device(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        positions = positions.to(self.device, non_blocking=True)
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised float32 embeddings of the trained encoder (with gradient)."""
         with self.autocast():
             raw = self.model(images)
-        out, problem = self._guarded_loss(F.normalize(raw.float(), dim=1), positions, epoch)
+        return F.normalize(raw.float(), dim=1)
+
+    def _embed_views(self, views: dict[str, torch.Tensor], positions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Embeddings by view name: ``prepare_batch``, then the key views through the momentum
+        encoder (EMA-updated first, as MoCo does) and the others through the trained encoder."""
+        views = self.method.prepare_batch({name: self._to_device(t) for name, t in views.items()},
+                                          positions, self._fetch_views)
+        spec = self.method.key_encoder_spec
+        if spec is None:
+            return {name: self._embed(images) for name, images in views.items()}
+        assert self.key_encoder is not None
+        self.key_encoder.update(self.encoder, spec.momentum_at(self.global_step, self.total_steps))
+        return {name: self.key_encoder.encode(images, int(self.cfg.seed), self.global_step, self.autocast)
+                if name in spec.views else self._embed(images) for name, images in views.items()}
+
+    def _fetch_views(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """This epoch's augmented views of the training samples ``positions``, on the device."""
+        views = default_collate([self.data.train[position][0] for position in positions.tolist()])
+        return {name: self._to_device(images) for name, images in views.items()}
+
+    def _clean_embeddings(self) -> torch.Tensor:
+        """L2-normalised eval-mode embeddings (N, D) of every training image, clean transform."""
+        with evaluating(self.encoder):
+            _, embeddings = extract(self.encoder.backbone, self.encoder.head, self.data.monitor_train,
+                                    self.device, self.autocast, channels_last=self.channels_last)
+        return F.normalize(embeddings, dim=1)
+
+    def train_step(self, batch: torch.Tensor | dict[str, torch.Tensor], positions: torch.Tensor, epoch: int,
+                   started: float) -> None:
+        """Forward, method loss, guard, backward, optimizer step, method update; ``batch`` is the
+        images, or the named views of a multi-view method; ``started`` is when fetching this
+        batch began (images/s counts data loading)."""
+        positions = positions.to(self.device, non_blocking=True)
+        if self.method.views:
+            embeddings: torch.Tensor | dict[str, torch.Tensor] = self._embed_views(batch, positions)
+        else:
+            embeddings = self._embed(self._to_device(batch))
+        out, problem = self._guarded_loss(embeddings, positions, epoch)
         nonfinite, stop = self._agree(out is None, _STOP.is_set())
         if nonfinite:
             self.save_checkpoint()
@@ -308,7 +360,7 @@ class PretrainRun:
         self.next_step += 1
         self.global_step += 1
         logs = {"loss": out.loss.item(), **out.logs}
-        self.meter.add(logs, images.shape[0], time.perf_counter() - started)
+        self.meter.add(logs, positions.shape[0], time.perf_counter() - started)
         if stop:
             self.save_checkpoint()
             raise Preempted(f"stopped at epoch {epoch}, step {self.next_step}; checkpoint saved in "
@@ -328,13 +380,15 @@ class PretrainRun:
         self.sampler.set_epoch(epoch)
         self.sampler.start = self.next_step * self.batch_size
         self.model.train()
+        if self.key_encoder is not None:
+            self.key_encoder.train()
         remaining = self.steps_per_epoch - self.next_step
         progress = tqdm(self.loader, total=remaining, desc=f"epoch {epoch}/{self.epochs}", leave=False,
                         disable=not (self.dist.is_main and self.cfg.pretrain.get("progress", True)),
                         mininterval=2.0)
         started = time.perf_counter()
-        for images, positions in progress:
-            self.train_step(images, positions, epoch, started)
+        for batch, positions in progress:
+            self.train_step(batch, positions, epoch, started)
             started = time.perf_counter()
 
     def end_epoch(self, epoch: int) -> None:
@@ -372,6 +426,8 @@ class PretrainRun:
         if self.cfg.pretrain.get("compile", False):
             self.model = torch.compile(self.model)
         self.tensorboard = _tensorboard_writer(self.run_dir) if self.dist.is_main else None
+        if self.global_step == 0:
+            self.method.on_train_start(self._clean_embeddings)
         try:
             for epoch in range(self.next_epoch, self.epochs + 1):
                 self.train_epoch(epoch)
@@ -415,7 +471,8 @@ def prepare_run(cfg: RunConfig, run_dir: Path, resume: str = "auto",
         raise ConfigError(f"--resume {resume!r}; valid values: {', '.join(ckpt.RESUME_MODES)}")
     dist = init_distributed(str(cfg.tree.get("device", "auto")))
     configure_threads(int(cfg.tree.get("threads", 0) or 0))
-    run = PretrainRun(cfg, run_dir, dist, build_pretrain_data(cfg, resolve_data_root(data_root)))
+    views = method_class(str(cfg.method["name"])).views
+    run = PretrainRun(cfg, run_dir, dist, build_pretrain_data(cfg, resolve_data_root(data_root), views))
     run.resume(resume)
     return run
 

@@ -3,7 +3,8 @@ and a resumable distributed sampler.
 
 Each sample's augmentation is seeded from (run seed, epoch, sample index), so the augmented
 batch a step sees does not depend on the number of DataLoader workers, the number of ranks, or
-whether the run was interrupted and resumed.
+whether the run was interrupted and resumed. Methods with named views (MoCo v2) get a dict of
+independently augmented views per sample, drawn in order from that one seed.
 """
 from __future__ import annotations
 
@@ -105,9 +106,10 @@ def _labels(dataset: Dataset, indices: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(targets)[indices].long()
 
 
-def build_pretrain_data(cfg: Any, root: Path) -> PretrainData:
+def build_pretrain_data(cfg: Any, root: Path, views: tuple[str, ...] = ()) -> PretrainData:
     """The pretraining subset and the monitor's held-out split of ``cfg.data.dataset``'s train
-    split (never its test split), as configured by ``data`` and ``pretrain.monitor``."""
+    split (never its test split), as configured by ``data`` and ``pretrain.monitor``; ``views``:
+    the method's named views (() = one augmented tensor per sample)."""
     spec = get_dataset(cfg.data.dataset)
     base = spec.build(root, "train")
     clean = eval_transform(cfg.data.augment)
@@ -115,7 +117,8 @@ def build_pretrain_data(cfg: Any, root: Path) -> PretrainData:
         len(base), int(cfg.data.train_subset), int(cfg.pretrain.monitor.holdout), int(cfg.seed)
     )
     return PretrainData(
-        train=SeededAugmentation(base, train_idx.tolist(), train_transform(cfg.data.augment), int(cfg.seed)),
+        train=SeededAugmentation(base, train_idx.tolist(), train_transform(cfg.data.augment, views),
+                                 int(cfg.seed)),
         train_labels=_labels(base, train_idx),
         monitor_train=TransformedSubset(base, train_idx.tolist(), clean),
         holdout=TransformedSubset(base, holdout_idx.tolist(), clean),

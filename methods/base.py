@@ -10,12 +10,26 @@ Life cycle inside the pretraining engine, per step::
 ``on_epoch_start(epoch)`` runs before the first step of every epoch (1-based epochs, as the
 official InvP code counts them). Labels, when known, reach a method only through
 ``set_diagnostic_labels`` and may only be used for logged diagnostics, never for the loss.
+
+Multi-view methods (MoCo v2 and its family) declare named ``views``: the data path then gives
+every image one independently augmented view per name, and ``loss`` receives a dict of
+L2-normalised embeddings by view name. A method whose ``key_encoder_spec`` is set makes the
+engine own a momentum (EMA) copy of backbone + head that encodes the spec's views without
+gradient (shuffled, split-batch BN); the other views go through the trained encoder. Per step::
+
+    views = method.prepare_batch(views, indices, fetch)  # input-level work (e.g. mixing)
+    out = method.loss({name: embedding}, indices, epoch)
+    ...; method.update()
+
+``on_train_start(extract)`` runs once before the first step of a fresh run (never on resume);
+``extract()`` returns the clean (eval-transform) normalised embeddings of the whole training set.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 
@@ -28,20 +42,57 @@ class LossOutput:
     logs: dict[str, float] = field(default_factory=dict)
 
 
+KEY_MOMENTUM_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class KeyEncoderSpec:
+    """What a method asks of the engine's momentum key encoder.
+
+    ``views``: the named views it encodes (no gradient); ``momentum``: the EMA momentum m
+    (key <- m * key + (1 - m) * query), constant or raised to 1 on a half-cosine over training
+    (``schedule``: constant | cosine, BYOL's rule); ``bn_splits``: sub-batches per process whose
+    BatchNorm statistics are computed apart, on a shuffled batch (MoCo's shuffle-BN; under DDP the
+    shuffle spans all ranks).
+    """
+
+    views: tuple[str, ...]
+    momentum: float
+    schedule: str = "constant"
+    bn_splits: int = 1
+
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        """The momentum of global step ``step`` (0-based) of ``total_steps``."""
+        if self.schedule == "constant":
+            return self.momentum
+        return 1.0 - (1.0 - self.momentum) * (math.cos(math.pi * step / max(total_steps, 1)) + 1.0) / 2.0
+
+
+Fetch = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # training views of any sample indices
+
+
 class Method(ABC):
-    """A memory-bank pretext method (InvP, InsDis, KNN-positive, ...)."""
+    """A pretext method (InvP, InsDis, KNN-positive, MoCo v2, ...)."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    views: ClassVar[tuple[str, ...]] = ()  # named views per image; () = one unnamed view (a tensor)
 
     def __init__(self, config: Mapping[str, Any], num_samples: int):
         self.config = config
         self.num_samples = num_samples
         self.diagnostic_labels: torch.Tensor | None = None
+        self.key_encoder_spec: KeyEncoderSpec | None = None
+
+    @property
+    def needs_key_encoder(self) -> bool:
+        """True when the engine must keep a momentum key encoder for this method."""
+        return self.key_encoder_spec is not None
 
     @abstractmethod
-    def loss(self, embeddings: torch.Tensor, indices: torch.Tensor, epoch: int) -> LossOutput:
-        """Loss of a batch of L2-normalised embeddings (B, D) of samples ``indices`` (B,)."""
+    def loss(self, embeddings: Any, indices: torch.Tensor, epoch: int) -> LossOutput:
+        """Loss of samples ``indices`` (B,) given their L2-normalised embeddings: a tensor (B, D)
+        for single-view methods, else a dict of (B, D) tensors by view name."""
 
     @abstractmethod
     def update(self) -> None:
@@ -49,6 +100,16 @@ class Method(ABC):
 
     def on_epoch_start(self, epoch: int) -> None:
         """Hook before the first step of ``epoch`` (1-based)."""
+
+    def on_train_start(self, extract: Callable[[], torch.Tensor]) -> None:
+        """Hook once before the first step of a fresh run; ``extract()`` gives the clean
+        embeddings (N, D) of every training sample (computed only if called)."""
+
+    def prepare_batch(self, views: dict[str, torch.Tensor], indices: torch.Tensor,
+                      fetch: Fetch) -> dict[str, torch.Tensor]:
+        """Multi-view methods: the views to encode, on the device, from the loaded ones (e.g. add
+        a mixed view); ``fetch(idx)`` loads the training views of other samples."""
+        return views
 
     def set_diagnostic_labels(self, labels: torch.Tensor | None) -> None:
         """Labels of the training samples, for logged diagnostics only (never for the loss)."""
@@ -83,11 +144,15 @@ def available_methods() -> dict[str, str]:
     return {name: cls.summary for name, cls in sorted(_REGISTRY.items())}
 
 
-def build_method(config: Mapping[str, Any], num_samples: int) -> Method:
-    """Instantiate the method named ``config['name']`` for a dataset of ``num_samples``."""
+def method_class(name: str) -> type[Method]:
+    """The registered class of method ``name`` (its class attributes, e.g. ``views``)."""
     import methods  # noqa: F401
 
-    name = config["name"]
     if name not in _REGISTRY:
         raise KeyError(f"unknown method {name!r}; valid methods: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](config, num_samples)
+    return _REGISTRY[name]
+
+
+def build_method(config: Mapping[str, Any], num_samples: int) -> Method:
+    """Instantiate the method named ``config['name']`` for a dataset of ``num_samples``."""
+    return method_class(config["name"])(config, num_samples)

@@ -1,0 +1,31 @@
+"""MoCo v2 (Chen et al. 2020, on MoCo, He et al. 2020): InfoNCE of the query against its own
+momentum key (positive) and the queue of past keys (negatives), tau 0.2, MLP head (set by the
+profiles), keys from the engine's momentum encoder with shuffle-BN (related-methods.md §2.2-2.3,
+L_intra; the MoCo-v2 baseline of the InterCLR comparison).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from methods.bank_method import no_autocast
+from methods.base import LossOutput, register
+from methods.info_nce import info_nce
+from methods.momentum_method import MomentumMethod
+
+
+@register
+class MoCoV2(MomentumMethod):
+    name = "mocov2"
+    summary = "MoCo v2: momentum key encoder, queue of negative keys, InfoNCE (tau 0.2, MLP head)"
+
+    def loss(self, embeddings: Any, indices: torch.Tensor, epoch: int) -> LossOutput:
+        q, k, _ = self._prepare(embeddings, indices)
+        assert self.queue is not None
+        with no_autocast(self.device):
+            positive = (q * k).sum(dim=1)
+            negatives = q @ self.queue.keys.T
+            loss = info_nce(positive / self.settings.temperature, negatives / self.settings.temperature).mean()
+        return self._output(loss, {"loss_moco": loss, "positive_similarity": positive.mean(),
+                                   "negative_similarity": negatives.mean()})
