@@ -24,6 +24,11 @@ from methods.dist_utils import all_gather_cat, is_distributed
 _MIX = 1_000_003
 
 
+def shuffle_order(size: int, seed: int, step: int) -> torch.Tensor:
+    """The permutation of a global batch of ``size`` used for the keys of step ``step``."""
+    return torch.randperm(size, generator=torch.Generator().manual_seed((seed * _MIX + step) % (2**63)))
+
+
 class KeyEncoder:
     """EMA copy of ``encoder`` (parameters averaged; BN buffers are its own, from its forwards)."""
 
@@ -51,8 +56,7 @@ class KeyEncoder:
         gathered = all_gather_cat(images)
         if gathered.shape[0] != world * images.shape[0]:
             raise ValueError("shuffle-BN needs the same batch size on every rank (drop_last=True)")
-        generator = torch.Generator().manual_seed((seed * _MIX + step) % (2**63))
-        order = torch.randperm(gathered.shape[0], generator=generator).to(images.device)
+        order = shuffle_order(gathered.shape[0], seed, step).to(images.device)
         shard = gathered[order].chunk(world)[rank]
         with autocast():
             keys = torch.cat([self.module(part) for part in shard.chunk(self.bn_splits)])

@@ -28,11 +28,12 @@ class KeyQueue:
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
-        """Write ``keys`` (n, D) over the oldest rows, in order; when n > K only the last K stay."""
-        keys = keys.detach().to(self.keys)[-self.size :]
-        slots = (self.pointer + torch.arange(keys.shape[0], device=self.keys.device)) % self.size
-        self.keys[slots] = keys
-        self.pointer = (self.pointer + keys.shape[0]) % self.size
+        """Write ``keys`` (n, D) over the oldest rows, in order (as n single writes would; when
+        n > K only the last K stay)."""
+        count = keys.shape[0]
+        slots = (self.pointer + torch.arange(count, device=self.keys.device)) % self.size
+        self.keys[slots[-self.size :]] = keys.detach().to(self.keys)[-self.size :]
+        self.pointer = (self.pointer + count) % self.size
 
     def state_dict(self) -> dict[str, torch.Tensor | int]:
         return {"keys": self.keys.detach().cpu().clone(), "pointer": self.pointer}

@@ -75,9 +75,13 @@ def plain_cnn(model_cfg: Mapping[str, Any]) -> Backbone:
     return Backbone(stem, [stage], feature_dim=16)
 
 
+MOCOV2_TINY = {"queue_size": 64, "key_momentum": 0.99, "bn_splits": 2, "set": {"data.augment": "mini_mocov2"}}
+
+
 def tiny_profile(tmp_path: Path, **method: Any) -> Path:
     """A profile YAML: mini ResNet of width 4 on 192 digits, batch 32, 3 epochs, checkpoints
-    every 2 steps; ``method`` overrides the double's defaults."""
+    every 2 steps; ``method`` overrides the double's defaults. Also configures ``mocov2``
+    (queue of 64 keys, split-BN in 2)."""
     tree = {
         "profile": "engine_tiny", "seed": 3, "device": "cpu", "threads": 1,
         "data": {"dataset": "digits", "train_subset": 192, "num_workers": 0, "augment": "mini"},
@@ -91,7 +95,8 @@ def tiny_profile(tmp_path: Path, **method: Any) -> Path:
             "checkpoint_every_steps": 2, "keep_checkpoints": 2,
             "monitor": {"every": 1, "k": 20, "sigma": 0.1, "holdout": 64},
         },
-        "methods": {"engine_double": {"dim": 16, "negatives": 8, "poison_step": 0, **method}},
+        "methods": {"engine_double": {"dim": 16, "negatives": 8, "poison_step": 0, **method},
+                    "mocov2": MOCOV2_TINY},
         "tasks": {}, "launcher": {"name": "local"},
     }
     path = tmp_path / "engine_tiny.yaml"

@@ -1,5 +1,6 @@
 """Exact resume: a pretraining killed at any moment (SIGKILL) or stopped by SIGTERM and resumed
-ends with bit-identical weights to an uninterrupted run (CPU, same seed)."""
+ends with bit-identical weights to an uninterrupted run (CPU, same seed); also for MoCo v2,
+whose key encoder, queue and pointer travel in the checkpoint."""
 from __future__ import annotations
 
 import os
@@ -14,6 +15,7 @@ import torch
 
 import engine_support as es
 from benchmark import checkpoint as ckpt
+from benchmark.config import resolve
 from benchmark.pretrain import EXIT_PREEMPTED, pretrain
 
 pytestmark = pytest.mark.slow
@@ -24,9 +26,9 @@ LAUNCH = (
 )
 
 
-def _launch(profile: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
+def _launch(profile: Path, run_dir: Path, *extra: str, method: str = "engine_double") -> subprocess.Popen:
     code = LAUNCH.format(tests=str(es.TESTS_DIR), root=str(es.REPO_ROOT))
-    cmd = [sys.executable, "-c", code, "--profile", str(profile), "--method", "engine_double",
+    cmd = [sys.executable, "-c", code, "--profile", str(profile), "--method", method,
            "--run-dir", str(run_dir), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, cwd=es.REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -59,33 +61,43 @@ def _losses(run_dir: Path) -> list[tuple[int, float, float]]:
     return [(r["epoch"], r["loss"], r["knn_top1"]) for r in es.read_log(run_dir)]
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Profile and run folder of one uninterrupted run."""
-    tmp = tmp_path_factory.mktemp("reference")
+def _reference(tmp: Path, method: str) -> tuple[Path, Path]:
+    """Profile and run folder of one uninterrupted run of ``method``."""
+    tmp.mkdir(parents=True, exist_ok=True)
     profile = es.tiny_profile(tmp)
-    cfg = es.tiny_config(tmp)
     run_dir = tmp / "run"
-    pretrain(cfg, run_dir, resume="never")
+    pretrain(resolve(str(profile), method), run_dir, resume="never")
     return profile, run_dir
 
 
-def test_resume_after_sigkill_is_bit_identical(reference: tuple[Path, Path], tmp_path: Path) -> None:
-    profile, ref_dir = reference
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Profile and run folder of one uninterrupted run."""
+    return _reference(tmp_path_factory.mktemp("reference"), "engine_double")
+
+
+@pytest.mark.parametrize("method", ["engine_double", "mocov2"])
+def test_resume_after_sigkill_is_bit_identical(method: str, reference: tuple[Path, Path], tmp_path: Path) -> None:
+    profile, ref_dir = reference if method == "engine_double" else _reference(tmp_path / "ref", method)
     run_dir = tmp_path / "killed"
-    proc = _launch(profile, run_dir)
+    proc = _launch(profile, run_dir, method=method)
     _wait_for_checkpoint(proc, run_dir)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (run_dir / "encoder.pt").exists(), "the run finished before it was killed"
 
-    resumed = _launch(profile, run_dir, "--resume", "auto")
+    resumed = _launch(profile, run_dir, "--resume", "auto", method=method)
     _, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err.decode()[-2000:]
     assert b"resumed from" in err
     _assert_identical(ref_dir / "encoder.pt", run_dir / "encoder.pt")
     assert _losses(run_dir) == _losses(ref_dir)
+    if method == "mocov2":
+        state = torch.load(ckpt.list_checkpoints(run_dir / "checkpoints")[0], weights_only=False)
+        assert state["key_encoder"].keys() == {f"{part}.{k}" for part in ("backbone", "head")
+                                               for k in state[part]}
+        assert state["method"]["queue"]["keys"].shape == (64, 16) and state["method"]["steps"] == 18
 
 
 def test_sigterm_saves_a_checkpoint_and_exits(reference: tuple[Path, Path], tmp_path: Path) -> None:
