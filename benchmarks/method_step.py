@@ -2,7 +2,9 @@
 
 For each bank size n: similarities, top-M, propagation, losses, forward+backward through the
 embedding (v = normalize(z), gradient to z) and the post-step update, for InvP, InsDis (softmax
-and NCE) and KNN; plus the floor any bank method pays: one B x n matmul and a top-M.
+and NCE) and KNN; plus the floor any bank method pays: one B x n matmul and a top-M. MoCo v2's
+row is its method part with a queue of M keys (independent of n): InfoNCE over the queue and the
+all-gathered enqueue (the key encoder's forward belongs to the network, benchmarks/train_step.py).
 
     python benchmarks/method_step.py                       # n = 60000 and 1281167
     python benchmarks/method_step.py --n 60000 --reps 10 --device cuda --json out.json
@@ -29,6 +31,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "insdis-softmax": {"name": "insdis", "variant": "softmax"},
     "insdis-nce": {"name": "insdis", "variant": "nce"},
     "knn": {"name": "knn", "variant": "invp"},
+    "mocov2": {"name": "mocov2"},
 }
 
 
@@ -52,10 +55,23 @@ def time_it(fn: Callable[[], None], device: torch.device, reps: int, warmup: int
 
 
 def pool_option(config: dict[str, Any], pool: int) -> dict[str, Any]:
-    """The option that sets M for a method: n_background (top-M pool) or nce_k (NCE noise)."""
+    """The option that sets M for a method: n_background (top-M pool), nce_k (NCE noise) or
+    queue_size (MoCo's queue)."""
     if config["name"] == "insdis":
         return {"nce_k": pool} if config["variant"] == "nce" else {}
+    if config["name"] == "mocov2":
+        return {"queue_size": pool}
     return {"n_background": pool}
+
+
+def embeddings_for(method: Any, batch: int, dim: int, device: torch.device) -> tuple[Any, torch.Tensor]:
+    """A batch's embeddings for ``method`` (named views for multi-view methods) and the tensor
+    that takes the gradient."""
+    z = torch.randn(batch, dim, device=device, requires_grad=True)
+    if not method.views:
+        return F.normalize(z, dim=1), z
+    views = {name: F.normalize(torch.randn(batch, dim, device=device), dim=1) for name in method.views}
+    return {**views, method.views[0]: F.normalize(z, dim=1)}, z
 
 
 def random_state(n: int, dim: int, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,16 +95,17 @@ def bench_size(n: int, args: argparse.Namespace, device: torch.device) -> list[d
         config = {**METHODS[label], **pool_option(METHODS[label], args.pool)}
         method = build_method(config, n).to(device)
         state = method.state_dict()
-        state["bank"] = bank
+        if "bank" in state:
+            state["bank"] = bank
         if "neighbours" in state:
             state["neighbours"] = table
         method.load_state_dict(state)
         epoch = 100  # past the ramp-up, so every term is in the loss
 
         def step() -> None:
-            z = torch.randn(args.batch, args.dim, device=device, requires_grad=True)
+            embeddings, z = embeddings_for(method, args.batch, args.dim, device)
             idx = torch.randint(0, n, (args.batch,), device=device)
-            out = method.loss(F.normalize(z, dim=1), idx, epoch)
+            out = method.loss(embeddings, idx, epoch)
             out.loss.backward()
             method.update()
 
@@ -117,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[60000, 1281167], help="bank sizes")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--pool", type=int, default=4096, help="M (n_background) and NCE K")
+    parser.add_argument("--pool", type=int, default=4096, help="M (n_background), NCE K and MoCo's queue")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)

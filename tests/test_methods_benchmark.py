@@ -17,6 +17,7 @@ def test_method_step_benchmark_smoke(tmp_path, capsys):
     module.main(["--n", "3000", "--batch", "8", "--dim", "16", "--pool", "64", "--reps", "2", "--warmup", "0",
                  "--device", "cpu", "--json", str(out)])
     rows = json.loads(out.read_text())
-    assert [r["method"] for r in rows] == ["floor (matmul + top-M)", "invp", "insdis-softmax", "insdis-nce", "knn"]
+    assert [r["method"] for r in rows] == ["floor (matmul + top-M)", "invp", "insdis-softmax", "insdis-nce", "knn",
+                                           "mocov2"]
     assert all(len(r["times"]) == 2 and min(r["times"]) > 0 for r in rows)
     assert "| 3000 | invp |" in capsys.readouterr().out
