@@ -285,3 +285,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
+    except RuntimeError as exc:
+        from benchmark.pretrain import EXIT_PREEMPTED, Preempted
+
+        if not isinstance(exc, Preempted):
+            raise
+        print(f"stopped: {exc}. Run the same command again to resume.", file=sys.stderr)
+        return EXIT_PREEMPTED

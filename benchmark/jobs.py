@@ -44,18 +44,23 @@ def encoder_checkpoint(job: Job) -> Path:
     return Path(job.pretrain_dir) / "encoder.pt"
 
 
-def result_is_current(job: Job, store: ResultStore) -> bool:
-    """A task job is done when its result file exists and, for a pretrained encoder, that
-    encoder still exists and is the one the result was computed from (same checkpoint hash):
-    a retrained encoder, e.g. in a fresh clone beside committed results, is evaluated again."""
-    stored = store.load_job(job.job_id)
+def task_result_is_current(store: ResultStore, job_id: str, encoder: str, pretrain_dir: str) -> bool:
+    """A task's result exists and, for a pretrained encoder, that encoder still exists and is the
+    one the result was computed from (same checkpoint hash): a retrained encoder, e.g. in a fresh
+    clone beside committed results, is evaluated again."""
+    stored = store.load_job(job_id)
     if stored is None:
         return False
-    if job.encoder != "pretrained":
+    if encoder != "pretrained":
         return True
-    checkpoint = encoder_checkpoint(job)
+    checkpoint = Path(pretrain_dir) / "encoder.pt"
     hashes = {r.get("checkpoint_hash") for r in stored.get("records", [])}
     return checkpoint.is_file() and hashes == {provenance.file_hash(checkpoint)}
+
+
+def result_is_current(job: Job, store: ResultStore) -> bool:
+    """:func:`task_result_is_current` for a planned task job."""
+    return task_result_is_current(store, job.job_id, job.encoder, job.pretrain_dir)
 
 
 def run_pretrain_job(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -> Outcome:
@@ -161,11 +166,18 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
 
 
 def run_job(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -> Outcome:
-    """Run any job; an exception becomes a ``failed`` outcome carrying the traceback's tail."""
+    """Run any job; an exception becomes a ``failed`` outcome carrying the traceback's tail.
+
+    A requested stop (``benchmark.pretrain.Preempted``: SIGTERM/SIGUSR1, a checkpoint was saved)
+    propagates instead, so the caller stops rather than going on with the next jobs."""
     try:
         if job.kind == "pretrain":
             return run_pretrain_job(job, paths, force=force, resume=resume)
         return run_task_job(job, paths, force=force)
     except Exception as exc:  # noqa: BLE001  (reported, not swallowed: the CLI exits non-zero)
+        from benchmark.pretrain import Preempted
+
+        if isinstance(exc, Preempted):
+            raise
         tail = "".join(traceback.format_exception(exc)[-3:]).strip()
         return Outcome(job.job_id, job.label, "failed", tail)

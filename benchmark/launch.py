@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from benchmark.config import ConfigError
-from benchmark.jobs import Outcome, Paths, result_is_current, run_job
+from benchmark.jobs import Outcome, Paths, run_job, task_result_is_current
 from benchmark.plan import Job
 from benchmark.resources import Resources, resources_for
 from benchmark.slurm_check import check_resources, require_slurm
@@ -138,21 +138,21 @@ class CheckpointablePretrain:
             CheckpointablePretrain(self.job, self.paths, False, "auto", self.runner))
 
 
-def finished_path(kind: str, pretrain_dir: str, store: ResultStore, job_id: str) -> Path | None:
-    """What a finished job left: the encoder (pretraining) or the result file (task); None if
-    the job is not finished."""
-    path = Path(pretrain_dir) / "encoder.pt" if kind == "pretrain" else store.path(job_id)
-    done = path.is_file() if kind == "pretrain" else store.is_done(job_id)
-    return path if done else None
+def finished_path(kind: str, pretrain_dir: str, store: ResultStore, job_id: str,
+                  encoder: str = "pretrained") -> Path | None:
+    """What a finished job left: the encoder (pretraining) or the result file (task, counted only
+    when computed from the current encoder, see ``jobs.task_result_is_current``); None if the
+    job is not finished."""
+    if kind == "pretrain":
+        path = Path(pretrain_dir) / "encoder.pt"
+        return path if path.is_file() else None
+    return store.path(job_id) if task_result_is_current(store, job_id, encoder, pretrain_dir) else None
 
 
 def is_done(job: Job, paths: Paths) -> bool:
-    """Whether ``job`` already finished: its encoder exists (pretraining), or its result exists
-    and was computed from the current encoder (task; see ``jobs.result_is_current``)."""
+    """Whether ``job`` already finished (see :func:`finished_path`)."""
     store = paths.store(job.config["profile"])
-    if job.kind == "task":
-        return result_is_current(job, store)
-    return finished_path(job.kind, job.pretrain_dir, store, job.job_id) is not None
+    return finished_path(job.kind, job.pretrain_dir, store, job.job_id, job.encoder) is not None
 
 
 def job_resources(job: Job, flags: Mapping[str, Any] | None = None) -> Resources:

@@ -1,6 +1,7 @@
 """``python -m benchmark status [SWEEP]``: where every job of a sweep stands.
 
-A job is ``done`` when its result file (tasks) or encoder (pretraining) exists. Otherwise the
+A job is ``done`` when its encoder (pretraining) exists, or its result file exists and was
+computed from the current encoder (tasks; ``launch.finished_path``). Otherwise the
 newest submission decides: under Slurm the scheduler's state (``sacct`` through submitit):
 ``pending`` / ``running`` / ``failed`` (with the last lines of its log and the log's path);
 off Slurm the outcome recorded when the job ran. A job never submitted is ``missing``.
@@ -78,7 +79,8 @@ def job_status(state: SweepState, job_id: str, results_root: Path,
     entry = state.jobs[job_id]
     label = entry["label"]
     done = finished_path(entry["kind"], entry["pretrain_dir"],
-                         ResultStore(Path(results_root) / entry["profile"]), job_id)
+                         ResultStore(Path(results_root) / entry["profile"]), job_id,
+                         entry.get("encoder") or "pretrained")
     submission, sid, outcome = state.latest(job_id)
     if done is not None:
         return JobStatus(job_id, label, "done", sid, str(done))

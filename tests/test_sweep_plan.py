@@ -3,18 +3,22 @@ dry-run output, the state file and its code-version check, status of unsubmitted
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from benchmark import provenance
 from benchmark.cli import main
 from benchmark.config import ConfigError
 from benchmark.jobs import Outcome, Paths
 from benchmark.launch import CheckpointablePretrain, JobFailed, run_job_checked
 from benchmark.plan import Job
 from benchmark.resources import resources_for
+from benchmark.store import ResultStore
 from benchmark.status import format_status, resolve_sweep, sweep_status
 from benchmark.sweep import SweepSpec, expand, open_state, parse_grid, split_values
 from benchmark.sweep_state import SweepState
+from test_store import make_record
 
 
 def spec(**changes) -> SweepSpec:
@@ -157,6 +161,26 @@ def test_status_of_jobs_never_submitted_and_of_unknown_sweeps(tmp_path):
         resolve_sweep("s2", tmp_path / "sweeps")
 
 
+def test_status_counts_a_task_done_only_for_the_encoder_it_was_computed_from(tmp_path):
+    jobs = expand(spec(methods=("invp",)), tmp_path / "runs")
+    state = SweepState(tmp_path / "sweeps" / "s1" / "sweep.json", {}, {})
+    state.plan(jobs)
+    task = next(j for j in jobs if j.kind == "task" and j.encoder == "pretrained")
+    encoder = Path(task.pretrain_dir) / "encoder.pt"
+    encoder.parent.mkdir(parents=True)
+    encoder.write_bytes(b"weights A")
+    store = ResultStore(tmp_path / "results" / task.config["profile"])
+    store.save({"job_id": task.job_id},
+               [make_record(job_id=task.job_id, checkpoint_hash=provenance.file_hash(encoder))])
+
+    def task_state() -> str:
+        return next(r.state for r in sweep_status(state, tmp_path / "results") if r.job_id == task.job_id)
+
+    assert task_state() == "done"
+    encoder.write_bytes(b"weights B, retrained")
+    assert task_state() == "missing"
+
+
 def test_local_sweep_records_outcomes_that_status_reads(tmp_path, monkeypatch, capsys):
     def fake_run_job(job: Job, paths, force=False, resume="auto"):
         status = "failed" if job.kind == "pretrain" else "done"
@@ -171,6 +195,25 @@ def test_local_sweep_records_outcomes_that_status_reads(tmp_path, monkeypatch, c
                  "--results", str(tmp_path / "results")]) == 0
     out = capsys.readouterr().out
     assert "failed   " in out and "boom" in out and "dependency" in out
+
+
+def test_a_stop_request_ends_a_local_sweep_at_once_with_the_resume_exit_code(tmp_path, monkeypatch, capsys):
+    from benchmark.pretrain import EXIT_PREEMPTED, Preempted
+
+    ran = []
+
+    def preempted_pretrain(job: Job, paths, force=False, resume="auto"):
+        ran.append(job.label)
+        raise Preempted("stopped at epoch 1, step 3; checkpoint saved")
+
+    monkeypatch.setattr("benchmark.jobs.run_pretrain_job", preempted_pretrain)
+    monkeypatch.setattr("benchmark.jobs.run_task_job", lambda *a, **k: ran.append("task"))
+    args = ["sweep", "--methods", "invp,insdis", "--tasks", "knn", "--launcher", "local", "--no-sanity",
+            "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
+            "--sweeps", str(tmp_path / "sweeps"), "--name", "s"]
+    assert main(args) == EXIT_PREEMPTED
+    assert len(ran) == 1, f"jobs ran after the stop request: {ran}"
+    assert "Run the same command again to resume" in capsys.readouterr().err
 
 
 def test_sweep_cli_rejects_bad_launchers_and_missing_slurm_before_writing_state(
