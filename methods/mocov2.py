@@ -20,12 +20,16 @@ class MoCoV2(MomentumMethod):
     name = "mocov2"
     summary = "MoCo v2: momentum key encoder, queue of negative keys, InfoNCE (tau 0.2, MLP head)"
 
-    def loss(self, embeddings: Any, indices: torch.Tensor, epoch: int) -> LossOutput:
-        q, k, _ = self._prepare(embeddings, indices)
+    def intra_loss(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mean InfoNCE of queries ``q`` against their keys ``k`` and the queue, with its logs."""
         assert self.queue is not None
         with no_autocast(self.device):
             positive = (q * k).sum(dim=1)
             negatives = q @ self.queue.keys.T
             loss = info_nce(positive / self.settings.temperature, negatives / self.settings.temperature).mean()
-        return self._output(loss, {"loss_moco": loss, "positive_similarity": positive.mean(),
-                                   "negative_similarity": negatives.mean()})
+        return loss, {"loss_moco": loss, "positive_similarity": positive.mean(),
+                      "negative_similarity": negatives.mean()}
+
+    def loss(self, embeddings: Any, indices: torch.Tensor, epoch: int) -> LossOutput:
+        q, k, _ = self._prepare(embeddings, indices)
+        return self._output(*self.intra_loss(q, k))
