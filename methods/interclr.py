@@ -1,0 +1,233 @@
+"""InterCLR (Xie et al., IJCV 2022; official code mmselfsup 0.x, related-methods.md §2): MoCo v2's
+intra-image InfoNCE plus an inter-image InfoNCE whose positive is a random member of the anchor's
+online pseudo-label cluster and whose negatives are sampled from a pool of bank rows outside it
+(semi-hard by default), with a cosine margin on the positive: L = 0.75 L_intra + 0.25 L_inter.
+
+Bank rows, labels and centroids live in a MemoryBank and PseudoLabels, built by k-means over the
+clean embeddings in ``on_train_start`` and maintained in ``after_step`` (bank row <- key, relabel,
+centroids every ``centroid_interval`` steps, small-cluster repair every ``repair_interval``).
+The inter logits are gathered from S = q·Vᵀ (§2.9's cheaper, identical formulation). The
+sampling randomness of a step comes from a generator seeded by (run's draw, step), so an exact
+resume needs no RNG state beyond that seed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from methods.bank_method import no_autocast
+from methods.base import LossOutput, register
+from methods.diagnostics import label_precision
+from methods.dist_utils import broadcast_from_rank0
+from methods.info_nce import info_nce
+from methods.kmeans import BACKENDS
+from methods.memory_bank import MemoryBank
+from methods.momentum_method import MomentumSettings
+from methods.mocov2 import MoCoV2
+from methods.pseudo_labels import ASSIGN_RULES, PseudoLabels
+from methods.settings import require
+
+NEGATIVE_SAMPLING = ("semihard", "hard", "random", "semieasy")
+MARGIN_TYPES = ("cosine", "arc")
+
+
+@dataclass(frozen=True)
+class InterCLRSettings(MomentumSettings):
+    """Defaults: the released config (mmselfsup interclr-moco_resnet50_8xb32-coslr-200e_in1k, §2.8)."""
+
+    num_clusters: int = 10000
+    kmeans_iterations: int = 20       # initial k-means (faiss, no PCA)
+    kmeans_backend: str = "auto"      # auto (faiss if importable) | faiss | torch
+    assign: str = "dot"               # relabel rule: dot (official, unnormalised mu) | l2 (§2.13.1)
+    min_cluster: int = 20             # small-cluster repair threshold (0 = no repair)
+    centroid_interval: int = 10       # steps between centroid refreshes
+    repair_interval: int = 1          # steps between small-cluster repairs
+    split_iterations: int = 20        # 2-means iterations of a re-seeding split
+    negatives: int = 16384            # K_n inter negatives per anchor
+    pool_size: int = 128000           # M_s semi-hard (semi-easy) pool
+    neg_sampling: str = "semihard"    # semihard | hard | random | semieasy (§2.4)
+    margin: float = -0.5              # m: the positive logit is cos - m (cosine) or cos(theta + m) (arc)
+    margin_type: str = "cosine"       # cosine | arc
+    intra_weight: float = 0.75
+    inter_weight: float = 0.25
+    warmup_epochs: int = 0            # first epochs with weights (1, 0) (official hook option, off)
+    bank_momentum: float = 1.0        # beta: row <- normalise((1 - beta) row + beta key); 1 = replace
+
+
+def margin_logit(cosine: torch.Tensor, margin: float, kind: str) -> torch.Tensor:
+    """The positive's similarity after the margin: cos - m, or ArcFace's cos(theta + m) with the
+    official fallbacks near the ends of the angle range (§2.5)."""
+    if kind == "cosine":
+        return cosine - margin
+    theta = torch.acos(cosine.clamp(-1 + 1e-7, 1 - 1e-7))
+    arc = torch.cos(theta + margin)
+    if margin < 0:
+        return torch.where(theta <= -margin, cosine - margin * math.sin(-margin), arc)
+    return torch.where(theta >= math.pi - margin, cosine - margin * math.sin(margin), arc)
+
+
+@register
+class InterCLR(MoCoV2):
+    name = "interclr"
+    summary = ("InterCLR: MoCo v2 + inter-image InfoNCE (positives from online k-means pseudo-labels, "
+               "semi-hard negatives, cosine margin)")
+    settings_class = InterCLRSettings
+
+    def __init__(self, config: Mapping[str, Any], num_samples: int):
+        super().__init__(config, num_samples)
+        s: InterCLRSettings = self.settings  # type: ignore[assignment]
+        self._validate(s, num_samples)
+        self.bank: MemoryBank | None = None
+        self.pseudo: PseudoLabels | None = None
+        self.seed = 0
+        self.num_classes = 0
+        self.change_ratio = torch.zeros(())
+        self.repaired = torch.zeros(())
+
+    def _validate(self, s: InterCLRSettings, n: int) -> None:
+        def check(ok: bool, message: str) -> None:
+            require(ok, self.name, message)
+
+        check(1 <= s.num_clusters <= n, f"option num_clusters must be in [1, {n}], got {s.num_clusters}")
+        check(s.min_cluster == 0 or (s.min_cluster > 0 and s.num_clusters * max(s.min_cluster, 2) <= n),
+              f"option min_cluster must be 0 (no repair) or have num_clusters * max(min_cluster, 2) <= {n} (so that a "
+              f"repair always finds a cluster to split), got {s.min_cluster}")
+        for option in ("kmeans_iterations", "centroid_interval", "repair_interval", "split_iterations"):
+            check(getattr(s, option) >= 1, f"option {option} must be >= 1, got {getattr(s, option)}")
+        check(s.kmeans_backend in BACKENDS, f"option kmeans_backend must be one of {', '.join(BACKENDS)}, "
+              f"got {s.kmeans_backend!r}")
+        check(s.assign in ASSIGN_RULES, f"option assign must be one of {', '.join(ASSIGN_RULES)}, got {s.assign!r}")
+        check(s.neg_sampling in NEGATIVE_SAMPLING, f"option neg_sampling must be one of "
+              f"{', '.join(NEGATIVE_SAMPLING)}, got {s.neg_sampling!r}")
+        check(1 <= s.negatives < n, f"option negatives must be in [1, {n}), got {s.negatives}")
+        if s.neg_sampling in ("semihard", "semieasy"):
+            check(s.negatives <= s.pool_size <= n, f"option pool_size must be in [negatives={s.negatives}, {n}] "
+                  f"for neg_sampling {s.neg_sampling}, got {s.pool_size}")
+        check(s.margin_type in MARGIN_TYPES, f"option margin_type must be one of {', '.join(MARGIN_TYPES)}, "
+              f"got {s.margin_type!r}")
+        check(-1 <= s.margin <= 1, f"option margin must be in [-1, 1], got {s.margin}")
+        check(s.intra_weight >= 0 and s.inter_weight >= 0,
+              f"options intra_weight and inter_weight must be >= 0, got {s.intra_weight}, {s.inter_weight}")
+        check(s.warmup_epochs >= 0, f"option warmup_epochs must be >= 0, got {s.warmup_epochs}")
+        check(0 < s.bank_momentum <= 1, f"option bank_momentum must be in (0, 1], got {s.bank_momentum}")
+
+    def set_diagnostic_labels(self, labels: torch.Tensor | None) -> None:
+        super().set_diagnostic_labels(labels)
+        self.num_classes = 0 if labels is None or not len(labels) else int(labels.max()) + 1
+
+    def on_train_start(self, extract: Callable[[], torch.Tensor]) -> None:
+        """Bank = clean embeddings of the initial network; labels = their k-means (§2.6.1), then
+        one repair (the official code asserts no empty cluster instead); rank 0's state wins."""
+        s: InterCLRSettings = self.settings  # type: ignore[assignment]
+        features = F.normalize(extract().float().to(self.device), dim=1)
+        seed = torch.randint(2**31 - 1, (1,), dtype=torch.long)  # the run's seeded global RNG
+        broadcast_from_rank0(seed)
+        self.seed = int(seed)
+        self.bank = MemoryBank(features, 1.0 - s.bank_momentum)
+        self.pseudo = PseudoLabels.clustered(features, s.num_clusters, s.kmeans_iterations, self.seed,
+                                             s.kmeans_backend, s.assign)
+        if s.min_cluster:
+            self.pseudo.repair(self.bank.weight, s.min_cluster, s.split_iterations)
+        for tensor in (self.bank.weight, self.pseudo.labels, self.pseudo.centroids):
+            broadcast_from_rank0(tensor)
+
+    def _state(self) -> tuple[MemoryBank, PseudoLabels]:
+        if self.bank is None or self.pseudo is None:
+            raise RuntimeError(f"method {self.name!r}: no bank and pseudo-labels; on_train_start(extract) must "
+                               f"run before the first step (or load a checkpoint)")
+        return self.bank, self.pseudo
+
+    def _generator(self) -> torch.Generator:
+        """This step's sampling generator: a function of (seed, step) only."""
+        return torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + self.steps)
+
+    def sample_negatives(self, sims: torch.Tensor, anchor_labels: torch.Tensor,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K_n) bank indices outside each anchor's cluster and a validity mask (False where
+        fewer candidates exist): ``negatives`` drawn uniformly without replacement from the pool
+        (random keys, top-K_n), or the most similar ones (hard)."""
+        s: InterCLRSettings = self.settings  # type: ignore[assignment]
+        if s.neg_sampling in ("semihard", "semieasy"):
+            pool = sims.topk(s.pool_size, dim=1, largest=s.neg_sampling == "semihard", sorted=False).indices
+        else:
+            pool = torch.arange(self.num_samples, device=self.device).expand(sims.shape[0], -1)
+        assert self.pseudo is not None
+        outside = self.pseudo.labels[pool] != anchor_labels.view(-1, 1)
+        score = sims.gather(1, pool) if s.neg_sampling == "hard" else \
+            torch.rand(pool.shape, generator=generator, device=self.device)
+        top = score.masked_fill(~outside, float("-inf")).topk(s.negatives, dim=1)
+        return pool.gather(1, top.indices), top.values > float("-inf")
+
+    def loss(self, embeddings: Any, indices: torch.Tensor, epoch: int) -> LossOutput:
+        q, k, idx = self._prepare(embeddings, indices)
+        bank, pseudo = self._state()
+        if bank.dim != q.shape[1]:
+            raise ValueError(f"method {self.name!r}: embeddings have D={q.shape[1]} but the bank has D={bank.dim}")
+        s: InterCLRSettings = self.settings  # type: ignore[assignment]
+        intra, intra_logs = self.intra_loss(q, k)
+        with no_autocast(self.device):
+            sims = q @ bank.weight.T
+            generator = self._generator()
+            anchor_labels = pseudo.labels[idx]
+            positives = pseudo.sample_members(anchor_labels, generator)
+            negatives, valid = self.sample_negatives(sims.detach(), anchor_labels, generator)
+            positive = sims.gather(1, positives.view(-1, 1)).squeeze(1)
+            negative_logits = sims.gather(1, negatives).masked_fill(~valid, float("-inf"))
+            inter = info_nce(margin_logit(positive, s.margin, s.margin_type) / s.temperature,
+                             negative_logits / s.temperature).mean()
+        weights = (1.0, 0.0) if epoch <= s.warmup_epochs else (s.intra_weight, s.inter_weight)
+        counts = pseudo.counts()
+        intra_logs.pop("loss_moco")
+        logs = {"loss_intra": intra, "loss_inter": inter, **intra_logs,
+                "inter_positive_similarity": positive.mean(), "self_positive_rate": (positives == idx).float().mean(),
+                "valid_negatives": valid.float().sum(dim=1).mean(), "change_ratio": self.change_ratio,
+                "clusters_repaired": self.repaired, "clusters_nonempty": (counts > 0).sum(),
+                "cluster_size_min": counts.min(), "cluster_size_max": counts.max()}
+        if self.diagnostic_labels is not None:
+            truth = self.diagnostic_labels
+            logs["pos_precision"] = label_precision(truth, idx, positives.view(-1, 1))
+            logs["neg_same_class"] = label_precision(truth, idx, negatives, valid)
+            logs["label_purity"] = pseudo.purity(truth, self.num_classes)
+        return self._output(weights[0] * intra + weights[1] * inter, logs)
+
+    def after_step(self, indices: torch.Tensor, keys: torch.Tensor, step: int) -> None:
+        """Bank rows <- keys, relabel them; refresh centroids and repair small clusters when due."""
+        bank, pseudo = self._state()
+        s: InterCLRSettings = self.settings  # type: ignore[assignment]
+        bank.update(indices, keys)
+        self.change_ratio = pseudo.relabel(indices, bank.weight[indices])
+        if (step + 1) % s.centroid_interval == 0:
+            pseudo.refresh_centroids(bank.weight)
+        if s.min_cluster and (step + 1) % s.repair_interval == 0:
+            self.repaired = torch.tensor(float(pseudo.repair(bank.weight, s.min_cluster, s.split_iterations)))
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.bank is not None and self.pseudo is not None:
+            state.update(bank=self.bank.weight.detach().cpu().clone(), pseudo_labels=self.pseudo.state_dict(),
+                         seed=self.seed, change_ratio=float(self.change_ratio), repaired=float(self.repaired))
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "bank" not in state:
+            return
+        s: InterCLRSettings = self.settings  # type: ignore[assignment]
+        self.bank = MemoryBank.restored(state["bank"], self.num_samples, 1.0 - s.bank_momentum).to(self.device)
+        self.pseudo = PseudoLabels.restored(state["pseudo_labels"], self.num_samples, s.num_clusters,
+                                            s.assign).to(self.device)
+        self.seed = int(state["seed"])
+        self.change_ratio = torch.tensor(float(state["change_ratio"]), device=self.device)
+        self.repaired = torch.tensor(float(state["repaired"]), device=self.device)
+
+    def to(self, device: torch.device | str) -> "InterCLR":
+        super().to(device)
+        for part in (self.bank, self.pseudo):
+            if part is not None:
+                part.to(self.device)
+        self.change_ratio, self.repaired = self.change_ratio.to(self.device), self.repaired.to(self.device)
+        return self

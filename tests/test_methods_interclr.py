@@ -1,0 +1,238 @@
+"""InterCLR (related-methods.md §2, conformance checks §5): the inter loss with its margin against
+slow loops, positives inside and negatives outside the anchor's cluster, the semi-hard pool,
+bank update and relabel, centroid refresh, small-cluster repair, warm-up weights, state
+round-trip, profiles, and bad options that name the option."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmark.config import ConfigError, resolve
+from methods.base import build_method
+from methods.pseudo_labels import PseudoLabels
+from methods_reference import unit_rows
+
+N, D = 120, 8
+CONFIG = {"name": "interclr", "queue_size": 16, "num_clusters": 6, "min_cluster": 5, "negatives": 12,
+          "pool_size": 30, "kmeans_backend": "torch", "centroid_interval": 3}
+
+
+def started(features: torch.Tensor | None = None, n: int = N, **options) -> torch.nn.Module:
+    method = build_method({**CONFIG, **options}, n)
+    torch.manual_seed(0)
+    method.on_train_start(lambda: unit_rows(n, D, 1) if features is None else features)
+    return method
+
+
+def batch(seed: int, size: int = 8) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    idx = torch.randperm(N, generator=torch.Generator().manual_seed(seed))[:size]
+    return {"query": unit_rows(size, D, 100 + seed), "key": unit_rows(size, D, 200 + seed)}, idx
+
+
+def test_full_softmax_limit_and_margin_match_a_slow_loop():
+    """§5.5 and §5.2: one cluster per sample, hard negatives = every other row, weights (0, 1):
+    the inter loss is a full-softmax instance loss whose positive (the own row) gains -m/tau."""
+    n, tau, m = 10, 0.2, -0.5
+    method = started(n=n, num_clusters=n, min_cluster=0, neg_sampling="hard", negatives=n - 1, queue_size=4,
+                     intra_weight=0.0, inter_weight=1.0, margin=m)
+    bank = method.bank.weight.clone()
+    assert sorted(method.pseudo.labels.tolist()) == list(range(n))
+    q = unit_rows(4, D, 7).requires_grad_(True)
+    idx = torch.tensor([0, 3, 3, 9])
+    out = method.loss({"query": q, "key": unit_rows(4, D, 8)}, idx, epoch=1)
+    out.loss.backward()
+    q_ref = q.detach().clone().requires_grad_(True)
+    terms = []
+    for row, i in enumerate(idx.tolist()):
+        positive = torch.exp((torch.dot(q_ref[row], bank[i]) - m) / tau)
+        others = sum(torch.exp(torch.dot(q_ref[row], bank[j]) / tau) for j in range(n) if j != i)
+        terms.append(-torch.log(positive / (positive + others)))
+    reference = torch.stack(terms).mean()
+    reference.backward()
+    assert out.loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    assert torch.allclose(q.grad, q_ref.grad, atol=1e-6)
+    assert out.logs["self_positive_rate"] == 1.0 and out.logs["valid_negatives"] == n - 1
+
+
+def test_zero_margin_with_both_weights_is_the_sum_of_two_info_nce_terms():
+    plain = started(margin=0.0, intra_weight=1.0, inter_weight=1.0, neg_sampling="hard")
+    views, idx = batch(1)
+    out = plain.loss(views, idx, epoch=1)
+    assert out.loss.item() == pytest.approx(out.logs["loss_intra"] + out.logs["loss_inter"], rel=1e-6)
+    shifted = started(margin=-0.5, intra_weight=0.0, inter_weight=1.0, neg_sampling="hard")
+    assert shifted.loss(views, idx, epoch=1).loss.item() < out.logs["loss_inter"]  # +2.5 nats on the positive
+
+
+def test_arc_margin_matches_the_formula_with_its_fallbacks():
+    from methods.interclr import margin_logit
+
+    cosines = torch.tensor([0.99, 0.5, 0.0, -0.7, -0.999])
+    for m in (-0.5, 0.4):
+        got = margin_logit(cosines, m, "arc")
+        for c, value in zip(cosines.tolist(), got.tolist()):
+            theta = math.acos(c)
+            if m < 0 and theta <= -m:
+                expected = c - m * math.sin(-m)
+            elif m >= 0 and theta >= math.pi - m:
+                expected = c - m * math.sin(m)
+            else:
+                expected = math.cos(theta + m)
+            assert value == pytest.approx(expected, abs=1e-5)
+
+
+def test_warmup_epochs_use_the_intra_loss_only():
+    method = started(warmup_epochs=1)
+    views, idx = batch(2)
+    warm, after = method.loss(views, idx, epoch=1), method.loss(views, idx, epoch=2)
+    assert warm.loss.item() == pytest.approx(warm.logs["loss_intra"], rel=1e-6)
+    assert after.loss.item() == pytest.approx(0.75 * after.logs["loss_intra"] + 0.25 * after.logs["loss_inter"],
+                                              rel=1e-5)
+
+
+def test_positives_share_the_label_and_cover_the_cluster():
+    method = started()
+    labels = method.pseudo.labels
+    anchors = torch.arange(N).repeat(40)
+    drawn = method.pseudo.sample_members(labels[anchors], torch.Generator().manual_seed(3))
+    assert torch.equal(labels[drawn], labels[anchors])
+    for cluster in labels.unique().tolist():
+        members = set((labels == cluster).nonzero().flatten().tolist())
+        assert set(drawn[labels[anchors] == cluster].tolist()) == members  # every member is drawn
+
+
+@pytest.mark.parametrize("strategy", ["semihard", "semieasy", "random", "hard"])
+def test_negatives_lie_outside_the_cluster_and_in_their_pool(strategy):
+    method = started(neg_sampling=strategy)
+    labels, bank = method.pseudo.labels, method.bank.weight
+    views, idx = batch(4)
+    sims = views["query"] @ bank.T
+    negatives, valid = method.sample_negatives(sims, labels[idx], torch.Generator().manual_seed(5))
+    assert negatives.shape == (8, 12)
+    for row, anchor in enumerate(idx.tolist()):
+        order = sorted(range(N), key=lambda j: -float(sims[row, j]))
+        outside = [j for j in order if labels[j] != labels[anchor]]
+        picked = negatives[row][valid[row]].tolist()
+        assert valid[row].sum() == min(12, len(outside))
+        assert all(labels[j] != labels[anchor] for j in picked) and len(set(picked)) == len(picked)
+        if strategy == "semihard":
+            assert set(picked) <= set(order[:30])
+        elif strategy == "semieasy":
+            assert set(picked) <= set(order[-30:])
+        elif strategy == "hard":
+            assert picked == outside[:12]
+
+
+def test_negatives_are_masked_when_the_pool_holds_too_few_outsiders():
+    features = torch.cat([unit_rows(1, D, 3).repeat(60, 1), -unit_rows(1, D, 3).repeat(60, 1)])
+    features = F.normalize(features + 1e-3 * unit_rows(N, D, 4), dim=1)
+    method = started(features, num_clusters=2, min_cluster=5, negatives=40, pool_size=60)
+    anchor = torch.tensor([0])
+    sims = features[anchor] @ method.bank.weight.T
+    _, valid = method.sample_negatives(sims, method.pseudo.labels[anchor], torch.Generator().manual_seed(0))
+    assert not valid.any()  # the 60 most similar rows are all in the anchor's own cluster
+    out = method.loss({"query": features[:1], "key": features[:1]}, anchor, epoch=1)
+    assert math.isfinite(out.loss.item()) and out.logs["loss_inter"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_update_writes_keys_relabels_by_dot_product_and_refreshes_centroids_on_schedule():
+    method = started(min_cluster=0)
+    centroids = method.pseudo.centroids.clone()
+    for step in range(3):
+        views, idx = batch(10 + step)
+        method.loss(views, idx, epoch=1)
+        method.update()
+        bank, labels = method.bank.weight, method.pseudo.labels
+        assert torch.allclose(bank[idx], views["key"], atol=1e-6)  # beta = 1: the row is the key
+        for i in idx.tolist():  # relabelled against the centroids as they stood before the refresh
+            scores = [float(torch.dot(bank[i], c)) for c in centroids]
+            assert labels[i] == max(range(len(scores)), key=lambda c: scores[c])
+        if step < 2:
+            assert torch.equal(method.pseudo.centroids, centroids)
+    for cluster in range(6):  # centroid_interval 3: refreshed after the third step
+        members = [bank[i] for i in range(N) if labels[i] == cluster]
+        assert torch.allclose(method.pseudo.centroids[cluster], torch.stack(members).mean(0), atol=1e-6)
+
+
+def test_l2_assignment_is_the_nearest_centroid():
+    pseudo = PseudoLabels(torch.zeros(5, dtype=torch.long), torch.tensor([[0.1, 0.0], [2.0, 0.0]]), assign="l2")
+    rows = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert pseudo.assign(rows).tolist() == [0, 0]
+    assert PseudoLabels(pseudo.labels, pseudo.centroids, "dot").assign(rows).tolist() == [1, 0]
+
+
+def test_repair_moves_small_clusters_and_leaves_none_empty():
+    bank = unit_rows(N, D, 6)
+    labels = torch.arange(N) % 4
+    labels[:6] = 4  # a small cluster (6 < 10); cluster 5 is empty
+    centroids = torch.stack([bank[labels == c].mean(0) if (labels == c).any() else torch.zeros(D) for c in range(6)])
+    pseudo = PseudoLabels(labels.clone(), centroids.clone())
+    expected = {i: max(range(4), key=lambda c: float(torch.dot(bank[i], centroids[c]))) for i in range(6)}
+    assert pseudo.repair(bank, min_size=10, split_iterations=5) == 2
+    counts = pseudo.counts()
+    assert counts.min() > 0
+    for i, target in expected.items():
+        assert pseudo.labels[i] in (target, 4, 5)  # moved to a non-small cluster, unless a split took it
+    for cluster in (4, 5):
+        assert torch.allclose(pseudo.centroids[cluster], bank[pseudo.labels == cluster].mean(0), atol=1e-6)
+    assert pseudo.repair(bank, min_size=1, split_iterations=5) == 0
+
+
+def test_state_round_trip_resumes_identically():
+    method = started()
+    for step in range(2):
+        views, idx = batch(20 + step)
+        method.loss(views, idx, epoch=1)
+        method.update()
+    restored = build_method({**CONFIG}, N)
+    restored.load_state_dict(method.state_dict())
+    views, idx = batch(30)
+    a, b = method.loss(views, idx, 1), restored.loss(views, idx, 1)
+    assert a.loss.item() == b.loss.item() and a.logs == b.logs
+    method.update()
+    restored.update()
+    sa, sb = method.state_dict(), restored.state_dict()
+    assert torch.equal(sa["bank"], sb["bank"]) and torch.equal(sa["queue"]["keys"], sb["queue"]["keys"])
+    assert all(torch.equal(sa["pseudo_labels"][k], sb["pseudo_labels"][k]) for k in ("labels", "centroids"))
+    with pytest.raises(ValueError, match="num_clusters"):
+        build_method({**CONFIG, "num_clusters": 5}, N).load_state_dict(sa)
+
+
+def test_loss_before_the_initial_clustering_is_refused():
+    views, idx = batch(0)
+    with pytest.raises(RuntimeError, match="on_train_start"):
+        build_method(CONFIG, N).loss(views, idx, 1)
+
+
+def test_diagnostics_with_known_labels():
+    method = started()
+    truth = torch.arange(N) % 3
+    method.set_diagnostic_labels(truth)
+    views, idx = batch(40)
+    logs = method.loss(views, idx, 1).logs
+    for key in ("pos_precision", "neg_same_class", "label_purity", "clusters_nonempty", "change_ratio"):
+        assert key in logs
+    joint = torch.zeros(6, 3)
+    for label, cls in zip(method.pseudo.labels.tolist(), truth.tolist()):
+        joint[label, cls] += 1
+    assert logs["label_purity"] == pytest.approx(joint.max(1).values.sum().item() / N)
+    assert logs["clusters_nonempty"] == 6
+
+
+def test_profiles_set_the_mlp_head_and_mocov2_recipe():
+    mini = resolve("mini", "interclr")
+    assert (mini.model.head, mini.data.augment) == ("mlp", "mini_mocov2")
+    build_method(mini.method, 10000)
+
+
+@pytest.mark.parametrize("option, value", [
+    ("num_clusters", 0), ("num_clusters", 30), ("min_cluster", -1), ("kmeans_backend", "sklearn"),
+    ("assign", "cosine"), ("neg_sampling", "easy"), ("negatives", N), ("pool_size", 5), ("margin_type", "sphere"),
+    ("margin", 2.0), ("inter_weight", -1.0), ("warmup_epochs", -1), ("bank_momentum", 0.0),
+    ("centroid_interval", 0), ("repair_interval", 0), ("kmeans_iterations", 0), ("split_iterations", 0),
+])
+def test_bad_options_name_the_option(option, value):
+    with pytest.raises(ConfigError, match=option):
+        build_method({**CONFIG, option: value}, N)
