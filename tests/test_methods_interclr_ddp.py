@@ -1,0 +1,48 @@
+"""DDP: two gloo processes keep InterCLR's bank, pseudo-labels, centroids and queue identical, and
+equal to one process on the concatenated batches (the initial clustering comes from rank 0)."""
+import os
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from methods.base import build_method
+from methods_reference import unit_rows
+from test_methods_mocov2_ddp import SPLIT, batches, free_port
+
+N, D = 64, 8
+CONFIG = dict(name="interclr", queue_size=12, num_clusters=4, min_cluster=10, negatives=6, pool_size=20,
+              centroid_interval=2, kmeans_backend="torch")
+
+
+def run_steps(rows, global_seed: int):
+    torch.manual_seed(global_seed)
+    method = build_method(CONFIG, N)
+    method.on_train_start(lambda: unit_rows(N, D, 1 + global_seed % 100))  # rank 1: other features
+    for views, idx in batches():
+        out = method.loss({name: v[rows].clone().requires_grad_(name == "query") for name, v in views.items()},
+                          idx[rows], 1)
+        out.loss.backward()
+        method.update()
+    return method.state_dict()
+
+
+def _worker(rank, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    rows = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
+    torch.save(run_steps(rows, 100 + rank), os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_keep_one_bank_and_one_labelling(tmp_path):
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    single = run_steps(slice(None), 100)
+    for rank in ranks:
+        assert torch.equal(rank["bank"], single["bank"])
+        assert torch.equal(rank["pseudo_labels"]["labels"], single["pseudo_labels"]["labels"])
+        assert torch.allclose(rank["pseudo_labels"]["centroids"], single["pseudo_labels"]["centroids"], atol=1e-6)
+        assert torch.equal(rank["queue"]["keys"], single["queue"]["keys"])
+        assert rank["seed"] == single["seed"] and rank["steps"] == single["steps"] == 3
