@@ -11,7 +11,9 @@
 * ``mini_mocov2``: ``cifar_mocov2`` adapted to 28x28 grayscale as ``mini`` adapts ``cifar``
   (brightness/contrast jitter with p = 0.8, flip; the one-channel no-ops left out).
 
-Two-view methods get ``NamedViews`` of a recipe: one independent draw per view name.
+Multi-view methods get ``NamedViews`` of a recipe: one independent draw per view name, each at
+its own output side (multi-resolution augmentation: the same RandomResizedCrop family resized to
+a smaller side, CLIM; None = the recipe's side).
 
 Every transform draws its randomness from torch's global generator only, so the engine can seed
 each sample's augmentation.
@@ -32,9 +34,10 @@ FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 
 @dataclass(frozen=True)
 class Recipe:
-    """A pretraining augmentation, the matching eval transform and the tensor shape both give."""
+    """A pretraining augmentation (of a given output side), the matching eval transform and the
+    tensor shape both give at the recipe's own side."""
 
-    train: Callable[[], T.Compose]
+    train: Callable[[int], T.Compose]
     eval: Callable[[], T.Compose]
     input_shape: tuple[int, int, int]
 
@@ -47,9 +50,9 @@ def _imagenet_eval() -> T.Compose:
     return T.Compose([T.Resize(256), T.CenterCrop(224), *_finish(IMAGENET_MEAN, IMAGENET_STD)])
 
 
-def _insdis() -> T.Compose:
+def _insdis(size: int) -> T.Compose:
     return T.Compose([
-        T.RandomResizedCrop(224, scale=(0.2, 1.0)),
+        T.RandomResizedCrop(size, scale=(0.2, 1.0)),
         T.RandomGrayscale(p=0.2),
         T.ColorJitter(0.4, 0.4, 0.4, 0.4),
         T.RandomHorizontalFlip(),
@@ -57,10 +60,10 @@ def _insdis() -> T.Compose:
     ])
 
 
-def _mocov2() -> T.Compose:
+def _mocov2(size: int) -> T.Compose:
     # Blur kernel 23 (~10 % of 224) with sigma in [0.1, 2], as in SimCLR/MoCo-v2.
     return T.Compose([
-        T.RandomResizedCrop(224, scale=(0.2, 1.0)),
+        T.RandomResizedCrop(size, scale=(0.2, 1.0)),
         T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
         T.RandomGrayscale(p=0.2),
         T.RandomApply([T.GaussianBlur(23, sigma=(0.1, 2.0))], p=0.5),
@@ -69,26 +72,26 @@ def _mocov2() -> T.Compose:
     ])
 
 
-def _cifar() -> T.Compose:
+def _cifar(size: int) -> T.Compose:
     return T.Compose([
-        T.RandomResizedCrop(32, scale=(0.2, 1.0)),
+        T.RandomResizedCrop(size, scale=(0.2, 1.0)),
         T.ColorJitter(0.4, 0.4, 0.4, 0.4),
         T.RandomGrayscale(p=0.2),
         *_finish(CIFAR_MEAN, CIFAR_STD),
     ])
 
 
-def _mini() -> T.Compose:
+def _mini(size: int) -> T.Compose:
     return T.Compose([
-        T.RandomResizedCrop(28, scale=(0.2, 1.0)),
+        T.RandomResizedCrop(size, scale=(0.2, 1.0)),
         T.ColorJitter(brightness=0.4, contrast=0.4),
         *_finish(FASHION_MNIST_MEAN, FASHION_MNIST_STD),
     ])
 
 
-def _cifar_mocov2() -> T.Compose:
+def _cifar_mocov2(size: int) -> T.Compose:
     return T.Compose([
-        T.RandomResizedCrop(32, scale=(0.2, 1.0)),
+        T.RandomResizedCrop(size, scale=(0.2, 1.0)),
         T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
         T.RandomGrayscale(p=0.2),
         T.RandomHorizontalFlip(),
@@ -96,9 +99,9 @@ def _cifar_mocov2() -> T.Compose:
     ])
 
 
-def _mini_mocov2() -> T.Compose:
+def _mini_mocov2(size: int) -> T.Compose:
     return T.Compose([
-        T.RandomResizedCrop(28, scale=(0.2, 1.0)),
+        T.RandomResizedCrop(size, scale=(0.2, 1.0)),
         T.RandomApply([T.ColorJitter(brightness=0.4, contrast=0.4)], p=0.8),
         T.RandomHorizontalFlip(),
         *_finish(FASHION_MNIST_MEAN, FASHION_MNIST_STD),
@@ -144,12 +147,18 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def train_transform(name: str, views: tuple[str, ...] = ()) -> Callable[[Any], Any]:
-    """The pretraining augmentation of recipe ``name``; with ``views``, a dict of that many
-    independent draws by view name."""
+def train_transform(name: str, views: Mapping[str, int | None] | tuple[str, ...] = ()) -> Callable[[Any], Any]:
+    """The pretraining augmentation of recipe ``name``; with ``views`` (names, or output side by
+    name, None = the recipe's side), a dict of that many independent draws by view name."""
+    recipe = get_recipe(name)
+    default = recipe.input_shape[-1]
     if not views:
-        return get_recipe(name).train()
-    return NamedViews({view: get_recipe(name).train() for view in views})
+        return recipe.train(default)
+    sizes = views if isinstance(views, Mapping) else dict.fromkeys(views)
+    bad = {view: size for view, size in sizes.items() if size is not None and not 1 <= size <= default}
+    if bad:
+        raise ConfigError(f"view sizes {bad} must be in [1, {default}] (the side of data.augment={name!r})")
+    return NamedViews({view: recipe.train(default if size is None else size) for view, size in sizes.items()})
 
 
 def eval_transform(name: str) -> T.Compose:

@@ -95,6 +95,19 @@ class Encoder(nn.Module):
         return self.head(self.backbone(x))
 
 
+class GroupedEncoder(nn.Module):
+    """The encoder applied to several image batches in one call (one per input resolution), so
+    that under DDP all query-side views go through a single forward of the wrapped model before
+    the one backward (DDP rejects several forwards of its module before a backward)."""
+
+    def __init__(self, encoder: Encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, *batches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.encoder(images) for images in batches)
+
+
 def autocast_factory(pretrain_cfg: Mapping[str, Any], device: torch.device) -> Callable[[], ContextManager]:
     """A zero-argument factory of the autocast context ``pretrain.amp``/``amp_dtype`` ask for."""
     if not pretrain_cfg.get("amp", False):
@@ -207,7 +220,7 @@ class PretrainRun:
         )
         self.next_epoch, self.next_step, self.global_step = 1, 0, 0
         self.meter = EpochMeter()
-        self.model: nn.Module = self.encoder
+        self.model: nn.Module = GroupedEncoder(self.encoder)
         self.tensorboard = None
 
     # ---------------------------------------------------------------- state
@@ -302,11 +315,25 @@ class PretrainRun:
         images = images.to(self.device, non_blocking=True)
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
-    def _embed(self, images: torch.Tensor) -> torch.Tensor:
-        """L2-normalised float32 embeddings of the trained encoder (with gradient)."""
+    def _embed(self, *batches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """L2-normalised float32 embeddings of the trained encoder (with gradient), one tensor per
+        batch, from one forward of the (DDP-wrapped) model."""
         with self.autocast():
-            raw = self.model(images)
-        return F.normalize(raw.float(), dim=1)
+            raw = self.model(*batches)
+        return tuple(F.normalize(part.float(), dim=1) for part in raw)
+
+    def _embed_query_views(self, views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The trained encoder's embeddings of ``views``: views of one resolution are concatenated
+        (BatchNorm statistics shared across them, as SwAV's multi-crop), one model call in all."""
+        groups: dict[tuple[int, ...], list[str]] = {}
+        for name, images in views.items():
+            groups.setdefault(tuple(images.shape[1:]), []).append(name)
+        names = list(groups.values())
+        outputs = self._embed(*(torch.cat([views[name] for name in group]) for group in names))
+        embedded: dict[str, torch.Tensor] = {}
+        for group, output in zip(names, outputs):
+            embedded.update(zip(group, output.split([views[name].shape[0] for name in group])))
+        return {name: embedded[name] for name in views}
 
     def _embed_views(self, views: dict[str, torch.Tensor], positions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Embeddings by view name: ``prepare_batch``, then the key views through the momentum
@@ -315,11 +342,13 @@ class PretrainRun:
                                           positions, self._fetch_views)
         spec = self.method.key_encoder_spec
         if spec is None:
-            return {name: self._embed(images) for name, images in views.items()}
+            return self._embed_query_views(views)
         assert self.key_encoder is not None
         self.key_encoder.update(self.encoder, spec.momentum_at(self.global_step, self.total_steps))
-        return {name: self.key_encoder.encode(images, int(self.cfg.seed), self.global_step, self.autocast)
-                if name in spec.views else self._embed(images) for name, images in views.items()}
+        queries = self._embed_query_views({name: t for name, t in views.items() if name not in spec.views})
+        keys = {name: self.key_encoder.encode(images, int(self.cfg.seed), self.global_step, self.autocast)
+                for name, images in views.items() if name in spec.views}
+        return {name: keys[name] if name in keys else queries[name] for name in views}
 
     def _fetch_views(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
         """This epoch's augmented views of the training samples ``positions``, on the device."""
@@ -342,7 +371,7 @@ class PretrainRun:
         if self.method.views:
             embeddings: torch.Tensor | dict[str, torch.Tensor] = self._embed_views(batch, positions)
         else:
-            embeddings = self._embed(self._to_device(batch))
+            embeddings = self._embed(self._to_device(batch))[0]
         out, problem = self._guarded_loss(embeddings, positions, epoch)
         nonfinite, stop = self._agree(out is None, _STOP.is_set())
         if nonfinite:
@@ -422,7 +451,7 @@ class PretrainRun:
         """Train the remaining epochs and write ``encoder.pt``; returns its path."""
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = DistributedDataParallel(self.encoder, device_ids=ids)
+            self.model = DistributedDataParallel(self.model, device_ids=ids)
         if self.cfg.pretrain.get("compile", False):
             self.model = torch.compile(self.model)
         self.tensorboard = _tensorboard_writer(self.run_dir) if self.dist.is_main else None
@@ -471,7 +500,7 @@ def prepare_run(cfg: RunConfig, run_dir: Path, resume: str = "auto",
         raise ConfigError(f"--resume {resume!r}; valid values: {', '.join(ckpt.RESUME_MODES)}")
     dist = init_distributed(str(cfg.tree.get("device", "auto")))
     configure_threads(int(cfg.tree.get("threads", 0) or 0))
-    views = method_class(str(cfg.method["name"])).views
+    views = method_class(str(cfg.method["name"])).view_sizes(cfg.method)
     run = PretrainRun(cfg, run_dir, dist, build_pretrain_data(cfg, resolve_data_root(data_root), views))
     run.resume(resume)
     return run

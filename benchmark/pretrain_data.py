@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch.utils.data import Dataset, DistributedSampler
@@ -106,10 +106,10 @@ def _labels(dataset: Dataset, indices: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(targets)[indices].long()
 
 
-def build_pretrain_data(cfg: Any, root: Path, views: tuple[str, ...] = ()) -> PretrainData:
+def build_pretrain_data(cfg: Any, root: Path, views: Mapping[str, int | None] | tuple[str, ...] = ()) -> PretrainData:
     """The pretraining subset and the monitor's held-out split of ``cfg.data.dataset``'s train
     split (never its test split), as configured by ``data`` and ``pretrain.monitor``; ``views``:
-    the method's named views (() = one augmented tensor per sample)."""
+    the method's named views, or their output sides by name (() = one augmented tensor per sample)."""
     spec = get_dataset(cfg.data.dataset)
     base = spec.build(root, "train")
     clean = eval_transform(cfg.data.augment)

@@ -13,7 +13,8 @@ official InvP code counts them). Labels, when known, reach a method only through
 
 Multi-view methods (MoCo v2 and its family) declare named ``views``: the data path then gives
 every image one independently augmented view per name, and ``loss`` receives a dict of
-L2-normalised embeddings by view name. A method whose ``key_encoder_spec`` is set makes the
+L2-normalised embeddings by view name; ``view_sizes(config)`` may add views (e.g. at lower
+resolutions) that depend on the method's options. A method whose ``key_encoder_spec`` is set makes the
 engine own a momentum (EMA) copy of backbone + head that encodes the spec's views without
 gradient (shuffled, split-batch BN); the other views go through the trained encoder. Per step::
 
@@ -83,6 +84,12 @@ class Method(ABC):
         self.num_samples = num_samples
         self.diagnostic_labels: torch.Tensor | None = None
         self.key_encoder_spec: KeyEncoderSpec | None = None
+
+    @classmethod
+    def view_sizes(cls, config: Mapping[str, Any]) -> dict[str, int | None]:
+        """The named views the data path draws for a run of ``config``, each with its output side
+        (None = the recipe's; smaller sides give multi-resolution views). Default: ``views``."""
+        return dict.fromkeys(cls.views)
 
     @property
     def needs_key_encoder(self) -> bool:
