@@ -1,6 +1,7 @@
 """Exact resume: a pretraining killed at any moment (SIGKILL) or stopped by SIGTERM and resumed
 ends with bit-identical weights to an uninterrupted run (CPU, same seed); also for MoCo v2,
-whose key encoder, queue and pointer travel in the checkpoint."""
+whose key encoder, queue and pointer travel in the checkpoint, and InterCLR (bank, pseudo-labels,
+centroids, sampling seed)."""
 from __future__ import annotations
 
 import os
@@ -76,7 +77,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return _reference(tmp_path_factory.mktemp("reference"), "engine_double")
 
 
-@pytest.mark.parametrize("method", ["engine_double", "mocov2"])
+@pytest.mark.parametrize("method", ["engine_double", "mocov2", "interclr"])
 def test_resume_after_sigkill_is_bit_identical(method: str, reference: tuple[Path, Path], tmp_path: Path) -> None:
     profile, ref_dir = reference if method == "engine_double" else _reference(tmp_path / "ref", method)
     run_dir = tmp_path / "killed"
@@ -93,6 +94,9 @@ def test_resume_after_sigkill_is_bit_identical(method: str, reference: tuple[Pat
     assert b"resumed from" in err
     _assert_identical(ref_dir / "encoder.pt", run_dir / "encoder.pt")
     assert _losses(run_dir) == _losses(ref_dir)
+    if method == "interclr":
+        state = torch.load(ckpt.list_checkpoints(run_dir / "checkpoints")[0], weights_only=False)["method"]
+        assert state["bank"].shape == (192, 16) and state["pseudo_labels"]["centroids"].shape == (4, 16)
     if method == "mocov2":
         state = torch.load(ckpt.list_checkpoints(run_dir / "checkpoints")[0], weights_only=False)
         assert state["key_encoder"].keys() == {f"{part}.{k}" for part in ("backbone", "head")
