@@ -5,6 +5,8 @@ embedding (v = normalize(z), gradient to z) and the post-step update, for InvP, 
 and NCE) and KNN; plus the floor any bank method pays: one B x n matmul and a top-M. MoCo v2's
 row is its method part with a queue of M keys (independent of n): InfoNCE over the queue and the
 all-gathered enqueue (the key encoder's forward belongs to the network, benchmarks/train_step.py).
+InterCLR's row adds its inter term (B x n similarities, semi-hard pool, sampling) and the bank,
+relabel, centroid and repair updates, at §2.14's ratios for n (clusters n/128, pool 10 %).
 
     python benchmarks/method_step.py                       # n = 60000 and 1281167
     python benchmarks/method_step.py --n 60000 --reps 10 --device cuda --json out.json
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from methods.base import build_method  # noqa: E402
+from methods.kmeans import cluster_means  # noqa: E402
 
 METHODS: dict[str, dict[str, Any]] = {
     "invp": {"name": "invp"},
@@ -32,6 +35,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "insdis-nce": {"name": "insdis", "variant": "nce"},
     "knn": {"name": "knn", "variant": "invp"},
     "mocov2": {"name": "mocov2"},
+    "interclr": {"name": "interclr"},
 }
 
 
@@ -61,7 +65,20 @@ def pool_option(config: dict[str, Any], pool: int) -> dict[str, Any]:
         return {"nce_k": pool} if config["variant"] == "nce" else {}
     if config["name"] == "mocov2":
         return {"queue_size": pool}
+    if config["name"] == "interclr":
+        return {"queue_size": pool}
     return {"n_background": pool}
+
+
+def interclr_state(n: int, bank: torch.Tensor, clusters: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """InterCLR's options at bank size n by related-methods.md §2.14's ratios (C = n/128, M_s = 10 %
+    of n, K_n = 12.8 % of M_s) and a state of random pseudo-labels (no initial k-means)."""
+    pool_size = round(0.1 * n)
+    options = {"num_clusters": clusters, "pool_size": pool_size, "negatives": round(0.128 * pool_size)}
+    labels = torch.randint(0, clusters, (n,), device=bank.device)
+    state = {"bank": bank, "pseudo_labels": {"labels": labels, "centroids": cluster_means(bank, labels, clusters)},
+             "seed": 0, "change_ratio": 0.0, "repaired": 0.0}
+    return options, state
 
 
 def embeddings_for(method: Any, batch: int, dim: int, device: torch.device) -> tuple[Any, torch.Tensor]:
@@ -93,8 +110,12 @@ def bench_size(n: int, args: argparse.Namespace, device: torch.device) -> list[d
     del scores
     for label in args.methods:
         config = {**METHODS[label], **pool_option(METHODS[label], args.pool)}
+        extra: dict[str, Any] = {}
+        if label == "interclr":
+            options, extra = interclr_state(n, bank, max(1, round(n / 128)))
+            config.update(options)
         method = build_method(config, n).to(device)
-        state = method.state_dict()
+        state = {**method.state_dict(), **extra}
         if "bank" in state:
             state["bank"] = bank
         if "neighbours" in state:
