@@ -44,8 +44,9 @@ ROW_RULES: tuple[RowRule, ...] = (
     RowRule("InvP", "invp"),
     RowRule("InsDis", "insdis"),
     RowRule("KNN-positive", "knn"),
+    RowRule("InterCLR", "interclr"),
 )
-ROW_ORDER = ("InvP", "InsDis", "KNN-positive", "KNN (InvP, l = 1)", "InvP without hard positive",
+ROW_ORDER = ("InvP", "InsDis", "KNN-positive", "InterCLR", "KNN (InvP, l = 1)", "InvP without hard positive",
              "InvP without hard negative")  # display order of our rows
 
 
