@@ -1,0 +1,266 @@
+"""CLIM (Li, Zhang, Xiong, "Center-wise Local Image Mixture", BMVC 2021) on MoCo v2, as
+related-methods.md §3 reconstructs it (no public code; only the abstract is verified, so every
+choice below beyond "kNN positives kept when closer to their cluster centre, instantiated by image
+mixing, plus multi-resolution views" is [recon]/[suite] and an option).
+
+Per step: L = L_moco + w_mix * L_mix + w_mr * L_mr, all InfoNCE against the MoCo queue (tau):
+
+* L_moco = mean_i l(q_i, k_i), MoCo v2.
+* L_mix: a query view of anchor i mixed (CutMix or mixup, ``methods/mixing.py``) with the query
+  view of a partner p drawn uniformly from S(i) (``methods/centre_selection.py``); target
+  ``soft``: lam l(q~, k_i) + (1 - lam) l(q~, v_p) with v_p the partner's bank row, or ``anchor``:
+  l(q~, k_i). Anchors with an empty S(i) contribute 0; the sum is divided by the batch size B
+  (not by the number of mixed anchors), so a rank's loss is a plain batch mean and DDP's gradient
+  average equals one process on the whole batch.
+* L_mr = mean_i mean_r l(q_i^(r), k_i) over the extra query views at ``multires_sizes``.
+
+The bank V (N x D) is initialised by one clean extraction pass and each visited row replaced by
+the image's latest key (``bank_momentum`` 0, as InterCLR's beta = 1). k-means (``methods/kmeans.py``),
+the kNN table and the selection are refreshed at the start of every ``refresh_epochs``-th epoch
+after ``warmup_epochs`` epochs without the mixed term, identically on every rank. The per-sample
+draws (partner, lambda, box) come from torch's global generator (checkpointed by the engine),
+one draw per sample of the global batch assigned by sample index, so that DDP equals one process.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+from methods.bank_method import check_batch, no_autocast
+from methods.base import Fetch, LossOutput, register
+from methods.centre_selection import bank_knn, centre_wise_selection, pick_partners
+from methods.diagnostics import label_precision, masked_mean
+from methods.dist_utils import all_gather_cat, broadcast_from_rank0
+from methods.info_nce import info_nce
+from methods.kmeans import BACKENDS, kmeans
+from methods.memory_bank import MemoryBank
+from methods.mixing import MIXES, draw_mix, mix_images
+from methods.mocov2 import MoCoV2
+from methods.momentum_method import KEY, QUERY, MomentumSettings
+from methods.settings import ANY_TYPE, require
+
+MIXED = "mixed"
+MULTIRES = "multires"  # extra query views multires0, multires1, ... at multires_sizes
+MIX_TARGETS = ("soft", "anchor")
+
+
+@dataclass(frozen=True)
+class CLIMSettings(MomentumSettings):
+    """CLIM's options; defaults are the ImageNet [suite] values of related-methods.md §3.3 (none
+    is a verified paper value)."""
+
+    k: int = 10                       # |N_k(i)|
+    num_clusters: int = 1000          # C of k-means
+    kmeans_iterations: int = 20
+    kmeans_backend: str = "auto"      # auto (faiss when importable) | faiss | torch
+    refresh_epochs: int = 1           # k-means + kNN + selection every this many epochs
+    require_same_cluster: bool = False  # also require a(j) = a(i) in S(i)
+    mix: str = "cutmix"               # cutmix | mixup | none (no mixed term, no bank)
+    mix_alpha: float = 1.0            # lambda ~ Beta(alpha, alpha)
+    mix_target: str = "soft"          # soft (label interpolation) | anchor
+    mix_weight: float = 1.0
+    multires_sizes: tuple = field(default=(), metadata=ANY_TYPE)  # sides of the extra query views
+    multires_weight: float = 1.0
+    warmup_epochs: int = 0            # epochs before the first selection (no mixed term)
+    bank_momentum: float = 0.0        # 0 = a visited row becomes the image's latest key
+
+
+def multires_sizes(value: Any, method: str) -> tuple[int, ...]:
+    """The ``multires_sizes`` option as a tuple of positive ints (a ConfigError otherwise)."""
+    ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                  for v in value)
+    require(ok, method, f"option multires_sizes must be a list of positive image sides, got {value!r}")
+    return tuple(value)
+
+
+@dataclass
+class SelectionTables:
+    """The refreshed tables: kNN (N, k), selection mask (N, k), assignment (N,), centroids (C, D)."""
+
+    neighbours: torch.Tensor
+    selected: torch.Tensor
+    assignments: torch.Tensor
+    centroids: torch.Tensor
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name).detach().cpu().clone() for name in self.__dataclass_fields__}
+
+    def to(self, device: torch.device) -> "SelectionTables":
+        return SelectionTables(**{name: t.to(device) for name, t in vars(self).items()})
+
+
+@register
+class CLIM(MoCoV2):
+    name = "clim"
+    summary = "CLIM: MoCo v2 + CutMix with center-wise selected kNN partners + multi-resolution views"
+    settings_class = CLIMSettings
+
+    @classmethod
+    def view_sizes(cls, config: Mapping[str, Any]) -> dict[str, int | None]:
+        sizes = multires_sizes(config.get("multires_sizes", ()), cls.name)
+        return {QUERY: None, KEY: None, **{f"{MULTIRES}{r}": size for r, size in enumerate(sizes)}}
+
+    def __init__(self, config: Mapping[str, Any], num_samples: int):
+        super().__init__(config, num_samples)
+        s: CLIMSettings = self.settings  # type: ignore[assignment]
+        self.multires_views = tuple(self.view_sizes(config))[2:]
+        require(1 <= s.k < num_samples, self.name, f"option k must be in [1, {num_samples}), got {s.k}")
+        require(1 <= s.num_clusters <= num_samples, self.name,
+                f"option num_clusters must be in [1, {num_samples}], got {s.num_clusters}")
+        for option in ("kmeans_iterations", "refresh_epochs"):
+            require(getattr(s, option) >= 1, self.name, f"option {option} must be >= 1, got {getattr(s, option)}")
+        require(s.kmeans_backend in BACKENDS, self.name,
+                f"option kmeans_backend must be one of {', '.join(BACKENDS)}, got {s.kmeans_backend!r}")
+        require(s.mix in (*MIXES, "none"), self.name, f"option mix must be one of {', '.join(MIXES)}, none; "
+                                                        f"got {s.mix!r}")
+        require(s.mix_alpha > 0, self.name, f"option mix_alpha must be > 0, got {s.mix_alpha}")
+        require(s.mix_target in MIX_TARGETS, self.name,
+                f"option mix_target must be one of {', '.join(MIX_TARGETS)}, got {s.mix_target!r}")
+        for option in ("mix_weight", "multires_weight", "warmup_epochs"):
+            require(getattr(s, option) >= 0, self.name, f"option {option} must be >= 0, got {getattr(s, option)}")
+        require(0 <= s.bank_momentum < 1, self.name, f"option bank_momentum must be in [0, 1), got {s.bank_momentum}")
+        self.mixing = s.mix != "none"
+        self.bank: MemoryBank | None = None
+        self.tables: SelectionTables | None = None
+        self._mix: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ tables
+    def on_train_start(self, extract: Callable[[], torch.Tensor]) -> None:
+        if self.mixing:
+            self.bank = MemoryBank(extract().float().to(self.device), self.settings.bank_momentum)
+            broadcast_from_rank0(self.bank.weight)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        s: CLIMSettings = self.settings  # type: ignore[assignment]
+        if self.mixing and epoch > s.warmup_epochs and (epoch - s.warmup_epochs - 1) % s.refresh_epochs == 0:
+            self.refresh()
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """k-means on the bank, its kNN table and the center-wise selection (same on every rank:
+        the seed is drawn from the global generator and rank 0's tables are broadcast)."""
+        if self.bank is None:
+            raise RuntimeError(f"method {self.name!r}: no memory bank; on_train_start(extract) must run first")
+        s: CLIMSettings = self.settings  # type: ignore[assignment]
+        bank = self.bank.weight
+        clusters = kmeans(bank, s.num_clusters, s.kmeans_iterations, seed=int(torch.randint(2**31 - 1, ())),
+                          backend=s.kmeans_backend)
+        neighbours = bank_knn(bank, s.k)
+        for table in (clusters.centroids, clusters.labels, neighbours):
+            broadcast_from_rank0(table)
+        selected = centre_wise_selection(bank, neighbours, clusters.labels, clusters.centroids, s.require_same_cluster)
+        self.tables = SelectionTables(neighbours, selected, clusters.labels, clusters.centroids)
+
+    # ------------------------------------------------------------------ step
+    def _batch_draws(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(uniform, lambda, box centre) per anchor: one draw per sample of the global batch,
+        given to the samples in index order (so every rank and one process see the same draws)."""
+        everyone = all_gather_cat(indices)
+        lam, centres = draw_mix(everyone.shape[0], self.settings.mix_alpha)
+        uniforms = torch.rand(everyone.shape[0])
+        position = torch.searchsorted(everyone.sort().values, indices).cpu()
+        return tuple(t[position].to(self.device) for t in (uniforms, lam, centres))  # type: ignore[return-value]
+
+    def prepare_batch(self, views: dict[str, torch.Tensor], indices: torch.Tensor,
+                      fetch: Fetch) -> dict[str, torch.Tensor]:
+        """Add the ``mixed`` view (anchor's query view mixed with its partner's) once tables exist."""
+        if self.tables is None:
+            return views
+        idx = indices.to(self.device, torch.long)
+        uniforms, lam, centres = self._batch_draws(idx)
+        partners, has = pick_partners(idx, self.tables.neighbours[idx], self.tables.selected[idx], uniforms)
+        query = views[QUERY]
+        partner_images = query.clone()
+        if bool(has.any()):
+            partner_images[has] = fetch(partners[has])[QUERY].to(query)
+        mixed, kept = mix_images(self.settings.mix, query, partner_images, torch.where(has, lam, 1.0), centres)
+        self._mix = (partners, has, kept)
+        return {**views, MIXED: mixed}
+
+    def _contrast(self, queries: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+        """Per-sample InfoNCE (B,) of ``queries`` with ``positives`` against the queue (the
+        mixed term weights it per sample; ``intra_loss`` is its batch mean)."""
+        assert self.queue is not None
+        tau = self.settings.temperature
+        return info_nce((queries * positives).sum(dim=1) / tau, queries @ self.queue.keys.T / tau)
+
+    def _view(self, embeddings: Mapping[str, torch.Tensor], name: str, indices: torch.Tensor) -> torch.Tensor:
+        view = embeddings[name]
+        check_batch(view, indices, self.num_samples, self.name)
+        return view.float()
+
+    def loss(self, embeddings: Any, indices: torch.Tensor, epoch: int) -> LossOutput:
+        q, k, idx = self._prepare(embeddings, indices)
+        s: CLIMSettings = self.settings  # type: ignore[assignment]
+        missing = [v for v in self.multires_views if v not in embeddings]
+        if missing:
+            raise ValueError(f"method {self.name!r}: multires_sizes asks for the views {missing}; got "
+                             f"{sorted(embeddings)}")
+        loss, logs = self.intra_loss(q, k)
+        if self.multires_views:
+            multires = torch.stack([self.intra_loss(self._view(embeddings, v, indices), k)[0]
+                                    for v in self.multires_views]).mean()
+            loss = loss + s.multires_weight * multires
+            logs["loss_multires"] = multires
+        if MIXED in embeddings:
+            with no_autocast(self.device):
+                mixed, mix_logs = self._mix_term(self._view(embeddings, MIXED, indices), k, idx)
+            loss = loss + s.mix_weight * mixed
+            logs.update(loss_mix=mixed, **mix_logs)
+        return self._output(loss, logs)
+
+    def _mix_term(self, mixed: torch.Tensor, k: torch.Tensor,
+                  idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """L_mix (anchors without a partner count 0, divided by B) and its diagnostics."""
+        if self._mix is None or self.bank is None or self.tables is None:
+            raise RuntimeError(f"method {self.name!r}: a {MIXED!r} view without prepare_batch's partners")
+        partners, has, kept = self._mix
+        self._mix = None
+        term = self._contrast(mixed, k)
+        if self.settings.mix_target == "soft":
+            term = kept * term + (1.0 - kept) * self._contrast(mixed, self.bank.weight[partners])
+        logs = {"empty_selection": (~has).float().mean(),
+                "selection_size": self.tables.selected[idx].sum(dim=1).float().mean(),
+                "mean_lambda": masked_mean(kept, has)}
+        labels = self.diagnostic_labels
+        if labels is not None:
+            logs["pos_precision"] = label_precision(labels, idx, partners.view(-1, 1), has.view(-1, 1))
+            logs["knn_precision"] = label_precision(labels, idx, self.tables.neighbours[idx])
+        return (term * has).sum() / term.shape[0], logs
+
+    def after_step(self, indices: torch.Tensor, keys: torch.Tensor, step: int) -> None:
+        if self.bank is not None:
+            self.bank.update(indices, keys)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(),
+                "bank": None if self.bank is None else self.bank.weight.detach().cpu().clone(),
+                "tables": None if self.tables is None else self.tables.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        weight, tables = state.get("bank"), state.get("tables")
+        self.bank = None if weight is None else MemoryBank.restored(
+            weight, self.num_samples, self.settings.bank_momentum).to(self.device)
+        self.tables = None if tables is None else self._checked_tables(tables).to(self.device)
+
+    def _checked_tables(self, tables: Mapping[str, torch.Tensor]) -> SelectionTables:
+        s: CLIMSettings = self.settings  # type: ignore[assignment]
+        n = self.num_samples
+        expected = {"neighbours": (n, s.k), "selected": (n, s.k), "assignments": (n,)}
+        wrong = {name: tuple(tables[name].shape) for name, shape in expected.items() if tuple(tables[name].shape) != shape}
+        if wrong or tables["centroids"].shape[0] != s.num_clusters:
+            raise ValueError(f"method {self.name!r}: checkpoint selection tables {wrong or 'centroids'} do not fit "
+                             f"N={n}, k={s.k}, num_clusters={s.num_clusters}; resume with the same options")
+        return SelectionTables(**{name: tables[name].clone() for name in SelectionTables.__dataclass_fields__})
+
+    def to(self, device: torch.device | str) -> "CLIM":
+        super().to(device)
+        if self.bank is not None:
+            self.bank.to(self.device)
+        if self.tables is not None:
+            self.tables = self.tables.to(self.device)
+        return self
