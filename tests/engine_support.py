@@ -78,12 +78,15 @@ def plain_cnn(model_cfg: Mapping[str, Any]) -> Backbone:
 MOCOV2_TINY = {"queue_size": 64, "key_momentum": 0.99, "bn_splits": 2, "set": {"data.augment": "mini_mocov2"}}
 INTERCLR_TINY = {**MOCOV2_TINY, "num_clusters": 4, "min_cluster": 10, "negatives": 16, "pool_size": 48,
                  "kmeans_backend": "torch", "centroid_interval": 3}
+CLIM_TINY = {**MOCOV2_TINY, "k": 4, "num_clusters": 6, "kmeans_iterations": 5, "kmeans_backend": "torch",
+             "mix": "cutmix", "multires_sizes": [21, 14]}
 
 
 def tiny_profile(tmp_path: Path, **method: Any) -> Path:
     """A profile YAML: mini ResNet of width 4 on 192 digits, batch 32, 3 epochs, checkpoints
     every 2 steps; ``method`` overrides the double's defaults. Also configures ``mocov2``
-    (queue of 64 keys, split-BN in 2) and ``interclr`` (4 clusters)."""
+    (queue of 64 keys, split-BN in 2), ``interclr`` (4 clusters) and ``clim`` (6 clusters,
+    two multi-resolution views)."""
     tree = {
         "profile": "engine_tiny", "seed": 3, "device": "cpu", "threads": 1,
         "data": {"dataset": "digits", "train_subset": 192, "num_workers": 0, "augment": "mini"},
@@ -98,7 +101,8 @@ def tiny_profile(tmp_path: Path, **method: Any) -> Path:
             "monitor": {"every": 1, "k": 20, "sigma": 0.1, "holdout": 64},
         },
         "methods": {"engine_double": {"dim": 16, "negatives": 8, "poison_step": 0, **method},
-                    "mocov2": MOCOV2_TINY, "interclr": INTERCLR_TINY},
+                    "mocov2": MOCOV2_TINY, "interclr": INTERCLR_TINY,
+                    "clim": CLIM_TINY},
         "tasks": {}, "launcher": {"name": "local"},
     }
     path = tmp_path / "engine_tiny.yaml"

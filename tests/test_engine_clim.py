@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import torch
 import torch.multiprocessing as mp
-import yaml
 
 import engine_support as es
 from benchmark.config import resolve
@@ -21,16 +20,10 @@ from benchmark.pretrain import prepare_run
 pytestmark = pytest.mark.slow
 
 OVERRIDES = ["model.backbone=engine_plain_cnn", "pretrain.epochs=2", "pretrain.checkpoint_every_steps=0"]
-CLIM = {**es.MOCOV2_TINY, "k": 4, "num_clusters": 6, "kmeans_iterations": 5, "multires_sizes": [21, 14],
-        "kmeans_backend": "torch", "mix": "cutmix"}
 
 
 def _config(tmp: Path, method: str, overrides: list[str]) -> Any:
-    profile = es.tiny_profile(tmp)
-    tree = yaml.safe_load(profile.read_text())
-    tree["methods"]["clim"] = CLIM
-    profile.write_text(yaml.safe_dump(tree))
-    return resolve(str(profile), method, overrides)
+    return resolve(str(es.tiny_profile(tmp)), method, overrides)
 
 
 def _train(tmp: Path, run_dir: Path, method: str = "clim", overrides: tuple[str, ...] = ()) -> dict:

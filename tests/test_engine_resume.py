@@ -77,7 +77,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return _reference(tmp_path_factory.mktemp("reference"), "engine_double")
 
 
-@pytest.mark.parametrize("method", ["engine_double", "mocov2", "interclr"])
+@pytest.mark.parametrize("method", ["engine_double", "mocov2", "interclr", "clim"])
 def test_resume_after_sigkill_is_bit_identical(method: str, reference: tuple[Path, Path], tmp_path: Path) -> None:
     profile, ref_dir = reference if method == "engine_double" else _reference(tmp_path / "ref", method)
     run_dir = tmp_path / "killed"
@@ -97,6 +97,9 @@ def test_resume_after_sigkill_is_bit_identical(method: str, reference: tuple[Pat
     if method == "interclr":
         state = torch.load(ckpt.list_checkpoints(run_dir / "checkpoints")[0], weights_only=False)["method"]
         assert state["bank"].shape == (192, 16) and state["pseudo_labels"]["centroids"].shape == (4, 16)
+    if method == "clim":
+        state = torch.load(ckpt.list_checkpoints(run_dir / "checkpoints")[0], weights_only=False)["method"]
+        assert state["bank"].shape == (192, 16) and state["tables"]["selected"].shape == (192, 4)
     if method == "mocov2":
         state = torch.load(ckpt.list_checkpoints(run_dir / "checkpoints")[0], weights_only=False)
         assert state["key_encoder"].keys() == {f"{part}.{k}" for part in ("backbone", "head")
