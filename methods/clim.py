@@ -15,7 +15,7 @@ Per step: L = L_moco + w_mix * L_mix + w_mr * L_mr, all InfoNCE against the MoCo
 * L_mr = mean_i mean_r l(q_i^(r), k_i) over the extra query views at ``multires_sizes``.
 
 The bank V (N x D) is initialised by one clean extraction pass and each visited row replaced by
-the image's latest key (``bank_momentum`` 0, as InterCLR's beta = 1). k-means (``methods/kmeans.py``),
+the image's latest key (``bank_momentum`` beta = 1, as InterCLR). k-means (``methods/kmeans.py``),
 the kNN table and the selection are refreshed at the start of every ``refresh_epochs``-th epoch
 after ``warmup_epochs`` epochs without the mixed term, identically on every rank. The per-sample
 draws (partner, lambda, box) come from torch's global generator (checkpointed by the engine),
@@ -64,7 +64,7 @@ class CLIMSettings(MomentumSettings):
     multires_sizes: tuple = field(default=(), metadata=ANY_TYPE)  # sides of the extra query views
     multires_weight: float = 1.0
     warmup_epochs: int = 0            # epochs before the first selection (no mixed term)
-    bank_momentum: float = 0.0        # 0 = a visited row becomes the image's latest key
+    bank_momentum: float = 1.0        # beta: row <- normalise((1 - beta) row + beta key); 1 = latest key
 
 
 def multires_sizes(value: Any, method: str) -> tuple[int, ...]:
@@ -120,7 +120,7 @@ class CLIM(MoCoV2):
                 f"option mix_target must be one of {', '.join(MIX_TARGETS)}, got {s.mix_target!r}")
         for option in ("mix_weight", "multires_weight", "warmup_epochs"):
             require(getattr(s, option) >= 0, self.name, f"option {option} must be >= 0, got {getattr(s, option)}")
-        require(0 <= s.bank_momentum < 1, self.name, f"option bank_momentum must be in [0, 1), got {s.bank_momentum}")
+        require(0 < s.bank_momentum <= 1, self.name, f"option bank_momentum must be in (0, 1], got {s.bank_momentum}")
         self.mixing = s.mix != "none"
         self.bank: MemoryBank | None = None
         self.tables: SelectionTables | None = None
@@ -129,7 +129,7 @@ class CLIM(MoCoV2):
     # ------------------------------------------------------------------ tables
     def on_train_start(self, extract: Callable[[], torch.Tensor]) -> None:
         if self.mixing:
-            self.bank = MemoryBank(extract().float().to(self.device), self.settings.bank_momentum)
+            self.bank = MemoryBank(extract().float().to(self.device), 1.0 - self.settings.bank_momentum)
             broadcast_from_rank0(self.bank.weight)
 
     def on_epoch_start(self, epoch: int) -> None:
@@ -244,7 +244,7 @@ class CLIM(MoCoV2):
         super().load_state_dict(state)
         weight, tables = state.get("bank"), state.get("tables")
         self.bank = None if weight is None else MemoryBank.restored(
-            weight, self.num_samples, self.settings.bank_momentum).to(self.device)
+            weight, self.num_samples, 1.0 - self.settings.bank_momentum).to(self.device)
         self.tables = None if tables is None else self._checked_tables(tables).to(self.device)
 
     def _checked_tables(self, tables: Mapping[str, torch.Tensor]) -> SelectionTables:

@@ -218,7 +218,7 @@ def test_a_mixed_view_needs_prepare_batch_and_multires_views_are_required():
 @pytest.mark.parametrize("option, value", [
     ("k", 0), ("k", N), ("num_clusters", N + 1), ("kmeans_iterations", 0), ("kmeans_backend", "scipy"), ("refresh_epochs", 0),
     ("mix", "blend"), ("mix_alpha", 0.0), ("mix_target", "partner"), ("mix_weight", -1.0),
-    ("multires_weight", -0.5), ("warmup_epochs", -1), ("bank_momentum", 1.0), ("multires_sizes", [0]),
+    ("multires_weight", -0.5), ("warmup_epochs", -1), ("bank_momentum", 0.0), ("multires_sizes", [0]),
     ("multires_sizes", 21), ("require_same_cluster", "yes"),
 ])
 def test_bad_options_name_the_option(option, value):
