@@ -7,6 +7,9 @@ row is its method part with a queue of M keys (independent of n): InfoNCE over t
 all-gathered enqueue (the key encoder's forward belongs to the network, benchmarks/train_step.py).
 InterCLR's row adds its inter term (B x n similarities, semi-hard pool, sampling) and the bank,
 relabel, centroid and repair updates, at §2.14's ratios for n (clusters n/128, pool 10 %).
+CLIM's row: partner draw and CutMix of 8 x 8 stand-in images (prepare_batch), InfoNCE of the query,
+the mixed view (soft target) and two multi-resolution views over the queue, and the bank update;
+its per-epoch k-means and kNN refresh is not part of a step (random tables stand in).
 
     python benchmarks/method_step.py                       # n = 60000 and 1281167
     python benchmarks/method_step.py --n 60000 --reps 10 --device cuda --json out.json
@@ -36,6 +39,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "knn": {"name": "knn", "variant": "invp"},
     "mocov2": {"name": "mocov2"},
     "interclr": {"name": "interclr"},
+    "clim": {"name": "clim", "k": 4, "multires_sizes": [6, 4]},
 }
 
 
@@ -65,7 +69,7 @@ def pool_option(config: dict[str, Any], pool: int) -> dict[str, Any]:
         return {"nce_k": pool} if config["variant"] == "nce" else {}
     if config["name"] == "mocov2":
         return {"queue_size": pool}
-    if config["name"] == "interclr":
+    if config["name"] in ("interclr", "clim"):
         return {"queue_size": pool}
     return {"n_background": pool}
 
@@ -81,14 +85,23 @@ def interclr_state(n: int, bank: torch.Tensor, clusters: int) -> tuple[dict[str,
     return options, state
 
 
-def embeddings_for(method: Any, batch: int, dim: int, device: torch.device) -> tuple[Any, torch.Tensor]:
-    """A batch's embeddings for ``method`` (named views for multi-view methods) and the tensor
-    that takes the gradient."""
+def clim_state(n: int, bank: torch.Tensor, table: torch.Tensor, clusters: int) -> dict[str, Any]:
+    """CLIM's bank and random selection tables (k = 4 columns, about half selected)."""
+    labels = torch.randint(0, clusters, (n,), device=bank.device)
+    return {"bank": bank, "tables": {"neighbours": table, "selected": torch.rand(table.shape, device=bank.device) < 0.5,
+                                     "assignments": labels, "centroids": cluster_means(bank, labels, clusters)}}
+
+
+def embeddings_for(method: Any, views: dict[str, Any], batch: int, dim: int,
+                   device: torch.device) -> tuple[Any, torch.Tensor]:
+    """A batch's embeddings for ``method`` (named ``views`` for multi-view methods; those it does
+    not encode with the key encoder take the gradient) and the tensor that takes the gradient."""
     z = torch.randn(batch, dim, device=device, requires_grad=True)
     if not method.views:
         return F.normalize(z, dim=1), z
-    views = {name: F.normalize(torch.randn(batch, dim, device=device), dim=1) for name in method.views}
-    return {**views, method.views[0]: F.normalize(z, dim=1)}, z
+    keys = method.key_encoder_spec.views
+    return {name: F.normalize(torch.randn(batch, dim, device=device) + (0 if name in keys else z), dim=1)
+            for name in views}, z
 
 
 def random_state(n: int, dim: int, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,6 +127,9 @@ def bench_size(n: int, args: argparse.Namespace, device: torch.device) -> list[d
         if label == "interclr":
             options, extra = interclr_state(n, bank, max(1, round(n / 128)))
             config.update(options)
+        if label == "clim":
+            config["num_clusters"] = max(1, round(n / 128))
+            extra = clim_state(n, bank, table, config["num_clusters"])
         method = build_method(config, n).to(device)
         state = {**method.state_dict(), **extra}
         if "bank" in state:
@@ -124,8 +140,11 @@ def bench_size(n: int, args: argparse.Namespace, device: torch.device) -> list[d
         epoch = 100  # past the ramp-up, so every term is in the loss
 
         def step() -> None:
-            embeddings, z = embeddings_for(method, args.batch, args.dim, device)
             idx = torch.randint(0, n, (args.batch,), device=device)
+            images = {name: torch.randn(args.batch, 1, 8, 8, device=device) for name in method.views}
+            views = method.prepare_batch(images, idx, lambda i: {name: t[: len(i)] for name, t in images.items()})
+            views.update({name: None for name in method.view_sizes(method.config)})
+            embeddings, z = embeddings_for(method, views, args.batch, args.dim, device)
             out = method.loss(embeddings, idx, epoch)
             out.loss.backward()
             method.update()

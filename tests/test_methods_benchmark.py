@@ -18,6 +18,6 @@ def test_method_step_benchmark_smoke(tmp_path, capsys):
                  "--device", "cpu", "--json", str(out)])
     rows = json.loads(out.read_text())
     assert [r["method"] for r in rows] == ["floor (matmul + top-M)", "invp", "insdis-softmax", "insdis-nce", "knn",
-                                           "mocov2", "interclr"]
+                                           "mocov2", "interclr", "clim"]
     assert all(len(r["times"]) == 2 and min(r["times"]) > 0 for r in rows)
     assert "| 3000 | invp |" in capsys.readouterr().out
