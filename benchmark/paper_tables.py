@@ -45,8 +45,9 @@ ROW_RULES: tuple[RowRule, ...] = (
     RowRule("InsDis", "insdis"),
     RowRule("KNN-positive", "knn"),
     RowRule("InterCLR", "interclr"),
+    RowRule("CLIM", "clim"),
 )
-ROW_ORDER = ("InvP", "InsDis", "KNN-positive", "InterCLR", "KNN (InvP, l = 1)", "InvP without hard positive",
+ROW_ORDER = ("InvP", "InsDis", "KNN-positive", "InterCLR", "CLIM", "KNN (InvP, l = 1)", "InvP without hard positive",
              "InvP without hard negative")  # display order of our rows
 
 
