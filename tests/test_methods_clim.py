@@ -235,3 +235,18 @@ def test_cutmix_lambda_of_a_step_is_the_pixel_fraction_kept():
     _, has, kept = method._mix
     from_pixels = (out["mixed"] > 0).flatten(1).float().mean(1)
     assert torch.allclose(kept, from_pixels) and math.isclose(float(kept[~has].min()), 1.0)
+
+
+def test_centre_wise_selection_raises_label_precision_on_a_toy_set():
+    """§5 CLIM check 4 (a diagnostic, not a guarantee): on 3 noisy labelled blobs, the selected
+    neighbours share the anchor's label more often than the plain k nearest do."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(300) % 3
+    bank = torch.nn.functional.normalize(unit_rows(3, 8, 20)[labels] + 0.45 * torch.randn(300, 8, generator=g), dim=1)
+    method = build_method({**CONFIG, "k": 10, "num_clusters": 3, "kmeans_iterations": 10, "kmeans_backend": "torch"}, 300)
+    method.on_train_start(lambda: bank)
+    torch.manual_seed(0)
+    method.on_epoch_start(1)
+    same = labels[method.tables.neighbours] == labels.view(-1, 1)
+    selected = method.tables.selected
+    assert (same & selected).sum() / selected.sum() > same.float().mean() + 0.02
