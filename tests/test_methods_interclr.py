@@ -156,6 +156,26 @@ def test_update_writes_keys_relabels_by_dot_product_and_refreshes_centroids_on_s
         assert torch.allclose(method.pseudo.centroids[cluster], torch.stack(members).mean(0), atol=1e-6)
 
 
+@pytest.mark.parametrize("assign", ["dot", "l2"])
+def test_keys_equal_to_their_bank_rows_keep_every_label(assign):
+    """Relabel churn comes from the keys, not the bookkeeping: on separated clusters, steps whose
+    keys are the visited samples' own bank rows write those rows back and change no label (change
+    ratio 0), through centroid refreshes and repairs; a key written to another sample's row would."""
+    centres = unit_rows(6, D, 3) * 4.0
+    features = F.normalize(centres.repeat_interleave(N // 6, dim=0) + 0.05 * unit_rows(N, D, 4), dim=1)
+    method = started(features, assign=assign)
+    labels = method.pseudo.labels.clone()
+    for step in range(6):
+        idx = torch.randperm(N, generator=torch.Generator().manual_seed(step))[:16]
+        rows = method.bank.weight[idx].clone()
+        method.loss({"query": rows, "key": rows}, idx, epoch=1)
+        method.update()
+        assert float(method.change_ratio) == 0.0
+        assert torch.equal(method.bank.weight[idx], rows)
+    assert torch.equal(method.pseudo.labels, labels)
+    assert float(method.repaired) == 0.0
+
+
 def test_l2_assignment_is_the_nearest_centroid():
     pseudo = PseudoLabels(torch.zeros(5, dtype=torch.long), torch.tensor([[0.1, 0.0], [2.0, 0.0]]), assign="l2")
     rows = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
