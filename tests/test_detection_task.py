@@ -8,6 +8,7 @@ import torch
 from benchmark.config import ConfigError, RunConfig
 from benchmark.datasets.voc_detection import MiniDetParams, prepare_mini_det
 from benchmark.models import build_backbone
+from gloo_support import free_port, join_gloo
 from tasks.base import TaskContext
 from tasks.detection.task import DetectionTask
 from tasks.errors import TaskNotApplicable
@@ -80,8 +81,6 @@ def test_task_is_registered_with_its_paper_table():
 
 
 def _distributed_worker(rank: int, world: int, root: str, port: int, out: str) -> None:
-    import os
-
     import torch.distributed as dist
 
     from benchmark.datasets.voc_detection import MINI_SPEC
@@ -91,9 +90,7 @@ def _distributed_worker(rank: int, world: int, root: str, port: int, out: str) -
     from tasks.detection.schedule import DetectionSchedule
     from tasks.detection.train import train_detector
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
+    join_gloo(rank, world, port)
     # frozen BN: SyncBatchNorm needs GPUs once a process group exists
     config = C4Config.from_settings({**SETTINGS["detector"], "norm": "frozen"})
     model = build_c4_detector(split_c4(Handle("pretrained").load()), 10, config)
@@ -107,14 +104,9 @@ def _distributed_worker(rank: int, world: int, root: str, port: int, out: str) -
 
 @pytest.mark.slow
 def test_two_processes_train_in_step_and_share_the_evaluation(mini_root, tmp_path):
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_distributed_worker, args=(2, str(mini_root), port, str(tmp_path)), nprocs=2)
+    mp.spawn(_distributed_worker, args=(2, str(mini_root), free_port(), str(tmp_path)), nprocs=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     torch.testing.assert_close(ranks[0]["weights"], ranks[1]["weights"])  # DDP kept them equal
     np.testing.assert_equal(ranks[0]["metrics"], ranks[1]["metrics"])  # both scored every test image

@@ -3,8 +3,6 @@
 and multi-resolution off CLIM trains exactly as MoCo v2."""
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 import engine_support as es
+from gloo_support import free_port, set_rank_environment
 from benchmark.config import resolve
 from benchmark.distributed import shutdown
 from benchmark.pretrain import prepare_run
@@ -38,19 +37,11 @@ ONE_EPOCH = ("pretrain.epochs=1",)
 
 
 def _worker(rank: int, world: int, port: int, tmp: Path) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    set_rank_environment(rank, world, port)
     try:
         torch.save(_train(tmp, tmp / "ddp", overrides=ONE_EPOCH)["method"], tmp / f"state-rank{rank}.pt")
     finally:
         shutdown()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -59,7 +50,7 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_clim_on_two_gloo_ranks_matches_one_process(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), tmp_path), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), tmp_path), nprocs=2, join=True)
     single = _train(tmp_path, tmp_path / "single", overrides=ONE_EPOCH)
     ranks = [torch.load(tmp_path / f"state-rank{r}.pt") for r in range(2)]
     for name in ("neighbours", "selected", "assignments", "centroids"):

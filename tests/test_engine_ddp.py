@@ -3,8 +3,6 @@ batch. With a BatchNorm-free backbone the two must agree: same weights, same mem
 every rank (all-gathered update), same epoch-averaged loss."""
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -12,18 +10,13 @@ import torch
 import torch.multiprocessing as mp
 
 import engine_support as es
+from gloo_support import free_port, set_rank_environment
 from benchmark.distributed import shutdown
 from benchmark.pretrain import prepare_run
 
 pytestmark = pytest.mark.slow
 
 OVERRIDES = ("model.backbone=engine_plain_cnn", "pretrain.epochs=2", "pretrain.checkpoint_every_steps=0")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _train(tmp: Path, run_dir: Path) -> dict:
@@ -34,9 +27,7 @@ def _train(tmp: Path, run_dir: Path) -> dict:
 
 
 def _worker(rank: int, world: int, port: int, tmp: Path) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    set_rank_environment(rank, world, port)
     try:
         state = _train(tmp, tmp / "ddp")
         torch.save(state, tmp / f"bank-rank{rank}.pt")
@@ -45,7 +36,7 @@ def _worker(rank: int, world: int, port: int, tmp: Path) -> None:
 
 
 def test_two_gloo_ranks_match_one_process(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), tmp_path), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), tmp_path), nprocs=2, join=True)
     single = _train(tmp_path, tmp_path / "single")
 
     rank0 = torch.load(tmp_path / "bank-rank0.pt")

@@ -3,8 +3,6 @@ one queue on every rank), and the hooks InterCLR/CLIM build on (on_train_start, 
 with fetch, after_step) see what they promise."""
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ import torch.nn.functional as F
 import yaml
 
 import engine_support as es
+from gloo_support import free_port, set_rank_environment
 from benchmark.config import resolve
 from benchmark.distributed import shutdown
 from benchmark.monitor import evaluating, extract
@@ -96,19 +95,11 @@ def _train(tmp: Path, run_dir: Path) -> dict:
 
 
 def _worker(rank: int, world: int, port: int, tmp: Path) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    set_rank_environment(rank, world, port)
     try:
         torch.save(_train(tmp, tmp / "ddp"), tmp / f"state-rank{rank}.pt")
     finally:
         shutdown()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _rows_sorted(keys: torch.Tensor) -> torch.Tensor:
@@ -116,7 +107,7 @@ def _rows_sorted(keys: torch.Tensor) -> torch.Tensor:
 
 
 def test_mocov2_on_two_gloo_ranks_matches_one_process(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), tmp_path), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), tmp_path), nprocs=2, join=True)
     single = _train(tmp_path, tmp_path / "single")
     ranks = [torch.load(tmp_path / f"state-rank{r}.pt") for r in range(2)]
     queues = [r["method"]["queue"] for r in ranks]

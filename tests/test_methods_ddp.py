@@ -1,7 +1,6 @@
 """DDP: two gloo processes on CPU end with identical bank and graph, equal to one process on the
 concatenated batches, and with the same NCE normaliser; all_gather_cat handles uneven batches."""
 import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -9,6 +8,7 @@ import torch.multiprocessing as mp
 
 from methods.base import build_method
 from methods.dist_utils import all_gather_cat
+from gloo_support import free_port, join_gloo
 from methods_reference import unit_rows
 
 N, D = 64, 8
@@ -32,9 +32,7 @@ def run_steps(method, data, rows):
 
 
 def _worker(rank, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    torch.set_num_threads(1)
+    join_gloo(rank, 2, port)
     torch.manual_seed(100 + rank)  # rank 1 draws another initial bank: rank 0's must be broadcast
     gathered = all_gather_cat(torch.full((3 - rank, 2), float(rank)))
     rows = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
@@ -42,12 +40,6 @@ def _worker(rank, port, out_dir):
     nce = run_steps(build_method(NCE, N), batches(), rows)
     torch.save({"state": state, "nce": nce, "gathered": gathered}, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_gloo_ranks_match_each_other_and_a_single_process(tmp_path):

@@ -8,7 +8,8 @@ import torch.multiprocessing as mp
 
 from methods.base import build_method
 from methods_reference import unit_rows
-from test_methods_mocov2_ddp import SPLIT, batches, free_port
+from gloo_support import free_port, join_gloo
+from test_methods_mocov2_ddp import SPLIT, batches
 
 N, D = 64, 8
 CONFIG = dict(name="interclr", queue_size=12, num_clusters=4, min_cluster=10, negatives=6, pool_size=20,
@@ -28,9 +29,7 @@ def run_steps(rows, global_seed: int):
 
 
 def _worker(rank, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    torch.set_num_threads(1)
+    join_gloo(rank, 2, port)
     rows = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
     torch.save(run_steps(rows, 100 + rank), os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()

@@ -1,7 +1,6 @@
 """DDP: two gloo processes update the MoCo queue identically and as one process does on the
 concatenated batches; shuffle-BN keys across 2 ranks equal split-BN keys of one process."""
 import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -10,6 +9,7 @@ from torch import nn
 
 from benchmark.key_encoder import KeyEncoder
 from methods.base import build_method
+from gloo_support import free_port, join_gloo
 from methods_reference import unit_rows
 
 N, D = 64, 8
@@ -42,21 +42,13 @@ def images():
 
 
 def _worker(rank, port, out_dir):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    torch.set_num_threads(1)
+    join_gloo(rank, 2, port)
     torch.manual_seed(100 + rank)  # rank 1 draws another initial queue: rank 0's must be broadcast
     rows = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
     state = run_steps(build_method(CONFIG, N), rows)
     keys = KeyEncoder(bn_net()).encode(images()[rows], seed=4, step=9, autocast=torch.no_grad)
     torch.save({"state": state, "keys": keys}, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_gloo_ranks_share_one_queue_and_shuffle_bn(tmp_path):
