@@ -6,6 +6,7 @@ online pseudo-label cluster and whose negatives are sampled from a pool of bank 
 Bank rows, labels and centroids live in a MemoryBank and PseudoLabels, built by k-means over the
 clean embeddings in ``on_train_start`` and maintained in ``after_step`` (bank row <- key, relabel,
 centroids every ``centroid_interval`` steps, small-cluster repair every ``repair_interval``).
+``online_labels=False``: offline-label ablation (§2.6.4), no per-step relabel, k-means of the bank at epoch starts.
 The inter logits are gathered from S = q·Vᵀ (§2.9's cheaper, identical formulation). The
 sampling randomness of a step comes from a generator seeded by (run's draw, step), so an exact
 resume needs no RNG state beyond that seed.
@@ -17,14 +18,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from methods.bank_method import no_autocast
 from methods.base import LossOutput, register
 from methods.diagnostics import label_precision
-from methods.dist_utils import broadcast_from_rank0
+from methods.dist_utils import broadcast_from_rank0, is_distributed
 from methods.info_nce import info_nce
-from methods.kmeans import BACKENDS
+from methods.kmeans import BACKENDS, KMeansResult, cluster_means, kmeans
 from methods.memory_bank import MemoryBank
 from methods.momentum_method import MomentumSettings
 from methods.mocov2 import MoCoV2
@@ -56,6 +58,16 @@ class InterCLRSettings(MomentumSettings):
     inter_weight: float = 0.25
     warmup_epochs: int = 0            # first epochs with weights (1, 0) (official hook option, off)
     bank_momentum: float = 1.0        # beta: row <- normalise((1 - beta) row + beta key); 1 = replace
+    # Pseudo-label maintenance (§2.6). True: online labels (official default). False: the offline
+    # ablation (official hook ``online_labels=False``): labels fixed within an epoch, re-clustered
+    # at the start of every epoch e > 1 with (e - 1) % offline_interval == 0, i.e. after every
+    # ``offline_interval`` finished epochs, as the official ``after_train_epoch`` does. Deviation:
+    # the official hook clusters a fresh eval-transform extraction; here k-means runs on the
+    # memory bank (the latest key of every sample), since on_epoch_start has no extraction pass.
+    # Offline mode also follows the official hook in skipping the per-step centroid refresh and
+    # small-cluster repair (they would move labels); the initial clustering is shared with online.
+    online_labels: bool = True
+    offline_interval: int = 1         # epochs between offline re-clusterings (official ``interval``, default 1)
 
 
 def margin_logit(cosine: torch.Tensor, margin: float, kind: str) -> torch.Tensor:
@@ -96,7 +108,8 @@ class InterCLR(MoCoV2):
         check(s.min_cluster == 0 or (s.min_cluster > 0 and s.num_clusters * max(s.min_cluster, 2) <= n),
               f"option min_cluster must be 0 (no repair) or have num_clusters * max(min_cluster, 2) <= {n} (so that a "
               f"repair always finds a cluster to split), got {s.min_cluster}")
-        for option in ("kmeans_iterations", "centroid_interval", "repair_interval", "split_iterations"):
+        for option in ("kmeans_iterations", "centroid_interval", "repair_interval", "split_iterations",
+                       "offline_interval"):
             check(getattr(s, option) >= 1, f"option {option} must be >= 1, got {getattr(s, option)}")
         check(s.kmeans_backend in BACKENDS, f"option kmeans_backend must be one of {', '.join(BACKENDS)}, "
               f"got {s.kmeans_backend!r}")
@@ -134,6 +147,33 @@ class InterCLR(MoCoV2):
             self.pseudo.repair(self.bank.weight, s.min_cluster, s.split_iterations)
         for tensor in (self.bank.weight, self.pseudo.labels, self.pseudo.centroids):
             broadcast_from_rank0(tensor)
+
+    def kmeans_seed(self, epoch: int) -> int:
+        """Seed of the offline re-clustering at the start of ``epoch``: a function of the run's
+        seed and the epoch only (the official one comes from numpy's unseeded RNG, §2.13.4), so a
+        resume at an epoch boundary re-clusters identically."""
+        return (self.seed + 7919 * epoch) % (2**31 - 1)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Offline labels only: every ``offline_interval`` finished epochs, labels <- k-means of the
+        bank (``kmeans_iterations`` Lloyd steps, seed ``kmeans_seed(epoch)``), centroids <- their
+        per-cluster means. Rank 0 clusters and broadcasts; the banks are identical on every rank.
+        No repair: an empty cluster cannot hurt sampling, as every anchor is in its own cluster."""
+        s: InterCLRSettings = self.settings  # type: ignore[assignment]
+        if s.online_labels or epoch <= 1 or (epoch - 1) % s.offline_interval:
+            return
+        bank, pseudo = self._state()
+        features = bank.weight
+        if not is_distributed() or dist.get_rank() == 0:
+            result = kmeans(features, s.num_clusters, s.kmeans_iterations, self.kmeans_seed(epoch),
+                            backend=s.kmeans_backend)
+        else:
+            result = KMeansResult(torch.zeros_like(pseudo.centroids), torch.zeros_like(pseudo.labels))
+        labels, centroids = result.labels.to(pseudo.labels), result.centroids.to(pseudo.centroids)
+        broadcast_from_rank0(labels)
+        broadcast_from_rank0(centroids)
+        pseudo.labels = labels
+        pseudo.centroids = cluster_means(features, labels, s.num_clusters, centroids)
 
     def _state(self) -> tuple[MemoryBank, PseudoLabels]:
         if self.bank is None or self.pseudo is None:
@@ -195,10 +235,13 @@ class InterCLR(MoCoV2):
         return self._output(weights[0] * intra + weights[1] * inter, logs)
 
     def after_step(self, indices: torch.Tensor, keys: torch.Tensor, step: int) -> None:
-        """Bank rows <- keys, relabel them; refresh centroids and repair small clusters when due."""
+        """Bank rows <- keys, relabel them; refresh centroids and repair small clusters when due.
+        Offline labels: the bank write only (change_ratio stays 0)."""
         bank, pseudo = self._state()
         s: InterCLRSettings = self.settings  # type: ignore[assignment]
         bank.update(indices, keys)
+        if not s.online_labels:
+            return
         self.change_ratio = pseudo.relabel(indices, bank.weight[indices])
         if (step + 1) % s.centroid_interval == 0:
             pseudo.refresh_centroids(bank.weight)

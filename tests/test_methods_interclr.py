@@ -220,6 +220,100 @@ def test_state_round_trip_resumes_identically():
         build_method({**CONFIG, "num_clusters": 5}, N).load_state_dict(sa)
 
 
+def offline_epoch(method, epoch: int, seed: int) -> None:
+    """on_epoch_start(epoch), then three steps of fresh keys."""
+    method.on_epoch_start(epoch)
+    for step in range(3):
+        views, idx = batch(seed + step, size=16)
+        method.loss(views, idx, epoch)
+        method.update()
+
+
+def test_offline_labels_stay_fixed_within_an_epoch_and_are_reclustered_from_the_bank():
+    from methods.kmeans import cluster_means, kmeans
+
+    method = started(online_labels=False, offline_interval=2, centroid_interval=1, repair_interval=1)
+    labels, centroids = method.pseudo.labels.clone(), method.pseudo.centroids.clone()
+    method.on_epoch_start(1)  # the initial clustering serves epoch 1
+    for step in range(4):
+        views, idx = batch(50 + step, size=16)
+        method.loss(views, idx, 1)
+        method.update()
+        assert torch.allclose(method.bank.weight[idx], views["key"], atol=1e-6)  # the bank is still written
+        assert torch.equal(method.pseudo.labels, labels) and torch.equal(method.pseudo.centroids, centroids)
+        assert float(method.change_ratio) == 0.0 and float(method.repaired) == 0.0
+    method.on_epoch_start(2)  # offline_interval 2: not due after one epoch
+    assert torch.equal(method.pseudo.labels, labels)
+    offline_epoch(method, 2, 60)
+    assert torch.equal(method.pseudo.labels, labels)
+    bank = method.bank.weight.clone()
+    assert method.kmeans_seed(3) == (method.seed + 7919 * 3) % (2**31 - 1) != method.kmeans_seed(5)
+    method.on_epoch_start(3)  # due: k-means of the bank as it stands, with the epoch's seed
+    expected = kmeans(bank, 6, 20, seed=method.kmeans_seed(3), backend="torch")
+    assert torch.equal(method.pseudo.labels, expected.labels)
+    assert not torch.equal(method.pseudo.labels, labels)
+    assert torch.allclose(method.pseudo.centroids, cluster_means(bank, expected.labels, 6, expected.centroids))
+    assert torch.equal(method.bank.weight, bank)  # clustering leaves the bank alone
+    relabelled = method.pseudo.labels.clone()
+    offline_epoch(method, 3, 70)
+    assert torch.equal(method.pseudo.labels, relabelled)
+
+
+def test_offline_labels_resume_identically_across_an_epoch_boundary():
+    method = started(online_labels=False)
+    offline_epoch(method, 1, 80)
+    restored = build_method({**CONFIG, "online_labels": False}, N)
+    restored.load_state_dict(method.state_dict())
+    for run in (method, restored):
+        offline_epoch(run, 2, 90)
+    sa, sb = method.state_dict(), restored.state_dict()
+    assert torch.equal(sa["bank"], sb["bank"]) and torch.equal(sa["queue"]["keys"], sb["queue"]["keys"])
+    assert all(torch.equal(sa["pseudo_labels"][k], sb["pseudo_labels"][k]) for k in ("labels", "centroids"))
+    views, idx = batch(99)
+    a, b = method.loss(views, idx, 2), restored.loss(views, idx, 2)
+    assert a.loss.item() == b.loss.item() and a.logs == b.logs
+
+
+def test_online_labels_ignore_epoch_starts():
+    method = started()
+    labels = method.pseudo.labels.clone()
+    method.on_epoch_start(2)
+    assert torch.equal(method.pseudo.labels, labels)
+
+
+def _offline_ddp_worker(rank, port, out_dir):
+    import os
+
+    import torch.distributed as dist
+
+    import methods.interclr
+    from gloo_support import join_gloo
+
+    join_gloo(rank, 2, port)
+    method = started(online_labels=False)  # every rank: identical bank (same features)
+    if rank == 1:  # only rank 0 clusters; rank 1 takes its labels from the broadcast
+        def refuse(*args, **kwargs):
+            raise AssertionError("k-means ran on rank 1")
+        methods.interclr.kmeans = refuse
+    method.on_epoch_start(2)
+    torch.save(method.pseudo.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_offline_reclustering_under_ddp_comes_from_rank_0(tmp_path):
+    import torch.multiprocessing as mp
+
+    from gloo_support import free_port
+
+    mp.spawn(_offline_ddp_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    single = started(online_labels=False)
+    single.on_epoch_start(2)
+    for rank in range(2):
+        state = torch.load(tmp_path / f"rank{rank}.pt")
+        assert torch.equal(state["labels"], single.pseudo.labels)
+        assert torch.allclose(state["centroids"], single.pseudo.centroids, atol=1e-6)
+
+
 def test_loss_before_the_initial_clustering_is_refused():
     views, idx = batch(0)
     with pytest.raises(RuntimeError, match="on_train_start"):
@@ -252,6 +346,7 @@ def test_profiles_set_the_mlp_head_and_mocov2_recipe():
     ("assign", "cosine"), ("neg_sampling", "easy"), ("negatives", N), ("pool_size", 5), ("margin_type", "sphere"),
     ("margin", 2.0), ("inter_weight", -1.0), ("warmup_epochs", -1), ("bank_momentum", 0.0),
     ("centroid_interval", 0), ("repair_interval", 0), ("kmeans_iterations", 0), ("split_iterations", 0),
+    ("online_labels", "false"), ("online_labels", 0), ("offline_interval", 0),
 ])
 def test_bad_options_name_the_option(option, value):
     with pytest.raises(ConfigError, match=option):
