@@ -44,11 +44,12 @@ ROW_RULES: tuple[RowRule, ...] = (
     RowRule("InvP", "invp"),
     RowRule("InsDis", "insdis"),
     RowRule("KNN-positive", "knn"),
+    RowRule("MoCo v2", "mocov2"),
     RowRule("InterCLR", "interclr"),
     RowRule("CLIM", "clim"),
 )
-ROW_ORDER = ("InvP", "InsDis", "KNN-positive", "InterCLR", "CLIM", "KNN (InvP, l = 1)", "InvP without hard positive",
-             "InvP without hard negative")  # display order of our rows
+ROW_ORDER = ("InvP", "InsDis", "KNN-positive", "MoCo v2", "InterCLR", "CLIM", "KNN (InvP, l = 1)",
+             "InvP without hard positive", "InvP without hard negative")  # display order of our rows
 
 
 def _same(actual: Any, expected: Any) -> bool:

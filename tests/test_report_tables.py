@@ -105,6 +105,7 @@ def test_table5_rows_come_from_method_config_overrides() -> None:
         ("invp", {"steps": 1}, "pretrained", "KNN (InvP, l = 1)"),
         ("knn", {}, "pretrained", "KNN-positive"),
         ("insdis", {}, "pretrained", "InsDis"),
+        ("mocov2", {}, "pretrained", "MoCo v2"),
         ("invp", {}, "random", "random init (sanity)"),
         ("pixels", {}, "pixels", "raw pixels (sanity)"),
         ("newmethod", {}, "pretrained", "newmethod"),
