@@ -121,12 +121,25 @@ class PaperNumber:
 
 
 @dataclass(frozen=True)
+class RelatedNumber:
+    """A number another method's paper or release reports, under its own protocol (not a cell
+    of the InvP tables): shown beside them, never compared with ours."""
+
+    method: str
+    benchmark: str
+    value: float
+    protocol: str
+    source: str
+
+
+@dataclass(frozen=True)
 class PaperData:
     """Everything ``invp_paper.yaml`` holds."""
 
     tables: Mapping[str, PaperTable]
     numbers: Mapping[tuple[str, str, str], PaperNumber]
     settings: Mapping[str, Mapping[str, Any]]
+    related: tuple[RelatedNumber, ...] = ()
 
     def paper_rows(self, table: str) -> list[str]:
         """Rows the paper prints in ``table``, in file order."""
@@ -195,7 +208,16 @@ def load_paper(path: Path = PAPER_FILE) -> PaperData:
         key = (entry["table"], str(entry["row"]), str(entry["column"]))
         _require(key not in numbers, path, f"numbers entry {i} repeats {key}")
         numbers[key] = PaperNumber(float(entry["value"]), str(entry["source"]))
-    return PaperData(tables=tables, numbers=numbers, settings=raw.get("paper_settings", {}))
+    related = []
+    for i, entry in enumerate(raw.get("related_numbers") or []):
+        fields = {"method", "benchmark", "value", "protocol", "source"}
+        _require(isinstance(entry, dict) and set(entry) == fields, path,
+                 f"related_numbers entry {i} needs exactly {sorted(fields)} (quote text holding "
+                 f"commas), got {entry}")
+        related.append(RelatedNumber(str(entry["method"]), str(entry["benchmark"]), float(entry["value"]),
+                                     str(entry["protocol"]), str(entry["source"])))
+    return PaperData(tables=tables, numbers=numbers, settings=raw.get("paper_settings", {}),
+                     related=tuple(related))
 
 
 def settings_differences(

@@ -422,6 +422,13 @@ def render_markdown(
                   "top-M pool) = fraction sharing the anchor's label; similarities of the "
                   "hardest / easiest positives; kNN monitor top-1 on the held-out split.", "",
                   figures.diagnostics.loc[_row_order(figures.diagnostics.index)].to_markdown(), ""]
+    if compare and paper.related:
+        lines += ["## Numbers the related methods report", "",
+                  "Under their own protocols (named), so not placed in or compared with the "
+                  "tables above.", "",
+                  "| method | benchmark | value | protocol | source |", "|---|---|---|---|---|",
+                  *[f"| {r.method} | {r.benchmark} | {r.value:g} | {r.protocol} | {r.source} |"
+                    for r in paper.related], ""]
     if compare:
         sources = sorted({n.source for n in paper.numbers.values()})
         lines += ["## Sources of the paper numbers", "", *[f"- {s}" for s in sources], ""]

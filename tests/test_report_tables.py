@@ -223,3 +223,20 @@ def test_ordering_check_counts_pairs_in_the_papers_order() -> None:
     assert "does not hold (4 of 5 pairs)" in line
     assert "Ours: InvP without hard positive 64.00 > InvP 61.00 > KNN (InvP, l = 1) 55.00 > KNN-positive 50.00." in line
     assert "- **Table 1" not in md  # a single row with a paper counterpart: nothing to order
+
+
+def test_related_methods_numbers_are_listed_with_their_protocol_only_beside_the_paper() -> None:
+    paper_view = render(seeds([0.68] * 3))
+    section = paper_view.split("## Numbers the related methods report", 1)[1].split("\n## ", 1)[0]
+    assert "| InterCLR | VOC07 SVM mAP, best layer (feature5) | 85.24 |" in section
+    assert "| CLIM | ImageNet linear top-1 (ResNet-50) | 75.5 | epochs, batch" in section
+    assert "related-methods.md §3.6" in section
+    assert "Numbers the related methods report" not in render(seeds([0.68] * 3), profile="mini")
+
+
+def test_a_related_number_with_missing_or_extra_fields_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "paper.yaml"
+    bad.write_text("tables: {}\nnumbers: []\nrelated_numbers:\n"
+                   "  - {method: X, benchmark: VOC07 SVM, best layer, value: 1, protocol: p, source: s}\n")
+    with pytest.raises(ValueError, match=r"paper.yaml.*related_numbers entry 0 needs exactly"):
+        load_paper(bad)
