@@ -9,7 +9,8 @@ import torch.multiprocessing as mp
 from methods.base import build_method
 from methods_reference import unit_rows
 from gloo_support import free_port, join_gloo
-from test_methods_mocov2_ddp import SPLIT, batches
+from test_methods_mocov2_ddp import SPLIT
+from test_methods_mocov2_ddp import run_steps as mocov2_steps
 
 N, D = 64, 8
 CONFIG = dict(name="interclr", queue_size=12, num_clusters=4, min_cluster=10, negatives=6, pool_size=20,
@@ -20,12 +21,7 @@ def run_steps(rows, global_seed: int):
     torch.manual_seed(global_seed)
     method = build_method(CONFIG, N)
     method.on_train_start(lambda: unit_rows(N, D, 1 + global_seed % 100))  # rank 1: other features
-    for views, idx in batches():
-        out = method.loss({name: v[rows].clone().requires_grad_(name == "query") for name, v in views.items()},
-                          idx[rows], 1)
-        out.loss.backward()
-        method.update()
-    return method.state_dict()
+    return mocov2_steps(method, rows)
 
 
 def _worker(rank, port, out_dir):
