@@ -32,6 +32,7 @@ from methods.propagation import propagate_bfs, propagate_concat
 from methods.ramp import RAMP_TYPES, RampSettings, ramp_weight
 from methods.settings import ANY_TYPE, read_settings, require
 from methods.similarity import DenseScores, gathered_similarities
+from methods.top_m import top_m
 
 
 class Discovery(NamedTuple):
@@ -40,6 +41,7 @@ class Discovery(NamedTuple):
     candidates: torch.Tensor
     valid: torch.Tensor  # (B, C) False on BFS padding
     candidate_sims: torch.Tensor  # (B, C) current embedding vs each candidate's bank entry
+    columns: torch.Tensor  # (B, P') the picked columns of ``candidates``
     positives: torch.Tensor
     picked_valid: torch.Tensor  # (B, P') False where a row had fewer valid candidates than P'
 
@@ -121,7 +123,7 @@ class InvP(BankMethod):
             valid = torch.ones_like(candidates, dtype=torch.bool)
         candidate_sims = sims.gather(1, candidates)
         columns, picked_valid = select_positives(candidate_sims, s.n_pos, s.hard_positive, valid)
-        return Discovery(candidates, valid, candidate_sims, candidates.gather(1, columns), picked_valid)
+        return Discovery(candidates, valid, candidate_sims, columns, candidates.gather(1, columns), picked_valid)
 
     def loss(self, embeddings: torch.Tensor, indices: torch.Tensor, epoch: int) -> LossOutput:
         v, idx, bank = self._prepare(embeddings, indices)
@@ -133,7 +135,7 @@ class InvP(BankMethod):
                 top_idx = nearest = plain.topk(s.k + 1, dim=1).indices
             else:
                 plain = self._scores(v, bank.weight)
-                top_vals, top_idx = plain.topk(self.pool, dim=1, sorted=False)
+                top_vals, top_idx = top_m(plain, self.pool)
                 nearest = top_idx.gather(1, top_vals.topk(s.k + 1, dim=1).indices)
             found = self._discover(idx, plain)
             n_pos = found.positives.shape[1]
@@ -156,9 +158,10 @@ class InvP(BankMethod):
     @torch.no_grad()
     def _diagnostics(self, idx: torch.Tensor, found: Discovery, pool: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Unique counts, hard vs easy candidate similarity, and label precision when labels are set."""
-        n_pos = self.settings.n_pos
-        hard_cols, hard_valid = select_positives(found.candidate_sims, n_pos, True, found.valid)
-        easy_cols, easy_valid = select_positives(found.candidate_sims, n_pos, False, found.valid)
+        s = self.settings
+        picked = (found.columns, found.picked_valid)
+        other = select_positives(found.candidate_sims, s.n_pos, not s.hard_positive, found.valid)
+        (hard_cols, hard_valid), (easy_cols, easy_valid) = (picked, other) if s.hard_positive else (other, picked)
         logs = {
             "unique_candidates": mean_unique(found.candidates, found.valid, idx),
             "unique_positives": mean_unique(found.positives, found.picked_valid, idx),
