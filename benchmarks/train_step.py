@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -118,13 +119,15 @@ def method_step(name: str, args: argparse.Namespace) -> Callable[[], None]:
 def method_throughput(args: argparse.Namespace) -> list[dict]:
     """Full engine steps for each method at the same mini backbone; InvP/InsDis ratio.
 
-    The methods are timed in interleaved rounds of ``--steps`` steps and each one's median round
-    is reported, so drift of the machine's speed (other jobs, clocks) hits all of them alike."""
+    The methods are timed in interleaved rounds of ``--steps`` steps (the order reversed every
+    other round) and each one's median round is reported. The ratios are taken within each round,
+    between neighbouring timings, and their median is reported with its spread: drift of the
+    machine's speed (other jobs, clocks) then cancels instead of landing on one method."""
     names = ("ce", "insdis", "invp")
     steps = {name: method_step(name, args) for name in names}
     rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
-    for _ in range(args.rounds):
-        for name in names:
+    for number in range(args.rounds):
+        for name in names if number % 2 == 0 else reversed(names):
             rounds[name].append(timed(steps[name], args.steps, args.warmup))
     results = []
     for name in names:
@@ -132,9 +135,11 @@ def method_throughput(args: argparse.Namespace) -> list[dict]:
         results.append({"what": "method", "method": name, "width": args.width, "batch": args.batch,
                         "bank": args.bank, "threads": args.threads, "rounds": args.rounds,
                         **rates(args.batch, wall, cpu)})
-    by_name = {r["method"]: r["cpu_s_per_step"] for r in results}
-    results.append({"what": "ratio (median CPU time per step)", "invp_over_insdis": by_name["invp"] / by_name["insdis"],
-                    "insdis_over_ce": by_name["insdis"] / by_name["ce"]})
+    for top, bottom in (("invp", "insdis"), ("insdis", "ce")):
+        ratios = sorted(t[1] / b[1] for t, b in zip(rounds[top], rounds[bottom]))
+        results.append({"what": f"{top} / {bottom}, CPU time per step, paired by round",
+                        "median": statistics.median(ratios), "quartiles": statistics.quantiles(ratios, n=4)[::2],
+                        "min": ratios[0], "max": ratios[-1]})
     return results
 
 

@@ -36,7 +36,8 @@ def _build_kernel() -> ModuleType:
     if shutil.which("ninja") is None and shutil.which("ninja", path=scripts):
         os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
     _log.info("loading the CPU top-M kernel (compiled once, ~20 s)")
-    return load("invp_bench_top_m", [str(SOURCE)], extra_cflags=["-O3"], verbose=False)
+    return load("invp_bench_top_m", [str(SOURCE)], extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"],
+                verbose=False)  # OpenMP: at::parallel_for runs serially without it
 
 
 def native_kernel() -> ModuleType | None:
