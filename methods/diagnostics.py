@@ -18,10 +18,8 @@ def mean_unique(ids: torch.Tensor, mask: torch.Tensor, anchors: torch.Tensor) ->
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` where ``mask`` holds (NaN when nothing is valid)."""
-    count = mask.sum()
-    total = (values * mask).sum()
-    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("nan")))
+    """Mean of ``values`` where ``mask`` holds (NaN when nothing is valid: 0 / 0)."""
+    return (values * mask).sum() / mask.sum()
 
 
 def label_precision(

@@ -1,10 +1,13 @@
 """InvP: the official step against loop references, ramp-up, graph refresh, state, bad input."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from benchmark.config import ConfigError
 from methods.base import build_method
+from methods.diagnostics import masked_mean
 from methods.invp import InvP
 from methods_reference import dense_official_losses, official_step_losses, unit_rows
 
@@ -119,6 +122,12 @@ def test_label_precision_diagnostics():
     method.set_diagnostic_labels(torch.arange(N))
     logs = method.loss(v, idx, epoch=1).logs
     assert logs["pool_precision"] == 0.0 and logs["hard_pos_sim"] <= logs["easy_pos_sim"]
+
+
+def test_masked_mean_weighs_valid_entries_and_is_nan_when_none_are():
+    values = torch.tensor([[1.0, 2.0], [4.0, 8.0]])
+    assert masked_mean(values, torch.tensor([[True, False], [True, True]])).item() == pytest.approx(13 / 3)
+    assert math.isnan(masked_mean(values, torch.zeros(2, 2, dtype=torch.bool)).item())
 
 
 def test_bad_input_is_rejected_with_clear_errors():
