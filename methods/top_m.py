@@ -3,7 +3,7 @@
 On CPU, torch.topk's per-row selection over (value, index) pairs is the one part of an InvP
 step that InsDis does not have, and at the mini scale it costs more than the rest of the
 method. ``top_m`` runs a radix select (``methods/native/top_m.cpp``) there instead, built once
-with torch's C++ extension loader (a C++ compiler and ninja; ~20 s, cached under
+with torch's C++ extension loader (a C++ compiler and ninja; ~25 s, cached under
 ``~/.cache/torch_extensions`` or ``$TORCH_EXTENSIONS_DIR``). Where it cannot be built, or with
 ``BENCHMARK_NATIVE_TOPM=0``, or for GPU / non-float32 scores, ``top_m`` uses torch.topk: the same
 set of columns (ties at the cut aside), in another order.
@@ -35,7 +35,7 @@ def _build_kernel() -> ModuleType:
     scripts = sysconfig.get_path("scripts")  # pip's ninja lands here, maybe off PATH (un-activated venv)
     if shutil.which("ninja") is None and shutil.which("ninja", path=scripts):
         os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
-    _log.info("loading the CPU top-M kernel (compiled once, ~20 s)")
+    _log.info("loading the CPU top-M kernel (compiled once, ~25 s)")
     return load("invp_bench_top_m", [str(SOURCE)], extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"],
                 verbose=False)  # OpenMP: at::parallel_for runs serially without it
 
@@ -53,9 +53,8 @@ def native_kernel() -> ModuleType | None:
             reason = (str(error).strip().splitlines() or [repr(error)])[-1]
             warnings.warn(
                 f"the CPU top-M kernel ({SOURCE}) could not be built ({type(error).__name__}: {reason}); "
-                f"using torch.topk "
-                f"(same pools, slower). It needs a C++ compiler, ninja (pip install ninja) and the Python "
-                f"headers; set {SWITCH}=0 to skip the attempt", stacklevel=3)
+                f"using torch.topk (same pools, slower). It needs a C++ compiler, ninja (pip install "
+                f"ninja) and the Python headers; set {SWITCH}=0 to skip the attempt", stacklevel=3)
     return _kernel
 
 
