@@ -145,7 +145,6 @@ void select_row(const float* row, int64_t n, int64_t m, Scratch& scratch, int64_
   for (int64_t i = 0; i < m; ++i) out_value[i] = row[out_index[i]];
 }
 
-
 }  // namespace
 
 // (values, indices), each (B, m): the m largest entries of every row of ``scores`` (B, n).
