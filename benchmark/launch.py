@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 from benchmark.config import ConfigError
 from benchmark.jobs import Outcome, Paths, run_job, task_result_is_current
 from benchmark.plan import Job
-from benchmark.resources import Resources, resources_for
+from benchmark.resources import Resources, resources_for, script_text
 from benchmark.slurm_check import check_resources, require_slurm
 from benchmark.store import ResultStore
 from benchmark.sweep_cli import LOG_TAIL_LINES
@@ -243,21 +243,32 @@ class SubmititLauncher:
         """Where submitit writes pickles and logs (``%j`` = scheduler job id)."""
         return self.folder or Path(paths.runs) / "submitit" / time.strftime("%Y%m%d-%H%M%S")
 
+    def parameters(self, job: Job, dependency: str | None) -> dict[str, Any]:
+        """submitit's parameters for ``job`` (``dependency``: a scheduler id it waits for);
+        every text that becomes a batch-script line is checked to be one line."""
+        res = job_resources(job, self.flags)
+        name = script_text(f"bench-{job.kind}-{job.config['profile']}",
+                           "the job name (from the profile's `profile:` key or file name)")
+        params = {**res.executor_parameters(), "tasks_per_node": processes(job, res), "name": name}
+        if dependency:
+            sid = script_text(dependency, "the scheduler job id (from the sweep's sweep.json)")
+            params["slurm_dependency"] = f"afterok:{sid}"
+        return params
+
     def _executor(self, folder: Path, job: Job, dependency: str | None) -> Any:
         import submitit
 
-        res = job_resources(job, self.flags)
         ex = submitit.AutoExecutor(folder=folder / "%j", cluster=self.cluster,
-                                   slurm_max_num_timeout=res.max_requeues)
-        params = {**res.executor_parameters(), "tasks_per_node": processes(job, res),
-                  "name": f"bench-{job.kind}-{job.config['profile']}"}
-        if dependency:
-            params["slurm_dependency"] = f"afterok:{dependency}"
-        ex.update_parameters(**params)
+                                   slurm_max_num_timeout=job_resources(job, self.flags).max_requeues)
+        ex.update_parameters(**self.parameters(job, dependency))
         return ex
 
-    def preflight(self, jobs: Sequence[Job]) -> None:
-        """Check Slurm and every resource request before anything is submitted."""
+    def preflight(self, jobs: Sequence[Job], folder: Path) -> None:
+        """Before anything is submitted: every value of every job's batch script (any cluster),
+        then, under Slurm, that the cluster answers and can take every resource request."""
+        script_text(folder, "the log folder (from --sweeps / --out)")
+        for job in jobs:
+            self.parameters(job, None)
         if self.cluster == "slurm" and jobs:
             require_slurm()
             requests = [(job_resources(job, self.flags), job) for job in jobs]
@@ -275,8 +286,8 @@ class SubmititLauncher:
                 subs[job.job_id].outcome = Outcome(job.job_id, job.label, "cached", "already done")
             elif job.job_id not in running:
                 todo.append(job)
-        self.preflight(todo)
         folder = self.log_folder(paths)
+        self.preflight(todo, folder)
         for job in (j for j in todo if j.kind == "pretrain"):
             ex = self._executor(folder, job, None)
             subs[job.job_id].handle = ex.submit(

@@ -3,9 +3,15 @@
 ``launcher:`` holds the resources shared by every job, plus optional ``pretrain:`` and ``task:``
 blocks that override them for one job kind (pretraining wants GPUs and days; an evaluation wants
 one GPU and an hour). Flags given on the command line override both.
+
+Every text that reaches the generated batch script (partition, account, qos, constraint, extra
+sbatch options) is checked here, where resources are built, to be one line: a line break in a value
+would end its ``#SBATCH`` line and put the rest into the script as a shell command.
 """
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
@@ -13,6 +19,33 @@ from benchmark.config import ConfigError
 
 JOB_KINDS = ("pretrain", "task")
 NON_RESOURCE_KEYS = ("name",) + JOB_KINDS
+SCRIPT_TEXT_FIELDS = ("partition", "account", "qos", "constraint")
+SBATCH_OPTION_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+# control characters (newline, carriage return, NUL, ...) and Unicode line/paragraph separators
+LINE_BREAKING_CATEGORIES = ("Cc", "Zl", "Zp")
+
+
+def script_text(value: Any, where: str) -> str:
+    """``str(value)`` if it is one line of text a batch script can hold; else a ConfigError
+    naming ``where`` (the key or flag it came from)."""
+    text = str(value)
+    bad = sorted({c for c in text if unicodedata.category(c) in LINE_BREAKING_CATEGORIES})
+    if bad:
+        raise ConfigError(f"{where} must be one line of text without control characters, got "
+                          f"{text!r} (contains {', '.join(repr(c) for c in bad)}); remove them")
+    return text
+
+
+def _check_sbatch_option(key: Any, value: Any) -> None:
+    """An extra sbatch option: a lowercase option name and one line of scalar value."""
+    if not isinstance(key, str) or not SBATCH_OPTION_NAME.fullmatch(key):
+        raise ConfigError(f"sbatch option name {key!r} (launcher.sbatch / --sbatch) is not valid: "
+                          "use lowercase letters, digits, '-' and '_', starting with a letter, "
+                          "e.g. --sbatch mail-type=END")
+    if not isinstance(value, (str, int, float)):
+        raise ConfigError(f"sbatch option {key} (launcher.sbatch / --sbatch) must be a string, "
+                          f"number or true, got {value!r}")
+    script_text(value, f"sbatch option {key} (launcher.sbatch / --sbatch {key}=...)")
 
 
 @dataclass(frozen=True)
@@ -35,6 +68,17 @@ class Resources:
     sbatch: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._check_numbers()
+        if not isinstance(self.sbatch, Mapping):
+            raise ConfigError("launcher.sbatch must be a mapping of extra sbatch options, "
+                              "e.g. {exclusive: true, comment: paper}")
+        for name in SCRIPT_TEXT_FIELDS:
+            if getattr(self, name) is not None:
+                script_text(getattr(self, name), f"launcher.{name} (--{name})")
+        for key, value in self.sbatch.items():
+            _check_sbatch_option(key, value)
+
+    def _check_numbers(self) -> None:
         for name in ("nodes", "cpus_per_task", "time_min", "array_parallelism"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"launcher.{name} must be a positive integer, "
@@ -45,9 +89,6 @@ class Resources:
                                   f"got {getattr(self, name)!r}")
         if self.mem_gb is not None and not (isinstance(self.mem_gb, (int, float)) and self.mem_gb > 0):
             raise ConfigError(f"launcher.mem_gb must be a positive number (GB), got {self.mem_gb!r}")
-        if not isinstance(self.sbatch, Mapping):
-            raise ConfigError("launcher.sbatch must be a mapping of extra sbatch options, "
-                              "e.g. {exclusive: true, comment: paper}")
 
     @property
     def processes_per_node(self) -> int:
@@ -129,6 +170,12 @@ def resources_for(section: Mapping[str, Any] | None, kind: str,
     merged = {**common, **_checked(section.get(kind) or {}, f"launcher.{kind}")}
     merged.update(_checked({k: v for k, v in (flags or {}).items() if v is not None},
                            "the command-line resource flags"))
-    merged["sbatch"] = {**common.get("sbatch", {}), **(section.get(kind) or {}).get("sbatch", {}),
-                        **(flags or {}).get("sbatch", {})}
+    merged["sbatch"] = {}
+    for where, layer in (("launcher.sbatch", common), (f"launcher.{kind}.sbatch", section.get(kind) or {}),
+                         ("--sbatch", flags or {})):
+        options = layer.get("sbatch") or {}
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"{where} must be a mapping of extra sbatch options, e.g. "
+                              "{exclusive: true, comment: paper}")
+        merged["sbatch"].update(options)
     return Resources(**merged)

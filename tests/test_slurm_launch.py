@@ -3,6 +3,7 @@ records, pretrain -> eval ordering, failure + status + re-submission, timeout re
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.config import resolve
+from benchmark.config import ConfigError, resolve
 from benchmark.jobs import Paths
 from benchmark.launch import CLUSTERS, SubmititLauncher, await_outcome
 from benchmark.plan import plan_run
@@ -193,3 +194,77 @@ def test_slurm_launcher_without_slurm_on_path_fails_before_submitting(tmp_path, 
         launcher.submit(jobs, paths)
     assert not (tmp_path / "submitit").exists()
     assert shutil.which("sbatch") is None
+
+
+def batch_script(job, monkeypatch, tmp_path: Path, flags=None, dependency="4242") -> str:
+    """The sbatch script the launcher would submit for ``job``, written by submitit's own
+    SlurmExecutor (its ``srun`` probe stubbed, so no cluster is needed)."""
+    from submitit.slurm.slurm import SlurmExecutor
+
+    monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 1))
+    executor = SubmititLauncher("slurm", flags=flags)._executor(tmp_path / "logs", job, dependency)
+    return executor._executor._make_submission_file_text("python -u -m submitit.core._submit x", "u")
+
+
+def script_options(script: str) -> tuple[list[str], list[str]]:
+    """(the ``#SBATCH`` options, the command lines) of a batch script; fails unless every
+    ``#SBATCH`` line comes before the first command and holds exactly one shell word."""
+    lines = script.splitlines()
+    commands = [i for i, line in enumerate(lines) if line.strip() and not line.startswith("#")]
+    sbatch = [i for i, line in enumerate(lines) if line.startswith("#SBATCH ")]
+    assert sbatch and max(sbatch) < min(commands), script
+    options = []
+    for i in sbatch:
+        words = shlex.split(lines[i][len("#SBATCH "):])  # an unclosed quote raises here
+        assert len(words) == 1, lines[i]
+        options.append(words[0])
+    return options, [lines[i] for i in commands]
+
+
+def test_batch_script_holds_one_sbatch_line_per_option_before_the_command(tmp_path, monkeypatch):
+    job = plan(tmp_path, methods=("invp",), seeds=(0,))[0]
+    flags = {"partition": "gpu a", "account": "lab's", "qos": "high", "constraint": "a100|h100",
+             "sbatch": {"exclusive": True, "comment": "paper run; $(id) `id` \"q\"",
+                        "mail-type": "END,FAIL"}}
+    options, commands = script_options(batch_script(job, monkeypatch, tmp_path, flags))
+    expected = {"--partition=gpu a", "--account=lab's", "--qos=high", "--constraint=a100|h100",
+                "--exclusive", "--comment=paper run; $(id) `id` \"q\"", "--mail-type=END,FAIL",
+                "--dependency=afterok:4242", "--job-name=bench-pretrain-mini",
+                "--kill-on-invalid-dep=yes"}
+    assert expected <= set(options)
+    assert len(options) == len(set(options))
+    assert commands[0] == "export SUBMITIT_EXECUTOR=slurm" and len(commands) == 2
+    assert commands[1].startswith("srun ") and commands[1].endswith("submitit.core._submit x")
+
+
+INJECTIONS = {  # id -> (resource flags, --set overrides, the error it must raise)
+    "partition-newline": ({"partition": "gpu\nid"}, [], r"launcher\.partition \(--partition\).*'\\n'"),
+    "account-cr": ({"account": "lab\rid"}, [], r"launcher\.account \(--account\).*'\\r'"),
+    "qos-nul": ({"qos": "high\x00"}, [], r"launcher\.qos \(--qos\).*'\\x00'"),
+    "constraint-line-separator": ({"constraint": "a100\u2028id"}, [], r"launcher\.constraint"),
+    "sbatch-value": ({"sbatch": {"comment": "x\nid"}}, [], r"sbatch option comment \(launcher"),
+    "sbatch-key-newline": ({"sbatch": {"x\nid": True}}, [], r"option name 'x\\nid'.*lowercase"),
+    "sbatch-key-uppercase": ({"sbatch": {"Exclusive": True}}, [], r"option name 'Exclusive'"),
+    "profile-sbatch-value": ({}, ['launcher.sbatch={comment: "x\\nid"}'], r"sbatch option comment"),
+    "profile-pretrain-block": ({}, ['launcher.pretrain={qos: "q\\nid"}'], r"launcher\.qos"),
+    "profile-name": ({}, ['profile="mini\\nid"'], r"the job name \(from the profile's `profile:`"),
+}
+
+
+@pytest.mark.parametrize("flags, overrides, message", INJECTIONS.values(), ids=INJECTIONS)
+def test_a_line_break_in_any_batch_script_value_is_refused_naming_its_key(
+        tmp_path, monkeypatch, flags, overrides, message):
+    job = plan_run(resolve("mini", "invp", overrides, 0), ["knn"], tmp_path / "runs")[0]
+    with pytest.raises(ConfigError, match=message):
+        batch_script(job, monkeypatch, tmp_path, flags)
+
+
+def test_bad_script_values_stop_a_submission_before_any_job_is_submitted(tmp_path):
+    paths, jobs = make_paths(tmp_path), plan(tmp_path, methods=("invp",), seeds=(0,))
+    for folder, flags, message in ((tmp_path / "submitit", {"qos": "a\nb"}, "launcher.qos"),
+                                   (tmp_path / "sub\nmitit", {}, "the log folder")):
+        launcher = SubmititLauncher("debug", folder=folder, flags=flags, runner=tiny_runner)
+        with pytest.raises(ConfigError, match=message):
+            launcher.submit(jobs, paths)
+        assert not folder.exists()
+    assert not (tmp_path / "runs").exists()

@@ -94,6 +94,9 @@ def test_resources_merge_profile_kind_block_and_flags():
     ({"gpus_per_node": -1}, "gpus_per_node must be an integer >= 0"),
     ({"time_min": 0}, "time_min must be a positive integer"),
     ({"pretrain": {"mem": 3}}, "unknown key.*mem in launcher.pretrain"),
+    ({"sbatch": "exclusive"}, "launcher.sbatch must be a mapping"),
+    ({"pretrain": {"sbatch": ["exclusive"]}}, "launcher.pretrain.sbatch must be a mapping"),
+    ({"sbatch": {"comment": ["a", "b"]}}, "sbatch option comment .* must be a string, number"),
 ])
 def test_bad_resources_name_the_key(section, message):
     with pytest.raises(ConfigError, match=message):
