@@ -23,6 +23,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from benchmark.atomic import atomic_open  # noqa: E402
+
 CURVE_PANELS = (  # (title, predicate on a log key)
     ("loss terms", lambda k: "loss" in k),
     ("kNN monitor accuracy", lambda k: k.startswith("knn")),
@@ -193,9 +195,9 @@ def last_epoch_summary(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]]
 
 def _save(fig: Any, path: Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format=path.suffix.lstrip("."), dpi=110)
     plt.close(fig)
     return path
 

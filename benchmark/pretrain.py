@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
 
 from benchmark import checkpoint as ckpt
+from benchmark.atomic import atomic_open
 from benchmark.config import ConfigError, RunConfig, resolve
 from benchmark.datasets import DatasetMissing, resolve_data_root
 from benchmark.distributed import DistContext, all_reduce_mean, barrier, init_distributed, shutdown
@@ -284,10 +285,8 @@ class PretrainRun:
         if self.log_path.is_file():
             kept = [line for line in self.log_path.read_text().splitlines()
                     if line.strip() and json.loads(line)["epoch"] < self.next_epoch]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.log_path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(self.log_path)
+        with atomic_open(self.log_path) as fh:
+            fh.write("".join(line + "\n" for line in kept))
 
     # ---------------------------------------------------------------- training
     def _agree(self, nonfinite: bool, stop: bool) -> tuple[bool, bool]:

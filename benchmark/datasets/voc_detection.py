@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from benchmark.atomic import make_temp_dir
 from benchmark.datasets import fashion_mnist
 from benchmark.datasets.registry import DatasetSpec, register_dataset
 
@@ -375,8 +375,7 @@ def prepare_mini_det(root: Path, params: MiniDetParams = MiniDetParams()) -> Pat
         return _mini_location(root)
     if fashion_mnist.SPEC.check(root):
         fashion_mnist.prepare(root)
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=root, prefix=".mini_det."))
+    work = make_temp_dir(root, ".mini_det.")
     voc = work / "VOCdevkit" / "VOC2007"
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
         (voc / sub).mkdir(parents=True)

@@ -25,6 +25,8 @@ from typing import Mapping
 import torch
 import torchvision
 
+from benchmark.atomic import atomic_open
+
 AUTHOR = "invp-bench"
 WRAPPER_PREFIXES = ("module.encoder_q.", "module.backbone.", "module.encoder.", "module.", "encoder_q.", "backbone.", "encoder.")
 ENGINE_TO_TORCHVISION = ((re.compile(r"^stem\.0\."), "conv1."), (re.compile(r"^stem\.1\."), "bn1."))
@@ -91,7 +93,6 @@ def export_detectron2(checkpoint_path: str | Path, out_pkl: str | Path) -> Path:
         )
     weights = torchvision_resnet_keys(checkpoint["backbone"], str(checkpoint_path))
     model = {detectron2_key(k): v.detach().cpu().numpy() for k, v in weights.items()}
-    out_pkl.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_pkl, "wb") as fh:
+    with atomic_open(out_pkl, "wb") as fh:
         pickle.dump({"model": model, "__author__": AUTHOR, "matching_heuristics": True}, fh)
     return out_pkl
