@@ -59,9 +59,12 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="check or prepare datasets",
                        description="Dataset utilities.")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="{check,prepare}")
-    check = dsub.add_parser("check", help="found / missing for every dataset, and how to get it",
-                            description="For every registered dataset: found or missing, the path "
-                            "searched, and how to obtain it. Exit 0 even when some are missing.")
+    check = dsub.add_parser("check", help="found / missing / corrupt for every dataset, and the fix",
+                            description="For every registered dataset: found, missing or corrupt "
+                            "(contents checked: file sizes against headers, lists against the "
+                            "files they name, class folders), the path searched, and how to "
+                            "obtain it. Exit 1 when a dataset that is there is corrupt or "
+                            "incomplete, else 0 (even when some are missing).")
     check.add_argument("--data-root", default=None, help="data root (default: $BENCHMARK_DATA "
                        f"or ./{DEFAULT_DATA_ROOT})")
     check.set_defaults(func=cmd_data_check)
@@ -200,13 +203,24 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
     root = resolve_data_root(args.data_root)
     print(f"data root: {root.resolve()}")
+    corrupt = []
     for name, spec in available_datasets().items():
         problems = spec.check(root)
-        state = "found" if not problems else "MISSING"
+        damage = [] if problems else spec.verify(root)
+        state = "MISSING" if problems else "CORRUPT" if damage else "found"
         print(f"  {name:<14} {state:<8} {spec.location(root)}")
         if problems:
             print(f"      problem: {'; '.join(problems)}")
+        for message in damage:
+            print(f"      {message}")
+        if problems or damage:
             print(f"      how to get it: {spec.how_to_get}")
+        if damage:
+            corrupt.append(name)
+    if corrupt:
+        print(f"error: corrupt or incomplete: {', '.join(corrupt)} (the fix follows each file "
+              "above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,12 +13,15 @@ from typing import Any
 import torch
 from torchvision.datasets import Caltech101
 
+from benchmark.datasets.integrity import image_folder_problems
 from benchmark.datasets.labelled import Labelled
 from benchmark.datasets.sampling import sample_per_class
 from benchmark.datasets.registry import DatasetSpec, register_dataset
 
 TRAIN_PER_CLASS = 30
 SPLIT_SEED = 0
+NUM_CLASSES = 101
+BACKGROUND = "BACKGROUND_Google"  # the clutter folder torchvision leaves out
 
 
 def caltech_dir(root: Path) -> Path:
@@ -40,6 +43,12 @@ def _problems(root: Path) -> list[str]:
     return [] if caltech_dir(root).is_dir() else [f"missing folder {caltech_dir(root)}"]
 
 
+def _contents(root: Path) -> list[str]:
+    return image_folder_problems(caltech_dir(root), NUM_CLASSES,
+                                 "unpack 101_ObjectCategories.tar.gz again (see how to get it)",
+                                 ignore=(BACKGROUND,))
+
+
 def _build(root: Path, split: str, transform: Any = None, **_: Any) -> Labelled:
     base = Caltech101(str(root), target_type="category", transform=transform, download=False)
     return Labelled(base, base.y, split_indices(base.y, split))
@@ -49,7 +58,7 @@ SPEC = register_dataset(
     DatasetSpec(
         name="caltech101",
         summary="Caltech-101, 101 classes, 30 per class train (seed 0) / rest test",
-        num_classes=101,
+        num_classes=NUM_CLASSES,
         splits=("train", "test"),
         location=caltech_dir,
         problems=_problems,
@@ -58,5 +67,6 @@ SPEC = register_dataset(
             "into ROOT/caltech101/ (or torchvision Caltech101(ROOT, download=True))"
         ),
         builder=_build,
+        contents=_contents,
     )
 )

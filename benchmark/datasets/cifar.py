@@ -2,7 +2,8 @@
 
 Layouts: ``<root>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}`` and
 ``<root>/cifar-100-python/{train, test, meta}``, as ``download=True`` leaves them.
-torchvision md5-checks every batch file when it loads them.
+torchvision md5-checks every batch file when it loads them (without saying which one failed);
+the content check compares the same md5s file by file.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from benchmark.datasets.integrity import md5_problems
 from benchmark.datasets.registry import DatasetSpec, register_dataset
 
 
@@ -21,6 +23,12 @@ def _register(name: str, cls: type, folder: str, files: tuple[str, ...], classes
     def problems(root: Path) -> list[str]:
         missing = [f for f in files if not (location(root) / f).is_file()]
         return [f"missing {', '.join(missing)}"] if missing else []
+
+    def contents(root: Path) -> list[str]:
+        checksums = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+        fix = f"delete {location(root)} and download it again (see how to get it)"
+        return [problem for name, md5 in checksums
+                for problem in md5_problems(location(root) / name, md5, fix)]
 
     def build(root: Path, split: str, transform: Any = None, **_: Any) -> Any:
         return cls(str(root), train=(split == "train"), transform=transform, download=False)
@@ -38,6 +46,7 @@ def _register(name: str, cls: type, folder: str, files: tuple[str, ...], classes
                 f"torchvision.datasets.{cls.__name__}('ROOT', download=True)\" (creates ROOT/{folder})"
             ),
             builder=build,
+            contents=contents,
         )
     )
 

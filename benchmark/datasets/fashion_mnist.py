@@ -15,6 +15,7 @@ from typing import Any
 from torchvision.datasets import FashionMNIST
 
 from benchmark.atomic import atomic_open
+from benchmark.datasets.integrity import corrupt, idx_shape
 from benchmark.datasets.registry import DatasetSpec, register_dataset
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -38,6 +39,25 @@ def raw_dir(root: Path) -> Path:
 def _problems(root: Path) -> list[str]:
     missing = [name for name in RAW_FILES if not (raw_dir(root) / name).is_file()]
     return [f"missing {', '.join(missing)}"] if missing else []
+
+
+def _contents(root: Path) -> list[str]:
+    """Each IDX file's size against its header; each split's image and label counts agree."""
+    problems, counts = [], {}
+    for name in RAW_FILES:
+        path = raw_dir(root) / name
+        fix = f"delete {path} and run `python -m benchmark data prepare fashion_mnist --data-root {root}`"
+        shape, found = idx_shape(path, fix)
+        problems += found
+        counts[name] = None if shape is None else shape[0]
+    for split in ("train", "t10k"):
+        images, labels = counts[f"{split}-images-idx3-ubyte"], counts[f"{split}-labels-idx1-ubyte"]
+        if images is not None and labels is not None and images != labels:
+            path = raw_dir(root) / f"{split}-labels-idx1-ubyte"
+            problems.append(corrupt(path, images, labels, "labels (one per image)",
+                                    f"delete the {split}-* files and run `python -m benchmark data "
+                                    f"prepare fashion_mnist --data-root {root}`"))
+    return problems
 
 
 def _build(root: Path, split: str, transform: Any = None, **_: Any) -> FashionMNIST:
@@ -82,5 +102,6 @@ SPEC = register_dataset(
         how_to_get=HOW_TO_GET,
         builder=_build,
         prepare=prepare,
+        contents=_contents,
     )
 )

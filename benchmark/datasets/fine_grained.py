@@ -15,13 +15,16 @@ from typing import Any, Callable
 
 from torchvision.datasets import Flowers102, OxfordIIITPet, StanfordCars
 
+from benchmark.datasets.integrity import image_files_problems, list_lines, listed_file_problems
 from benchmark.datasets.labelled import Labelled
 from benchmark.datasets.registry import DatasetSpec, register_dataset
 
 
 def _spec(name: str, summary: str, classes: int, splits: tuple[str, ...], folder: str,
           required: tuple[str, ...], how: str, make: Callable[..., Any],
-          labels: Callable[[Any], list[int]]) -> DatasetSpec:
+          labels: Callable[[Any], list[int]],
+          content_problems: Callable[[Path, str], list[str]]) -> DatasetSpec:
+    """Register one dataset; ``content_problems(folder, fix)`` is its content check."""
     def location(root: Path) -> Path:
         return Path(root) / folder
 
@@ -33,7 +36,22 @@ def _spec(name: str, summary: str, classes: int, splits: tuple[str, ...], folder
         base = make(str(root), split=split, transform=transform, download=False)
         return Labelled(base, labels(base))
 
-    return register_dataset(DatasetSpec(name, summary, classes, splits, location, problems, how, build))
+    def contents(root: Path) -> list[str]:
+        return content_problems(location(root), f"replace {location(root)} with a complete copy "
+                                "(see how to get it)")
+
+    return register_dataset(DatasetSpec(name, summary, classes, splits, location, problems, how,
+                                        build, contents=contents))
+
+
+def _pets_contents(base: Path, fix: str) -> list[str]:
+    """Every image named by the trainval and test annotation lists is there."""
+    problems = []
+    for split in ("trainval", "test"):
+        listing = base / "annotations" / f"{split}.txt"
+        names = [line.split()[0] for line in list_lines(listing)]
+        problems += listed_file_problems(listing, [base / "images" / f"{n}.jpg" for n in names], fix)
+    return problems
 
 
 CARS = _spec(
@@ -45,6 +63,8 @@ CARS = _spec(
     "(e.g. Kaggle) and arrange them as ROOT/stanford_cars/{devkit/,cars_train/,cars_test/,"
     "cars_test_annos_withlabels.mat}",
     StanfordCars, lambda ds: [label for _, label in ds._samples],
+    lambda base, fix: image_files_problems(base / "cars_train", fix)
+    + image_files_problems(base / "cars_test", fix),
 )
 PETS = _spec(
     "oxford_pets", "Oxford-IIIT Pets, 37 breeds, 3680 trainval / 3669 test", 37,
@@ -54,10 +74,12 @@ PETS = _spec(
     lambda root, split, transform, download: OxfordIIITPet(
         root, split=split, target_types="category", transform=transform, download=download),
     lambda ds: list(ds._labels),
+    _pets_contents,
 )
 FLOWERS = _spec(
     "flowers102", "Oxford Flowers102, 102 classes, 1020 train / 1020 val / 6149 test", 102,
     ("train", "val", "test"), "flowers-102", ("jpg", "imagelabels.mat", "setid.mat"),
     "torchvision Flowers102(ROOT, download=True) on a machine with internet",
     Flowers102, lambda ds: list(ds._labels),
+    lambda base, fix: image_files_problems(base / "jpg", fix),
 )

@@ -3,7 +3,9 @@
 Layout: ``<root>/imagenet/{meta.bin, train/<wnid>/*.JPEG, val/<wnid>/*.JPEG}``. torchvision
 writes ``meta.bin`` (wnid -> class names, val wnids) itself when the devkit archive
 ``ILSVRC2012_devkit_t12.tar.gz`` sits in the folder, and sorts the val images into wnid folders
-from ``ILSVRC2012_img_val.tar``; archives are md5-checked, ``meta.bin`` is not.
+from ``ILSVRC2012_img_val.tar``; archives are md5-checked, ``meta.bin`` is not. SimCLR's 1 % / 10 %
+label subsets for semisup sit beside it in ``<root>/imagenet_subsets/``; ``data check`` counts
+their lines.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 
 from torchvision.datasets import ImageNet
 
+from benchmark.datasets.integrity import image_folder_problems, line_count_problems
 from benchmark.datasets.registry import DatasetSpec, register_dataset
 
 HOW_TO_GET = (
@@ -20,6 +23,16 @@ HOW_TO_GET = (
     "and writes meta.bin. An already unpacked copy needs train/<wnid>/, val/<wnid>/ and meta.bin"
 )
 DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
+NUM_CLASSES = 1000
+# SimCLR's label subsets (imagenet_subsets/ of github.com/google-research/simclr), where the
+# imagenet profiles' tasks.semisup.subset_files point (under the data root): fraction ->
+# (path, lines); 1 %: 189 classes x 12 + 811 x 13 images, 10 %: 884 x 128 + 116 x 129
+SUBSET_LISTS = {
+    0.01: ("imagenet_subsets/1percent.txt", 12_811),
+    0.1: ("imagenet_subsets/10percent.txt", 128_116),
+}
+SUBSET_FIX = ("copy it from imagenet_subsets/ of github.com/google-research/simclr, or run "
+              "semisup with --set tasks.semisup.subset_files={} (a class-balanced draw instead)")
 
 
 def imagenet_dir(root: Path) -> Path:
@@ -35,11 +48,26 @@ def _problems(root: Path) -> list[str]:
     return [f"missing {', '.join(missing)} folder(s)"] if missing else []
 
 
+def _contents(root: Path) -> list[str]:
+    """Unpacked splits hold 1000 non-empty class folders; the semisup subset lists are there
+    with SimCLR's line counts."""
+    base, problems = imagenet_dir(root), []
+    for split in ("train", "val"):
+        if (base / split).is_dir():
+            problems += image_folder_problems(
+                base / split, NUM_CLASSES,
+                f"move {base / split} away and put ILSVRC2012_img_{split}.tar into {base} "
+                "(the next load unpacks it)")
+    for path, lines in SUBSET_LISTS.values():
+        problems += line_count_problems(Path(root) / path, lines, SUBSET_FIX)
+    return problems
+
+
 SPEC = register_dataset(
     DatasetSpec(
         name="imagenet",
         summary="ImageNet-1k (ILSVRC2012), 1000 classes, 1.28M train / 50k val",
-        num_classes=1000,
+        num_classes=NUM_CLASSES,
         splits=("train", "val"),
         location=imagenet_dir,
         problems=_problems,
@@ -47,5 +75,6 @@ SPEC = register_dataset(
         builder=lambda root, split, transform=None, **_: ImageNet(
             str(imagenet_dir(root)), split=split, transform=transform
         ),
+        contents=_contents,
     )
 )

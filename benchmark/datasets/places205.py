@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 
+from benchmark.datasets.integrity import corrupt, image_folder_problems
 from benchmark.datasets.registry import DatasetSpec, register_dataset
 
 NUM_CLASSES = 205
@@ -91,6 +92,24 @@ def _problems(root: Path) -> list[str]:
     return [f"neither {list_file(root, 'train').parent} (list files) nor train/ and val/ folders"]
 
 
+def _contents(root: Path) -> list[str]:
+    """List files parse and are not empty; class folders are 205, none empty."""
+    fix = f"replace {places_dir(root)} with a complete copy (see how to get it)"
+    problems = []
+    for split in ("train", "val"):
+        if _uses_lists(root):
+            try:
+                entries = read_list(list_file(root, split))
+            except ValueError as exc:
+                problems.append(f"corrupt: {exc}; {fix}")
+                continue
+            if not entries:
+                problems.append(corrupt(list_file(root, split), "at least 1", 0, "entries", fix))
+        else:
+            problems += image_folder_problems(places_dir(root) / split, NUM_CLASSES, fix)
+    return problems
+
+
 def _build(root: Path, split: str, transform: Any = None, **_: Any) -> Dataset:
     if _uses_lists(root):
         return PlacesList(_image_dir(root), read_list(list_file(root, split)), transform)
@@ -112,5 +131,6 @@ SPEC = register_dataset(
         problems=_problems,
         how_to_get=HOW_TO_GET,
         builder=_build,
+        contents=_contents,
     )
 )

@@ -1,5 +1,6 @@
 """Dataset registry: a name maps to a spec that knows the on-disk layout, the splits, the class
-count, how to build a torch Dataset, and how to say what is missing and how to get it.
+count, how to build a torch Dataset, how to say what is missing and how to get it, and how to
+check the contents of what is there (``data check``; helpers in ``integrity``).
 
 Roots come from ``--data-root``, then the ``BENCHMARK_DATA`` environment variable, then
 ``./data`` under the current directory.
@@ -18,6 +19,11 @@ DEFAULT_DATA_ROOT = Path("data")
 
 class DatasetMissing(FileNotFoundError):
     """A dataset is not where it should be; the message says where we looked and how to get it."""
+
+
+def no_content_check(root: Path) -> list[str]:
+    """The content check of a dataset with nothing to check beyond its presence."""
+    return []
 
 
 def resolve_data_root(cli_value: str | os.PathLike | None = None) -> Path:
@@ -41,10 +47,17 @@ class DatasetSpec:
     how_to_get: str
     builder: Callable[..., Dataset]  # builder(root, split, transform=None, **kw) -> Dataset
     prepare: Callable[[Path], Path] | None = None  # makes the data under a root (if it can)
+    contents: Callable[[Path], list[str]] = no_content_check  # run once ``problems`` is empty
 
     def check(self, root: Path) -> list[str]:
         """Problems that stop this dataset from loading under ``root`` (empty = found)."""
         return self.problems(root)
+
+    def verify(self, root: Path) -> list[str]:
+        """Problems with the contents of the dataset found under ``root`` (file sizes against
+        headers, lists against the files they name, empty class folders); each names the file
+        and the fix. Reads every file's header or size, so it is slower than :meth:`check`."""
+        return self.contents(root)
 
     def build(self, root: Path, split: str, transform: Any = None, **kwargs: Any) -> Dataset:
         """The dataset's ``split``; raises DatasetMissing with where it looked and the fix."""

@@ -16,8 +16,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from benchmark.datasets.integrity import listed_file_problems
 from benchmark.datasets.registry import DatasetSpec, register_dataset
-from benchmark.datasets.voc_detection import MINI_DET_CLASSES, MINI_SPEC
+from benchmark.datasets.voc_detection import MINI_DET_CLASSES, MINI_SPEC, mini_fix
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -94,6 +95,29 @@ def devkit_problems(base: Path, classes: tuple[str, ...], splits: tuple[str, ...
     return problems
 
 
+def devkit_contents(base: Path, classes: tuple[str, ...], splits: tuple[str, ...],
+                    fix: str) -> list[str]:
+    """Per split: every class file readable and listing the same images, each image present."""
+    main, problems = base / "ImageSets" / "Main", []
+    for split in splits:
+        try:
+            per_class = {name: read_class_file(main / f"{name}_{split}.txt") for name in classes}
+        except ValueError as exc:
+            problems.append(f"corrupt: {exc}; {fix}")
+            continue
+        first = main / f"{classes[0]}_{split}.txt"
+        ids = sorted(per_class[classes[0]])
+        differing = [name for name, values in per_class.items() if sorted(values) != ids]
+        if differing:
+            other = per_class[differing[0]]
+            problems.append(f"corrupt: {main / f'{differing[0]}_{split}.txt'}, expected the "
+                            f"{len(ids)} images of {first.name}, found {len(other)} images of "
+                            f"which {len(set(other) - set(ids))} differ; {fix}")
+        problems += listed_file_problems(first, [base / "JPEGImages" / f"{i}.jpg" for i in ids], fix)
+    return problems
+
+
+FIX = "re-extract VOCtrainval_06-Nov-2007.tar and VOCtest_06-Nov-2007.tar into the data root"
 SPEC = register_dataset(
     DatasetSpec(
         name="voc07_cls",
@@ -106,6 +130,7 @@ SPEC = register_dataset(
         builder=lambda root, split, transform=None, **_: VOCClassification(
             voc_dir(root), split, VOC_CLASSES, transform
         ),
+        contents=lambda root: devkit_contents(voc_dir(root), VOC_CLASSES, SPLITS, FIX),
     )
 )
 MINI_SPLITS = ("trainval", "test")
@@ -123,5 +148,8 @@ MINI = register_dataset(
             MINI_SPEC.location(root), split, MINI_DET_CLASSES, transform
         ),
         prepare=MINI_SPEC.prepare,
+        contents=lambda root: devkit_contents(
+            MINI_SPEC.location(root), MINI_DET_CLASSES, MINI_SPLITS, mini_fix(root)
+        ),
     )
 )

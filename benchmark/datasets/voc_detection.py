@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 
 from benchmark.atomic import make_temp_dir
 from benchmark.datasets import fashion_mnist
+from benchmark.datasets.integrity import line_count_problems, list_lines, listed_file_problems
 from benchmark.datasets.registry import DatasetSpec, register_dataset
 
 log = logging.getLogger(__name__)
@@ -196,20 +197,38 @@ class VOCDetectionSet(Dataset):
         return self.transforms(image, target) if self.transforms else (image, target)
 
 
+def image_set_problems(voc: Path, image_set: str, fix: str) -> list[str]:
+    """The annotation and image of every id in ``voc``'s ``ImageSets/Main/<image_set>.txt``
+    exist and are not empty."""
+    list_file = voc / "ImageSets" / "Main" / f"{image_set}.txt"
+    files = [voc / folder / f"{image_id}{suffix}" for image_id in list_lines(list_file)
+             for folder, suffix in (("Annotations", ".xml"), ("JPEGImages", ".jpg"))]
+    return listed_file_problems(list_file, files, fix)
+
+
 # ---------------------------------------------------------------- real VOC07+12
+
+VOC_NEEDED = (("2007", "trainval"), ("2007", "test"), ("2012", "trainval"))
+VOC_FIX = ("re-extract VOCtrainval_06-Nov-2007.tar, VOCtest_06-Nov-2007.tar and "
+           "VOCtrainval_11-May-2012.tar into the data root")
+
 
 def _voc_location(root: Path) -> Path:
     return Path(root) / "VOCdevkit"
 
 
 def _voc_problems(root: Path) -> list[str]:
-    needed = [("2007", "trainval"), ("2007", "test"), ("2012", "trainval")]
     main = _voc_location(root)
     return [
         f"missing {main / f'VOC{year}' / 'ImageSets' / 'Main' / f'{image_set}.txt'}"
-        for year, image_set in needed
+        for year, image_set in VOC_NEEDED
         if not (main / f"VOC{year}" / "ImageSets" / "Main" / f"{image_set}.txt").is_file()
     ]
+
+
+def _voc_contents(root: Path) -> list[str]:
+    return [problem for year, image_set in VOC_NEEDED
+            for problem in image_set_problems(_voc_location(root) / f"VOC{year}", image_set, VOC_FIX)]
 
 
 SPEC = register_dataset(
@@ -229,6 +248,7 @@ SPEC = register_dataset(
         builder=lambda root, split, transform=None, **kw: VOCDetectionSet(
             root, SPLIT_PARTS["voc_detection"][split], VOC_CLASSES, transforms=transform
         ),
+        contents=_voc_contents,
     )
 )
 
@@ -272,6 +292,28 @@ def _mini_problems(root: Path) -> list[str]:
         if not (voc / "ImageSets" / "Main" / f"{s}.txt").is_file()
     ]
     return [f"missing {', '.join(missing)}"] if missing else []
+
+
+def mini_fix(root: Path) -> str:
+    """How to redraw a damaged mini detection set (``prepare`` alone keeps a stamped one)."""
+    return (f"delete {_mini_root(root)} and run `python -m benchmark data prepare mini_det "
+            f"--data-root {root}`")
+
+
+def _mini_contents(root: Path) -> list[str]:
+    """Every listed image and annotation present, and as many of them as the stamp records."""
+    voc, fix = _mini_location(root), mini_fix(root)
+    try:
+        drawn = json.loads((_mini_root(root) / STAMP).read_text())
+        counts = {"trainval": int(drawn["trainval_images"]), "test": int(drawn["test_images"])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"corrupt: {_mini_root(root) / STAMP}, expected the JSON parameters the set was "
+                f"drawn with, found an unreadable stamp ({exc}); {fix}"]
+    problems = []
+    for image_set, expected in counts.items():
+        problems += line_count_problems(voc / "ImageSets" / "Main" / f"{image_set}.txt", expected, fix)
+        problems += image_set_problems(voc, image_set, fix)
+    return problems
 
 
 def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -414,5 +456,6 @@ MINI_SPEC = register_dataset(
             _mini_root(root), SPLIT_PARTS["mini_det"][split], MINI_DET_CLASSES, transforms=transform
         ),
         prepare=prepare_mini_det,
+        contents=_mini_contents,
     )
 )
