@@ -79,7 +79,8 @@ class Number(Spec):
 
     def expected(self) -> str:
         noun = "an integer" if self.integer else "a number"
-        low, high = self.ge if self.ge is not None else self.gt, self.le if self.le is not None else self.lt
+        low = self.ge if self.ge is not None else self.gt
+        high = self.le if self.le is not None else self.lt
         if self.integer and self.ge == 1 and high is None:
             return "a positive integer"
         if low is not None and high is not None:
