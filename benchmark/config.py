@@ -6,6 +6,10 @@ into ``method`` (with ``method.name``) so that the hash of a run depends only on
 A block may also hold ``set: {dotted.key: value}``: values of shared sections that this method
 needs (MoCo v2's MLP head and augmentation), applied like ``--set`` before the user's overrides.
 Overrides address the resolved tree: ``--set method.temperature=0.2 --set pretrain.epochs=3``.
+
+Profiles and ``--set`` values are read with YAML rules plus YAML 1.2's exponent floats: ``3e-2``
+is the number 0.03 (PyYAML's YAML 1.1 would read it as a string), so one config has one hash
+however its numbers are written. The resolved tree is checked against ``schema.RUN_CONFIG``.
 """
 from __future__ import annotations
 
@@ -13,17 +17,34 @@ import copy
 import difflib
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import yaml
 
+from benchmark.fields import ConfigError, safe_name
+from benchmark.schema import check_config
+
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 
 
-class ConfigError(ValueError):
-    """A configuration problem the user can fix; the message names the key or file and the fix."""
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads exponent floats without a dot (``3e-2``, ``1e5``) as
+    floats, as YAML 1.2 does."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(stream: Any) -> Any:
+    """Parse YAML text or a file object with :class:`ConfigLoader` (safe: builds no objects)."""
+    return yaml.load(stream, Loader=ConfigLoader)  # noqa: S506 (ConfigLoader is a SafeLoader)
 
 
 def available_profiles() -> list[str]:
@@ -31,16 +52,21 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
 
 
+def profile_path(name: str) -> Path:
+    """The file of profile ``name``: a path when it ends in .yaml/.yml, else a shipped profile."""
+    return Path(name) if name.endswith((".yaml", ".yml")) else PROFILE_DIR / f"{name}.yaml"
+
+
 def load_profile(name: str) -> dict[str, Any]:
     """Read a profile YAML by name (or by path) and return its raw tree."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else PROFILE_DIR / f"{name}.yaml"
+    path = profile_path(name)
     if not path.is_file():
         raise ConfigError(
             f"unknown profile {name!r} (looked for {path}); valid profiles: "
             f"{', '.join(available_profiles())}"
         )
     with open(path) as fh:
-        tree = yaml.safe_load(fh) or {}
+        tree = read_yaml(fh) or {}
     if not isinstance(tree, dict):
         raise ConfigError(f"profile file {path} must hold a mapping at top level")
     tree.setdefault("profile", path.stem)
@@ -48,9 +74,10 @@ def load_profile(name: str) -> dict[str, Any]:
 
 
 def parse_value(text: str) -> Any:
-    """Parse an override's right-hand side with YAML rules (``3``, ``0.2``, ``true``, ``[1,2]``)."""
+    """Parse an override's right-hand side with YAML rules (``3``, ``0.2``, ``3e-2``, ``true``,
+    ``[1,2]``)."""
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        return read_yaml(text) if text != "" else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"cannot parse value {text!r}: {exc}") from None
 
@@ -214,6 +241,7 @@ def resolve(
     for item in overrides:
         key, value = parse_override(item)
         apply_override(tree, key, value)
+    check_config(tree, str(profile_path(profile)))
     return RunConfig(_freeze(tree))
 
 
@@ -222,11 +250,11 @@ def _method_blocks(tree: Mapping[str, Any]) -> dict[str, Any]:
     ``profiles/methods/<name>.yaml`` (one file shared by profiles of the same recipe family)."""
     blocks = tree.get("methods") or {}
     if isinstance(blocks, str):
-        path = PROFILE_DIR / "methods" / f"{blocks}.yaml"
+        path = PROFILE_DIR / "methods" / f"{safe_name(blocks, 'methods')}.yaml"
         if not path.is_file():
             raise ConfigError(f"profile {tree.get('profile')!r}: methods file {path} not found")
         with open(path) as fh:
-            blocks = yaml.safe_load(fh) or {}
+            blocks = read_yaml(fh) or {}
     return copy.deepcopy(dict(blocks))
 
 

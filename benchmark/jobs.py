@@ -13,6 +13,7 @@ from typing import Any
 
 from benchmark import provenance
 from benchmark.config import RunConfig
+from benchmark.fields import safe_name
 from benchmark.plan import Job
 from benchmark.runtime import configure_threads, resolve_device, seed_everything
 from benchmark.store import ResultRecord, ResultStore
@@ -27,7 +28,7 @@ class Paths:
     data_root: Path
 
     def store(self, profile: str) -> ResultStore:
-        return ResultStore(self.results / profile)
+        return ResultStore(self.results / safe_name(profile, "profile"))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from benchmark.config import ConfigError, RunConfig, config_hash
+from benchmark.fields import safe_name
 
 ENCODER_KINDS = ("pretrained", "random", "pixels")
 SANITY_SECTIONS = ("seed", "model")  # what a random-init or raw-pixel encoder depends on
@@ -57,11 +58,16 @@ def task_job_id(cfg: RunConfig, task: str, encoder: str) -> str:
 
 
 def select_tasks(cfg: RunConfig, spec: str) -> list[str]:
-    """``all`` -> every task the profile configures; ``none`` -> []; else a checked list."""
+    """``all`` -> every task the profile configures; ``none`` -> []; else a checked list. A
+    task the profile configures that is not registered is an error (a typo, not a skip)."""
     from tasks.base import available_tasks
 
     registered = available_tasks()
-    configured = [name for name in cfg.tasks if name in registered]
+    unregistered = [name for name in cfg.tasks if name not in registered]
+    if unregistered:
+        raise ConfigError(f"tasks.{unregistered[0]} in profile {cfg.profile!r} is not a task; "
+                          f"valid tasks: {', '.join(registered)}")
+    configured = list(cfg.tasks)
     if spec == "all":
         return configured
     if spec in ("", "none"):
@@ -81,9 +87,16 @@ def select_tasks(cfg: RunConfig, spec: str) -> list[str]:
 def plan_run(
     cfg: RunConfig, task_names: list[str], runs_root: Path, sanity: bool = True
 ) -> list[Job]:
-    """The jobs of one run, dependencies first."""
+    """The jobs of one run, dependencies first. Every task's settings are checked here, before
+    any job runs; ``profile`` and ``method.name`` must be safe names (they name folders)."""
+    from tasks.base import get_task
+    from tasks.common import checked_settings
+
+    for task in task_names:
+        checked_settings(get_task(task), cfg.tasks[task], task)
     pid = pretrain_id(cfg)
-    pretrain_dir = str(Path(runs_root) / cfg.profile / f"{cfg.method.name}-{pid}")
+    folder = f"{safe_name(cfg.method.name, 'method.name')}-{pid}"
+    pretrain_dir = str(Path(runs_root) / safe_name(cfg.profile, "profile") / folder)
     tree = cfg.to_dict()
     jobs = [
         Job(pid, "pretrain", f"pretrain {cfg.method.name} seed={cfg.seed}", tree, pretrain_dir)

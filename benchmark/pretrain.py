@@ -51,6 +51,7 @@ from methods.base import LossOutput, Method, build_method, method_class
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was saved, run again to resume
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+OPTIMIZERS = ("sgd",)
 
 
 class Preempted(RuntimeError):
@@ -130,8 +131,9 @@ def build_encoder(model_cfg: Mapping[str, Any]) -> Encoder:
 
 def build_optimizer(params: Iterator[nn.Parameter], optimizer_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     """SGD with the profile's lr, momentum, weight decay and Nesterov flag."""
-    if optimizer_cfg.get("name", "sgd") != "sgd":
-        raise ConfigError(f"pretrain.optimizer.name={optimizer_cfg.get('name')!r}; only sgd is supported")
+    if optimizer_cfg.get("name", "sgd") not in OPTIMIZERS:
+        raise ConfigError(f"pretrain.optimizer.name={optimizer_cfg.get('name')!r}; supported: "
+                          f"{', '.join(OPTIMIZERS)}")
     return torch.optim.SGD(
         params,
         lr=float(optimizer_cfg["lr"]),

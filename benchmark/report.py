@@ -32,6 +32,7 @@ from benchmark.paper_tables import (
     row_label,
     settings_differences,
 )
+from benchmark.fields import safe_name
 from benchmark.ordering import ordering_checks
 
 if TYPE_CHECKING:
@@ -464,6 +465,7 @@ def write_report(
     """
     from benchmark.figures import write_figures
 
+    safe_name(profile, "profile")  # it names the results folder, the report and its figures
     tasks = registry_task_info()
     frame = load_frame(results_dir, profile, tasks)
     out_dir = Path(out_dir)

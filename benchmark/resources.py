@@ -16,9 +16,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 from benchmark.config import ConfigError
+from benchmark.fields import Section
+from benchmark.schema import RESOURCE_FIELDS
 
 JOB_KINDS = ("pretrain", "task")
 NON_RESOURCE_KEYS = ("name",) + JOB_KINDS
+RESOURCES = Section(RESOURCE_FIELDS)
 SCRIPT_TEXT_FIELDS = ("partition", "account", "qos", "constraint")
 SBATCH_OPTION_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 # control characters (newline, carriage return, NUL, ...) and Unicode line/paragraph separators
@@ -68,7 +71,7 @@ class Resources:
     sbatch: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._check_numbers()
+        RESOURCES.check({f.name: getattr(self, f.name) for f in fields(self)}, "launcher")
         if not isinstance(self.sbatch, Mapping):
             raise ConfigError("launcher.sbatch must be a mapping of extra sbatch options, "
                               "e.g. {exclusive: true, comment: paper}")
@@ -77,18 +80,6 @@ class Resources:
                 script_text(getattr(self, name), f"launcher.{name} (--{name})")
         for key, value in self.sbatch.items():
             _check_sbatch_option(key, value)
-
-    def _check_numbers(self) -> None:
-        for name in ("nodes", "cpus_per_task", "time_min", "array_parallelism"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"launcher.{name} must be a positive integer, "
-                                  f"got {getattr(self, name)!r}")
-        for name in ("gpus_per_node", "tasks_per_node", "signal_delay_s", "max_requeues"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ConfigError(f"launcher.{name} must be an integer >= 0, "
-                                  f"got {getattr(self, name)!r}")
-        if self.mem_gb is not None and not (isinstance(self.mem_gb, (int, float)) and self.mem_gb > 0):
-            raise ConfigError(f"launcher.mem_gb must be a positive number (GB), got {self.mem_gb!r}")
 
     @property
     def processes_per_node(self) -> int:

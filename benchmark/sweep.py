@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from benchmark.config import ConfigError, config_hash, load_profile, resolve
+from benchmark.fields import safe_name
 from benchmark.jobs import Outcome, Paths
 from benchmark.launch import (CLUSTERS, LAUNCHERS, SubmititLauncher, build_launcher,
                               is_done, job_resources, processes, run_job_checked)
@@ -220,7 +221,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     paths = Paths(results=args.results, runs=args.out, data_root=resolve_data_root(args.data_root))
     jobs = expand(spec, paths.runs)
     flags = resource_flags(args)
-    folder = Path(args.sweeps) / (args.name or spec.name)
+    folder = Path(args.sweeps) / safe_name(args.name or spec.name, "--name")
     print(f"sweep {folder}: {len(spec.methods)} method(s) x {len(spec.seeds)} seed(s) x "
           f"{len(spec.points())} grid point(s) -> {len(jobs)} jobs, launcher {launcher_name}")
     if args.dry_run:

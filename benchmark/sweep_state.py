@@ -11,12 +11,14 @@ from typing import Any, Mapping, Sequence
 
 from benchmark import provenance
 from benchmark.config import ConfigError
+from benchmark.fields import safe_name
 from benchmark.jobs import Outcome
 from benchmark.plan import Job
 from benchmark.store import write_json_atomic
 
 STATE_FILE = "sweep.json"
 FORMAT = 1
+TAMPERED_STATE_FIX = "the state file was altered or is corrupt: re-submit the sweep into a new folder"
 
 
 def code_version() -> dict[str, Any]:
@@ -68,6 +70,9 @@ class SweepState:
         if payload.get("format") != FORMAT:
             raise ConfigError(f"sweep state {path} has format {payload.get('format')!r}, this "
                               f"code reads format {FORMAT}; re-submit the sweep into a new folder")
+        for job_id, entry in payload["jobs"].items():  # both name files of the results folder
+            safe_name(job_id, f"{path}: jobs key", TAMPERED_STATE_FIX)
+            safe_name(entry.get("profile"), f"{path}: jobs.{job_id}.profile", TAMPERED_STATE_FIX)
         return cls(path, payload["spec"], payload["code"], payload["jobs"], payload["submissions"])
 
     def save(self) -> None:

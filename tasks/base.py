@@ -10,9 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import torch
+
+if TYPE_CHECKING:
+    from benchmark.fields import Spec
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,19 @@ class Task(ABC):
     paper_column: ClassVar[str | None] = None
     metrics: ClassVar[tuple[str, ...]] = ()
     protocol: ClassVar[str] = ""
+    defaults: ClassVar[Mapping[str, Any]] = {}  # the protocol's settings; profiles override them
+    # each setting's type and constraint (tasks/common.py adds the settings every task accepts)
+    settings_fields: ClassVar[Mapping[str, "Spec"]] = {}
 
     @classmethod
     def datasets(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
         """Dataset registry names this task needs under ``settings``."""
         return (settings["dataset"],)
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        """Checks across settings that the fields cannot state (run at planning time, after the
+        fields' checks); none by default."""
 
     @abstractmethod
     def run(self, ctx: TaskContext) -> list[Measurement]:

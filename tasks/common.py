@@ -1,7 +1,7 @@
 """Helpers shared by the task families: settings, data splits, labels, seeding."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -9,32 +9,39 @@ from torch.utils.data import Dataset
 from benchmark.config import ConfigError
 from benchmark.datasets import get_dataset
 from benchmark.datasets.sampling import sample_per_class
-from tasks.base import TaskContext
-
+from benchmark.fields import Choice, Float, Int, Section, Spec, Tuple
+from tasks.base import Task, TaskContext
+from tasks.features import FEATURE_DTYPES
+from tasks.transforms import EVAL_RESIZES, TRANSFORM
 
 # Settings every task accepts: the transform (tasks/transforms.py) and feature extraction.
-COMMON_KEYS = frozenset(
-    {"transform", "resize", "crop", "crop_scale", "eval_resize", "extract_batch_size",
-     "feature_dtype"}
-)
+COMMON_FIELDS: dict[str, Spec] = {
+    "transform": TRANSFORM,
+    "resize": Int(ge=1),
+    "crop": Int(ge=1),
+    "crop_scale": Tuple(Float(gt=0, le=1), Float(gt=0, le=1)),
+    "eval_resize": Choice(EVAL_RESIZES),
+    "extract_batch_size": Int(ge=1),
+    "feature_dtype": Choice(FEATURE_DTYPES),
+}
+TASK_FIX = "fix it in the profile's tasks section or with --set {key}=..."
 
 
-def task_settings(
-    defaults: Mapping[str, Any], ctx: TaskContext, extra_keys: Iterable[str] = ()
-) -> dict[str, Any]:
-    """The task's class defaults overlaid with the run config's ``tasks.<name>`` block; a key
-    the task does not know, or a missing ``dataset``, is a ConfigError naming it."""
-    given = dict(ctx.settings)
-    valid = set(defaults) | COMMON_KEYS | set(extra_keys)
-    unknown = sorted(set(given) - valid)
-    if unknown:
-        raise ConfigError(
-            f"tasks.{ctx.task_name}: unknown setting(s) {unknown}; valid: {', '.join(sorted(valid))}"
-        )
-    merged = {**defaults, **given}
+def checked_settings(task: Task, given: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``task``'s defaults overlaid with ``given`` (the run config's ``tasks.<name>`` block),
+    every value checked against the task's fields (then ``task.check_settings``): an unknown key,
+    a missing ``dataset`` or a value out of range is a ConfigError naming the dotted key."""
+    merged = {**task.defaults, **given}
     if "dataset" in merged and not merged["dataset"]:
-        raise ConfigError(f"tasks.{ctx.task_name}.dataset is missing (a registered dataset name)")
+        raise ConfigError(f"tasks.{name}.dataset is missing (a registered dataset name)")
+    Section({**COMMON_FIELDS, **task.settings_fields}).check(merged, f"tasks.{name}", TASK_FIX)
+    task.check_settings(merged)
     return merged
+
+
+def task_settings(task: Task, ctx: TaskContext) -> dict[str, Any]:
+    """:func:`checked_settings` of the task ``ctx`` runs."""
+    return checked_settings(task, ctx.settings, ctx.task_name)
 
 
 def encoder_key(encoder: Any) -> str:

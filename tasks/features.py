@@ -24,6 +24,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from benchmark.checkpoint import save_atomic
+from benchmark.fields import AnyOf, Int, ListOf, MapOf, Parses, Text
+
+FEATURE_DTYPES = ("float32", "float16", "bfloat16")  # the feature_dtype setting: cache precision
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,14 @@ class FeatureLayer:
         else:
             pooled = F.adaptive_avg_pool2d(fmap, self.pool[0] if self.pool else 1)
         return pooled.flatten(1)
+
+
+# The settings naming feature layers: one layer, or ``blocks`` / a list (``resolve_layers``), and
+# the grid per block-name prefix that ``blocks`` pools to.
+LAYER = Parses(FeatureLayer.parse, "a feature layer: pooled, <block>, <block>@<grid> or "
+               "<block>@<kernel>/<stride>/<padding>")
+LAYERS = AnyOf(LAYER, ListOf(LAYER, min_len=1))
+GRIDS = MapOf(Text(), Int(ge=1))
 
 
 def resolve_layers(

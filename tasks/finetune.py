@@ -15,7 +15,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from benchmark.fields import Bool, Choice, Float, Int, ListOf, Spec
 from tasks.errors import TaskNotApplicable
+
+SCHEDULES = ("step", "cosine")
+LOSSES = ("ce", "bce")
 
 
 @dataclass(frozen=True)
@@ -32,10 +36,10 @@ class FinetuneRecipe:
     weight_decay_over_lr: bool = False
     momentum: float = 0.9
     nesterov: bool = False
-    schedule: str = "step"  # step | cosine
+    schedule: str = "step"  # SCHEDULES
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
-    loss: str = "ce"  # ce | bce (multi-label, VOC values: +1 present, else negative)
+    loss: str = "ce"  # LOSSES: ce | bce (multi-label, VOC values: +1 present, else negative)
 
     @classmethod
     def from_settings(cls, s: Mapping[str, Any], **override: Any) -> "FinetuneRecipe":
@@ -43,6 +47,24 @@ class FinetuneRecipe:
         values = {**{k: s[k] for k in cls.__dataclass_fields__ if k in s}, **override}
         values["milestones"] = tuple(int(m) for m in values.get("milestones", ()))
         return cls(**values)
+
+
+# The settings a fine-tuning task reads into a FinetuneRecipe: type and constraint of each field.
+RECIPE_FIELDS: dict[str, Spec] = {
+    "lr": Float(gt=0),
+    "epochs": Int(ge=1),
+    "steps": Int(ge=0),
+    "batch_size": Int(ge=1),
+    "head_lr_mult": Float(gt=0),
+    "weight_decay": Float(ge=0),
+    "weight_decay_over_lr": Bool(),
+    "momentum": Float(ge=0, lt=1),
+    "nesterov": Bool(),
+    "schedule": Choice(SCHEDULES),
+    "milestones": ListOf(Int(ge=1)),
+    "gamma": Float(gt=0),
+    "loss": Choice(LOSSES),
+}
 
 
 class Classifier(nn.Module):

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from benchmark.fields import Float, Int, Name
 from methods.knn_classifier import weighted_knn_scores
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import num_classes, task_settings
-from tasks.features import context_features, resolve_layers
+from tasks.features import LAYER, context_features, resolve_layers
 from tasks.metrics import topk_accuracy
 
 
@@ -27,9 +28,18 @@ class KNNTask(Task):
         "train_limit": 0,  # > 0: class-balanced draw of that many train images (seed 0)
         "test_split": "test",
     }
+    settings_fields = {
+        "dataset": Name(),
+        "k": Int(ge=1),
+        "sigma": Float(gt=0),
+        "layer": LAYER,
+        "train_split": Name(),
+        "train_limit": Int(ge=0),
+        "test_split": Name(),
+    }
 
     def run(self, ctx: TaskContext) -> list[Measurement]:
-        s = task_settings(self.defaults, ctx)
+        s = task_settings(self, ctx)
         dataset = s["dataset"]
         backbone = ctx.encoder.load(ctx.device)
         (layer,) = resolve_layers(s["layer"], backbone, {}, ctx.encoder.kind)

@@ -13,10 +13,11 @@ from typing import Any, ClassVar, Mapping
 
 import torch
 
+from benchmark.fields import AnyOf, Bool, Choice, Float, Int, ListOf, Name
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import as_tuple, holdout_split, num_classes, task_settings
-from tasks.features import context_features, resolve_layers
-from tasks.probe import ProbeSchedule, train_probe
+from tasks.features import GRIDS, LAYERS, context_features, resolve_layers
+from tasks.probe import PROBE_NORMS, ProbeSchedule, train_probe
 
 INVP_GRIDS = {"stem": 12, "layer1": 6, "layer2": 4, "layer3": 3, "layer4": 1}
 INVP_DEFAULTS: dict[str, Any] = {
@@ -38,6 +39,25 @@ INVP_DEFAULTS: dict[str, Any] = {
     "train_limit": 0,  # > 0: class-balanced draw of that many train images (seed 0)
     "test_split": "val",
 }
+PROBE_FIELDS = {
+    "dataset": Name(),
+    "layers": LAYERS,
+    "grids": GRIDS,
+    "epochs": Int(ge=1),
+    "lr": AnyOf(Float(gt=0), ListOf(Float(gt=0), min_len=1)),  # a list: one probe run per lr
+    "batch_size": Int(ge=1),
+    "momentum": Float(ge=0, lt=1),
+    "weight_decay": Float(ge=0),
+    "nesterov": Bool(),
+    "milestones": ListOf(Int(ge=1)),
+    "gamma": Float(gt=0),
+    "norm": Choice(PROBE_NORMS),
+    "holdout": Int(ge=1),
+    "split_seed": Int(ge=0),
+    "train_split": Name(),
+    "train_limit": Int(ge=0),
+    "test_split": Name(),
+}
 # conv1 of the table is the 112x112 map before max-pooling; the backbone contract exposes the
 # stem after max-pooling (56x56), so conv1 is pooled adaptively to the table's 12x12 grid.
 GOYAL_LAYERS = [
@@ -55,13 +75,14 @@ class LinearProbeTask(Task):
 
     metrics = ("top1", "top5")
     defaults: ClassVar[dict[str, Any]] = INVP_DEFAULTS
+    settings_fields = PROBE_FIELDS
 
     @classmethod
     def datasets(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
         return ({**cls.defaults, **dict(settings)}["dataset"],)
 
     def run(self, ctx: TaskContext) -> list[Measurement]:
-        s = task_settings(self.defaults, ctx)
+        s = task_settings(self, ctx)
         dataset = s["dataset"]
         backbone = ctx.encoder.load(ctx.device)
         layers = resolve_layers(s["layers"], backbone, dict(s["grids"]), ctx.encoder.kind)

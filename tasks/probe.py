@@ -28,7 +28,10 @@ class ProbeSchedule:
     nesterov: bool = False
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
-    norm: str = "bn"  # bn (BatchNorm1d, InvP) | bn_noaffine (Goyal, mmselfsup) | none
+    norm: str = "bn"  # PROBE_NORMS: bn (BatchNorm1d, InvP) | bn_noaffine (Goyal, mmselfsup) | none
+
+
+PROBE_NORMS = ("bn", "bn_noaffine", "none")
 
 
 def make_head(dim: int, num_classes: int, norm: str) -> nn.Sequential:
@@ -38,8 +41,8 @@ def make_head(dim: int, num_classes: int, norm: str) -> nn.Sequential:
         "bn_noaffine": lambda: nn.BatchNorm1d(dim, affine=False),
         "none": nn.Identity,
     }
-    if norm not in norms:
-        raise ValueError(f"probe norm must be one of {sorted(norms)}, not {norm!r}")
+    if norm not in PROBE_NORMS:
+        raise ValueError(f"probe norm must be one of {', '.join(PROBE_NORMS)}, not {norm!r}")
     linear = nn.Linear(dim, num_classes)
     nn.init.normal_(linear.weight, std=0.01)
     nn.init.zeros_(linear.bias)

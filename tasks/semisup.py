@@ -16,9 +16,10 @@ from typing import Any, ClassVar, Mapping
 import torch
 from torch.utils.data import Dataset, Subset
 
+from benchmark.fields import AnyOf, Float, Int, ListOf, MapOf, Name, Spec, Text
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import class_balanced_subset, dataset_targets, load_split, num_classes, task_settings
-from tasks.finetune import FinetuneRecipe, fine_tune, predict, require_trainable
+from tasks.finetune import RECIPE_FIELDS, FinetuneRecipe, fine_tune, predict, require_trainable
 from tasks.metrics import topk_accuracy
 from tasks.transforms import eval_transform, train_transform
 
@@ -53,6 +54,14 @@ def per_fraction(value: Any, fraction: float) -> Any:
     return table[float(fraction)]
 
 
+FRACTION = Float(gt=0, le=1)
+
+
+def per_fraction_field(spec: Spec) -> AnyOf:
+    """The spec of a setting given once or per label fraction (see :func:`per_fraction`)."""
+    return AnyOf(spec, MapOf(FRACTION, spec))
+
+
 def _percent(fraction: float) -> str:
     return f"{fraction * 100:g}pct"
 
@@ -80,13 +89,24 @@ class SemiSupervisedTask(Task):
         "milestones": [15, 20, 25],
         "gamma": 0.1,
     }
+    settings_fields = {
+        **RECIPE_FIELDS,
+        "dataset": Name(),
+        "fractions": ListOf(FRACTION, min_len=1),
+        "subset_files": MapOf(FRACTION, Text()),
+        "subset_seed": Int(ge=0),
+        "train_split": Name(),
+        "test_split": Name(),
+        "epochs": per_fraction_field(Int(ge=1)),
+        "milestones": per_fraction_field(ListOf(Int(ge=1))),
+    }
 
     @classmethod
     def datasets(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
         return ({**cls.defaults, **dict(settings)}["dataset"],)
 
     def run(self, ctx: TaskContext) -> list[Measurement]:
-        s = task_settings(self.defaults, ctx, FinetuneRecipe.__dataclass_fields__)
+        s = task_settings(self, ctx)
         dataset = s["dataset"]
         require_trainable(ctx.encoder.load("cpu"), ctx.encoder.kind)
         train = load_split(ctx, dataset, s["train_split"], train_transform(dataset, s))

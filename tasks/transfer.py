@@ -21,10 +21,11 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
+from benchmark.fields import AnyOf, Choice, Float, Int, ListOf, Section, Tuple
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import blas_threads, holdout_split, load_split, num_classes, task_settings
-from tasks.features import context_features, resolve_layers
-from tasks.finetune import FinetuneRecipe, fine_tune, predict, require_trainable
+from tasks.features import LAYER, context_features, resolve_layers
+from tasks.finetune import RECIPE_FIELDS, FinetuneRecipe, fine_tune, predict, require_trainable
 from tasks.metrics import mean_ap, mean_per_class_accuracy, topk_accuracy, voc11_ap
 from tasks.transforms import eval_transform, train_transform
 
@@ -95,6 +96,13 @@ def _common_defaults() -> dict[str, Any]:
     }
 
 
+COMMON_TRANSFER_FIELDS = {
+    "datasets": ListOf(Choice(tuple(TRANSFER_SPLITS)), min_len=1),
+    "val_fraction": Float(gt=0, lt=1),
+    "split_seed": Int(ge=0),
+}
+
+
 class TransferTaskBase(Task):
     """Shared settings handling of both transfer variants."""
 
@@ -102,15 +110,14 @@ class TransferTaskBase(Task):
     paper_column = "CIFAR10 / CIFAR100 / VOC07 / Caltech101 / Cars / Pets / Flowers"
     metrics = ("top1", "mean_per_class", "voc11_map")
     defaults: ClassVar[dict[str, Any]] = _common_defaults()
+    settings_fields = COMMON_TRANSFER_FIELDS
 
     @classmethod
     def datasets(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
         return tuple({**cls.defaults, **dict(settings)}["datasets"])
 
-    extra_keys: ClassVar[tuple[str, ...]] = ()
-
     def run(self, ctx: TaskContext) -> list[Measurement]:
-        s = task_settings(self.defaults, ctx, self.extra_keys)
+        s = task_settings(self, ctx)
         return [m for dataset in s["datasets"] for m in self.run_dataset(ctx, s, dataset)]
 
     @abstractmethod
@@ -123,7 +130,6 @@ class TransferFinetuneTask(TransferTaskBase):
     name = "transfer"
     summary = "fine-tune to 7 datasets with the (lr, wd) grid, select on val, retrain, test once"
     protocol = "SimCLR/Kornblith fine-tune (§3.5): lr x wd grid, wd/lr, retrain on train+val"
-    extra_keys = tuple(FinetuneRecipe.__dataclass_fields__)
     defaults = {
         **_common_defaults(),
         "lrs": [1e-4, 1e-3, 1e-2, 1e-1],
@@ -133,6 +139,12 @@ class TransferFinetuneTask(TransferTaskBase):
         "batch_size": 64,
         "nesterov": True,
         "schedule": "cosine",
+    }
+    settings_fields = {
+        **RECIPE_FIELDS,
+        **COMMON_TRANSFER_FIELDS,
+        "lrs": ListOf(Float(gt=0), min_len=1),
+        "weight_decays": ListOf(Float(ge=0), min_len=1),
     }
 
     def run_dataset(self, ctx: TaskContext, s: dict[str, Any], dataset: str) -> list[Measurement]:
@@ -160,6 +172,12 @@ class TransferFinetuneTask(TransferTaskBase):
             Measurement(rule.metric, train_and_score(all_aug, test, lr, wd), dataset, rule.test, extra),
             Measurement(rule.metric, val_scores[best], dataset, SELECTION_SPLIT, extra),
         ]
+
+
+# C = 1/wd: positive weight decays, or {logspace: [start exponent, stop exponent, count]}
+WEIGHT_DECAY_GRID = AnyOf(ListOf(Float(gt=0), min_len=1),
+                          Section({"logspace": Tuple(Float(), Float(), Int(ge=1))},
+                                  required=("logspace",)))
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, c: float, max_iter: int) -> LogisticRegression:
@@ -197,6 +215,12 @@ class TransferLinearTask(TransferTaskBase):
         "weight_decays": {"logspace": [-6, 5, 45]},
         "layer": "pooled",
         "max_iter": 1000,
+    }
+    settings_fields = {
+        **COMMON_TRANSFER_FIELDS,
+        "weight_decays": WEIGHT_DECAY_GRID,
+        "layer": LAYER,
+        "max_iter": Int(ge=1),
     }
 
     def run_dataset(self, ctx: TaskContext, s: dict[str, Any], dataset: str) -> list[Measurement]:

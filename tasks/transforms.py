@@ -28,8 +28,11 @@ from benchmark.augment import (
     IMAGENET_STD,
     get_recipe,
 )
+from benchmark.fields import Pattern
 
 RECIPE_DEFAULTS = {"fashion_mnist": "recipe:mini", "digits": "recipe:mini"}
+TRANSFORM = Pattern(r"imagenet|gray|recipe:.+", "imagenet, gray or recipe:<name>")  # the setting
+EVAL_RESIZES = ("center_crop", "warp")
 
 
 class ConvertMode:
@@ -48,8 +51,8 @@ class ConvertMode:
 
 def _family(dataset: str, settings: Mapping[str, Any]) -> str:
     family = str(settings.get("transform", RECIPE_DEFAULTS.get(dataset, "imagenet")))
-    if family not in ("imagenet", "gray") and not family.startswith("recipe:"):
-        raise ValueError(f"transform must be 'imagenet', 'gray' or 'recipe:<name>', not {family!r}")
+    if not TRANSFORM.accepts(family):
+        raise ValueError(f"transform must be {TRANSFORM.expected()}, not {family!r}")
     return family
 
 
@@ -72,7 +75,7 @@ def eval_transform(dataset: str, settings: Mapping[str, Any] | None = None) -> T
     elif mode == "warp":
         geometry = [T.Resize(resize), T.Resize((crop, crop))]
     else:
-        raise ValueError(f"eval_resize must be 'center_crop' or 'warp', not {mode!r}")
+        raise ValueError(f"eval_resize must be one of {', '.join(EVAL_RESIZES)}, not {mode!r}")
     convert, normalize = _colour(family)
     return T.Compose([convert, *geometry, T.ToTensor(), normalize])
 

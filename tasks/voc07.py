@@ -24,10 +24,12 @@ from sklearn.model_selection import cross_val_score
 from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 
+from benchmark.fields import Float, Int, ListOf, Name
 from benchmark.store import write_json_atomic
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import blas_threads, encoder_key, task_settings
-from tasks.features import FeatureLayer, context_features, feature_cache_path, resolve_layers
+from tasks.features import (GRIDS, LAYER, LAYERS, FeatureLayer, context_features,
+                            feature_cache_path, resolve_layers)
 from tasks.linear import GOYAL_LAYERS
 from tasks.metrics import mean_ap, sklearn_ap, voc_area_ap
 from tasks.probe import single_thread_on_cpu
@@ -113,9 +115,19 @@ class VOC07SVMTask(VOC07Task):
         "test_split": "test",
         "eval_resize": "warp",
     }
+    settings_fields = {
+        "layers": LAYERS,
+        "grids": GRIDS,
+        "costs": ListOf(Float(gt=0), min_len=1),
+        "folds": Int(ge=2),
+        "workers": Int(ge=1),
+        "dataset": Name(),
+        "train_split": Name(),
+        "test_split": Name(),
+    }
 
     def run(self, ctx: TaskContext) -> list[Measurement]:
-        s = task_settings(self.defaults, ctx)
+        s = task_settings(self, ctx)
         backbone = ctx.encoder.load(ctx.device)
         layers = resolve_layers(s["layers"], backbone, dict(s["grids"]), ctx.encoder.kind)
         dataset = s["dataset"]
@@ -211,9 +223,22 @@ class VOC07BCETask(VOC07Task):
         "train_split": "trainval",
         "test_split": "test",
     }
+    settings_fields = {
+        "layer": LAYER,
+        "lr": Float(gt=0),
+        "momentum": Float(ge=0, lt=1),
+        "weight_decay": Float(ge=0),
+        "batch_size": Int(ge=1),
+        "iterations": Int(ge=1),
+        "step_every": Int(ge=1),
+        "gamma": Float(gt=0),
+        "dataset": Name(),
+        "train_split": Name(),
+        "test_split": Name(),
+    }
 
     def run(self, ctx: TaskContext) -> list[Measurement]:
-        s = task_settings(self.defaults, ctx)
+        s = task_settings(self, ctx)
         backbone = ctx.encoder.load(ctx.device)
         (layer,) = resolve_layers(s["layer"], backbone, {}, ctx.encoder.kind)
         dataset = s["dataset"]

@@ -70,7 +70,7 @@ def test_task_refuses_pixels_and_bad_settings(mini_root):
         DetectionTask().run(context(mini_root, SETTINGS, kind="pixels"))
     with pytest.raises(ConfigError, match="unknown setting\\(s\\) \\['iters'\\]"):
         DetectionTask().run(context(mini_root, {**SETTINGS, "iters": 3}))
-    with pytest.raises(ConfigError, match="detector: unknown keys \\['anchors'\\]"):
+    with pytest.raises(ConfigError, match="detector: unknown setting\\(s\\) \\['anchors'\\]"):
         DetectionTask().run(context(mini_root, {**SETTINGS, "detector": {"anchors": [8]}}))
 
 

@@ -8,6 +8,7 @@ from torch import nn
 from benchmark.config import ConfigError
 from benchmark.models.init import init_weights
 
+HEADS = ("linear", "mlp")
 
 def build_head(model_cfg: Mapping[str, Any], feature_dim: int) -> nn.Module:
     """``model.head``: ``linear`` -> Linear(feature_dim, embed_dim); ``mlp`` ->
@@ -21,5 +22,6 @@ def build_head(model_cfg: Mapping[str, Any], feature_dim: int) -> nn.Module:
             nn.Linear(feature_dim, feature_dim), nn.ReLU(inplace=True), nn.Linear(feature_dim, embed_dim)
         )
     else:
-        raise ConfigError(f"model.head={kind!r} is not a head; use --set model.head=linear or mlp")
+        raise ConfigError(f"model.head={kind!r} is not a head; use --set model.head="
+                          f"{' or '.join(HEADS)}")
     return init_weights(head)

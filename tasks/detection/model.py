@@ -16,7 +16,7 @@ in a single process), ``frozen`` freezes the statistics and affine parameters
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -31,6 +31,7 @@ from torchvision.ops import FrozenBatchNorm2d, roi_align
 
 from benchmark.augment import IMAGENET_MEAN, IMAGENET_STD
 from benchmark.config import ConfigError
+from benchmark.fields import Bool, Choice, Float, Int, ListOf, Section, Spec, Tuple
 
 NORMS = ("sync", "frozen")
 
@@ -68,17 +69,43 @@ class C4Config:
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], where: str = "tasks.detection.detector") -> "C4Config":
         """Defaults overridden by ``settings``; unknown keys and bad values name the option."""
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(settings) - set(known))
-        if unknown:
-            raise ConfigError(f"{where}: unknown keys {unknown}; valid keys: {', '.join(known)}")
+        Section(C4_FIELDS).check(settings, where)
         values = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in settings.items()}
         config = cls(**values)
-        if config.norm not in NORMS:
-            raise ConfigError(f"{where}.norm={config.norm!r}; valid: {', '.join(NORMS)}")
         if len(config.pixel_mean) != len(config.pixel_std):
             raise ConfigError(f"{where}: pixel_mean and pixel_std need one value per channel each")
         return config
+
+
+PROBABILITY = Float(ge=0, le=1)
+# Type and constraint of every C4Config field (the ``tasks.detection.detector`` settings).
+C4_FIELDS: dict[str, Spec] = {
+    "min_size_train": ListOf(Int(ge=1), min_len=1),
+    "min_size_test": Int(ge=1),
+    "max_size": Int(ge=1),
+    "pixel_mean": ListOf(Float(), min_len=1),
+    "pixel_std": ListOf(Float(gt=0), min_len=1),
+    "anchor_sizes": ListOf(Int(ge=1), min_len=1),
+    "aspect_ratios": ListOf(Float(gt=0), min_len=1),
+    "rpn_pre_nms_train": Int(ge=1),
+    "rpn_post_nms_train": Int(ge=1),
+    "rpn_pre_nms_test": Int(ge=1),
+    "rpn_post_nms_test": Int(ge=1),
+    "rpn_nms": PROBABILITY,
+    "rpn_batch_per_image": Int(ge=1),
+    "rpn_positive_fraction": PROBABILITY,
+    "rpn_iou": Tuple(PROBABILITY, PROBABILITY),
+    "roi_size": Int(ge=1),
+    "box_batch_per_image": Int(ge=1),
+    "box_positive_fraction": PROBABILITY,
+    "box_iou": PROBABILITY,
+    "score_thresh": PROBABILITY,
+    "box_nms": PROBABILITY,
+    "detections_per_image": Int(ge=1),
+    "smooth_l1_beta": Float(ge=0),
+    "norm": Choice(NORMS),
+    "extra_norm": Bool(),
+}
 
 
 @dataclass

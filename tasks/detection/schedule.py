@@ -8,10 +8,11 @@ warm-up 400).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from benchmark.config import ConfigError
+from benchmark.fields import Float, Int, ListOf, Section
 
 
 @dataclass(frozen=True)
@@ -31,15 +32,9 @@ class DetectionSchedule:
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], where: str = "tasks.detection.schedule") -> "DetectionSchedule":
-        """Build from a config block; unknown or missing keys name the option."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            raise ConfigError(f"{where}: unknown keys {unknown}; valid keys: {', '.join(sorted(known))}")
-        try:
-            schedule = cls(**{k: tuple(v) if k == "steps" else v for k, v in settings.items()})
-        except TypeError as exc:
-            raise ConfigError(f"{where}: {exc}; give batch_size, lr, iterations, steps, warmup_iters") from None
+        """Build from a config block; unknown, missing or bad keys name the option."""
+        SCHEDULE_SETTINGS.check(settings, where)
+        schedule = cls(**{k: tuple(v) if k == "steps" else v for k, v in settings.items()})
         if list(schedule.steps) != sorted(schedule.steps) or any(s > schedule.iterations for s in schedule.steps):
             raise ConfigError(f"{where}.steps={list(schedule.steps)} must be increasing and <= iterations")
         return schedule
@@ -67,5 +62,19 @@ class DetectionSchedule:
         alpha = iteration / self.warmup_iters
         return (self.warmup_factor * (1 - alpha) + alpha) * decay
 
+
+# Type and constraint of every DetectionSchedule field (the ``tasks.detection.schedule`` block).
+SCHEDULE_SETTINGS = Section({
+    "batch_size": Int(ge=1),
+    "lr": Float(gt=0),
+    "iterations": Int(ge=1),
+    "steps": ListOf(Int(ge=1)),
+    "warmup_iters": Int(ge=0),
+    "warmup_factor": Float(gt=0, le=1),
+    "gamma": Float(gt=0),
+    "momentum": Float(ge=0, lt=1),
+    "weight_decay": Float(ge=0),
+    "weight_decay_norm": Float(ge=0),
+}, required=("batch_size", "lr", "iterations", "steps", "warmup_iters"))
 
 MOCO_VOC = DetectionSchedule(batch_size=16, lr=0.02, iterations=24000, steps=(18000, 22000), warmup_iters=100)

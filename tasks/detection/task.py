@@ -13,13 +13,14 @@ import logging
 from typing import Any, Mapping
 
 from benchmark.datasets import get_dataset
+from benchmark.fields import Int, Name, Nullable, Section
 from benchmark.runtime import seed_everything
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import task_settings
 from tasks.detection.data import DetectionInput
 from tasks.detection.evaluate import evaluate_detector
-from tasks.detection.model import C4Config, build_c4_detector, split_c4
-from tasks.detection.schedule import MOCO_VOC, DetectionSchedule
+from tasks.detection.model import C4_FIELDS, C4Config, build_c4_detector, split_c4
+from tasks.detection.schedule import MOCO_VOC, SCHEDULE_SETTINGS, DetectionSchedule
 from tasks.detection.train import train_detector
 from tasks.errors import TaskNotApplicable
 
@@ -47,6 +48,23 @@ class DetectionTask(Task):
     paper_column = "VOC07+12 detection"
     metrics = ("AP", "AP50", "AP75")
     protocol = "protocols.md §3.7 (MoCo's detectron2 VOC recipe on torchvision's FasterRCNN)"
+    defaults = DEFAULTS
+    settings_fields = {
+        "dataset": Name(),
+        "batch_size": Int(ge=1),
+        "schedule": Nullable(SCHEDULE_SETTINGS),
+        "detector": Section(C4_FIELDS),
+        "precise_bn_iters": Int(ge=0),
+        "eval_batch_size": Int(ge=1),
+        "num_workers": Int(ge=0),
+    }
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Any]) -> None:
+        """The detector and schedule blocks' own checks (channel counts, increasing steps)."""
+        C4Config.from_settings(settings["detector"])
+        if settings["schedule"]:
+            DetectionSchedule.from_settings(settings["schedule"])
 
     @classmethod
     def datasets(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
@@ -57,7 +75,7 @@ class DetectionTask(Task):
         """Fine-tune on the ``trainval`` split, evaluate on ``test``; values in percent."""
         if ctx.encoder.kind == "pixels":
             raise TaskNotApplicable("detection fine-tunes a backbone; the raw-pixels encoder has none")
-        settings = task_settings(DEFAULTS, ctx)
+        settings = task_settings(self, ctx)
         spec = get_dataset(settings["dataset"])
         seed_everything(ctx.seed)
         backbone = ctx.encoder.load(ctx.device).requires_grad_(True)
