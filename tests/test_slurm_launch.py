@@ -247,15 +247,15 @@ INJECTIONS = {  # id -> (resource flags, --set overrides, the error it must rais
     "sbatch-key-uppercase": ({"sbatch": {"Exclusive": True}}, [], r"option name 'Exclusive'"),
     "profile-sbatch-value": ({}, ['launcher.sbatch={comment: "x\\nid"}'], r"sbatch option comment"),
     "profile-pretrain-block": ({}, ['launcher.pretrain={qos: "q\\nid"}'], r"launcher\.qos"),
-    "profile-name": ({}, ['profile="mini\\nid"'], r"the job name \(from the profile's `profile:`"),
+    "profile-name": ({}, ['profile="mini\\nid"'], r"profile must be a safe name"),
 }
 
 
 @pytest.mark.parametrize("flags, overrides, message", INJECTIONS.values(), ids=INJECTIONS)
 def test_a_line_break_in_any_batch_script_value_is_refused_naming_its_key(
         tmp_path, monkeypatch, flags, overrides, message):
-    job = plan_run(resolve("mini", "invp", overrides, 0), ["knn"], tmp_path / "runs")[0]
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message):  # at config resolution or at the script
+        job = plan_run(resolve("mini", "invp", overrides, 0), ["knn"], tmp_path / "runs")[0]
         batch_script(job, monkeypatch, tmp_path, flags)
 
 
