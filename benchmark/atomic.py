@@ -12,7 +12,8 @@ from typing import IO, Any, Iterator
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temp file for writing (``mode`` ``w`` or ``wb``); on a clean exit it replaces
-    ``path``, on an exception it is removed and ``path`` is untouched."""
+    ``path``, on an exception it is removed and ``path`` is untouched. A system error that names no
+    file (a full disk shows up in ``write``/``fsync``) is re-raised naming ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -22,6 +23,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
