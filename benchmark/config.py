@@ -39,12 +39,25 @@ def load_profile(name: str) -> dict[str, Any]:
             f"unknown profile {name!r} (looked for {path}); valid profiles: "
             f"{', '.join(available_profiles())}"
         )
-    with open(path) as fh:
-        tree = yaml.safe_load(fh) or {}
+    tree = read_yaml(path)
     if not isinstance(tree, dict):
         raise ConfigError(f"profile file {path} must hold a mapping at top level")
     tree.setdefault("profile", path.stem)
     return tree
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in ``path`` ({} when empty); a syntax error names the file, line and
+    column."""
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"malformed YAML in {where}: {problem}; fix the file (YAML syntax: "
+                          "`key: value`, two-space indents, no tabs)") from None
 
 
 def parse_value(text: str) -> Any:
@@ -225,8 +238,7 @@ def _method_blocks(tree: Mapping[str, Any]) -> dict[str, Any]:
         path = PROFILE_DIR / "methods" / f"{blocks}.yaml"
         if not path.is_file():
             raise ConfigError(f"profile {tree.get('profile')!r}: methods file {path} not found")
-        with open(path) as fh:
-            blocks = yaml.safe_load(fh) or {}
+        blocks = read_yaml(path)
     return copy.deepcopy(dict(blocks))
 
 

@@ -14,6 +14,8 @@ from typing import Any, ClassVar, Mapping
 
 import torch
 
+from benchmark.config import ConfigError
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -101,5 +103,5 @@ def get_task(name: str) -> Task:
     """The task registered as ``name``."""
     registry = available_tasks()
     if name not in registry:
-        raise KeyError(f"unknown task {name!r}; valid tasks: {', '.join(registry)}")
+        raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join(registry)}")
     return registry[name]()

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 from torch.utils.data import Dataset
 
+from benchmark.config import ConfigError
+
 DEFAULT_DATA_ROOT = Path("data")
 
 
@@ -49,7 +51,7 @@ class DatasetSpec:
     def build(self, root: Path, split: str, transform: Any = None, **kwargs: Any) -> Dataset:
         """The dataset's ``split``; raises DatasetMissing with where it looked and the fix."""
         if split not in self.splits:
-            raise ValueError(f"dataset {self.name!r} has splits {self.splits}, not {split!r}")
+            raise ConfigError(f"dataset {self.name!r} has splits {self.splits}, not {split!r}")
         problems = self.check(root)
         if problems:
             raise DatasetMissing(
@@ -82,5 +84,5 @@ def get_dataset(name: str) -> DatasetSpec:
     """The spec registered as ``name``; unknown names list the valid ones."""
     registry = available_datasets()
     if name not in registry:
-        raise KeyError(f"unknown dataset {name!r}; valid datasets: {', '.join(registry)}")
+        raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(registry)}")
     return registry[name]
