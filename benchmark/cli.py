@@ -8,7 +8,8 @@ from typing import Sequence
 
 from benchmark.config import available_profiles, method_defaults, resolve
 from benchmark.datasets.registry import DEFAULT_DATA_ROOT
-from benchmark.errors import DEBUG_ENV, UsageError, debug_requested, explain_failure
+from benchmark.errors import (DEBUG_ENV, UsageError, debug_requested, explain_failure,
+                              require_writable_folder)
 from benchmark.sweep_cli import add_status_parser, add_sweep_parser
 
 DEBUG_HELP = f"show the traceback of every error (also: {DEBUG_ENV}=1)"
@@ -153,6 +154,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = resolve(args.profile, args.method, args.overrides, args.seed)
     task_names = select_tasks(cfg, args.tasks)
     paths = Paths(results=args.results, runs=args.out, data_root=resolve_data_root(args.data_root))
+    require_writable_folder(args.out, "--out")
+    require_writable_folder(args.results, "--results")
+    if not args.no_report:
+        require_writable_folder(args.reports, "--reports")
     jobs = plan_run(cfg, task_names, paths.runs, sanity=not args.no_sanity)
     print(f"run {cfg.method.name} on profile {cfg.profile} (config {cfg.hash}, seed {cfg.seed}): "
           f"{len(jobs)} jobs", flush=True)
@@ -250,6 +255,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                          "`benchmark run` (default: runs)")
     if args.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+    require_writable_folder(args.out, "--out")
     for profile in profiles:
         path = write_report(args.results, args.out, profile, runs_dir=args.runs,
                             data_root=args.data_root, compare=args.compare,
