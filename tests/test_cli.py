@@ -233,6 +233,35 @@ def test_disk_full_while_writing_names_the_file(tmp_path: Path, monkeypatch, cap
     assert not target.exists()
 
 
+def _empty_mini_voc_cls(root: Path) -> Path:
+    """A mini_voc_cls folder whose class lists are all empty (found, but zero samples)."""
+    from benchmark.datasets.voc07_cls import MINI_DET_CLASSES
+
+    voc = root / "mini_det" / "VOCdevkit" / "VOC2007"
+    (voc / "JPEGImages").mkdir(parents=True)
+    (voc / "ImageSets" / "Main").mkdir(parents=True)
+    for split in ("trainval", "test"):
+        (voc / "ImageSets" / "Main" / f"{split}.txt").write_text("")
+        for name in MINI_DET_CLASSES:
+            (voc / "ImageSets" / "Main" / f"{name}_{split}.txt").write_text("")
+    return voc
+
+
+def test_empty_dataset_names_the_dataset_and_its_folder(tmp_path: Path):
+    voc = _empty_mini_voc_cls(tmp_path / "data")
+    # Fashion-MNIST is absent, so the pretraining fails at once; the sanity encoders' jobs do not
+    # wait for it and open the empty dataset.
+    out = cli("run", "--method", "invp", "--tasks", "voc07_lbfgs", "--no-report",
+              "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "runs"),
+              "--results", str(tmp_path / "results"))
+    assert out.returncode == 1
+    lines = [line for line in out.stdout.splitlines() if "voc07_lbfgs [random]" in line]
+    assert len(lines) == 1
+    assert f"dataset 'mini_voc_cls': split 'trainval' under {voc} has no samples" in lines[0]
+    assert "dataset 'fashion_mnist' not usable" in out.stdout
+    assert "Traceback" not in out.stdout + out.stderr and 'File "' not in out.stdout
+
+
 def test_a_bug_raising_keyerror_keeps_its_traceback(monkeypatch):
     def buggy() -> list[str]:
         raise KeyError("internal")

@@ -49,7 +49,8 @@ class DatasetSpec:
         return self.problems(root)
 
     def build(self, root: Path, split: str, transform: Any = None, **kwargs: Any) -> Dataset:
-        """The dataset's ``split``; raises DatasetMissing with where it looked and the fix."""
+        """The dataset's ``split``; raises DatasetMissing with where it looked and the fix (also
+        when the split holds no samples)."""
         if split not in self.splits:
             raise ConfigError(f"dataset {self.name!r} has splits {self.splits}, not {split!r}")
         problems = self.check(root)
@@ -59,7 +60,13 @@ class DatasetSpec:
                 + "; ".join(problems)
                 + f". How to get it: {self.how_to_get}"
             )
-        return self.builder(root, split, transform=transform, **kwargs)
+        dataset = self.builder(root, split, transform=transform, **kwargs)
+        if len(dataset) == 0:
+            raise DatasetMissing(
+                f"dataset {self.name!r}: split {split!r} under {self.location(root)} has no "
+                f"samples (empty or truncated files?). How to get it: {self.how_to_get}"
+            )
+        return dataset
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
