@@ -53,7 +53,9 @@ def fsync_directory(path: str | os.PathLike) -> None:
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temp file for writing (``mode`` ``w`` or ``wb``); on a clean exit it replaces
-    ``path`` (mode ``0o666 & ~umask``), on an exception it is removed and ``path`` is untouched."""
+    ``path`` (mode ``0o666 & ~umask``), on an exception it is removed and ``path`` is untouched.
+    A system error that names no file (a full disk shows up in ``write``/``fsync``) is re-raised
+    naming ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
@@ -64,7 +66,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     fsync_directory(path.parent)

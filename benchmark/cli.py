@@ -6,15 +6,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from benchmark.config import ConfigError, available_profiles, method_defaults, resolve
+from benchmark.config import available_profiles, method_defaults, resolve
 from benchmark.datasets.registry import DEFAULT_DATA_ROOT
+from benchmark.errors import (DEBUG_ENV, UsageError, debug_requested, explain_failure,
+                              require_writable_folder)
 from benchmark.sweep_cli import add_status_parser, add_sweep_parser
 
-USAGE_ERROR = 2
-
-
-class UsageError(Exception):
-    """Bad input from the command line: printed and turned into exit code 2."""
+DEBUG_HELP = f"show the traceback of every error (also: {DEBUG_ENV}=1)"
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -125,12 +123,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m benchmark",
         description="invp-bench: InvP, InsDis and KNN-positive pretraining and evaluation suite.",
     )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_run, _add_list, _add_data, _add_report, _add_compare, _add_export,
                 add_sweep_parser,
                 add_status_parser):
         add(sub)
+    _accept_debug_after_command(sub)
     return parser
+
+
+def _accept_debug_after_command(sub: argparse._SubParsersAction) -> None:
+    """Let ``--debug`` follow the (sub)command too; absent there, it keeps the top-level value."""
+    for parser in sub.choices.values():
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                            help=DEBUG_HELP)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _accept_debug_after_command(action)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -147,6 +157,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = resolve(args.profile, args.method, args.overrides, args.seed)
     task_names = select_tasks(cfg, args.tasks)
     paths = Paths(results=args.results, runs=args.out, data_root=resolve_data_root(args.data_root))
+    require_writable_folder(args.out, "--out")
+    require_writable_folder(args.results, "--results")
+    if not args.no_report:
+        require_writable_folder(args.reports, "--reports")
     jobs = plan_run(cfg, task_names, paths.runs, sanity=not args.no_sanity)
     print(f"run {cfg.method.name} on profile {cfg.profile} (config {cfg.hash}, seed {cfg.seed}): "
           f"{len(jobs)} jobs", flush=True)
@@ -255,6 +269,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                          "`benchmark run` (default: runs)")
     if args.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+    require_writable_folder(args.out, "--out")
     for profile in profiles:
         path = write_report(args.results, args.out, profile, runs_dir=args.runs,
                             data_root=args.data_root, compare=args.compare,
@@ -287,22 +302,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 for bad input)."""
+    """Entry point; returns the exit code (2 for bad input; see :mod:`benchmark.errors`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, ConfigError, KeyError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message}", file=sys.stderr)
-        return USAGE_ERROR
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return USAGE_ERROR
-    except RuntimeError as exc:
-        from benchmark.pretrain import EXIT_PREEMPTED, Preempted
-
-        if not isinstance(exc, Preempted):
+    except Exception as exc:
+        code = explain_failure(exc, debug_requested(args.debug))
+        if code is None:
             raise
-        print(f"stopped: {exc}. Run the same command again to resume.", file=sys.stderr)
-        return EXIT_PREEMPTED
+        return code

@@ -65,12 +65,25 @@ def load_profile(name: str) -> dict[str, Any]:
             f"unknown profile {name!r} (looked for {path}); valid profiles: "
             f"{', '.join(available_profiles())}"
         )
-    with open(path) as fh:
-        tree = read_yaml(fh) or {}
+    tree = read_yaml_file(path)
     if not isinstance(tree, dict):
         raise ConfigError(f"profile file {path} must hold a mapping at top level")
     tree.setdefault("profile", path.stem)
     return tree
+
+
+def read_yaml_file(path: Path) -> Any:
+    """The YAML document in ``path`` ({} when empty); a syntax error names the file, line and
+    column."""
+    try:
+        with open(path) as fh:
+            return read_yaml(fh) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"malformed YAML in {where}: {problem}; fix the file (YAML syntax: "
+                          "`key: value`, two-space indents, no tabs)") from None
 
 
 def parse_value(text: str) -> Any:
@@ -253,8 +266,7 @@ def _method_blocks(tree: Mapping[str, Any]) -> dict[str, Any]:
         path = PROFILE_DIR / "methods" / f"{safe_name(blocks, 'methods')}.yaml"
         if not path.is_file():
             raise ConfigError(f"profile {tree.get('profile')!r}: methods file {path} not found")
-        with open(path) as fh:
-            blocks = read_yaml(fh) or {}
+        blocks = read_yaml_file(path)
     return copy.deepcopy(dict(blocks))
 
 

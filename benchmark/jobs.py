@@ -14,6 +14,7 @@ from typing import Any
 from benchmark import provenance
 from benchmark.config import RunConfig
 from benchmark.fields import safe_name
+from benchmark.errors import user_error_message
 from benchmark.plan import Job
 from benchmark.runtime import configure_threads, resolve_device, seed_everything
 from benchmark.store import ResultRecord, ResultStore
@@ -167,7 +168,9 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
 
 
 def run_job(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -> Outcome:
-    """Run any job; an exception becomes a ``failed`` outcome carrying the traceback's tail.
+    """Run any job; an exception becomes a ``failed`` outcome carrying the message of a user
+    error (bad config, missing or empty data, a full disk) or, for anything else, the traceback's
+    tail.
 
     A requested stop (``benchmark.pretrain.Preempted``: SIGTERM/SIGUSR1, a checkpoint was saved)
     propagates instead, so the caller stops rather than going on with the next jobs."""
@@ -180,5 +183,5 @@ def run_job(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -
 
         if isinstance(exc, Preempted):
             raise
-        tail = "".join(traceback.format_exception(exc)[-3:]).strip()
-        return Outcome(job.job_id, job.label, "failed", tail)
+        message = user_error_message(exc) or "".join(traceback.format_exception(exc)[-3:]).strip()
+        return Outcome(job.job_id, job.label, "failed", message)

@@ -11,11 +11,12 @@ corrupt, and following it could open files outside the results or runs folders.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from benchmark.atomic import atomic_open
+from benchmark.errors import BadFileError
 from benchmark.fields import safe_name
 
 TAMPERED_FIX = "the file was altered or is corrupt: restore it, or delete it and re-run its job"
@@ -48,6 +49,47 @@ class ResultRecord:
     wall_time_s: float
     started_at: str
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+RECORD_FIELDS = tuple(f.name for f in fields(ResultRecord)
+                      if f.default is MISSING and f.default_factory is MISSING)
+JOB_FILE_FIX = "delete it and re-run its job (the same `run` or `sweep` command)"
+
+
+def read_job_file(path: Path, content: str = "records") -> dict[str, Any]:
+    """A job file: ``{"job": {...}, "records": [...]}`` (``content="records"``, every record with
+    every ResultRecord field) or a skip ``{"job": {"job_id": ...}, "reason": ...}``
+    (``content="reason"``). A truncated or malformed file raises BadFileError naming it."""
+    kind = "skip file" if content == "reason" else "result file"
+    with open(path) as fh:
+        try:
+            payload = json.load(fh)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadFileError(f"{kind} {path} is not valid JSON ({exc}); {JOB_FILE_FIX}") from None
+    problem = _job_file_problem(payload, content)
+    if problem:
+        raise BadFileError(f"{kind} {path} {problem}; {JOB_FILE_FIX}")
+    return check_names(payload, path)
+
+
+def _job_file_problem(payload: Any, content: str) -> str | None:
+    """What is wrong with the shape of a parsed job file (None: nothing)."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("job"), dict):
+        return f"holds {json.dumps(payload)[:40]} instead of {{\"job\": {{...}}, \"{content}\": ...}}"
+    if content == "reason":
+        return None if "reason" in payload and "job_id" in payload["job"] else \
+            "lacks 'reason' or 'job.job_id'"
+    records = payload.get("records")
+    if not isinstance(records, list):
+        return "has no 'records' list"
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            return f"record {i} is not an object"
+        missing = [k for k in RECORD_FIELDS if k not in record]
+        if missing:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            return f"record {i} lacks field(s) {', '.join(missing[:5])}{more}"
+    return None
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -98,13 +140,11 @@ class ResultStore:
         return self.load_job(job_id) is not None
 
     def load_job(self, job_id: str) -> dict[str, Any] | None:
-        path = self.path(job_id)
+        """The job's stored file, or None when it is missing or damaged (the job runs again)."""
         try:
-            with open(path) as fh:
-                payload = json.load(fh)
-        except (OSError, json.JSONDecodeError):
+            return read_job_file(self.path(job_id))
+        except (OSError, BadFileError):
             return None
-        return check_names(payload, path)
 
     def save(self, job: dict[str, Any], records: Iterable[ResultRecord]) -> Path:
         """Write the job's records atomically; returns the file path."""
@@ -124,18 +164,11 @@ class ResultStore:
     def skips(self) -> Iterator[dict[str, Any]]:
         """``{"job": ..., "reason": ...}`` of every skipped job whose result is not stored."""
         for path in sorted((self.root / "skipped").glob("*.json")):
-            with open(path) as fh:
-                payload = check_names(json.load(fh), path)
+            payload = read_job_file(path, content="reason")
             if not self.is_done(payload["job"]["job_id"]):
                 yield payload
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every record of every job file under the root (sorted by file name)."""
         for path in sorted(self.root.glob("*.json")):
-            try:
-                with open(path) as fh:
-                    payload = json.load(fh)
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ValueError(f"result file {path} is not valid JSON ({exc}); delete it "
-                                 "and re-run its job") from None
-            yield from check_names(payload, path).get("records", [])
+            yield from read_job_file(path)["records"]

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 from benchmark.config import ConfigError, config_hash, load_profile, resolve
 from benchmark.fields import safe_name
+from benchmark.errors import require_writable_folder
 from benchmark.jobs import Outcome, Paths
 from benchmark.launch import (CLUSTERS, LAUNCHERS, SubmititLauncher, build_launcher,
                               is_done, job_resources, processes, run_job_checked)
@@ -227,6 +228,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe_plan(jobs, paths, launcher_name, flags, args.force))
         return 0
+    for option, output in (("--sweeps", args.sweeps), ("--out", args.out),
+                           ("--results", args.results)):
+        require_writable_folder(output, option)
     state = open_state(folder, spec)
     outcomes = submit_sweep(state, jobs, paths, launcher_name, flags, args.force, args.wait,
                             on_outcome=show_outcome)

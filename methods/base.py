@@ -34,6 +34,8 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 
+from benchmark.config import ConfigError
+
 
 @dataclass
 class LossOutput:
@@ -156,7 +158,7 @@ def method_class(name: str) -> type[Method]:
     import methods  # noqa: F401
 
     if name not in _REGISTRY:
-        raise KeyError(f"unknown method {name!r}; valid methods: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(f"unknown method {name!r}; valid methods: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 

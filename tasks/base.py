@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import torch
 
+from benchmark.config import ConfigError
 if TYPE_CHECKING:
     from benchmark.fields import Spec
 
@@ -112,5 +113,5 @@ def get_task(name: str) -> Task:
     """The task registered as ``name``."""
     registry = available_tasks()
     if name not in registry:
-        raise KeyError(f"unknown task {name!r}; valid tasks: {', '.join(registry)}")
+        raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join(registry)}")
     return registry[name]()

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from benchmark.fields import AnyOf, Float, Int, ListOf, MapOf, Name, Spec, Text
+from benchmark.config import ConfigError
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import class_balanced_subset, dataset_targets, load_split, num_classes, task_settings
 from tasks.finetune import RECIPE_FIELDS, FinetuneRecipe, fine_tune, predict, require_trainable
@@ -50,7 +51,8 @@ def per_fraction(value: Any, fraction: float) -> Any:
         return value
     table = {float(k): v for k, v in value.items()}
     if float(fraction) not in table:
-        raise KeyError(f"semisup setting {dict(value)} has no entry for fraction {fraction}")
+        raise ConfigError(f"tasks.semisup: setting {dict(value)} has no entry for fraction {fraction} "
+                          "(one of tasks.semisup.fractions); add one")
     return table[float(fraction)]
 
 

@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from benchmark.fields import AnyOf, Choice, Float, Int, ListOf, Section, Tuple
+from benchmark.config import ConfigError
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import blas_threads, holdout_split, load_split, num_classes, task_settings
 from tasks.features import LAYER, context_features, resolve_layers
@@ -59,8 +60,9 @@ TRANSFER_SPLITS = {
 def transfer_splits(dataset: str) -> TransferSplits:
     """The split/metric rule of a transfer dataset."""
     if dataset not in TRANSFER_SPLITS:
-        raise KeyError(
-            f"no transfer protocol for dataset {dataset!r}; known: {', '.join(TRANSFER_SPLITS)}"
+        raise ConfigError(
+            f"no transfer protocol for dataset {dataset!r} (tasks.transfer.datasets); known: "
+            f"{', '.join(TRANSFER_SPLITS)}"
         )
     return TRANSFER_SPLITS[dataset]
 

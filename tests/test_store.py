@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import atomic
+from benchmark.errors import BadFileError
 from benchmark.store import ResultRecord, ResultStore, write_json_atomic
 
 
@@ -64,3 +65,37 @@ def test_skips_are_listed_until_the_job_succeeds(tmp_path: Path):
     store.save({"job_id": "j1"}, [make_record(job_id="j1")])
     assert list(store.skips()) == []
     assert len(list(store.records())) == 1
+
+
+@pytest.mark.parametrize("payload, problem", [
+    ([], r"holds \[\] instead of"),
+    ({"records": []}, "holds .* instead of"),
+    ({"job": {"job_id": "bad"}}, "has no 'records' list"),
+    ({"job": {"job_id": "bad"}, "records": [1]}, "record 0 is not an object"),
+    ({"job": {"job_id": "bad"}, "records": [{"metric": "top1"}]}, "record 0 lacks field"),
+])
+def test_damaged_result_file_is_not_done_and_is_named(tmp_path: Path, payload, problem: str):
+    store = ResultStore(tmp_path)
+    (tmp_path / "bad.json").write_text(json.dumps(payload))
+    assert not store.is_done("bad")
+    with pytest.raises(BadFileError, match=rf"result file .*bad\.json {problem}.*delete it and re-run"):
+        list(store.records())
+
+
+def test_damaged_skip_file_is_named(tmp_path: Path):
+    store = ResultStore(tmp_path)
+    (tmp_path / "skipped").mkdir()
+    (tmp_path / "skipped" / "j1.json").write_text('{"job": {"task": "knn"}}')
+    with pytest.raises(BadFileError, match=r"skip file .*j1\.json lacks 'reason'"):
+        list(store.skips())
+
+
+def test_disk_error_during_an_atomic_write_names_the_file(tmp_path: Path, monkeypatch):
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full_disk)
+    with pytest.raises(OSError) as info:
+        write_json_atomic(tmp_path / "r.json", {"v": 1})
+    assert info.value.errno == 28 and info.value.filename == str(tmp_path / "r.json")
+    assert os.listdir(tmp_path) == []

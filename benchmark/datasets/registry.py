@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 from torch.utils.data import Dataset
 
+from benchmark.config import ConfigError
+
 DEFAULT_DATA_ROOT = Path("data")
 
 
@@ -60,9 +62,10 @@ class DatasetSpec:
         return self.contents(root)
 
     def build(self, root: Path, split: str, transform: Any = None, **kwargs: Any) -> Dataset:
-        """The dataset's ``split``; raises DatasetMissing with where it looked and the fix."""
+        """The dataset's ``split``; raises DatasetMissing with where it looked and the fix (also
+        when the split holds no samples)."""
         if split not in self.splits:
-            raise ValueError(f"dataset {self.name!r} has splits {self.splits}, not {split!r}")
+            raise ConfigError(f"dataset {self.name!r} has splits {self.splits}, not {split!r}")
         problems = self.check(root)
         if problems:
             raise DatasetMissing(
@@ -70,7 +73,13 @@ class DatasetSpec:
                 + "; ".join(problems)
                 + f". How to get it: {self.how_to_get}"
             )
-        return self.builder(root, split, transform=transform, **kwargs)
+        dataset = self.builder(root, split, transform=transform, **kwargs)
+        if len(dataset) == 0:
+            raise DatasetMissing(
+                f"dataset {self.name!r}: split {split!r} under {self.location(root)} has no "
+                f"samples (empty or truncated files?). How to get it: {self.how_to_get}"
+            )
+        return dataset
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
@@ -95,5 +104,5 @@ def get_dataset(name: str) -> DatasetSpec:
     """The spec registered as ``name``; unknown names list the valid ones."""
     registry = available_datasets()
     if name not in registry:
-        raise KeyError(f"unknown dataset {name!r}; valid datasets: {', '.join(registry)}")
+        raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(registry)}")
     return registry[name]
