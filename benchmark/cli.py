@@ -157,11 +157,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = resolve(args.profile, args.method, args.overrides, args.seed)
     task_names = select_tasks(cfg, args.tasks)
     paths = Paths(results=args.results, runs=args.out, data_root=resolve_data_root(args.data_root))
+    jobs = plan_run(cfg, task_names, paths.runs, sanity=not args.no_sanity)  # checks task settings
     require_writable_folder(args.out, "--out")
     require_writable_folder(args.results, "--results")
     if not args.no_report:
         require_writable_folder(args.reports, "--reports")
-    jobs = plan_run(cfg, task_names, paths.runs, sanity=not args.no_sanity)
     print(f"run {cfg.method.name} on profile {cfg.profile} (config {cfg.hash}, seed {cfg.seed}): "
           f"{len(jobs)} jobs", flush=True)
 

@@ -168,7 +168,7 @@ def test_a_tampered_job_config_is_refused_naming_file_and_field(tmp_path, capsys
     code, err = _report(tmp_path, capsys)
     assert code == 2
     assert f"{tmp_path / 'results' / 'mini' / 'j1.json'}: job.config.profile must be a safe name" in err
-    assert not (tmp_path / "reports").exists()
+    assert not list((tmp_path / "reports").rglob("*"))  # the writability probe may make the folder
 
 
 def test_a_tampered_record_job_id_is_refused_naming_file_and_field(tmp_path, capsys):
