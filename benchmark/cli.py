@@ -8,6 +8,7 @@ from typing import Sequence
 
 from benchmark.config import ConfigError, available_profiles, method_defaults, resolve
 from benchmark.datasets.registry import DEFAULT_DATA_ROOT
+from benchmark.safe_load import LoadError
 from benchmark.sweep_cli import add_status_parser, add_sweep_parser
 
 USAGE_ERROR = 2
@@ -278,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, ConfigError, KeyError) as exc:
+    except (UsageError, ConfigError, KeyError, LoadError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
         return USAGE_ERROR

@@ -15,6 +15,7 @@ from benchmark import provenance
 from benchmark.config import RunConfig
 from benchmark.plan import Job
 from benchmark.runtime import configure_threads, resolve_device, seed_everything
+from benchmark.safe_load import LoadError
 from benchmark.store import ResultRecord, ResultStore
 
 
@@ -174,6 +175,8 @@ def run_job(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -
         if job.kind == "pretrain":
             return run_pretrain_job(job, paths, force=force, resume=resume)
         return run_task_job(job, paths, force=force)
+    except LoadError as exc:  # names the file and the fix: no traceback needed
+        return Outcome(job.job_id, job.label, "failed", str(exc))
     except Exception as exc:  # noqa: BLE001  (reported, not swallowed: the CLI exits non-zero)
         from benchmark.pretrain import Preempted
 

@@ -45,6 +45,7 @@ from benchmark.models import build_backbone, build_head
 from benchmark.monitor import evaluating, extract, knn_monitor
 from benchmark.pretrain_data import PretrainData, ResumableDistributedSampler, build_pretrain_data
 from benchmark.runtime import configure_threads, seed_everything
+from benchmark.safe_load import LoadError
 from benchmark.schedule import lr_at_epoch
 from methods.base import LossOutput, Method, build_method, method_class
 
@@ -540,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as exc:
         print(f"preempted: {exc}", file=sys.stderr)
         return EXIT_PREEMPTED
-    except (ConfigError, ckpt.CheckpointMismatch, NonFiniteLoss, DatasetMissing) as exc:
+    except (ConfigError, ckpt.CheckpointMismatch, NonFiniteLoss, DatasetMissing, LoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

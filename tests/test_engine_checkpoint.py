@@ -24,7 +24,7 @@ def config(tmp_path: Path) -> dict:
 def test_atomic_save_leaves_only_the_final_file(tmp_path: Path, config: dict) -> None:
     path = _write(tmp_path / "checkpoints", 7, config)
     assert [p.name for p in path.parent.iterdir()] == ["ckpt-000000007.pt"] == [path.name]
-    assert torch.load(path, weights_only=False)["step"] == 7
+    assert torch.load(path, weights_only=True)["step"] == 7
 
 
 def test_newest_readable_checkpoint_wins_and_truncated_ones_are_skipped(tmp_path: Path, config: dict) -> None:
@@ -78,5 +78,5 @@ def test_cli_refuses_to_resume_another_configs_run(tmp_path: Path, capsys: pytes
     assert main(args + ["--set", "pretrain.epochs=1", "--set", "model.width=8", "--resume", "never"]) == 0
     kept = ckpt.list_checkpoints(run_dir / "checkpoints")
     assert [int(p.stem.split("-")[1]) for p in kept] == [6, 4]
-    assert {torch.load(p, weights_only=False)["config"]["model"]["width"] for p in kept} == {8}
+    assert {torch.load(p, weights_only=True)["config"]["model"]["width"] for p in kept} == {8}
     assert [r["epoch"] for r in es.read_log(run_dir)] == [1]
