@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from benchmark.atomic import atomic_open
-from benchmark.config import config_hash, flatten
+from benchmark.config import RunConfig, config_hash, flatten
 from benchmark.safe_load import CorruptFile, load_weights_only
 
 CHECKPOINT_RE = re.compile(r"^ckpt-(\d{9})\.pt$")
@@ -40,10 +40,24 @@ class CheckpointMismatch(RuntimeError):
     """A checkpoint was written by a run with a different pretraining configuration."""
 
 
+def pretrain_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a run config that determines the trained weights, as plain nested dicts: the
+    :data:`IDENTITY_SECTIONS` without the :data:`OPERATIONAL_KEYS`. Checkpoints and ``encoder.pt``
+    record this (not the tasks, launcher or profile name), so equal trainings write equal files."""
+    tree = RunConfig.from_dict({k: config[k] for k in IDENTITY_SECTIONS if k in config}).to_dict()
+    for dotted in OPERATIONAL_KEYS:
+        *parents, leaf = dotted.split(".")
+        node: Any = tree
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return tree
+
+
 def pretrain_identity(config: Mapping[str, Any]) -> dict[str, Any]:
     """The flattened keys (``pretrain.epochs`` ...) that determine the trained weights."""
-    sections = {k: config[k] for k in IDENTITY_SECTIONS if k in config}
-    return {k: v for k, v in flatten(sections).items() if k not in OPERATIONAL_KEYS}
+    return flatten(pretrain_config(config))
 
 
 def pretrain_hash(config: Mapping[str, Any]) -> str:
@@ -55,6 +69,11 @@ def differing_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """Dotted identity keys whose values differ between configs ``a`` and ``b`` (sorted)."""
     fa, fb = pretrain_identity(a), pretrain_identity(b)
     return sorted(k for k in fa.keys() | fb.keys() if fa.get(k, "<absent>") != fb.get(k, "<absent>"))
+
+
+def identity_fields(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``config`` and ``config_hash`` entries of a checkpoint or ``encoder.pt``."""
+    return {"config": pretrain_config(config), "config_hash": pretrain_hash(config)}
 
 
 def save_atomic(obj: Any, path: Path) -> Path:

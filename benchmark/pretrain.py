@@ -11,7 +11,9 @@ Methods with named views (``Method.views``) get one augmented view per name; whe
 in the checkpoint beside the trained encoder. Single-view methods take the original path.
 
 Writes ``<run_dir>/log.jsonl`` (one line per epoch), ``<run_dir>/checkpoints/`` and, at the
-end, ``<run_dir>/encoder.pt`` (format in docs/CONTRACTS.md).
+end, ``<run_dir>/encoder.pt`` (format in docs/CONTRACTS.md). The run folder is locked while a
+process pretrains into it (``<run_dir>/.lock``): a second one waits, then resumes or finds the
+encoder done.
 
 CLI: ``python -m benchmark.pretrain --profile mini --method invp --run-dir DIR``, also under
 ``torchrun --nproc_per_node=N -m benchmark.pretrain ...``.
@@ -39,18 +41,26 @@ from tqdm import tqdm
 from benchmark import checkpoint as ckpt
 from benchmark.config import ConfigError, RunConfig, resolve
 from benchmark.datasets import DatasetMissing, resolve_data_root
-from benchmark.distributed import DistContext, all_reduce_mean, barrier, init_distributed, shutdown
+from benchmark.distributed import (DistContext, all_reduce_mean, barrier, broadcast_from_main, init_distributed,
+                                   shutdown)
+from benchmark.encoders import ENCODER_REMEDY, read_encoder_checkpoint
+from benchmark.folder_lock import FolderLock
 from benchmark.key_encoder import KeyEncoder
 from benchmark.models import build_backbone, build_head
 from benchmark.monitor import evaluating, extract, knn_monitor
 from benchmark.pretrain_data import PretrainData, ResumableDistributedSampler, build_pretrain_data
 from benchmark.runtime import configure_threads, seed_everything
-from benchmark.safe_load import LoadError
+from benchmark.safe_load import CorruptFile, LoadError
 from benchmark.schedule import lr_at_epoch
 from methods.base import LossOutput, Method, build_method, method_class
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was saved, run again to resume
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+ENCODER_FILE = "encoder.pt"
+LOCK_POLL_SECONDS = 1.0
+# What rank 0 tells every rank about the run folder's lock and the encoder it holds.
+LOCK_WAITING, LOCK_HELD, LOCK_STOPPED = 0, 1, 2
+ENCODER_ABSENT, ENCODER_FOUND, ENCODER_BROKEN = 0, 1, 2
 
 
 class Preempted(RuntimeError):
@@ -241,8 +251,7 @@ class PretrainRun:
             "lr": self.optimizer.param_groups[0]["lr"],
             "meter": self.meter.state_dict(),
             "rng": ckpt.rng_state(),
-            "config": self.cfg.to_dict(),
-            "config_hash": ckpt.pretrain_hash(self.cfg.tree),
+            **ckpt.identity_fields(self.cfg.tree),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -470,13 +479,12 @@ class PretrainRun:
 
     def write_encoder(self) -> Path:
         """``<run_dir>/encoder.pt`` as docs/CONTRACTS.md defines it (rank 0 writes it)."""
-        path = self.run_dir / "encoder.pt"
+        path = self.run_dir / ENCODER_FILE
         if self.dist.is_main:
             ckpt.save_atomic({
                 "backbone": self.encoder.backbone.state_dict(),
                 "head": self.encoder.head.state_dict(),
-                "config": self.cfg.to_dict(),
-                "config_hash": ckpt.pretrain_hash(self.cfg.tree),
+                **ckpt.identity_fields(self.cfg.tree),
                 "epoch": self.next_epoch - 1,
             }, path)
         barrier()
@@ -492,14 +500,20 @@ def _tensorboard_writer(run_dir: Path) -> Any:
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-def prepare_run(cfg: RunConfig, run_dir: Path, resume: str = "auto",
-                data_root: str | Path | None = None) -> PretrainRun:
-    """Initialise the process (distributed group, threads), load the data, build the run and
-    restore its newest checkpoint per ``resume``; :meth:`PretrainRun.run` then trains."""
+def _check_request(cfg: RunConfig, resume: str) -> None:
     if "method" not in cfg.tree:
         raise ConfigError("the run config has no method; resolve it with a method (--method invp)")
     if resume not in ckpt.RESUME_MODES:
         raise ConfigError(f"--resume {resume!r}; valid values: {', '.join(ckpt.RESUME_MODES)}")
+
+
+def prepare_run(cfg: RunConfig, run_dir: Path, resume: str = "auto",
+                data_root: str | Path | None = None) -> PretrainRun:
+    """Initialise the process (distributed group, threads), load the data, build the run and
+    restore its newest checkpoint per ``resume``; :meth:`PretrainRun.run` then trains. Callers
+    that may share ``run_dir`` with another process hold :func:`run_dir_lock` (as
+    :func:`pretrain` does)."""
+    _check_request(cfg, resume)
     dist = init_distributed(str(cfg.tree.get("device", "auto")))
     configure_threads(int(cfg.tree.get("threads", 0) or 0))
     views = method_class(str(cfg.method["name"])).view_sizes(cfg.method)
@@ -508,19 +522,81 @@ def prepare_run(cfg: RunConfig, run_dir: Path, resume: str = "auto",
     return run
 
 
+@contextmanager
+def run_dir_lock(run_dir: Path, dist: DistContext, poll_seconds: float = LOCK_POLL_SECONDS) -> Iterator[None]:
+    """Hold ``run_dir``'s :class:`~benchmark.folder_lock.FolderLock` for the block. Rank 0 takes
+    it; while another process holds it, every rank waits, polling rank 0 through a broadcast (so
+    no collective blocks long enough to time out). A stop request while waiting raises
+    :class:`Preempted`."""
+    lock = FolderLock(run_dir)
+    told = False
+    while True:
+        state = LOCK_WAITING
+        if dist.is_main:
+            state = LOCK_HELD if lock.try_acquire() else LOCK_STOPPED if _STOP.is_set() else LOCK_WAITING
+        state = broadcast_from_main(state, dist.device)
+        if state == LOCK_HELD:
+            break
+        if state == LOCK_STOPPED:
+            raise Preempted(f"stopped while waiting for {lock.path}; nothing was trained")
+        if dist.is_main and not told:
+            print(f"waiting for {lock.path}: another process is pretraining into {run_dir}",
+                  file=sys.stderr, flush=True)
+            told = True
+        time.sleep(poll_seconds)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _finished_encoder(path: Path, dist: DistContext) -> bool:
+    """Whether ``path`` holds a finished encoder (rank 0 reads it, every rank gets the answer);
+    one that does not load raises :class:`~benchmark.safe_load.LoadError` naming it."""
+    verdict, problem = ENCODER_ABSENT, None
+    if dist.is_main and path.exists():
+        try:
+            read_encoder_checkpoint(path)
+            verdict = ENCODER_FOUND
+        except LoadError as exc:
+            verdict, problem = ENCODER_BROKEN, exc
+    verdict = broadcast_from_main(verdict, dist.device)
+    if verdict == ENCODER_BROKEN:
+        raise problem or CorruptFile(path, "does not load (rank 0 logs why)", ENCODER_REMEDY)
+    return verdict == ENCODER_FOUND
+
+
+def pretrain_unless_done(cfg: RunConfig, run_dir: Path, resume: str = "auto",
+                         data_root: str | Path | None = None, reuse: bool = True) -> tuple[Path, bool]:
+    """:func:`pretrain`, and with ``reuse`` an ``encoder.pt`` already in ``run_dir`` (perhaps
+    written by another process while this one waited for the folder's lock) is returned without
+    training, once it is checked to load (one that does not raises
+    :class:`~benchmark.safe_load.LoadError` naming it). Returns the encoder's path and whether
+    this call trained it."""
+    _check_request(cfg, resume)
+    run_dir = Path(run_dir)
+    try:
+        with preemption_signals():  # also while loading: a stop asked then is honoured at step 1
+            dist = init_distributed(str(cfg.tree.get("device", "auto")))
+            with run_dir_lock(run_dir, dist):
+                encoder = run_dir / ENCODER_FILE
+                if reuse and _finished_encoder(encoder, dist):
+                    return encoder, False
+                return prepare_run(cfg, run_dir, resume, data_root).run(), True
+    finally:
+        _STOP.clear()  # a stop request belongs to this run only
+
+
 def pretrain(cfg: RunConfig, run_dir: Path, resume: str = "auto", data_root: str | Path | None = None) -> Path:
     """Pretrain ``cfg.method`` on ``cfg.data`` into ``run_dir``; returns ``<run_dir>/encoder.pt``.
 
     ``resume``: ``auto`` continues from the newest valid checkpoint (refusing one of another
     config), ``never`` starts fresh, ``force`` continues even on a config mismatch. The data
     root is ``data_root``, else ``$BENCHMARK_DATA``, else ``./data``. SIGTERM/SIGUSR1 (or
-    :func:`request_stop`) checkpoint after the current step and raise :class:`Preempted`.
+    :func:`request_stop`) checkpoint after the current step and raise :class:`Preempted`. While
+    another process pretrains into ``run_dir`` (it holds the folder's lock), this one waits.
     """
-    try:
-        with preemption_signals():  # also while loading: a stop asked then is honoured at step 1
-            return prepare_run(cfg, run_dir, resume, data_root).run()
-    finally:
-        _STOP.clear()  # a stop request belongs to this run only
+    return pretrain_unless_done(cfg, run_dir, resume, data_root, reuse=False)[0]
 
 
 def main(argv: list[str] | None = None) -> int:

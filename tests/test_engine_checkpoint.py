@@ -1,4 +1,5 @@
-"""Checkpoint files: atomic writes, newest-valid lookup, refusal of another config's checkpoint."""
+"""Checkpoint files: atomic writes, newest-valid lookup, refusal of another config's checkpoint;
+the encoder file (pretraining config only; a cut one is not taken as done)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,8 @@ import torch
 
 import engine_support as es
 from benchmark import checkpoint as ckpt
+from benchmark.jobs import Paths, run_job
+from benchmark.plan import plan_run
 from benchmark.pretrain import main, pretrain
 
 
@@ -80,3 +83,29 @@ def test_cli_refuses_to_resume_another_configs_run(tmp_path: Path, capsys: pytes
     assert [int(p.stem.split("-")[1]) for p in kept] == [6, 4]
     assert {torch.load(p, weights_only=True)["config"]["model"]["width"] for p in kept} == {8}
     assert [r["epoch"] for r in es.read_log(run_dir)] == [1]
+
+
+def test_the_encoder_records_only_what_trained_it(tmp_path: Path) -> None:
+    """Runs that differ only in tasks, launcher, profile name or progress bars train the same
+    weights: their encoder.pt files are byte-identical (same checkpoint hash)."""
+    first = pretrain(es.tiny_config(tmp_path, ("pretrain.epochs=1",)), tmp_path / "a")
+    second = pretrain(es.tiny_config(tmp_path, ("pretrain.epochs=1", "tasks={knn: {k: 5}}", "profile=other",
+                                                "launcher={name: slurm}", "pretrain.progress=true")),
+                      tmp_path / "b")
+    assert first.read_bytes() == second.read_bytes()
+    state = torch.load(first, weights_only=True)
+    assert set(state["config"]) == set(ckpt.IDENTITY_SECTIONS)
+    assert "progress" not in state["config"]["pretrain"]
+
+
+def test_a_truncated_encoder_is_not_cached_but_named_with_the_fix(tmp_path: Path) -> None:
+    job = plan_run(es.tiny_config(tmp_path, ("pretrain.epochs=1",)), [], tmp_path / "runs")[0]
+    paths = Paths(tmp_path / "results", tmp_path / "runs", tmp_path / "data")
+    assert run_job(job, paths).status == "done"
+    encoder = Path(job.pretrain_dir) / "encoder.pt"
+    encoder.write_bytes(encoder.read_bytes()[:1000])  # cut short: a full disk, a killed copy
+    outcome = run_job(job, paths)
+    assert outcome.status == "failed"
+    assert outcome.message.startswith(f"{encoder} is unreadable (RuntimeError: ") and "--force" in outcome.message
+    assert run_job(job, paths, force=True).status == "done"
+    assert run_job(job, paths).status == "cached"

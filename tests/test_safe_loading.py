@@ -17,9 +17,10 @@ from benchmark import checkpoint as ckpt
 from benchmark.cli import main as cli_main
 from benchmark.encoders import load_encoder_backbone
 from benchmark.figures import encoder_features
-from benchmark.jobs import Paths, run_pretrain_job
+from benchmark.jobs import Paths, run_job, run_pretrain_job
 from benchmark.plan import plan_run
 from benchmark.pretrain import main as pretrain_main
+from benchmark.pretrain import pretrain_unless_done
 from benchmark.safe_load import CorruptFile, UnsafeFile, load_weights_only
 from tasks.base import EncoderHandle
 from tasks.detection.export import export_detectron2
@@ -69,6 +70,13 @@ def _figures(tmp: Path, marker: Path) -> Path:
     return path
 
 
+@loader("encoder of a finished pretraining")
+def _reused(tmp: Path, marker: Path) -> Path:
+    path = plant(tmp / "run" / "encoder.pt", marker)
+    pretrain_unless_done(es.tiny_config(tmp), tmp / "run")
+    return path
+
+
 @loader("export input")
 def _export(tmp: Path, marker: Path) -> Path:
     path = plant(tmp / "encoder.pt", marker)
@@ -105,6 +113,16 @@ def test_the_clis_refuse_a_payload_with_exit_code_2(tmp_path: Path, capsys: pyte
     assert pretrain_main(args) == 2
     err = capsys.readouterr().err
     assert f"error: {checkpoint} was not loaded" in err and "--resume never" in err
+    assert not marker.exists()
+
+
+def test_a_run_names_a_refused_encoder_without_a_traceback(tmp_path: Path) -> None:
+    marker = tmp_path / "MARKER"
+    job = plan_run(es.tiny_config(tmp_path), [], tmp_path / "runs")[0]
+    encoder = plant(Path(job.pretrain_dir) / "encoder.pt", marker)
+    outcome = run_job(job, Paths(tmp_path / "results", tmp_path / "runs", tmp_path / "data"))
+    assert outcome.status == "failed" and outcome.message.startswith(f"{encoder} was not loaded")
+    assert "--force" in outcome.message and "Traceback" not in outcome.message
     assert not marker.exists()
 
 
