@@ -2,10 +2,10 @@
 
 Files are ``<run_dir>/checkpoints/ckpt-<global step, 9 digits>.pt``. A file is written to a
 temporary name in the same folder, flushed to disk and renamed, so a crash never leaves a
-half-written file under the final name; a file that is nevertheless unreadable (truncated by a
-full disk, say) is skipped with a warning and the previous one is used. Checkpoints hold
-tensors, containers and plain values only (the RNG states as tensors), so they load with
-``weights_only=True``.
+half-written file under the final name (a kill can leave the temporary file: resuming removes
+it); a file that is nevertheless unreadable (truncated by a full disk, say) or holds no dict is
+skipped with a warning and the previous one is used. Checkpoints hold tensors, containers and
+plain values only (the RNG states as tensors), so they load with ``weights_only=True``.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from benchmark.config import RunConfig, config_hash, flatten
 from benchmark.safe_load import CorruptFile, load_weights_only
 
 CHECKPOINT_RE = re.compile(r"^ckpt-(\d{9})\.pt$")
+ORPHAN_GLOB = ".ckpt-*.tmp"  # what atomic_open leaves of a checkpoint when the writer is killed
 IDENTITY_SECTIONS = ("seed", "data", "model", "pretrain", "method")
 # Keys that change how a run is executed or recorded, not what it computes.
 OPERATIONAL_KEYS = frozenset({
@@ -99,8 +100,8 @@ def list_checkpoints(checkpoint_dir: Path) -> list[Path]:
 
 def load_latest(checkpoint_dir: Path, config: Mapping[str, Any], mode: str = "auto") -> dict[str, Any] | None:
     """The newest readable checkpoint in ``checkpoint_dir`` (None if there is none, or ``mode``
-    is ``never``). Unreadable files are skipped with a warning; a file that only full
-    unpickling could load raises :class:`benchmark.safe_load.UnsafeFile`. A
+    is ``never``). Unreadable files, and files that hold no dict, are skipped with a warning; a
+    file that only full unpickling could load raises :class:`benchmark.safe_load.UnsafeFile`. A
     checkpoint of another pretraining config raises :class:`CheckpointMismatch` naming the
     differing keys, unless ``mode`` is ``force``."""
     if mode not in RESUME_MODES:
@@ -113,6 +114,10 @@ def load_latest(checkpoint_dir: Path, config: Mapping[str, Any], mode: str = "au
         except CorruptFile as exc:
             warnings.warn(f"skipping unreadable checkpoint {path} ({exc.reason}); trying the previous one",
                           stacklevel=2)
+            continue
+        if not isinstance(state, dict):
+            warnings.warn(f"skipping checkpoint {path}: it holds a {type(state).__name__}, not a "
+                          "checkpoint's dict; trying the previous one", stacklevel=2)
             continue
         if state.get("config_hash") != pretrain_hash(config):
             keys = differing_keys(state.get("config", {}), config)
@@ -139,6 +144,13 @@ def prune(checkpoint_dir: Path, keep: int) -> None:
 def remove_all(checkpoint_dir: Path) -> None:
     """Delete every checkpoint in ``checkpoint_dir`` (a run started afresh)."""
     for path in list_checkpoints(checkpoint_dir):
+        path.unlink(missing_ok=True)
+
+
+def remove_orphans(checkpoint_dir: Path) -> None:
+    """Delete the temporary files of checkpoints whose writer was killed (only safe while this
+    process holds the run folder's lock: nobody else is writing one)."""
+    for path in Path(checkpoint_dir).glob(ORPHAN_GLOB):
         path.unlink(missing_ok=True)
 
 

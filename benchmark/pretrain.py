@@ -26,6 +26,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
@@ -39,6 +40,7 @@ from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
 
 from benchmark import checkpoint as ckpt
+from benchmark.atomic import atomic_open
 from benchmark.config import ConfigError, RunConfig, resolve
 from benchmark.datasets import DatasetMissing, resolve_data_root
 from benchmark.distributed import (DistContext, all_reduce_mean, barrier, broadcast_from_main, init_distributed,
@@ -276,9 +278,11 @@ class PretrainRun:
 
     def resume(self, mode: str) -> None:
         """Restore the newest valid checkpoint (``auto``/``force``; ``never`` deletes old ones)
-        and trim the log to it."""
-        if mode == "never" and self.dist.is_main:
-            ckpt.remove_all(self.checkpoint_dir)  # stale ones would outrank the new run's
+        and trim the log to it; temporary files of checkpoints whose writer was killed go."""
+        if self.dist.is_main:
+            ckpt.remove_orphans(self.checkpoint_dir)
+            if mode == "never":
+                ckpt.remove_all(self.checkpoint_dir)  # stale ones would outrank the new run's
         barrier()
         state = ckpt.load_latest(self.checkpoint_dir, self.cfg.tree, mode)
         if state is not None:
@@ -290,14 +294,19 @@ class PretrainRun:
             self._trim_log()
 
     def _trim_log(self) -> None:
+        """Rewrite the log (atomically) with the lines of the epochs before ``next_epoch``; a line
+        that is no log record (half-written when a run was killed) is dropped with a warning."""
         kept = []
-        if self.log_path.is_file():
-            kept = [line for line in self.log_path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["epoch"] < self.next_epoch]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.log_path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(self.log_path)
+        lines = self.log_path.read_text().splitlines() if self.log_path.is_file() else []
+        for number, line in enumerate(lines, 1):
+            epoch = _logged_epoch(line)
+            if epoch is None and line.strip():
+                warnings.warn(f"{self.log_path}, line {number}: dropping {line[:60]!r}, which is no log "
+                              "record (half-written when the run was killed?)", stacklevel=2)
+            elif epoch is not None and epoch < self.next_epoch:
+                kept.append(line)
+        with atomic_open(self.log_path, "w") as fh:
+            fh.writelines(line + "\n" for line in kept)
 
     # ---------------------------------------------------------------- training
     def _agree(self, nonfinite: bool, stop: bool) -> tuple[bool, bool]:
@@ -489,6 +498,16 @@ class PretrainRun:
             }, path)
         barrier()
         return path
+
+
+def _logged_epoch(line: str) -> int | None:
+    """The epoch of one ``log.jsonl`` line; None when the line is no log record."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    epoch = record.get("epoch") if isinstance(record, dict) else None
+    return epoch if isinstance(epoch, int) else None
 
 
 def _tensorboard_writer(run_dir: Path) -> Any:

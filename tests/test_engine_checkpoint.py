@@ -1,5 +1,5 @@
 """Checkpoint files: atomic writes, newest-valid lookup, refusal of another config's checkpoint;
-the encoder file (pretraining config only; a cut one is not taken as done)."""
+what a kill leaves behind (temp files, a half-written log line, a cut encoder) on resume."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -85,6 +85,13 @@ def test_cli_refuses_to_resume_another_configs_run(tmp_path: Path, capsys: pytes
     assert [r["epoch"] for r in es.read_log(run_dir)] == [1]
 
 
+def test_a_checkpoint_that_holds_no_dict_is_skipped(tmp_path: Path, config: dict) -> None:
+    _write(tmp_path, 4, config)
+    ckpt.save_atomic([1, 2, 3], ckpt.checkpoint_path(tmp_path, 9))
+    with pytest.warns(UserWarning, match=r"skipping checkpoint .*ckpt-000000009.pt: it holds a list"):
+        assert ckpt.load_latest(tmp_path, config)["step"] == 4
+
+
 def test_the_encoder_records_only_what_trained_it(tmp_path: Path) -> None:
     """Runs that differ only in tasks, launcher, profile name or progress bars train the same
     weights: their encoder.pt files are byte-identical (same checkpoint hash)."""
@@ -96,6 +103,21 @@ def test_the_encoder_records_only_what_trained_it(tmp_path: Path) -> None:
     state = torch.load(first, weights_only=True)
     assert set(state["config"]) == set(ckpt.IDENTITY_SECTIONS)
     assert "progress" not in state["config"]["pretrain"]
+
+
+def test_resume_removes_orphans_and_drops_a_half_written_log_line(tmp_path: Path) -> None:
+    cfg = es.tiny_config(tmp_path, ("pretrain.epochs=2",))
+    run_dir = tmp_path / "run"
+    pretrain(cfg, run_dir)
+    orphan = run_dir / "checkpoints" / ".ckpt-000000013.pt.k2j4x9.tmp"  # a kill mid-save
+    orphan.write_bytes(b"half a checkpoint")
+    with open(run_dir / "log.jsonl", "a") as fh:
+        fh.write('{"epoch": 3, "lo')  # a kill mid-line
+    with pytest.warns(UserWarning, match=r"log.jsonl, line 3: dropping .*half-written"):
+        pretrain(cfg, run_dir)
+    assert [r["epoch"] for r in es.read_log(run_dir)] == [1, 2]
+    assert not orphan.exists()
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "checkpoints", "encoder.pt", "log.jsonl"]
 
 
 def test_a_truncated_encoder_is_not_cached_but_named_with_the_fix(tmp_path: Path) -> None:
