@@ -2,8 +2,10 @@
 
 Files are ``<run_dir>/checkpoints/ckpt-<global step, 9 digits>.pt``. A file is written to a
 temporary name in the same folder, flushed to disk and renamed, so a crash never leaves a
-half-written file under the final name; a file that is nevertheless unreadable (truncated by a
-full disk, say) is skipped with a warning and the previous one is used.
+half-written file under the final name (a kill can leave the temporary file: resuming removes
+it); a file that is nevertheless unreadable (truncated by a full disk, say) or holds no dict is
+skipped with a warning and the previous one is used. Checkpoints hold tensors, containers and
+plain values only (the RNG states as tensors), so they load with ``weights_only=True``.
 """
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ import numpy as np
 import torch
 
 from benchmark.atomic import atomic_open
-from benchmark.config import config_hash, flatten
+from benchmark.config import RunConfig, config_hash, flatten
+from benchmark.safe_load import CorruptFile, load_weights_only
 
 CHECKPOINT_RE = re.compile(r"^ckpt-(\d{9})\.pt$")
+ORPHAN_GLOB = ".ckpt-*.tmp"  # what atomic_open leaves of a checkpoint when the writer is killed
 IDENTITY_SECTIONS = ("seed", "data", "model", "pretrain", "method")
 # Keys that change how a run is executed or recorded, not what it computes.
 OPERATIONAL_KEYS = frozenset({
@@ -29,16 +33,32 @@ OPERATIONAL_KEYS = frozenset({
     "pretrain.progress",
 })
 RESUME_MODES = ("auto", "never", "force")
+UNSAFE_REMEDY = ("Checkpoints written before the RNG states were stored as tensors are refused the "
+                 "same way: start afresh with --resume never (it deletes this run's checkpoints)")
 
 
 class CheckpointMismatch(RuntimeError):
     """A checkpoint was written by a run with a different pretraining configuration."""
 
 
+def pretrain_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a run config that determines the trained weights, as plain nested dicts: the
+    :data:`IDENTITY_SECTIONS` without the :data:`OPERATIONAL_KEYS`. Checkpoints and ``encoder.pt``
+    record this (not the tasks, launcher or profile name), so equal trainings write equal files."""
+    tree = RunConfig.from_dict({k: config[k] for k in IDENTITY_SECTIONS if k in config}).to_dict()
+    for dotted in OPERATIONAL_KEYS:
+        *parents, leaf = dotted.split(".")
+        node: Any = tree
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return tree
+
+
 def pretrain_identity(config: Mapping[str, Any]) -> dict[str, Any]:
     """The flattened keys (``pretrain.epochs`` ...) that determine the trained weights."""
-    sections = {k: config[k] for k in IDENTITY_SECTIONS if k in config}
-    return {k: v for k, v in flatten(sections).items() if k not in OPERATIONAL_KEYS}
+    return flatten(pretrain_config(config))
 
 
 def pretrain_hash(config: Mapping[str, Any]) -> str:
@@ -50,6 +70,11 @@ def differing_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """Dotted identity keys whose values differ between configs ``a`` and ``b`` (sorted)."""
     fa, fb = pretrain_identity(a), pretrain_identity(b)
     return sorted(k for k in fa.keys() | fb.keys() if fa.get(k, "<absent>") != fb.get(k, "<absent>"))
+
+
+def identity_fields(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``config`` and ``config_hash`` entries of a checkpoint or ``encoder.pt``."""
+    return {"config": pretrain_config(config), "config_hash": pretrain_hash(config)}
 
 
 def save_atomic(obj: Any, path: Path) -> Path:
@@ -75,19 +100,24 @@ def list_checkpoints(checkpoint_dir: Path) -> list[Path]:
 
 def load_latest(checkpoint_dir: Path, config: Mapping[str, Any], mode: str = "auto") -> dict[str, Any] | None:
     """The newest readable checkpoint in ``checkpoint_dir`` (None if there is none, or ``mode``
-    is ``never``). Unreadable files are skipped with a warning. A checkpoint of another
-    pretraining config raises :class:`CheckpointMismatch` naming the differing keys, unless
-    ``mode`` is ``force``."""
+    is ``never``). Unreadable files, and files that hold no dict, are skipped with a warning; a
+    file that only full unpickling could load raises :class:`benchmark.safe_load.UnsafeFile`. A
+    checkpoint of another pretraining config raises :class:`CheckpointMismatch` naming the
+    differing keys, unless ``mode`` is ``force``."""
     if mode not in RESUME_MODES:
         raise ValueError(f"resume={mode!r}; valid values: {', '.join(RESUME_MODES)}")
     if mode == "never":
         return None
     for path in list_checkpoints(checkpoint_dir):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # any unreadable file: truncated, corrupt, wrong format
-            warnings.warn(f"skipping unreadable checkpoint {path} ({type(exc).__name__}: {exc}); "
-                          "trying the previous one", stacklevel=2)
+            state = load_weights_only(path, UNSAFE_REMEDY)
+        except CorruptFile as exc:
+            warnings.warn(f"skipping unreadable checkpoint {path} ({exc.reason}); trying the previous one",
+                          stacklevel=2)
+            continue
+        if not isinstance(state, dict):
+            warnings.warn(f"skipping checkpoint {path}: it holds a {type(state).__name__}, not a "
+                          "checkpoint's dict; trying the previous one", stacklevel=2)
             continue
         if state.get("config_hash") != pretrain_hash(config):
             keys = differing_keys(state.get("config", {}), config)
@@ -117,11 +147,23 @@ def remove_all(checkpoint_dir: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def remove_orphans(checkpoint_dir: Path) -> None:
+    """Delete the temporary files of checkpoints whose writer was killed (only safe while this
+    process holds the run folder's lock: nobody else is writing one)."""
+    for path in Path(checkpoint_dir).glob(ORPHAN_GLOB):
+        path.unlink(missing_ok=True)
+
+
 def rng_state() -> dict[str, Any]:
-    """Every global RNG state: Python, NumPy, torch CPU and all CUDA devices."""
+    """Every global RNG state (Python, NumPy, torch CPU and all CUDA devices) as tensors and
+    plain values, so that a checkpoint holding it loads with ``weights_only=True``."""
+    version, words, gauss_next = random.getstate()
+    algorithm, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": version, "words": torch.tensor(words, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+        "numpy": {"algorithm": algorithm, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -129,8 +171,10 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
     """Restore what :func:`rng_state` captured."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    python, numpy = state["python"], state["numpy"]
+    random.setstate((python["version"], tuple(python["words"].tolist()), python["gauss_next"]))
+    np.random.set_state((numpy["algorithm"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
+                         numpy["has_gauss"], numpy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

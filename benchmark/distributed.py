@@ -76,6 +76,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def broadcast_from_main(value: int, device: torch.device) -> int:
+    """Rank 0's ``value`` on every rank (``value`` itself when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.broadcast(tensor, src=0)
+    return int(tensor.item())
+
+
 def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     """Element-wise mean of ``values`` over ranks (identity when not distributed)."""
     if not (dist.is_available() and dist.is_initialized()):

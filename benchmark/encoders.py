@@ -5,15 +5,19 @@ follows the backbone contract of docs/CONTRACTS.md and is in eval mode on ``devi
 """
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from benchmark.augment import get_recipe
 from benchmark.models import build_backbone
+from benchmark.safe_load import CorruptFile, load_weights_only
 
 ENCODER_KINDS = ("pretrained", "random", "pixels")
+ENCODER_KEYS = ("backbone", "config")
+ENCODER_REMEDY = "Pretrain it again with `--force` (or delete it)"
 
 
 class PixelEncoder(nn.Module):
@@ -34,13 +38,22 @@ class PixelEncoder(nn.Module):
         return [self.forward(x)]
 
 
+def read_encoder_checkpoint(path: str | Path, remedy: str = ENCODER_REMEDY) -> Mapping[str, Any]:
+    """The contents of an ``encoder.pt`` (loaded without running code), checked to hold a
+    backbone and its config; raises :class:`benchmark.safe_load.LoadError` naming the file and
+    ending with ``remedy`` otherwise."""
+    state = load_weights_only(path, remedy)
+    if not isinstance(state, Mapping) or not all(key in state for key in ENCODER_KEYS):
+        found = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+        raise CorruptFile(path, f"is not an encoder checkpoint (expected keys {', '.join(ENCODER_KEYS)}; "
+                                f"found {found})", remedy)
+    return state
+
+
 def _pretrained(handle: Any) -> nn.Module:
     if handle.checkpoint is None:
         raise ValueError("a pretrained EncoderHandle needs `checkpoint` (the run's encoder.pt)")
-    state = torch.load(handle.checkpoint, map_location="cpu", weights_only=False)
-    if "backbone" not in state or "config" not in state:
-        raise ValueError(f"{handle.checkpoint} is not an encoder checkpoint (expected keys backbone, "
-                         f"config; found {sorted(state)}); pass <run_dir>/encoder.pt")
+    state = read_encoder_checkpoint(handle.checkpoint)
     backbone = build_backbone(state["config"]["model"])
     backbone.load_state_dict(state["backbone"])
     return backbone

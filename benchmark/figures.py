@@ -236,11 +236,12 @@ def encoder_features(
 
     from benchmark.config import RunConfig
     from benchmark.datasets import get_dataset
+    from benchmark.encoders import read_encoder_checkpoint
     from benchmark.models.heads import build_head
     from tasks.base import EncoderHandle
     from tasks.transforms import eval_transform
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = read_encoder_checkpoint(checkpoint)
     cfg = RunConfig.from_dict(state["config"])
     spec = get_dataset(cfg.data.dataset)
     data = spec.build(data_root, "test", eval_transform(cfg.data.dataset))

@@ -66,15 +66,15 @@ def result_is_current(job: Job, store: ResultStore) -> bool:
 
 
 def run_pretrain_job(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -> Outcome:
-    """Pretrain the job's method unless its encoder already exists (or ``force``)."""
-    from benchmark.pretrain import pretrain
+    """Pretrain the job's method unless its encoder already exists and loads (or ``force``).
+    Another process pretraining into the same folder makes this one wait, then find it done."""
+    from benchmark.pretrain import pretrain_unless_done
 
-    if encoder_checkpoint(job).is_file() and not force:
-        return Outcome(job.job_id, job.label, "cached", str(encoder_checkpoint(job)))
     cfg = job.run_config
     configure_threads(cfg.threads)
-    path = pretrain(cfg, Path(job.pretrain_dir), resume=resume, data_root=paths.data_root)
-    return Outcome(job.job_id, job.label, "done", str(path))
+    path, trained = pretrain_unless_done(cfg, Path(job.pretrain_dir), resume=resume,
+                                         data_root=paths.data_root, reuse=not force)
+    return Outcome(job.job_id, job.label, "done" if trained else "cached", str(path))
 
 
 def _records(job: Job, cfg: RunConfig, measurements: list[Any], checkpoint_hash: str | None,

@@ -11,7 +11,9 @@ Methods with named views (``Method.views``) get one augmented view per name; whe
 in the checkpoint beside the trained encoder. Single-view methods take the original path.
 
 Writes ``<run_dir>/log.jsonl`` (one line per epoch), ``<run_dir>/checkpoints/`` and, at the
-end, ``<run_dir>/encoder.pt`` (format in docs/CONTRACTS.md).
+end, ``<run_dir>/encoder.pt`` (format in docs/CONTRACTS.md). The run folder is locked while a
+process pretrains into it (``<run_dir>/.lock``): a second one waits, then resumes or finds the
+encoder done.
 
 CLI: ``python -m benchmark.pretrain --profile mini --method invp --run-dir DIR``, also under
 ``torchrun --nproc_per_node=N -m benchmark.pretrain ...``.
@@ -24,6 +26,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
@@ -40,18 +43,27 @@ from benchmark import checkpoint as ckpt
 from benchmark.atomic import atomic_open
 from benchmark.config import ConfigError, RunConfig, resolve
 from benchmark.datasets import DatasetMissing, resolve_data_root
-from benchmark.distributed import DistContext, all_reduce_mean, barrier, init_distributed, shutdown
+from benchmark.distributed import (DistContext, all_reduce_mean, barrier, broadcast_from_main, init_distributed,
+                                   shutdown)
+from benchmark.encoders import ENCODER_REMEDY, read_encoder_checkpoint
+from benchmark.folder_lock import FolderLock
 from benchmark.key_encoder import KeyEncoder
 from benchmark.models import build_backbone, build_head
 from benchmark.monitor import evaluating, extract, knn_monitor
 from benchmark.pretrain_data import PretrainData, ResumableDistributedSampler, build_pretrain_data
 from benchmark.runtime import configure_threads, seed_everything
+from benchmark.safe_load import CorruptFile, LoadError
 from benchmark.schedule import lr_at_epoch
 from methods.base import LossOutput, Method, build_method, method_class
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was saved, run again to resume
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 OPTIMIZERS = ("sgd",)
+ENCODER_FILE = "encoder.pt"
+LOCK_POLL_SECONDS = 1.0
+# What rank 0 tells every rank about the run folder's lock and the encoder it holds.
+LOCK_WAITING, LOCK_HELD, LOCK_STOPPED = 0, 1, 2
+ENCODER_ABSENT, ENCODER_FOUND, ENCODER_BROKEN = 0, 1, 2
 
 
 class Preempted(RuntimeError):
@@ -243,8 +255,7 @@ class PretrainRun:
             "lr": self.optimizer.param_groups[0]["lr"],
             "meter": self.meter.state_dict(),
             "rng": ckpt.rng_state(),
-            "config": self.cfg.to_dict(),
-            "config_hash": ckpt.pretrain_hash(self.cfg.tree),
+            **ckpt.identity_fields(self.cfg.tree),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -269,9 +280,11 @@ class PretrainRun:
 
     def resume(self, mode: str) -> None:
         """Restore the newest valid checkpoint (``auto``/``force``; ``never`` deletes old ones)
-        and trim the log to it."""
-        if mode == "never" and self.dist.is_main:
-            ckpt.remove_all(self.checkpoint_dir)  # stale ones would outrank the new run's
+        and trim the log to it; temporary files of checkpoints whose writer was killed go."""
+        if self.dist.is_main:
+            ckpt.remove_orphans(self.checkpoint_dir)
+            if mode == "never":
+                ckpt.remove_all(self.checkpoint_dir)  # stale ones would outrank the new run's
         barrier()
         state = ckpt.load_latest(self.checkpoint_dir, self.cfg.tree, mode)
         if state is not None:
@@ -283,12 +296,19 @@ class PretrainRun:
             self._trim_log()
 
     def _trim_log(self) -> None:
+        """Rewrite the log (atomically) with the lines of the epochs before ``next_epoch``; a line
+        that is no log record (half-written when a run was killed) is dropped with a warning."""
         kept = []
-        if self.log_path.is_file():
-            kept = [line for line in self.log_path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["epoch"] < self.next_epoch]
-        with atomic_open(self.log_path) as fh:
-            fh.write("".join(line + "\n" for line in kept))
+        lines = self.log_path.read_text().splitlines() if self.log_path.is_file() else []
+        for number, line in enumerate(lines, 1):
+            epoch = _logged_epoch(line)
+            if epoch is None and line.strip():
+                warnings.warn(f"{self.log_path}, line {number}: dropping {line[:60]!r}, which is no log "
+                              "record (half-written when the run was killed?)", stacklevel=2)
+            elif epoch is not None and epoch < self.next_epoch:
+                kept.append(line)
+        with atomic_open(self.log_path, "w") as fh:
+            fh.writelines(line + "\n" for line in kept)
 
     # ---------------------------------------------------------------- training
     def _agree(self, nonfinite: bool, stop: bool) -> tuple[bool, bool]:
@@ -470,17 +490,26 @@ class PretrainRun:
 
     def write_encoder(self) -> Path:
         """``<run_dir>/encoder.pt`` as docs/CONTRACTS.md defines it (rank 0 writes it)."""
-        path = self.run_dir / "encoder.pt"
+        path = self.run_dir / ENCODER_FILE
         if self.dist.is_main:
             ckpt.save_atomic({
                 "backbone": self.encoder.backbone.state_dict(),
                 "head": self.encoder.head.state_dict(),
-                "config": self.cfg.to_dict(),
-                "config_hash": ckpt.pretrain_hash(self.cfg.tree),
+                **ckpt.identity_fields(self.cfg.tree),
                 "epoch": self.next_epoch - 1,
             }, path)
         barrier()
         return path
+
+
+def _logged_epoch(line: str) -> int | None:
+    """The epoch of one ``log.jsonl`` line; None when the line is no log record."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    epoch = record.get("epoch") if isinstance(record, dict) else None
+    return epoch if isinstance(epoch, int) else None
 
 
 def _tensorboard_writer(run_dir: Path) -> Any:
@@ -492,14 +521,20 @@ def _tensorboard_writer(run_dir: Path) -> Any:
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-def prepare_run(cfg: RunConfig, run_dir: Path, resume: str = "auto",
-                data_root: str | Path | None = None) -> PretrainRun:
-    """Initialise the process (distributed group, threads), load the data, build the run and
-    restore its newest checkpoint per ``resume``; :meth:`PretrainRun.run` then trains."""
+def _check_request(cfg: RunConfig, resume: str) -> None:
     if "method" not in cfg.tree:
         raise ConfigError("the run config has no method; resolve it with a method (--method invp)")
     if resume not in ckpt.RESUME_MODES:
         raise ConfigError(f"--resume {resume!r}; valid values: {', '.join(ckpt.RESUME_MODES)}")
+
+
+def prepare_run(cfg: RunConfig, run_dir: Path, resume: str = "auto",
+                data_root: str | Path | None = None) -> PretrainRun:
+    """Initialise the process (distributed group, threads), load the data, build the run and
+    restore its newest checkpoint per ``resume``; :meth:`PretrainRun.run` then trains. Callers
+    that may share ``run_dir`` with another process hold :func:`run_dir_lock` (as
+    :func:`pretrain` does)."""
+    _check_request(cfg, resume)
     dist = init_distributed(str(cfg.tree.get("device", "auto")))
     configure_threads(int(cfg.tree.get("threads", 0) or 0))
     views = method_class(str(cfg.method["name"])).view_sizes(cfg.method)
@@ -508,19 +543,81 @@ def prepare_run(cfg: RunConfig, run_dir: Path, resume: str = "auto",
     return run
 
 
+@contextmanager
+def run_dir_lock(run_dir: Path, dist: DistContext, poll_seconds: float = LOCK_POLL_SECONDS) -> Iterator[None]:
+    """Hold ``run_dir``'s :class:`~benchmark.folder_lock.FolderLock` for the block. Rank 0 takes
+    it; while another process holds it, every rank waits, polling rank 0 through a broadcast (so
+    no collective blocks long enough to time out). A stop request while waiting raises
+    :class:`Preempted`."""
+    lock = FolderLock(run_dir)
+    told = False
+    while True:
+        state = LOCK_WAITING
+        if dist.is_main:
+            state = LOCK_HELD if lock.try_acquire() else LOCK_STOPPED if _STOP.is_set() else LOCK_WAITING
+        state = broadcast_from_main(state, dist.device)
+        if state == LOCK_HELD:
+            break
+        if state == LOCK_STOPPED:
+            raise Preempted(f"stopped while waiting for {lock.path}; nothing was trained")
+        if dist.is_main and not told:
+            print(f"waiting for {lock.path}: another process is pretraining into {run_dir}",
+                  file=sys.stderr, flush=True)
+            told = True
+        time.sleep(poll_seconds)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _finished_encoder(path: Path, dist: DistContext) -> bool:
+    """Whether ``path`` holds a finished encoder (rank 0 reads it, every rank gets the answer);
+    one that does not load raises :class:`~benchmark.safe_load.LoadError` naming it."""
+    verdict, problem = ENCODER_ABSENT, None
+    if dist.is_main and path.exists():
+        try:
+            read_encoder_checkpoint(path)
+            verdict = ENCODER_FOUND
+        except LoadError as exc:
+            verdict, problem = ENCODER_BROKEN, exc
+    verdict = broadcast_from_main(verdict, dist.device)
+    if verdict == ENCODER_BROKEN:
+        raise problem or CorruptFile(path, "does not load (rank 0 logs why)", ENCODER_REMEDY)
+    return verdict == ENCODER_FOUND
+
+
+def pretrain_unless_done(cfg: RunConfig, run_dir: Path, resume: str = "auto",
+                         data_root: str | Path | None = None, reuse: bool = True) -> tuple[Path, bool]:
+    """:func:`pretrain`, and with ``reuse`` an ``encoder.pt`` already in ``run_dir`` (perhaps
+    written by another process while this one waited for the folder's lock) is returned without
+    training, once it is checked to load (one that does not raises
+    :class:`~benchmark.safe_load.LoadError` naming it). Returns the encoder's path and whether
+    this call trained it."""
+    _check_request(cfg, resume)
+    run_dir = Path(run_dir)
+    try:
+        with preemption_signals():  # also while loading: a stop asked then is honoured at step 1
+            dist = init_distributed(str(cfg.tree.get("device", "auto")))
+            with run_dir_lock(run_dir, dist):
+                encoder = run_dir / ENCODER_FILE
+                if reuse and _finished_encoder(encoder, dist):
+                    return encoder, False
+                return prepare_run(cfg, run_dir, resume, data_root).run(), True
+    finally:
+        _STOP.clear()  # a stop request belongs to this run only
+
+
 def pretrain(cfg: RunConfig, run_dir: Path, resume: str = "auto", data_root: str | Path | None = None) -> Path:
     """Pretrain ``cfg.method`` on ``cfg.data`` into ``run_dir``; returns ``<run_dir>/encoder.pt``.
 
     ``resume``: ``auto`` continues from the newest valid checkpoint (refusing one of another
     config), ``never`` starts fresh, ``force`` continues even on a config mismatch. The data
     root is ``data_root``, else ``$BENCHMARK_DATA``, else ``./data``. SIGTERM/SIGUSR1 (or
-    :func:`request_stop`) checkpoint after the current step and raise :class:`Preempted`.
+    :func:`request_stop`) checkpoint after the current step and raise :class:`Preempted`. While
+    another process pretrains into ``run_dir`` (it holds the folder's lock), this one waits.
     """
-    try:
-        with preemption_signals():  # also while loading: a stop asked then is honoured at step 1
-            return prepare_run(cfg, run_dir, resume, data_root).run()
-    finally:
-        _STOP.clear()  # a stop request belongs to this run only
+    return pretrain_unless_done(cfg, run_dir, resume, data_root, reuse=False)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -541,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as exc:
         print(f"preempted: {exc}", file=sys.stderr)
         return EXIT_PREEMPTED
-    except (ConfigError, ckpt.CheckpointMismatch, NonFiniteLoss, DatasetMissing) as exc:
+    except (ConfigError, ckpt.CheckpointMismatch, NonFiniteLoss, DatasetMissing, LoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -5,10 +5,15 @@ computed from the current encoder (tasks; ``launch.finished_path``). Otherwise t
 newest submission decides: under Slurm the scheduler's state (``sacct`` through submitit):
 ``pending`` / ``running`` / ``failed`` (with the last lines of its log and the log's path);
 off Slurm the outcome recorded when the job ran. A job never submitted is ``missing``.
+
+A sweep folder is trusted input: submitit's result pickles are unpickled to read a job's
+outcome. Status reads them only inside the sweep's own folder (``<sweep>/logs/``), so a
+``sweep.json`` cannot point it at a pickle elsewhere.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 from collections import Counter
 from dataclasses import dataclass
@@ -23,6 +28,7 @@ from benchmark.sweep_state import SweepState
 PENDING_STATES = {"PENDING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT"}
 ACTIVE = ("pending", "running")
+SLURM_JOB_ID = re.compile(r"\d+(_\d+)?")  # a job, or one task of a job array
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,19 @@ def _finished_slurm_job(job_id: str, label: str, sid: str, handle: Any, state: s
                      f"{reason}\n{log_tail(handle, tail_lines)}".strip())
 
 
+def foreign_files(state: SweepState, submission: Mapping[str, Any], scheduler_id: str) -> str:
+    """Why status must not read the files of job ``scheduler_id`` of ``submission`` ('' when it
+    may): its log folder (``%j`` = the id) has to lie inside the sweep's own folder."""
+    if not SLURM_JOB_ID.fullmatch(str(scheduler_id)):
+        return f"scheduler id {scheduler_id!r} in {state.path} is no Slurm job id; its files are not read"
+    folder = Path(str(submission.get("folder") or "").replace("%j", str(scheduler_id))).resolve()
+    sweep = state.path.parent.resolve()
+    if not folder.is_relative_to(sweep):
+        return (f"its log folder {folder} (named in {state.path}) lies outside the sweep folder "
+                f"{sweep}, so its files are not read; re-submit the sweep")
+    return ""
+
+
 def job_status(state: SweepState, job_id: str, results_root: Path,
                tail_lines: int = LOG_TAIL_LINES) -> JobStatus:
     """The status of one planned job of ``state``."""
@@ -87,6 +106,9 @@ def job_status(state: SweepState, job_id: str, results_root: Path,
     if submission is None:
         return JobStatus(job_id, label, "missing", detail="never submitted")
     if sid is not None and submission["cluster"] == "slurm":
+        refused = foreign_files(state, submission, sid)
+        if refused:
+            return JobStatus(job_id, label, "unknown", sid, detail=refused)
         handle = _scheduler_job(submission, sid)
         sched = scheduler_state(handle)
         if sched in PENDING_STATES:

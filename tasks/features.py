@@ -27,6 +27,9 @@ from benchmark.checkpoint import save_atomic
 from benchmark.fields import AnyOf, Int, ListOf, MapOf, Parses, Text
 
 FEATURE_DTYPES = ("float32", "float16", "bfloat16")  # the feature_dtype setting: cache precision
+from benchmark.safe_load import load_weights_only
+
+CACHE_REMEDY = "It is a feature cache: delete it and the features are extracted again"
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,7 @@ def cached_features(
         layer: feature_cache_path(cache_dir, encoder, dataset_name, split, layer, transform)
         for layer in layers
     }
-    found = {layer: torch.load(p) for layer, p in paths.items() if p.is_file()}
+    found = {layer: load_weights_only(p, CACHE_REMEDY) for layer, p in paths.items() if p.is_file()}
     missing = [layer for layer in layers if layer not in found]
     if missing:
         feats, labels = extract_features(

@@ -1,4 +1,5 @@
-"""Checkpoint files: atomic writes, newest-valid lookup, refusal of another config's checkpoint."""
+"""Checkpoint files: atomic writes, newest-valid lookup, refusal of another config's checkpoint;
+what a kill leaves behind (temp files, a half-written log line, a cut encoder) on resume."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,8 @@ import torch
 
 import engine_support as es
 from benchmark import checkpoint as ckpt
+from benchmark.jobs import Paths, run_job
+from benchmark.plan import plan_run
 from benchmark.pretrain import main, pretrain
 
 
@@ -24,7 +27,7 @@ def config(tmp_path: Path) -> dict:
 def test_atomic_save_leaves_only_the_final_file(tmp_path: Path, config: dict) -> None:
     path = _write(tmp_path / "checkpoints", 7, config)
     assert [p.name for p in path.parent.iterdir()] == ["ckpt-000000007.pt"] == [path.name]
-    assert torch.load(path, weights_only=False)["step"] == 7
+    assert torch.load(path, weights_only=True)["step"] == 7
 
 
 def test_newest_readable_checkpoint_wins_and_truncated_ones_are_skipped(tmp_path: Path, config: dict) -> None:
@@ -78,5 +81,53 @@ def test_cli_refuses_to_resume_another_configs_run(tmp_path: Path, capsys: pytes
     assert main(args + ["--set", "pretrain.epochs=1", "--set", "model.width=8", "--resume", "never"]) == 0
     kept = ckpt.list_checkpoints(run_dir / "checkpoints")
     assert [int(p.stem.split("-")[1]) for p in kept] == [6, 4]
-    assert {torch.load(p, weights_only=False)["config"]["model"]["width"] for p in kept} == {8}
+    assert {torch.load(p, weights_only=True)["config"]["model"]["width"] for p in kept} == {8}
     assert [r["epoch"] for r in es.read_log(run_dir)] == [1]
+
+
+def test_a_checkpoint_that_holds_no_dict_is_skipped(tmp_path: Path, config: dict) -> None:
+    _write(tmp_path, 4, config)
+    ckpt.save_atomic([1, 2, 3], ckpt.checkpoint_path(tmp_path, 9))
+    with pytest.warns(UserWarning, match=r"skipping checkpoint .*ckpt-000000009.pt: it holds a list"):
+        assert ckpt.load_latest(tmp_path, config)["step"] == 4
+
+
+def test_the_encoder_records_only_what_trained_it(tmp_path: Path) -> None:
+    """Runs that differ only in tasks, launcher, profile name or progress bars train the same
+    weights: their encoder.pt files are byte-identical (same checkpoint hash)."""
+    first = pretrain(es.tiny_config(tmp_path, ("pretrain.epochs=1",)), tmp_path / "a")
+    second = pretrain(es.tiny_config(tmp_path, ("pretrain.epochs=1", "tasks={knn: {k: 5}}", "profile=other",
+                                                "launcher={name: slurm}", "pretrain.progress=true")),
+                      tmp_path / "b")
+    assert first.read_bytes() == second.read_bytes()
+    state = torch.load(first, weights_only=True)
+    assert set(state["config"]) == set(ckpt.IDENTITY_SECTIONS)
+    assert "progress" not in state["config"]["pretrain"]
+
+
+def test_resume_removes_orphans_and_drops_a_half_written_log_line(tmp_path: Path) -> None:
+    cfg = es.tiny_config(tmp_path, ("pretrain.epochs=2",))
+    run_dir = tmp_path / "run"
+    pretrain(cfg, run_dir)
+    orphan = run_dir / "checkpoints" / ".ckpt-000000013.pt.k2j4x9.tmp"  # a kill mid-save
+    orphan.write_bytes(b"half a checkpoint")
+    with open(run_dir / "log.jsonl", "a") as fh:
+        fh.write('{"epoch": 3, "lo')  # a kill mid-line
+    with pytest.warns(UserWarning, match=r"log.jsonl, line 3: dropping .*half-written"):
+        pretrain(cfg, run_dir)
+    assert [r["epoch"] for r in es.read_log(run_dir)] == [1, 2]
+    assert not orphan.exists()
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "checkpoints", "encoder.pt", "log.jsonl"]
+
+
+def test_a_truncated_encoder_is_not_cached_but_named_with_the_fix(tmp_path: Path) -> None:
+    job = plan_run(es.tiny_config(tmp_path, ("pretrain.epochs=1",)), [], tmp_path / "runs")[0]
+    paths = Paths(tmp_path / "results", tmp_path / "runs", tmp_path / "data")
+    assert run_job(job, paths).status == "done"
+    encoder = Path(job.pretrain_dir) / "encoder.pt"
+    encoder.write_bytes(encoder.read_bytes()[:1000])  # cut short: a full disk, a killed copy
+    outcome = run_job(job, paths)
+    assert outcome.status == "failed"
+    assert outcome.message.startswith(f"{encoder} is unreadable (RuntimeError: ") and "--force" in outcome.message
+    assert run_job(job, paths, force=True).status == "done"
+    assert run_job(job, paths).status == "cached"

@@ -45,7 +45,7 @@ def _worker(rank: int, world: int, port: int, tmp: Path) -> None:
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(run_dir / "encoder.pt", weights_only=False)
+    state = torch.load(run_dir / "encoder.pt", weights_only=True)
     return {f"{part}.{k}": v for part in ("backbone", "head") for k, v in state[part].items()}
 
 

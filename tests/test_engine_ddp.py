@@ -43,8 +43,8 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path) -> None:
     rank1 = torch.load(tmp_path / "bank-rank1.pt")
     assert torch.equal(rank0["bank"], rank1["bank"]), "ranks hold different memory banks"
     assert torch.allclose(rank0["bank"], single["bank"], atol=1e-5)
-    ddp = torch.load(tmp_path / "ddp" / "encoder.pt", weights_only=False)
-    ref = torch.load(tmp_path / "single" / "encoder.pt", weights_only=False)
+    ddp = torch.load(tmp_path / "ddp" / "encoder.pt", weights_only=True)
+    ref = torch.load(tmp_path / "single" / "encoder.pt", weights_only=True)
     assert ddp["epoch"] == ref["epoch"] == 2
     for part in ("backbone", "head"):
         for key, value in ref[part].items():

@@ -119,8 +119,8 @@ def test_mocov2_on_two_gloo_ranks_matches_one_process(tmp_path: Path) -> None:
     for key, value in single["key_encoder"].items():
         assert torch.equal(ranks[0]["key_encoder"][key], ranks[1]["key_encoder"][key])
         assert torch.allclose(ranks[0]["key_encoder"][key], value, atol=1e-5), f"key encoder {key} differs"
-    ddp = torch.load(tmp_path / "ddp" / "encoder.pt", weights_only=False)
-    ref = torch.load(tmp_path / "single" / "encoder.pt", weights_only=False)
+    ddp = torch.load(tmp_path / "ddp" / "encoder.pt", weights_only=True)
+    ref = torch.load(tmp_path / "single" / "encoder.pt", weights_only=True)
     for part in ("backbone", "head"):
         for key, value in ref[part].items():
             assert torch.allclose(ddp[part][key], value, atol=1e-5), f"{part}.{key} differs"

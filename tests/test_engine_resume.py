@@ -47,7 +47,7 @@ def _wait_for_checkpoint(proc: subprocess.Popen, run_dir: Path, timeout: float =
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     return {f"{part}.{k}": v for part in ("backbone", "head") for k, v in state[part].items()}
 
 
@@ -95,13 +95,13 @@ def test_resume_after_sigkill_is_bit_identical(method: str, reference: tuple[Pat
     _assert_identical(ref_dir / "encoder.pt", run_dir / "encoder.pt")
     assert _losses(run_dir) == _losses(ref_dir)
     if method == "interclr":
-        state = torch.load(ckpt.list_checkpoints(run_dir / "checkpoints")[0], weights_only=False)["method"]
+        state = torch.load(ckpt.list_checkpoints(run_dir / "checkpoints")[0], weights_only=True)["method"]
         assert state["bank"].shape == (192, 16) and state["pseudo_labels"]["centroids"].shape == (4, 16)
     if method == "clim":
-        state = torch.load(ckpt.list_checkpoints(run_dir / "checkpoints")[0], weights_only=False)["method"]
+        state = torch.load(ckpt.list_checkpoints(run_dir / "checkpoints")[0], weights_only=True)["method"]
         assert state["bank"].shape == (192, 16) and state["tables"]["selected"].shape == (192, 4)
     if method == "mocov2":
-        state = torch.load(ckpt.list_checkpoints(run_dir / "checkpoints")[0], weights_only=False)
+        state = torch.load(ckpt.list_checkpoints(run_dir / "checkpoints")[0], weights_only=True)
         assert state["key_encoder"].keys() == {f"{part}.{k}" for part in ("backbone", "head")
                                                for k in state[part]}
         assert state["method"]["queue"]["keys"].shape == (64, 16) and state["method"]["steps"] == 18

@@ -22,11 +22,11 @@ def test_log_and_encoder_follow_the_contract(tmp_path: Path) -> None:
     for record in records:
         assert {"loss", "lr", "images_per_s", "knn_top1", "knn_top1_backbone", "bank_norm"} <= record.keys()
         assert 0.0 <= record["knn_top1"] <= 1.0 and record["images_per_s"] > 0
-    encoder = torch.load(path, weights_only=False)
+    encoder = torch.load(path, weights_only=True)
     assert path == tmp_path / "run" / "encoder.pt"
     assert set(encoder) == {"backbone", "head", "config", "config_hash", "epoch"}
     assert encoder["epoch"] == 2 and encoder["config_hash"] == ckpt.pretrain_hash(cfg.to_dict())
-    last = torch.load(ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")[0], weights_only=False)
+    last = torch.load(ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")[0], weights_only=True)
     assert (last["next_epoch"], last["next_step"], last["global_step"]) == (3, 0, 12)
     assert all(torch.equal(last["backbone"][k], v) for k, v in encoder["backbone"].items())
 
@@ -48,7 +48,7 @@ def test_nonfinite_loss_stops_with_a_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(NonFiniteLoss, match=r"epoch 2, step 3 \(global step 9\).*pretrain.optimizer.lr"):
         pretrain(cfg, tmp_path / "run")
     newest = ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")[0]
-    state = torch.load(newest, weights_only=False)
+    state = torch.load(newest, weights_only=True)
     assert (state["global_step"], state["next_epoch"], state["next_step"]) == (8, 2, 2)
     assert all(torch.isfinite(v).all() for v in state["backbone"].values() if v.is_floating_point())
     assert not (tmp_path / "run" / "encoder.pt").exists()

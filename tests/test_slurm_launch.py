@@ -163,8 +163,8 @@ def test_timed_out_pretraining_requeues_and_ends_with_uninterrupted_weights(slur
     assert states == ["REQUEUED", "COMPLETED"], states
 
     reference = pretrain(cfg, tmp_path / "reference", data_root=data_root)
-    resumed = torch.load(Path(job.pretrain_dir) / "encoder.pt", weights_only=False)["backbone"]
-    uninterrupted = torch.load(reference, weights_only=False)["backbone"]
+    resumed = torch.load(Path(job.pretrain_dir) / "encoder.pt", weights_only=True)["backbone"]
+    uninterrupted = torch.load(reference, weights_only=True)["backbone"]
     assert resumed.keys() == uninterrupted.keys()
     for name in uninterrupted:
         assert torch.equal(resumed[name], uninterrupted[name]), name

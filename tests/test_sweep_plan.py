@@ -3,6 +3,7 @@ dry-run output, the state file and its code-version check, status of unsubmitted
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from benchmark.store import ResultStore
 from benchmark.status import format_status, resolve_sweep, sweep_status
 from benchmark.sweep import SweepSpec, expand, open_state, parse_grid, split_values
 from benchmark.sweep_state import SweepState
+from payload_support import Payload
 from test_store import make_record
 
 
@@ -229,3 +231,28 @@ def test_sweep_cli_rejects_bad_launchers_and_missing_slurm_before_writing_state(
     assert main([*base, "--launcher", "slurm"]) == 2
     assert "missing: sbatch, sinfo, sacct, scancel" in capsys.readouterr().err
     assert not list(tmp_path.glob("sweeps/*/sweep.json"))
+
+
+@pytest.mark.parametrize("folder, scheduler_id, refusal", [
+    ("{outside}/%j", "123", "lies outside the sweep folder"),
+    ("{sweep}/logs/000/%j", "../../../outside/123", "is no Slurm job id"),
+])
+def test_status_reads_no_result_pickle_outside_the_sweep_folder(tmp_path, monkeypatch, folder, scheduler_id,
+                                                               refusal):
+    from submitit.core.utils import JobPaths
+
+    jobs = expand(spec(methods=("invp",)), tmp_path / "runs")
+    sweep = tmp_path / "sweeps" / "s1"
+    state = SweepState(sweep / "sweep.json", {}, {})
+    state.plan(jobs)
+    folder = folder.format(outside=tmp_path / "outside", sweep=sweep)
+    result = JobPaths(folder, job_id=scheduler_id).result_pickle  # where submitit would read it
+    assert not result.resolve().is_relative_to(sweep)
+    result.parent.mkdir(parents=True)
+    marker = tmp_path / "MARKER"
+    result.write_bytes(pickle.dumps(("success", Payload(marker))))
+    state.record("slurm", "slurm", folder, {jobs[0].job_id: scheduler_id}, {})
+    monkeypatch.setattr("benchmark.status.scheduler_state", lambda handle: "COMPLETED")
+    row = next(r for r in sweep_status(state, tmp_path / "results") if r.job_id == jobs[0].job_id)
+    assert not marker.exists(), "status unpickled a file from outside the sweep folder"
+    assert row.state == "unknown" and refusal in row.detail

@@ -26,6 +26,7 @@ import torch
 import torchvision
 
 from benchmark.atomic import atomic_open
+from benchmark.safe_load import load_weights_only
 
 AUTHOR = "invp-bench"
 WRAPPER_PREFIXES = ("module.encoder_q.", "module.backbone.", "module.encoder.", "module.", "encoder_q.", "backbone.", "encoder.")
@@ -86,7 +87,7 @@ def export_detectron2(checkpoint_path: str | Path, out_pkl: str | Path) -> Path:
     checkpoint_path, out_pkl = Path(checkpoint_path), Path(out_pkl)
     if not checkpoint_path.is_file():
         raise FileNotFoundError(f"encoder checkpoint {checkpoint_path} not found (pretraining writes <run_dir>/encoder.pt)")
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    checkpoint = load_weights_only(checkpoint_path, "Pass an encoder.pt written by pretraining")
     if not isinstance(checkpoint, Mapping) or "backbone" not in checkpoint:
         raise CheckpointMismatch(
             f"{checkpoint_path} has no 'backbone' state dict; pass an encoder.pt written by pretraining"
