@@ -1,4 +1,4 @@
-"""Augmentation recipes by name (method-spec.md §2, "Augmentations"), each with its eval transform.
+"""Augmentation recipes by name (docs/methods/invp.md §Augmentations), each with its eval transform.
 
 * ``insdis``: the InsDis ImageNet recipe (no blur), used with the linear head.
 * ``mocov2``: the MoCo-v2 recipe with Gaussian blur (the official ``--blur``), MLP head.

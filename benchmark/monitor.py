@@ -1,5 +1,5 @@
 """The pretraining monitor: weighted kNN top-1 on a held-out part of the train split, with clean
-features (test transform) recomputed every time, never the memory bank (method-spec §8.5-6)."""
+features (test transform) recomputed every time, never the memory bank (docs/protocols.md §kNN classification, §Model selection)."""
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, contextmanager

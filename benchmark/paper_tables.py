@@ -36,7 +36,7 @@ class RowRule:
 
 
 # First match wins: ablations before the plain method. Table 5's rows are InvP run with config
-# overrides (or the separate KNN-positive method); method-spec.md §3 maps them to flags.
+# overrides (or the separate KNN-positive method); docs/methods/invp.md §Ablations maps them to options.
 ROW_RULES: tuple[RowRule, ...] = (
     RowRule("InvP without hard positive", "invp", {"hard_positive": False}),
     RowRule("InvP without hard negative", "invp", {"n_background": "all"}),

@@ -6,7 +6,7 @@ and NCE) and KNN; plus the floor any bank method pays: one B x n matmul and a to
 row is its method part with a queue of M keys (independent of n): InfoNCE over the queue and the
 all-gathered enqueue (the key encoder's forward belongs to the network, benchmarks/train_step.py).
 InterCLR's row adds its inter term (B x n similarities, semi-hard pool, sampling) and the bank,
-relabel, centroid and repair updates, at §2.14's ratios for n (clusters n/128, pool 10 %).
+relabel, centroid and repair updates, at the ratios of docs/methods/interclr.md §Small-scale version for n (clusters n/128, pool 10 %).
 CLIM's row: partner draw and CutMix of 8 x 8 stand-in images (prepare_batch), InfoNCE of the query,
 the mixed view (soft target) and two multi-resolution views over the queue, and the bank update;
 its per-epoch k-means and kNN refresh is not part of a step (random tables stand in).
@@ -76,7 +76,7 @@ def pool_option(config: dict[str, Any], pool: int) -> dict[str, Any]:
 
 
 def interclr_state(n: int, bank: torch.Tensor, clusters: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """InterCLR's options at bank size n by related-methods.md §2.14's ratios (C = n/128, M_s = 10 %
+    """InterCLR's options at bank size n by the ratios of docs/methods/interclr.md §Small-scale version (C = n/128, M_s = 10 %
     of n, K_n = 12.8 % of M_s) and a state of random pseudo-labels (no initial k-means)."""
     pool_size = round(0.1 * n)
     options = {"num_clusters": clusters, "pool_size": pool_size, "negatives": round(0.128 * pool_size)}

@@ -1,4 +1,4 @@
-"""AND's curriculum anchor neighbourhoods (Huang et al. 2019; method-spec.md §6).
+"""AND's curriculum anchor neighbourhoods (Huang et al. 2019; docs/methods/knn-positive.md §AND).
 
 At the start of round r the bank is both query and key: the samples whose softmax over the bank
 (temperature tau, self term included) has the lowest entropy become anchors, a fraction r/R of

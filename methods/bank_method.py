@@ -4,7 +4,7 @@ checkpoint state and device moves. InvP, InsDis and the KNN-positive variants bu
 The bank is created at the first ``loss`` call, when the embedding width D is known (a method's
 config does not carry D); under DDP rank 0's initial bank is broadcast so all ranks start equal.
 ``update`` all-gathers the pre-step embeddings, indices and any rows prepared by ``loss``, so
-every rank applies the same update (§3 step 13).
+every rank applies the same update (docs/methods/memory-bank.md §Distributed training; docs/methods/invp.md §Official step, step 13).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CLIM's center-wise local selection (related-methods.md §3.2) over a memory bank V.
+"""CLIM's center-wise local selection (docs/methods/clim.md §Center-wise selection) over a memory bank V.
 
 N_k(i): the k nearest bank rows of v_i by cosine, i excluded. S(i): the members j of N_k(i) with
 v_j . mu_a(i) > v_i . mu_a(i), i.e. closer to the anchor's cluster centre than the anchor (for unit

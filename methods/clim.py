@@ -1,5 +1,5 @@
 """CLIM (Li, Zhang, Xiong, "Center-wise Local Image Mixture", BMVC 2021) on MoCo v2, as
-related-methods.md §3 reconstructs it (no public code; only the abstract is verified, so every
+docs/methods/clim.md §Algorithm reconstructs it (no public code; only the abstract is verified, so every
 choice below beyond "kNN positives kept when closer to their cluster centre, instantiated by image
 mixing, plus multi-resolution views" is [recon]/[suite] and an option).
 
@@ -48,7 +48,7 @@ MIX_TARGETS = ("soft", "anchor")
 
 @dataclass(frozen=True)
 class CLIMSettings(MomentumSettings):
-    """CLIM's options; defaults are the ImageNet [suite] values of related-methods.md §3.3 (none
+    """CLIM's options; defaults are the ImageNet [suite] values of docs/methods/clim.md §Hyperparameters (none
     is a verified paper value)."""
 
     k: int = 10                       # |N_k(i)|

@@ -1,8 +1,8 @@
 """Collectives the methods need under DDP, written so that one process needs no process group.
 
 Every rank must hold the same memory bank and neighbour table; each rank therefore all-gathers
-the batch's embeddings, indices and prepared rows and applies the same update (method-spec.md §3
-step 13, design.md "Method"). Works with any backend (gloo on CPU, NCCL on GPU).
+the batch's embeddings, indices and prepared rows and applies the same update (docs/methods/invp.md §Official step,
+step 13, docs/methods/memory-bank.md §Distributed training). Works with any backend (gloo on CPU, NCCL on GPU).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""InsDis (Wu et al. 2018): instance discrimination against a memory bank (method-spec.md §5).
+"""InsDis (Wu et al. 2018): instance discrimination against a memory bank (docs/methods/insdis.md).
 
 ``variant: softmax`` is the full non-parametric softmax over all n bank entries (the CIFAR
 recipe, ``--nce-k 0``). ``variant: nce`` is the NCE approximation with K uniform noise draws per
@@ -24,7 +24,7 @@ from methods.similarity import DenseScores, gathered_similarities
 
 @dataclass(frozen=True)
 class InsDisSettings:
-    """Options of ``insdis`` (defaults: the official ImageNet values, §5)."""
+    """Options of ``insdis`` (defaults: the official ImageNet values, docs/methods/insdis.md §Hyperparameters)."""
 
     temperature: float = 0.07
     memory_momentum: float = 0.5
@@ -35,7 +35,7 @@ class InsDisSettings:
 
 
 def row_normalisers(logits: torch.Tensor, num_samples: int) -> torch.Tensor:
-    """Per-anchor Monte-Carlo estimates of Z, n * mean_j exp(logits[b, j]), (B,) from (B, K+1) (§5);
+    """Per-anchor Monte-Carlo estimates of Z, n * mean_j exp(logits[b, j]), (B,) from (B, K+1) (docs/methods/insdis.md §NCE and its normaliser Z);
     their mean over the (gathered) batch is the batch estimate."""
     return num_samples * torch.exp(logits).mean(dim=1)
 

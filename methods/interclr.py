@@ -1,4 +1,4 @@
-"""InterCLR (Xie et al., IJCV 2022; official code mmselfsup 0.x, related-methods.md §2): MoCo v2's
+"""InterCLR (Xie et al., IJCV 2022; official code mmselfsup 0.x, docs/methods/interclr.md): MoCo v2's
 intra-image InfoNCE plus an inter-image InfoNCE whose positive is a random member of the anchor's
 online pseudo-label cluster and whose negatives are sampled from a pool of bank rows outside it
 (semi-hard by default), with a cosine margin on the positive: L = 0.75 L_intra + 0.25 L_inter.
@@ -6,8 +6,8 @@ online pseudo-label cluster and whose negatives are sampled from a pool of bank 
 Bank rows, labels and centroids live in a MemoryBank and PseudoLabels, built by k-means over the
 clean embeddings in ``on_train_start`` and maintained in ``after_step`` (bank row <- key, relabel,
 centroids every ``centroid_interval`` steps, small-cluster repair every ``repair_interval``).
-``online_labels=False``: offline-label ablation (§2.6.4), no per-step relabel, k-means of the bank at epoch starts.
-The inter logits are gathered from S = q·Vᵀ (§2.9's cheaper, identical formulation). The
+``online_labels=False``: offline-label ablation (docs/methods/interclr.md §Pseudo-labels, item 4), no per-step relabel, k-means of the bank at epoch starts.
+The inter logits are gathered from S = q·Vᵀ (docs/methods/interclr.md §Cost per step: the cheaper, identical formulation). The
 sampling randomness of a step comes from a generator seeded by (run's draw, step), so an exact
 resume needs no RNG state beyond that seed.
 """
@@ -39,26 +39,26 @@ MARGIN_TYPES = ("cosine", "arc")
 
 @dataclass(frozen=True)
 class InterCLRSettings(MomentumSettings):
-    """Defaults: the released config (mmselfsup interclr-moco_resnet50_8xb32-coslr-200e_in1k, §2.8)."""
+    """Defaults: the released config (mmselfsup interclr-moco_resnet50_8xb32-coslr-200e_in1k, docs/methods/interclr.md §Hyperparameters)."""
 
     num_clusters: int = 10000
     kmeans_iterations: int = 20       # initial k-means (faiss, no PCA)
     kmeans_backend: str = "auto"      # auto (faiss if importable) | faiss | torch
-    assign: str = "dot"               # relabel rule: dot (official, unnormalised mu) | l2 (§2.13.1)
+    assign: str = "dot"               # relabel rule: dot (official, unnormalised mu) | l2 (docs/methods/interclr.md §Pitfalls, item 1)
     min_cluster: int = 20             # small-cluster repair threshold (0 = no repair)
     centroid_interval: int = 10       # steps between centroid refreshes
     repair_interval: int = 1          # steps between small-cluster repairs
     split_iterations: int = 20        # 2-means iterations of a re-seeding split
     negatives: int = 16384            # K_n inter negatives per anchor
     pool_size: int = 128000           # M_s semi-hard (semi-easy) pool
-    neg_sampling: str = "semihard"    # semihard | hard | random | semieasy (§2.4)
+    neg_sampling: str = "semihard"    # semihard | hard | random | semieasy (docs/methods/interclr.md §Sampling)
     margin: float = -0.5              # m: the positive logit is cos - m (cosine) or cos(theta + m) (arc)
     margin_type: str = "cosine"       # cosine | arc
     intra_weight: float = 0.75
     inter_weight: float = 0.25
     warmup_epochs: int = 0            # first epochs with weights (1, 0) (official hook option, off)
     bank_momentum: float = 1.0        # beta: row <- normalise((1 - beta) row + beta key); 1 = replace
-    # Pseudo-label maintenance (§2.6). True: online labels (official default). False: the offline
+    # Pseudo-label maintenance (docs/methods/interclr.md §Pseudo-labels). True: online labels (official default). False: the offline
     # ablation (official hook ``online_labels=False``): labels fixed within an epoch, re-clustered
     # at the start of every epoch e > 1 with (e - 1) % offline_interval == 0, i.e. after every
     # ``offline_interval`` finished epochs, as the official ``after_train_epoch`` does. Deviation:
@@ -72,7 +72,7 @@ class InterCLRSettings(MomentumSettings):
 
 def margin_logit(cosine: torch.Tensor, margin: float, kind: str) -> torch.Tensor:
     """The positive's similarity after the margin: cos - m, or ArcFace's cos(theta + m) with the
-    official fallbacks near the ends of the angle range (§2.5)."""
+    official fallbacks near the ends of the angle range (docs/methods/interclr.md §Margin)."""
     if kind == "cosine":
         return cosine - margin
     theta = torch.acos(cosine.clamp(-1 + 1e-7, 1 - 1e-7))
@@ -133,7 +133,7 @@ class InterCLR(MoCoV2):
         self.num_classes = 0 if labels is None or not len(labels) else int(labels.max()) + 1
 
     def on_train_start(self, extract: Callable[[], torch.Tensor]) -> None:
-        """Bank = clean embeddings of the initial network; labels = their k-means (§2.6.1), then
+        """Bank = clean embeddings of the initial network; labels = their k-means (docs/methods/interclr.md §Pseudo-labels, item 1), then
         one repair (the official code asserts no empty cluster instead); rank 0's state wins."""
         s: InterCLRSettings = self.settings  # type: ignore[assignment]
         features = F.normalize(extract().float().to(self.device), dim=1)
@@ -150,7 +150,7 @@ class InterCLR(MoCoV2):
 
     def kmeans_seed(self, epoch: int) -> int:
         """Seed of the offline re-clustering at the start of ``epoch``: a function of the run's
-        seed and the epoch only (the official one comes from numpy's unseeded RNG, §2.13.4), so a
+        seed and the epoch only (the official one comes from numpy's unseeded RNG, docs/methods/interclr.md §Pitfalls, item 4), so a
         resume at an epoch boundary re-clusters identically."""
         return (self.seed + 7919 * epoch) % (2**31 - 1)
 

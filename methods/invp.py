@@ -1,4 +1,4 @@
-"""Invariance Propagation (Wang et al., NeurIPS 2020), faithful to the official step (§3, 1-13).
+"""Invariance Propagation (Wang et al., NeurIPS 2020), faithful to the official step (docs/methods/invp.md §Official step, steps 1-13).
 
 Per step: dense similarity of the batch to the whole bank; top-M pool (M = ``n_background``);
 L_ins over the pool; candidates by propagation over the kNN table (official concatenation or
@@ -48,7 +48,7 @@ class Discovery(NamedTuple):
 
 @dataclass(frozen=True)
 class InvPSettings:
-    """Options of ``invp`` (defaults: the official code's, §2)."""
+    """Options of ``invp`` (defaults: the official code's, docs/methods/invp.md §Hyperparameters)."""
 
     temperature: float = 0.07
     memory_momentum: float = 0.5

@@ -1,6 +1,6 @@
 """k-means for the clustering methods (InterCLR, CLIM): Lloyd's algorithm on embeddings.
 
-``kmeans`` uses faiss (``faiss.Clustering``, the InterCLR code's tool, related-methods.md §2.6)
+``kmeans`` uses faiss (``faiss.Clustering``, the InterCLR code's tool, docs/methods/interclr.md §Pseudo-labels)
 when it is importable and a vectorised torch implementation otherwise; both start from ``k``
 distinct random points drawn from ``seed`` and are deterministic for a given backend and input.
 The distance is L2, as the InterCLR code runs it on L2-normalised features with plain (not
@@ -77,7 +77,7 @@ def _faiss_centroids(x: torch.Tensor, k: int, iterations: int, seed: int, spheri
     clustering.niter = iterations
     clustering.seed = seed
     clustering.spherical = spherical
-    clustering.max_points_per_centroid = 10_000_000  # use every point (InterCLR code, §2.6)
+    clustering.max_points_per_centroid = 10_000_000  # use every point (InterCLR code, docs/methods/interclr.md §Pseudo-labels)
     clustering.min_points_per_centroid = 1
     clustering.verbose = False
     threads = faiss.omp_get_max_threads()

@@ -1,4 +1,4 @@
-"""Weighted k-nearest-neighbour classifier (Wu et al. 2018; method-spec.md §5 and §10.6).
+"""Weighted k-nearest-neighbour classifier (Wu et al. 2018; docs/protocols.md §kNN classification).
 
 Each test feature votes with its ``k`` most cosine-similar training features, each weighted by
 ``exp(s / sigma)``; the class with the largest summed weight wins. Used by the pretraining

@@ -1,4 +1,4 @@
-"""KNN-positive baselines (method-spec.md §6), registered as ``knn`` with ``variant``:
+"""KNN-positive baselines (docs/methods/knn-positive.md), registered as ``knn`` with ``variant``:
 
 * ``invp`` — the InvP-framework KNN of the paper's Table 5: everything as InvP except that the
   positives are the K graph neighbours N_K(i) (``k``), all used, with the same top-M loss and
@@ -7,7 +7,7 @@
   discrimination; at each round r = 1..``and_rounds`` the lowest-entropy r/R of the data become
   anchors with fixed ``and_anchor_k``-NN neighbourhoods, trained with -log(p_ii + sum_j p_ij).
   A round lasts ``and_round_epochs`` epochs (AND also restarts the lr per round; that is the
-  pretraining schedule's job). AND's own temperature is 0.1 (§6).
+  pretraining schedule's job). AND's own temperature is 0.1 (docs/methods/knn-positive.md §AND).
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def read_knn_settings(config: Mapping[str, Any]) -> KNNSettings:
 
 
 class InvPFrameworkKNN(InvP):
-    """InvP with steps=1 and all K graph neighbours as positives (§6 variant b)."""
+    """InvP with steps=1 and all K graph neighbours as positives (docs/methods/knn-positive.md §InvP-framework KNN)."""
 
     name = "knn"
     summary = "KNN positives inside the InvP framework"
@@ -64,7 +64,7 @@ class InvPFrameworkKNN(InvP):
 
 
 class ANDCurriculum(BankMethod):
-    """AND (Huang et al. 2019) with anchor neighbourhoods fixed per curriculum round (§6 variant a)."""
+    """AND (Huang et al. 2019) with anchor neighbourhoods fixed per curriculum round (docs/methods/knn-positive.md §AND)."""
 
     name = "knn"
     summary = "AND: curriculum anchor neighbourhoods over a full softmax"

@@ -12,11 +12,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-RATIO_EPS = 1e-7  # the official code adds 1e-7 to the probability ratio inside the log (§3 steps 5, 10)
+RATIO_EPS = 1e-7  # the official code adds 1e-7 to the probability ratio inside the log (docs/methods/invp.md §Official step, steps 5 and 10)
 
 
 def instance_loss(self_logits: torch.Tensor, pool_logits: torch.Tensor) -> torch.Tensor:
-    """L_ins over the top-M pool (§1 Eq 6, §3 step 5): -log(exp(self) / sum exp(pool) + 1e-7).
+    """L_ins over the top-M pool (docs/methods/invp.md §Equations, Eq 6; §Official step, step 5): -log(exp(self) / sum exp(pool) + 1e-7).
 
     ``self_logits`` (B,): the anchor against its own bank entry; ``pool_logits`` (B, M): the
     top-M bank entries (the pool normally contains the anchor). Returns (B,).
@@ -32,7 +32,7 @@ def invp_loss(
     self_logits: torch.Tensor,
     exclusive: bool = True,
 ) -> torch.Tensor:
-    """L_InvP (§1 Eq 4/5, §3 steps 9-10): -log(sum_P exp(pos) / D + 1e-7), per sample (B,).
+    """L_InvP (docs/methods/invp.md §Equations, Eq 4/5; §Official step, steps 9-10): -log(sum_P exp(pos) / D + 1e-7), per sample (B,).
 
     ``pos_logits`` (B, P): the selected (hard) positives, repeats counted per occurrence;
     ``pos_mask`` (B, P): which of them are real (padding contributes 0). D is the sum of
@@ -51,7 +51,7 @@ def invp_loss(
 
 
 def nce_loss(logits: torch.Tensor, log_z: torch.Tensor | float, num_samples: int) -> torch.Tensor:
-    """InsDis NCE loss (§5), per sample (B,); column 0 of ``logits`` (B, K+1) is the positive.
+    """InsDis NCE loss (docs/methods/insdis.md §NCE and its normaliser Z), per sample (B,); column 0 of ``logits`` (B, K+1) is the positive.
 
     Model density P_m = exp(logit) / Z, noise density 1/n, K noise draws; the loss is
     -[log P_m(pos) / (P_m(pos) + K/n) + sum_noise log (K/n) / (P_m(noise) + K/n)], in log space.
@@ -67,7 +67,7 @@ def nce_loss(logits: torch.Tensor, log_z: torch.Tensor | float, num_samples: int
 def and_loss(
     logits: torch.Tensor, targets: torch.Tensor, neighbours: torch.Tensor, neighbour_mask: torch.Tensor
 ) -> torch.Tensor:
-    """AND loss over the full non-parametric softmax (§6), per sample (B,).
+    """AND loss over the full non-parametric softmax (docs/methods/knn-positive.md §AND), per sample (B,).
 
     ``logits`` (B, n) over the whole bank; ``targets`` (B,) the anchors' own indices;
     ``neighbours`` (B, k) their neighbourhood; ``neighbour_mask`` (B, k) False for samples that

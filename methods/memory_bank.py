@@ -1,4 +1,4 @@
-"""The memory bank: one EMA feature per training sample (method-spec.md §1 "Memory bank", §5).
+"""The memory bank: one EMA feature per training sample (docs/methods/memory-bank.md).
 
 Initialisation follows the official InvP / InsDis code: every coordinate i.i.d. uniform on
 [-sqrt(3/D), +sqrt(3/D)], so E||v||^2 = 1 but rows are not renormalised. After each step a
@@ -13,13 +13,13 @@ import torch.nn.functional as F
 
 
 def uniform_bank_init(num_samples: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(num_samples, dim) float32, coordinates uniform on [-sqrt(3/dim), sqrt(3/dim)] (§1)."""
+    """(num_samples, dim) float32, coordinates uniform on [-sqrt(3/dim), sqrt(3/dim)] (docs/methods/memory-bank.md §Initialisation)."""
     bound = math.sqrt(3.0 / dim)
     return (torch.rand(num_samples, dim, generator=generator) * 2.0 - 1.0) * bound
 
 
 def ema_rows(old: torch.Tensor, new: torch.Tensor, momentum: float) -> torch.Tensor:
-    """normalize(momentum * old + (1 - momentum) * new), row-wise; old, new: (B, D) (§1, §3.13)."""
+    """normalize(momentum * old + (1 - momentum) * new), row-wise; old, new: (B, D) (docs/methods/memory-bank.md §Update; docs/methods/invp.md §Official step, step 13)."""
     return F.normalize(momentum * old + (1.0 - momentum) * new, dim=1)
 
 

@@ -1,5 +1,5 @@
 """Image mixture of a batch with partner images, per sample (CutMix, Yun et al. 2019; mixup,
-Zhang et al. 2018), usable by any method's ``prepare_batch`` (CLIM: related-methods.md §3.2).
+Zhang et al. 2018), usable by any method's ``prepare_batch`` (CLIM: docs/methods/clim.md §Image mixture).
 
 The random draws come in as tensors (``lam`` ~ Beta(alpha, alpha), box centres uniform in
 [0, 1)^2), so the caller decides where randomness comes from (CLIM keys it on the global batch,

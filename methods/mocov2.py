@@ -1,6 +1,6 @@
 """MoCo v2 (Chen et al. 2020, on MoCo, He et al. 2020): InfoNCE of the query against its own
 momentum key (positive) and the queue of past keys (negatives), tau 0.2, MLP head (set by the
-profiles), keys from the engine's momentum encoder with shuffle-BN (related-methods.md §2.2-2.3,
+profiles), keys from the engine's momentum encoder with shuffle-BN (docs/methods/mocov2.md §Model and loss,
 L_intra; the MoCo-v2 baseline of the InterCLR comparison).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The kNN graph as an (n, k) adjacency table, refreshed lazily per visited sample (§3 step 11).
+"""The kNN graph as an (n, k) adjacency table, refreshed lazily per visited sample (docs/methods/invp.md §Official step, step 11).
 
 It starts all zeros (every node points to sample 0), as in the official code; a row is rewritten
 each time its sample is in a batch, from that step's top-M list of the fresh embedding against the
@@ -12,7 +12,7 @@ from methods.memory_bank import last_occurrence
 
 
 def neighbours_from_topm(topm_indices: torch.Tensor, anchors: torch.Tensor, k: int) -> torch.Tensor:
-    """New graph rows (B, k) from a top-M index list (B, M >= k+1), descending (§3 step 11).
+    """New graph rows (B, k) from a top-M index list (B, M >= k+1), descending (docs/methods/invp.md §Official step, step 11).
 
     Take the first k+1 indices; any of the first k equal to the anchor is replaced by the
     (k+1)-th; keep the first k. So a row is the anchor's top-k bank neighbours without itself,

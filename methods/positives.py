@@ -1,4 +1,4 @@
-"""Hard-positive selection among propagated candidates (§1 "Hard positives", §3 step 8)."""
+"""Hard-positive selection among propagated candidates (docs/methods/invp.md §Hard positives and hard negatives; §Official step, step 8)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Invariance propagation: positives from walks of length 1..l in the kNN graph (§1 Eq 3, §3 step 6).
+"""Invariance propagation: positives from walks of length 1..l in the kNN graph (docs/methods/invp.md §Equations, Eq 3; §Official step, step 6).
 
 Two variants:
 
@@ -18,7 +18,7 @@ def propagation_width(k: int, steps: int) -> int:
 
 
 def propagate_concat(table: torch.Tensor, anchors: torch.Tensor, steps: int) -> torch.Tensor:
-    """Official multiset of candidate positives, (B, k + ... + k^steps) int64 (§3 step 6).
+    """Official multiset of candidate positives, (B, k + ... + k^steps) int64 (docs/methods/invp.md §Official step, step 6).
 
     ``table`` (n, k) is the graph, ``anchors`` (B,) the batch indices. Layer 1 is table[anchors];
     layer s expands every column of layer s-1, left to right, into its k graph neighbours

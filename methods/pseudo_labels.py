@@ -1,5 +1,5 @@
 """Online pseudo-labels over a memory bank: ODC's mechanism as InterCLR reuses it
-(related-methods.md §2.6). Labels y (N,) and centroids mu (C, D) start from a k-means of the bank;
+(docs/methods/interclr.md §Pseudo-labels). Labels y (N,) and centroids mu (C, D) start from a k-means of the bank;
 visited rows are relabelled every step, centroids are refreshed as per-cluster means, and small
 clusters are repaired (members moved to the best non-small cluster, then every emptied cluster
 re-seeded with one half of a 2-means split of the current largest cluster).
@@ -12,7 +12,7 @@ import torch
 
 from methods.kmeans import cluster_means, kmeans
 
-ASSIGN_RULES = ("dot", "l2")  # dot: argmax mu·v with unnormalised mu (official, §2.13.1); l2: nearest mu
+ASSIGN_RULES = ("dot", "l2")  # dot: argmax mu·v with unnormalised mu (official, docs/methods/interclr.md §Pitfalls, item 1); l2: nearest mu
 
 
 class PseudoLabels:

@@ -1,4 +1,4 @@
-"""Ramp-up of the InvP term's weight w(t) over epochs (method-spec.md §1 Eq 7, §2 "ramp type")."""
+"""Ramp-up of the InvP term's weight w(t) over epochs (docs/methods/invp.md §Ramp-up)."""
 from __future__ import annotations
 
 import math

@@ -1,7 +1,7 @@
 """Typed, validated method settings read from the resolved ``method`` config block.
 
 Each method declares a frozen dataclass whose defaults are the official code's values
-(method-spec.md §2, §5, §6); profiles override them. Unknown keys and wrongly typed values are
+(docs/methods/invp.md §Hyperparameters, docs/methods/insdis.md §Hyperparameters, docs/methods/knn-positive.md §Hyperparameters); profiles override them. Unknown keys and wrongly typed values are
 errors that name the key and the fix, so a typo in a profile or ``--set`` never goes unnoticed.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Similarities of the current embeddings to the memory bank, with gradient only through them.
 
-Every bank method scores a batch v (B, D) against the bank V (n, D) (§3 step 2). The dense
+Every bank method scores a batch v (B, D) against the bank V (n, D) (docs/methods/invp.md §Official step, step 2). The dense
 S = v V^T is computed once per step without autograd; the entries a loss actually uses are then
 gathered by ``gathered_similarities``, whose backward is a sparse (B x n) x (n x D) product over
 just those entries. This keeps backward at O(B * C * D) instead

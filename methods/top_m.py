@@ -1,4 +1,4 @@
-"""The M largest entries of every row of a score matrix: InvP's top-M pool (§3 step 3).
+"""The M largest entries of every row of a score matrix: InvP's top-M pool (docs/methods/invp.md §Official step, step 4).
 
 On CPU, torch.topk's per-row selection over (value, index) pairs is the one part of an InvP
 step that InsDis does not have, and at the mini scale it costs more than the rest of the

@@ -1,4 +1,4 @@
-"""Weighted kNN classification on frozen features (InsDis/InvP monitor protocol, §3.8)."""
+"""Weighted kNN classification on frozen features (InsDis/InvP monitor protocol, docs/protocols.md §kNN classification)."""
 from __future__ import annotations
 
 from typing import Any, ClassVar

@@ -1,5 +1,5 @@
 """Linear probes on frozen features: InvP's per-block probe and Goyal/VISSL's multi-layer heads
-(protocols.md §3.1, §3.2), on ImageNet, Places205 and the mini profile's Fashion-MNIST.
+(docs/protocols.md §Linear probes, §Places205 linear), on ImageNet, Places205 and the mini profile's Fashion-MNIST.
 
 Protocol as run here: features are extracted once with the evaluation transform and cached
 (the anchors re-augment every epoch with RandomResizedCrop; this is the suite's documented
@@ -193,7 +193,7 @@ class LinearTask(LinearProbeTask):
     summary = "InvP per-block linear probe (BN + linear on every block), ImageNet top-1"
     paper_table = "Table 1"
     paper_column = "ImageNet"
-    protocol = "InvP 17-block probe (§3.1a): grid-pooled blocks, BN1d+linear, SGD lr 1.0, 120 ep"
+    protocol = "InvP 17-block probe (docs/protocols.md §InvP 17-block probe): grid-pooled blocks, BN1d+linear, SGD lr 1.0, 120 ep"
 
 
 @register
@@ -202,7 +202,7 @@ class LinearMultilayerTask(LinearProbeTask):
     summary = "Goyal/VISSL multi-layer probe (conv1, res2-res5, res5avg), ImageNet top-1"
     paper_table = "Table 1"
     paper_column = "ImageNet"
-    protocol = "Goyal/VISSL (§3.1b): fixed AvgPool per layer, BN(no affine)+linear, 28 ep"
+    protocol = "Goyal/VISSL (docs/protocols.md §Goyal VISSL multi-layer probe): fixed AvgPool per layer, BN(no affine)+linear, 28 ep"
     defaults = {
         **INVP_DEFAULTS,
         "layers": GOYAL_LAYERS,
@@ -221,7 +221,7 @@ class Places205LinearTask(LinearProbeTask):
     summary = "InvP per-block linear probe on Places205 (205 classes)"
     paper_table = "Table 1"
     paper_column = "Places205"
-    protocol = "InvP 17-block probe (§3.2) with the script's defaults (paper states none)"
+    protocol = "InvP 17-block probe (docs/protocols.md §Places205 linear) with the script's defaults (paper states none)"
     defaults = {**INVP_DEFAULTS, "dataset": "places205"}
 
 
@@ -231,7 +231,7 @@ class Places205MultilayerTask(LinearProbeTask):
     summary = "VISSL multi-layer probe on Places205 (conv1, res2-res5)"
     paper_table = "Table 1"
     paper_column = "Places205"
-    protocol = "VISSL Places205 (§3.2): 5 heads, 14 ep, steps 4/8/12, lr 0.01, wd 5e-4, nesterov"
+    protocol = "VISSL Places205 (docs/protocols.md §Places205 linear): 5 heads, 14 ep, steps 4/8/12, lr 0.01, wd 5e-4, nesterov"
     defaults = {
         **LinearMultilayerTask.defaults,
         "dataset": "places205",

@@ -1,4 +1,4 @@
-"""Classification metrics of protocols.md §3.9, implemented exactly as the anchors define them.
+"""Classification metrics of docs/protocols.md §Metrics, implemented exactly as the anchors define them.
 
 top-1/top-5 come from ``methods.knn_classifier.topk_accuracy`` (one implementation for the
 whole suite). Multi-label targets use the raw VOC values: +1 present, -1 absent, 0 difficult.

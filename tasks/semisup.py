@@ -1,4 +1,4 @@
-"""Semi-supervised fine-tuning on 1 % / 10 % of the labels (protocols.md §3.4).
+"""Semi-supervised fine-tuning on 1 % / 10 % of the labels (docs/protocols.md §Semi-supervised fine-tuning).
 
 The whole network is fine-tuned on a labelled subset of train and scored on the test split
 after the last epoch (top-1 and top-5). Subsets come from SimCLR's list files (one train
@@ -75,7 +75,7 @@ class SemiSupervisedTask(Task):
     paper_table = "Table 2"
     paper_column = "1% / 10% labels (top-5)"
     metrics = ("top1_1pct", "top5_1pct", "top1_10pct", "top5_10pct")
-    protocol = "InvP semi_supervised.py, classifier lr decayed and last epoch evaluated (§3.4)"
+    protocol = "InvP semi_supervised.py, classifier lr decayed and last epoch evaluated (docs/protocols.md §Semi-supervised fine-tuning)"
     defaults: ClassVar[dict[str, Any]] = {
         "dataset": "imagenet",
         "fractions": [0.01, 0.1],

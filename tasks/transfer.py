@@ -1,4 +1,4 @@
-"""Transfer to small classification datasets (protocols.md §3.5, §3.6).
+"""Transfer to small classification datasets (docs/protocols.md §Transfer fine-tuning, §Transfer linear probe).
 
 ``transfer``: SimCLR/Kornblith fine-tuning. For every (lr, wd) of the grid, fine-tune on the
 training part and score the validation part (the creators' val split for VOC07 and Flowers,
@@ -131,7 +131,7 @@ class TransferTaskBase(Task):
 class TransferFinetuneTask(TransferTaskBase):
     name = "transfer"
     summary = "fine-tune to 7 datasets with the (lr, wd) grid, select on val, retrain, test once"
-    protocol = "SimCLR/Kornblith fine-tune (§3.5): lr x wd grid, wd/lr, retrain on train+val"
+    protocol = "SimCLR/Kornblith fine-tune (docs/protocols.md §Transfer fine-tuning): lr x wd grid, wd/lr, retrain on train+val"
     defaults = {
         **_common_defaults(),
         "lrs": [1e-4, 1e-3, 1e-2, 1e-1],
@@ -211,7 +211,7 @@ class TransferLinearTask(TransferTaskBase):
     paper_table = None  # SimCLR's Table B.5 protocol; the InvP paper prints no linear transfer
     paper_column = None
     summary = "L-BFGS logistic regression on frozen features of the 7 transfer datasets"
-    protocol = "SimCLR B.8.1 / ssl-transfer linear.py (§3.6): C = 1/wd, 45 wd in [1e-6, 1e5]"
+    protocol = "SimCLR B.8.1 / ssl-transfer linear.py (docs/protocols.md §Transfer linear probe): C = 1/wd, 45 wd in [1e-6, 1e5]"
     defaults = {
         **_common_defaults(),
         "weight_decays": {"logspace": [-6, 5, 45]},

@@ -1,4 +1,4 @@
-"""Pascal VOC07 classification on frozen features, three protocols (protocols.md §3.3):
+"""Pascal VOC07 classification on frozen features, three protocols (docs/protocols.md §VOC07 classification):
 
 - ``voc07_svm``: Goyal/VISSL per-class linear SVMs on every probed layer, cost sweep with
   3-fold CV (AP scoring), per-class best cost, refit on trainval, VOC area-AP on test with
@@ -103,7 +103,7 @@ def svm_store(ctx: TaskContext, s: Mapping[str, Any], dataset: str, layer: Featu
 class VOC07SVMTask(VOC07Task):
     name = "voc07_svm"
     summary = "Goyal/VISSL linear SVMs per class and layer, cost sweep + 3-fold CV, VOC area mAP"
-    protocol = "Goyal/VISSL VOC07 SVM (§3.3b): LinearSVC, class_weight 2:1, CV AP, area AP"
+    protocol = "Goyal/VISSL VOC07 SVM (docs/protocols.md §Goyal VISSL SVM): LinearSVC, class_weight 2:1, CV AP, area AP"
     defaults: ClassVar[dict[str, Any]] = {
         "layers": GOYAL_LAYERS[:-1],
         "grids": {},
@@ -209,7 +209,7 @@ def train_bce_head(
 class VOC07BCETask(VOC07Task):
     name = "voc07_bce"
     summary = "InvP's BCE linear layer on layer4.1 pooled 2x2 (8192-d), sklearn mAP"
-    protocol = "InvP voc_linear.py (§3.3a): SGD lr 3.0, batch 16, 1900 it, x0.5 / 760, masked BCE"
+    protocol = "InvP voc_linear.py (docs/protocols.md §InvP BCE probe): SGD lr 3.0, batch 16, 1900 it, x0.5 / 760, masked BCE"
     defaults: ClassVar[dict[str, Any]] = {
         "layer": "layer4.1@2",
         "lr": 3.0,
@@ -261,5 +261,5 @@ class VOC07LBFGSTask(TransferLinearTask):
     paper_table = "Table 1"
     paper_column = "VOC07"
     metrics = ("voc11_map",)
-    protocol = "SimCLR B.8.1 (§3.3c/§3.6): C on VOC val, refit on trainval, 11-point mAP"
+    protocol = "SimCLR B.8.1 (docs/protocols.md §SimCLR logistic probe): C on VOC val, refit on trainval, 11-point mAP"
     defaults = {**TransferLinearTask.defaults, "datasets": [DATASET]}

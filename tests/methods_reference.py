@@ -1,4 +1,4 @@
-"""Slow, loop-based references for the methods tests (written from method-spec.md, not from
+"""Slow, loop-based references for the methods tests (written from docs/methods/*.md, not from
 methods/): plain-Python graph walks and per-sample loss formulas."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def unit_rows(n: int, d: int, seed: int) -> torch.Tensor:
 
 
 def official_walk(table: list[list[int]], anchor: int, steps: int) -> list[int]:
-    """§3 step 6 as a column walk: expand columns left to right, a layer counter per level."""
+    """docs/methods/invp.md §Official step, step 6, as a column walk: expand columns left to right, a layer counter per level."""
     columns = list(table[anchor])
     cursor, layer_end, layer = 0, len(columns) - 1, 2
     while layer <= steps:

@@ -1,4 +1,4 @@
-"""CLIM (related-methods.md §3, checks §5): kNN and center-wise selection against slow loops,
+"""CLIM (docs/methods/clim.md, §Conformance checks): kNN and center-wise selection against slow loops,
 partners in N_k(i) and closer to the centre, the loss against MoCo v2 and a per-sample reference,
 empty selections, diagnostics, state round-trip and bad options."""
 from __future__ import annotations
@@ -238,7 +238,7 @@ def test_cutmix_lambda_of_a_step_is_the_pixel_fraction_kept():
 
 
 def test_centre_wise_selection_raises_label_precision_on_a_toy_set():
-    """§5 CLIM check 4 (a diagnostic, not a guarantee): on 3 noisy labelled blobs, the selected
+    """docs/methods/clim.md §Conformance checks, check 4 (a diagnostic, not a guarantee): on 3 noisy labelled blobs, the selected
     neighbours share the anchor's label more often than the plain k nearest do."""
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(300) % 3

@@ -1,4 +1,4 @@
-"""InterCLR (related-methods.md §2, conformance checks §5): the inter loss with its margin against
+"""InterCLR (docs/methods/interclr.md, §Conformance checks): the inter loss with its margin against
 slow loops, positives inside and negatives outside the anchor's cluster, the semi-hard pool,
 bank update and relabel, centroid refresh, small-cluster repair, warm-up weights, state
 round-trip, profiles, and bad options that name the option."""
@@ -33,7 +33,7 @@ def batch(seed: int, size: int = 8) -> tuple[dict[str, torch.Tensor], torch.Tens
 
 
 def test_full_softmax_limit_and_margin_match_a_slow_loop():
-    """§5.5 and §5.2: one cluster per sample, hard negatives = every other row, weights (0, 1):
+    """docs/methods/interclr.md §Conformance checks, checks 5 and 2: one cluster per sample, hard negatives = every other row, weights (0, 1):
     the inter loss is a full-softmax instance loss whose positive (the own row) gains -m/tau."""
     n, tau, m = 10, 0.2, -0.5
     method = started(n=n, num_clusters=n, min_cluster=0, neg_sampling="hard", negatives=n - 1, queue_size=4,

@@ -160,7 +160,7 @@ def test_n_background_above_n_is_clamped_with_a_warning():
 
 @pytest.mark.parametrize("tau, top_m, full", [(0.07, 10.6, 11.4), (0.2, 9.2, 10.9)])
 def test_losses_at_initialisation_match_spec_simulation(tau, top_m, full):
-    """method-spec.md §10.3: random anchors against a fresh bank, n = 50 000, M = 4096."""
+    """docs/methods/invp.md §Conformance checks, check 3: random anchors against a fresh bank, n = 50 000, M = 4096."""
     torch.manual_seed(0)
     invp = build_method({"name": "invp", "temperature": tau}, 50000)
     v, idx = F.normalize(torch.randn(64, 128), dim=1), torch.randint(0, 50000, (64,))

@@ -237,5 +237,5 @@ def test_related_methods_numbers_are_listed_with_their_protocol_only_beside_the_
     section = paper_view.split("## Numbers the related methods report", 1)[1].split("\n## ", 1)[0]
     assert "| InterCLR | VOC07 SVM mAP, best layer (feature5) | 85.24 |" in section
     assert "| CLIM | ImageNet linear top-1 (ResNet-50) | 75.5 | epochs, batch" in section
-    assert "related-methods.md §3.6" in section
+    assert "docs/methods/clim.md §Reported numbers" in section
     assert "Numbers the related methods report" not in render(seeds([0.68] * 3), profile="mini")

@@ -1,4 +1,4 @@
-"""Metric helpers against values worked out by hand from their definitions (protocols §3.9)."""
+"""Metric helpers against values worked out by hand from their definitions (docs/protocols.md §Metrics)."""
 from __future__ import annotations
 
 import numpy as np

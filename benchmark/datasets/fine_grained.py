@@ -1,6 +1,6 @@
 """Stanford Cars, Oxford-IIIT Pets and Flowers102 through torchvision, with ``targets``.
 
-Layouts (protocols.md §4):
+Layouts (docs/protocols.md §Datasets):
 
 - ``<root>/stanford_cars/{devkit/cars_meta.mat, devkit/cars_train_annos.mat,
   cars_test_annos_withlabels.mat, cars_train/, cars_test/}`` (196 classes; no md5 check);

@@ -1,6 +1,6 @@
 """Places205 (205 scene classes), read from its CSV list files or from class folders.
 
-Layouts under ``<root>/Places205`` (protocols.md §3.2), the first found wins:
+Layouts under ``<root>/Places205`` (docs/protocols.md §Places205 linear), the first found wins:
 
 1. list files ``trainvalsplit_places205/{train,val}_places205.csv``, one ``<relpath> <label>``
    per line, with images under ``images256/`` or ``data/vision/torralba/deeplearning/images256/``

@@ -1,4 +1,4 @@
-"""Pascal VOC 2007 as a 20-class multi-label classification set (protocols.md §3.3, §4), and
+"""Pascal VOC 2007 as a 20-class multi-label classification set (docs/protocols.md §VOC07 classification, §Datasets), and
 ``mini_voc_cls``: the same reader on the mini detection set (``mini_det``, 10 classes), the
 mini profile's stand-in for VOC07 classification.
 

@@ -1,4 +1,4 @@
-"""Weight initialisation of the official InvP models (method-spec.md §2, "Networks")."""
+"""Weight initialisation of the official InvP models (docs/methods/invp.md §Networks)."""
 from __future__ import annotations
 
 from torch import nn

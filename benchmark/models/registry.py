@@ -26,7 +26,7 @@ def available_backbones() -> list[str]:
 
 
 def build_backbone(model_cfg: Mapping[str, Any]) -> Backbone:
-    """The backbone named by ``model_cfg['backbone']``, freshly initialised (method-spec §2)."""
+    """The backbone named by ``model_cfg['backbone']``, freshly initialised (docs/methods/invp.md §Networks)."""
     name = str(model_cfg.get("backbone", ""))
     if name.startswith("timm:"):
         return _BUILDERS["timm"](model_cfg)

@@ -68,7 +68,7 @@ def resnet18_cifar(model_cfg: Mapping[str, Any]) -> Backbone:
 
 @register_backbone("resnet50")
 def resnet50(model_cfg: Mapping[str, Any]) -> Backbone:
-    """torchvision's ResNet-50 (random init per method-spec §2), 17 probe points, 2048-d features."""
+    """torchvision's ResNet-50 (random init per docs/methods/invp.md §Networks), 17 probe points, 2048-d features."""
     net = torchvision.models.resnet50(weights=None)
     in_channels = int(model_cfg.get("in_channels", 3))
     if in_channels != 3:

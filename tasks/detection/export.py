@@ -1,4 +1,4 @@
-"""Export a ResNet-50 encoder checkpoint to detectron2's format (MoCo's converter, §3.7).
+"""Export a ResNet-50 encoder checkpoint to detectron2's format (MoCo's converter, docs/protocols.md §MoCo recipe).
 
 Key renaming, as ``convert-pretrain-to-detectron2.py`` does it on torchvision ResNet keys:
 non-``layer`` keys get a ``stem.`` prefix, ``layerN`` -> ``res{N+1}``, ``bnK`` ->

@@ -1,4 +1,4 @@
-"""Faster R-CNN C4 on torchvision's detection API, with detectron2's C4 defaults (protocols.md §3.7).
+"""Faster R-CNN C4 on torchvision's detection API, with detectron2's C4 defaults (docs/protocols.md §detectron2 defaults, §torchvision mapping).
 
 A backbone (stem + residual stages, ``benchmark.models.Backbone``) is split at its last stage:
 the stem and every other stage form the trunk (one feature map; stride 16 for ResNet-50 =

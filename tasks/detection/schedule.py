@@ -1,4 +1,4 @@
-"""MoCo's VOC detection schedule and the linear scaling rule (protocols.md §3.7).
+"""MoCo's VOC detection schedule and the linear scaling rule (docs/protocols.md §MoCo recipe).
 
 detectron2's ``WarmupMultiStepLR``: a linear warm-up from ``warmup_factor`` x lr to lr over
 ``warmup_iters``, then lr x gamma^(milestones passed). A schedule given at one batch size is

@@ -26,7 +26,7 @@ from tasks.errors import TaskNotApplicable
 
 log = logging.getLogger(__name__)
 
-# MoCo's VOC recipe (protocols.md §3.7); ``schedule: null`` means MoCo's 16-image schedule.
+# MoCo's VOC recipe (docs/protocols.md §MoCo recipe); ``schedule: null`` means MoCo's 16-image schedule.
 DEFAULTS = {
     "dataset": "voc_detection",
     "batch_size": 16,
@@ -47,7 +47,7 @@ class DetectionTask(Task):
     paper_table = "Table 4"
     paper_column = "VOC07+12 detection"
     metrics = ("AP", "AP50", "AP75")
-    protocol = "protocols.md §3.7 (MoCo's detectron2 VOC recipe on torchvision's FasterRCNN)"
+    protocol = "docs/protocols.md §MoCo recipe (MoCo's detectron2 VOC recipe on torchvision's FasterRCNN)"
     defaults = DEFAULTS
     settings_fields = {
         "dataset": Name(),

@@ -1,4 +1,4 @@
-"""detectron2's VOC07 detection metric, written from its definition (protocols.md §3.7, §3.9).
+"""detectron2's VOC07 detection metric, written from its definition (docs/protocols.md §detectron2 defaults, §Metrics).
 
 Per class and IoU threshold t in 0.50, 0.55, ..., 0.95: detections of all images are ranked by
 score; each one is compared with the ground-truth box of its image it overlaps most. Overlap
