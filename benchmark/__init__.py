@@ -1,1 +1,1 @@
-"""invp-bench harness: CLI, config, plan, launchers, pretraining engine, datasets, store, report."""
+"""invp-bench: core (config, settings, store) < data, models < engine, tasks < harness, report."""

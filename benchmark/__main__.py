@@ -1,6 +1,6 @@
-"""``python -m benchmark``: see benchmark/cli.py."""
+"""``python -m benchmark``: see benchmark/harness/cli.py."""
 import sys
 
-from benchmark.cli import main
+from benchmark.harness.cli import main
 
 sys.exit(main())

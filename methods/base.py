@@ -27,20 +27,19 @@ gradient (shuffled, split-batch BN); the other views go through the trained enco
 """
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 
-from benchmark.config import ConfigError
+from benchmark.core.registry import Registry
 
 
 @dataclass
 class LossOutput:
     """A method's loss for one step and the named scalars it wants logged."""
-
     loss: torch.Tensor
     logs: dict[str, float] = field(default_factory=dict)
 
@@ -76,7 +75,6 @@ Fetch = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # training views of a
 
 class Method(ABC):
     """A pretext method (InvP, InsDis, KNN-positive, MoCo v2, ...)."""
-
     name: ClassVar[str]
     summary: ClassVar[str]
     views: ClassVar[tuple[str, ...]] = ()  # named views per image; () = one unnamed view (a tensor)
@@ -86,6 +84,11 @@ class Method(ABC):
         self.num_samples = num_samples
         self.diagnostic_labels: torch.Tensor | None = None
         self.key_encoder_spec: KeyEncoderSpec | None = None
+
+    @classmethod
+    def create(cls, config: Mapping[str, Any], num_samples: int) -> "Method":
+        """The method for ``config`` (a registry entry may build one of its variants)."""
+        return cls(config, num_samples)
 
     @classmethod
     def view_sizes(cls, config: Mapping[str, Any]) -> dict[str, int | None]:
@@ -137,31 +140,20 @@ class Method(ABC):
         """Move the method's state to ``device``; returns self."""
 
 
-_REGISTRY: dict[str, type[Method]] = {}
-
-
-def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: make a method available by its ``name``."""
-    _REGISTRY[cls.name] = cls
-    return cls
+METHODS: Registry[type[Method]] = Registry("method")
+register = METHODS.register  # class decorator: make a method available by its ``name``
 
 
 def available_methods() -> dict[str, str]:
     """Registered method names and their one-line summaries."""
-    import methods  # noqa: F401  (importing the package registers every method)
-
-    return {name: cls.summary for name, cls in sorted(_REGISTRY.items())}
+    return {name: cls.summary for name, cls in METHODS.items()}
 
 
 def method_class(name: str) -> type[Method]:
     """The registered class of method ``name`` (its class attributes, e.g. ``views``)."""
-    import methods  # noqa: F401
-
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown method {name!r}; valid methods: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return METHODS.get(name)
 
 
 def build_method(config: Mapping[str, Any], num_samples: int) -> Method:
     """Instantiate the method named ``config['name']`` for a dataset of ``num_samples``."""
-    return method_class(config["name"])(config, num_samples)
+    return method_class(config["name"]).create(config, num_samples)

@@ -6,8 +6,8 @@ mixing, plus multi-resolution views" is [recon]/[suite] and an option).
 Per step: L = L_moco + w_mix * L_mix + w_mr * L_mr, all InfoNCE against the MoCo queue (tau):
 
 * L_moco = mean_i l(q_i, k_i), MoCo v2.
-* L_mix: a query view of anchor i mixed (CutMix or mixup, ``methods/mixing.py``) with the query
-  view of a partner p drawn uniformly from S(i) (``methods/centre_selection.py``); target
+* L_mix: a query view of anchor i mixed (CutMix or mixup, ``methods/parts/mixing.py``) with the query
+  view of a partner p drawn uniformly from S(i) (``methods/parts/centre_selection.py``); target
   ``soft``: lam l(q~, k_i) + (1 - lam) l(q~, v_p) with v_p the partner's bank row, or ``anchor``:
   l(q~, k_i). Anchors with an empty S(i) contribute 0; the sum is divided by the batch size B
   (not by the number of mixed anchors), so a rank's loss is a plain batch mean and DDP's gradient
@@ -15,7 +15,7 @@ Per step: L = L_moco + w_mix * L_mix + w_mr * L_mr, all InfoNCE against the MoCo
 * L_mr = mean_i mean_r l(q_i^(r), k_i) over the extra query views at ``multires_sizes``.
 
 The bank V (N x D) is initialised by one clean extraction pass and each visited row replaced by
-the image's latest key (``bank_momentum`` beta = 1, as InterCLR). k-means (``methods/kmeans.py``),
+the image's latest key (``bank_momentum`` beta = 1, as InterCLR). k-means (``methods/parts/kmeans.py``),
 the kNN table and the selection are refreshed at the start of every ``refresh_epochs``-th epoch
 after ``warmup_epochs`` epochs without the mixed term, identically on every rank. The per-sample
 draws (partner, lambda, box) come from torch's global generator (checkpointed by the engine),
@@ -28,18 +28,18 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from methods.bank_method import check_batch, no_autocast
+from benchmark.core.settings import ANY_TYPE, require
 from methods.base import Fetch, LossOutput, register
-from methods.centre_selection import bank_knn, centre_wise_selection, pick_partners
-from methods.diagnostics import label_precision, masked_mean
-from methods.dist_utils import all_gather_cat, broadcast_from_rank0
-from methods.info_nce import info_nce
-from methods.kmeans import BACKENDS, kmeans
-from methods.memory_bank import MemoryBank
-from methods.mixing import MIXES, draw_mix, mix_images
 from methods.mocov2 import MoCoV2
-from methods.momentum_method import KEY, QUERY, MomentumSettings
-from methods.settings import ANY_TYPE, require
+from methods.parts.bank_method import check_batch, no_autocast
+from methods.parts.centre_selection import bank_knn, centre_wise_selection, pick_partners
+from methods.parts.diagnostics import label_precision, masked_mean
+from methods.parts.dist_utils import all_gather_cat, broadcast_from_rank0
+from methods.parts.info_nce import info_nce
+from methods.parts.kmeans import BACKENDS, kmeans
+from methods.parts.memory_bank import MemoryBank
+from methods.parts.mixing import MIXES, draw_mix, mix_images
+from methods.parts.momentum_method import KEY, QUERY, MomentumSettings
 
 MIXED = "mixed"
 MULTIRES = "multires"  # extra query views multires0, multires1, ... at multires_sizes

@@ -14,12 +14,12 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from methods.bank_method import BankMethod, no_autocast
+from benchmark.core.settings import read_settings, require
 from methods.base import LossOutput, register
-from methods.dist_utils import all_gather_cat
-from methods.losses import nce_loss
-from methods.settings import read_settings, require
-from methods.similarity import DenseScores, gathered_similarities
+from methods.parts.bank_method import BankMethod, no_autocast
+from methods.parts.dist_utils import all_gather_cat
+from methods.parts.losses import nce_loss
+from methods.parts.similarity import DenseScores, gathered_similarities
 
 
 @dataclass(frozen=True)

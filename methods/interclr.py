@@ -21,17 +21,17 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from methods.bank_method import no_autocast
+from benchmark.core.settings import require
 from methods.base import LossOutput, register
-from methods.diagnostics import label_precision
-from methods.dist_utils import broadcast_from_rank0, is_distributed
-from methods.info_nce import info_nce
-from methods.kmeans import BACKENDS, KMeansResult, cluster_means, kmeans
-from methods.memory_bank import MemoryBank
-from methods.momentum_method import MomentumSettings
 from methods.mocov2 import MoCoV2
-from methods.pseudo_labels import ASSIGN_RULES, PseudoLabels
-from methods.settings import require
+from methods.parts.bank_method import no_autocast
+from methods.parts.diagnostics import label_precision
+from methods.parts.dist_utils import broadcast_from_rank0, is_distributed
+from methods.parts.info_nce import info_nce
+from methods.parts.kmeans import BACKENDS, KMeansResult, cluster_means, kmeans
+from methods.parts.memory_bank import MemoryBank
+from methods.parts.momentum_method import MomentumSettings
+from methods.parts.pseudo_labels import ASSIGN_RULES, PseudoLabels
 
 NEGATIVE_SAMPLING = ("semihard", "hard", "random", "semieasy")
 MARGIN_TYPES = ("cosine", "arc")

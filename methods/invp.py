@@ -22,17 +22,17 @@ from typing import Any, Mapping, NamedTuple
 
 import torch
 
-from methods.bank_method import BankMethod, no_autocast
+from benchmark.core.settings import ANY_TYPE, read_settings, require
 from methods.base import LossOutput, register
-from methods.diagnostics import label_precision, masked_mean, mean_unique
-from methods.losses import instance_loss, invp_loss
-from methods.neighbours import NeighbourTable, neighbours_from_topm
-from methods.positives import select_positives
-from methods.propagation import propagate_bfs, propagate_concat
-from methods.ramp import RAMP_TYPES, RampSettings, ramp_weight
-from methods.settings import ANY_TYPE, read_settings, require
-from methods.similarity import DenseScores, gathered_similarities
-from methods.top_m import top_m
+from methods.parts.bank_method import BankMethod, no_autocast
+from methods.parts.diagnostics import label_precision, masked_mean, mean_unique
+from methods.parts.losses import instance_loss, invp_loss
+from methods.parts.neighbours import NeighbourTable, neighbours_from_topm
+from methods.parts.positives import select_positives
+from methods.parts.propagation import propagate_bfs, propagate_concat
+from methods.parts.ramp import RAMP_TYPES, RampSettings, ramp_weight
+from methods.parts.similarity import DenseScores, gathered_similarities
+from methods.parts.top_m import top_m
 
 
 class Discovery(NamedTuple):

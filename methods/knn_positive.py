@@ -17,14 +17,14 @@ from typing import Any, Mapping
 
 import torch
 
-from methods.anchor_neighbourhoods import bank_entropies_and_neighbours, select_anchors
-from methods.bank_method import BankMethod, no_autocast
+from benchmark.core.settings import ANY_TYPE, read_settings, require
 from methods.base import LossOutput, Method, register
-from methods.diagnostics import label_precision
 from methods.invp import InvP, InvPSettings
-from methods.losses import and_loss
-from methods.ramp import RampSettings
-from methods.settings import ANY_TYPE, read_settings, require
+from methods.parts.anchor_neighbourhoods import bank_entropies_and_neighbours, select_anchors
+from methods.parts.bank_method import BankMethod, no_autocast
+from methods.parts.diagnostics import label_precision
+from methods.parts.losses import and_loss
+from methods.parts.ramp import RampSettings
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,8 @@ class KNNPositive(Method):
     name = "knn"
     summary = "KNN positives: InvP-framework K nearest neighbours (variant invp) or AND rounds (variant and)"
 
-    def __new__(cls, config: Mapping[str, Any], num_samples: int) -> Method:  # type: ignore[misc]
+    @classmethod
+    def create(cls, config: Mapping[str, Any], num_samples: int) -> Method:
+        """The variant named by ``config['variant']``."""
         variant = read_knn_settings(config).variant
         return (ANDCurriculum if variant == "and" else InvPFrameworkKNN)(config, num_samples)

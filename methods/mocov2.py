@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from methods.bank_method import no_autocast
 from methods.base import LossOutput, register
-from methods.info_nce import info_nce
-from methods.momentum_method import MomentumMethod
+from methods.parts.bank_method import no_autocast
+from methods.parts.info_nce import info_nce
+from methods.parts.momentum_method import MomentumMethod
 
 
 @register

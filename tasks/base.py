@@ -2,7 +2,7 @@
 
 A task takes an encoder (a pretrained checkpoint, or one of the two sanity encoders: a randomly
 initialised network and raw pixels) and returns Measurements; the harness turns them into
-ResultRecords with provenance (``benchmark/store.py``). A task's settings live in the run
+ResultRecords with provenance (``benchmark/core/store.py``). A task's settings live in the run
 config under ``tasks.<name>``; ``--tasks all`` runs the tasks the profile configures.
 """
 from __future__ import annotations
@@ -14,15 +14,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import torch
 
-from benchmark.config import ConfigError
+from benchmark.core.registry import Registry
+from benchmark.models.encoders import load_encoder_backbone
+
 if TYPE_CHECKING:
-    from benchmark.fields import Spec
+    from benchmark.core.fields import Spec
 
 
 @dataclass(frozen=True)
 class Measurement:
     """One metric value a task produced."""
-
     metric: str
     value: float
     dataset: str
@@ -42,7 +43,6 @@ class EncoderHandle:
 
     def load(self, device: torch.device | str = "cpu") -> torch.nn.Module:
         """The encoder's backbone (features, no projection head) on ``device``, in eval mode."""
-        from benchmark.encoders import load_encoder_backbone
 
         return load_encoder_backbone(self, device)
 
@@ -50,7 +50,6 @@ class EncoderHandle:
 @dataclass
 class TaskContext:
     """Everything a task needs besides its own settings."""
-
     config: Any  # RunConfig
     encoder: EncoderHandle
     data_root: Path
@@ -67,7 +66,6 @@ class TaskContext:
 
 class Task(ABC):
     """An evaluation of a frozen or fine-tuned encoder."""
-
     name: ClassVar[str]
     summary: ClassVar[str]
     paper_table: ClassVar[str | None] = None  # e.g. "Table 1"; None for mini-only tasks
@@ -93,25 +91,15 @@ class Task(ABC):
         """Evaluate ``ctx.encoder`` and return the measurements."""
 
 
-_REGISTRY: dict[str, type[Task]] = {}
-
-
-def register(cls: type[Task]) -> type[Task]:
-    """Class decorator: make a task available by its ``name``."""
-    _REGISTRY[cls.name] = cls
-    return cls
+TASKS: Registry[type[Task]] = Registry("task")
+register = TASKS.register  # class decorator: make a task available by its ``name``
 
 
 def available_tasks() -> dict[str, type[Task]]:
     """Registered tasks by name."""
-    import tasks  # noqa: F401  (importing the package registers every task)
-
-    return dict(sorted(_REGISTRY.items()))
+    return dict(TASKS.items())
 
 
 def get_task(name: str) -> Task:
     """The task registered as ``name``."""
-    registry = available_tasks()
-    if name not in registry:
-        raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join(registry)}")
-    return registry[name]()
+    return TASKS.get(name)()

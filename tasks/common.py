@@ -6,13 +6,15 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from benchmark.config import ConfigError
-from benchmark.datasets import get_dataset
-from benchmark.datasets.sampling import sample_per_class
-from benchmark.fields import Choice, Float, Int, Section, Spec, Tuple
+from benchmark.core.config import ConfigError
+from benchmark.core.fields import Choice, Float, Int, Section, Spec, Tuple
+from benchmark.core.identity import sanity_id
+from benchmark.data import get_dataset
+from benchmark.data.sampling import sample_per_class
 from tasks.base import Task, TaskContext
-from tasks.features import FEATURE_DTYPES
 from tasks.transforms import EVAL_RESIZES, TRANSFORM
+
+FEATURE_DTYPES = ("float32", "float16", "bfloat16")  # the feature_dtype setting: cache precision
 
 # Settings every task accepts: the transform (tasks/transforms.py) and feature extraction.
 COMMON_FIELDS: dict[str, Spec] = {
@@ -46,10 +48,8 @@ def task_settings(task: Task, ctx: TaskContext) -> dict[str, Any]:
 
 def encoder_key(encoder: Any) -> str:
     """Cache key of an encoder: its checkpoint hash; for the sanity encoders (random, pixels)
-    the kind + the hash of what builds them (``plan.sanity_id``), so that every task and every
+    the kind + the hash of what builds them (``identity.sanity_id``), so that every task and every
     method's run share their cached features."""
-    from benchmark.plan import sanity_id
-
     if encoder.checkpoint_hash:
         return str(encoder.checkpoint_hash)
     return f"{encoder.kind}-{sanity_id(encoder.config)}"
@@ -71,7 +71,7 @@ def dataset_targets(dataset: Dataset) -> torch.Tensor:
     if targets is None:
         raise TypeError(
             f"{type(dataset).__name__} exposes no `targets`; wrap it so that it does "
-            "(see benchmark/datasets/*.py)"
+            "(see benchmark/data/*.py)"
         )
     return torch.as_tensor(targets)
 

@@ -21,13 +21,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from benchmark.checkpoint import save_atomic
-from benchmark.fields import AnyOf, Int, ListOf, MapOf, Parses, Text
-
-FEATURE_DTYPES = ("float32", "float16", "bfloat16")  # the feature_dtype setting: cache precision
-from benchmark.safe_load import load_weights_only
+from benchmark.core.atomic import save_atomic
+from benchmark.core.fields import AnyOf, Int, ListOf, MapOf, Parses, Text
+from benchmark.core.safe_load import load_weights_only
+from tasks.common import class_balanced_subset, dataset_targets, encoder_key, load_split
+from tasks.transforms import eval_transform
 
 CACHE_REMEDY = "It is a feature cache: delete it and the features are extracted again"
 
@@ -200,11 +200,6 @@ def context_features(
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """``cached_features`` for a TaskContext: the task's eval transform, cache dir and encoder.
     ``limit`` > 0 keeps a deterministic class-balanced draw of that many items (seed 0)."""
-    from torch.utils.data import Subset
-
-    from tasks.common import class_balanced_subset, dataset_targets, encoder_key, load_split
-    from tasks.transforms import eval_transform
-
     transform = eval_transform(dataset, settings)
 
     def build() -> Dataset:

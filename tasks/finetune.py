@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from benchmark.fields import Bool, Choice, Float, Int, ListOf, Spec
+from benchmark.core.fields import Bool, Choice, Float, Int, ListOf, Spec
 from tasks.errors import TaskNotApplicable
 
 SCHEDULES = ("step", "cosine")

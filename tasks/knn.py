@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from benchmark.fields import Float, Int, Name
-from methods.knn_classifier import weighted_knn_scores
+from benchmark.core.fields import Float, Int, Name
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import num_classes, task_settings
 from tasks.features import LAYER, context_features, resolve_layers
+from tasks.knn_classifier import weighted_knn_scores
 from tasks.metrics import topk_accuracy
 
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Mapping
 
 import torch
 
-from benchmark.fields import AnyOf, Bool, Choice, Float, Int, ListOf, Name
+from benchmark.core.fields import AnyOf, Bool, Choice, Float, Int, ListOf, Name
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import as_tuple, holdout_split, num_classes, task_settings
 from tasks.features import GRIDS, LAYERS, context_features, resolve_layers

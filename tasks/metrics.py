@@ -1,6 +1,6 @@
 """Classification metrics of docs/protocols.md §Metrics, implemented exactly as the anchors define them.
 
-top-1/top-5 come from ``methods.knn_classifier.topk_accuracy`` (one implementation for the
+top-1/top-5 come from ``tasks.knn_classifier.topk_accuracy`` (one implementation for the
 whole suite). Multi-label targets use the raw VOC values: +1 present, -1 absent, 0 difficult.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
 
-from methods.knn_classifier import topk_accuracy
+from tasks.knn_classifier import topk_accuracy
 
 __all__ = [
     "topk_accuracy",

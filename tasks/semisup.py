@@ -16,8 +16,8 @@ from typing import Any, ClassVar, Mapping
 import torch
 from torch.utils.data import Dataset, Subset
 
-from benchmark.fields import AnyOf, Float, Int, ListOf, MapOf, Name, Spec, Text
-from benchmark.config import ConfigError
+from benchmark.core.config import ConfigError
+from benchmark.core.fields import AnyOf, Float, Int, ListOf, MapOf, Name, Spec, Text
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import class_balanced_subset, dataset_targets, load_split, num_classes, task_settings
 from tasks.finetune import RECIPE_FIELDS, FinetuneRecipe, fine_tune, predict, require_trainable

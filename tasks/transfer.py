@@ -21,15 +21,14 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from benchmark.fields import AnyOf, Choice, Float, Int, ListOf, Section, Tuple
-from benchmark.config import ConfigError
+from benchmark.core.config import ConfigError
+from benchmark.core.fields import AnyOf, Choice, Float, Int, ListOf, Section, Tuple
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import blas_threads, holdout_split, load_split, num_classes, task_settings
 from tasks.features import LAYER, context_features, resolve_layers
 from tasks.finetune import RECIPE_FIELDS, FinetuneRecipe, fine_tune, predict, require_trainable
 from tasks.metrics import mean_ap, mean_per_class_accuracy, topk_accuracy, voc11_ap
 from tasks.transforms import eval_transform, train_transform
-
 
 SELECTION_SPLIT = "holdout"  # split name of selection-only scores (never a reported number)
 

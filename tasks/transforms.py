@@ -9,7 +9,7 @@ A task's ``transform`` setting picks the family:
 - ``gray``: the same geometry on one channel with Fashion-MNIST mean/std (the mini profile's
   backbone on the mini detection set's grayscale canvases).
 - ``recipe:<name>``: the clean transform of pretraining recipe ``<name>`` in
-  ``benchmark/augment.py`` (e.g. ``recipe:cifar``); training adds RandomCrop with padding
+  ``benchmark/data/augment.py`` (e.g. ``recipe:cifar``); training adds RandomCrop with padding
   (+ flip for colour images). Fashion-MNIST and digits default to ``recipe:mini``.
 
 Each transform's ``repr`` is part of the feature-cache key.
@@ -21,14 +21,14 @@ from typing import Any, Mapping
 from PIL import Image
 from torchvision import transforms as T
 
-from benchmark.augment import (
+from benchmark.core.fields import Pattern
+from benchmark.data.augment import (
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
     get_recipe,
 )
-from benchmark.fields import Pattern
 
 RECIPE_DEFAULTS = {"fashion_mnist": "recipe:mini", "digits": "recipe:mini"}
 TRANSFORM = Pattern(r"imagenet|gray|recipe:.+", "imagenet, gray or recipe:<name>")  # the setting

@@ -24,17 +24,24 @@ from sklearn.model_selection import cross_val_score
 from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 
-from benchmark.fields import Float, Int, ListOf, Name
-from benchmark.store import write_json_atomic
+from benchmark.core.fields import Float, Int, ListOf, Name
+from benchmark.core.store import write_json_atomic
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import blas_threads, encoder_key, task_settings
-from tasks.features import (GRIDS, LAYER, LAYERS, FeatureLayer, context_features,
-                            feature_cache_path, resolve_layers)
+from tasks.features import (
+    GRIDS,
+    LAYER,
+    LAYERS,
+    FeatureLayer,
+    context_features,
+    feature_cache_path,
+    resolve_layers,
+)
 from tasks.linear import GOYAL_LAYERS
 from tasks.metrics import mean_ap, sklearn_ap, voc_area_ap
 from tasks.probe import single_thread_on_cpu
-from tasks.transforms import eval_transform
 from tasks.transfer import TransferLinearTask
+from tasks.transforms import eval_transform
 
 DATASET = "voc07_cls"
 VISSL_COSTS = [0.01, 0.1, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 50.0, 100.0, 1000.0]

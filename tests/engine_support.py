@@ -14,10 +14,10 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from benchmark.config import RunConfig, resolve
+from benchmark.core.config import RunConfig, resolve
 from benchmark.models import Backbone, register_backbone
 from methods.base import LossOutput, Method, register
-from methods.dist_utils import all_gather_cat
+from methods.parts.dist_utils import all_gather_cat
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TESTS_DIR = Path(__file__).resolve().parent

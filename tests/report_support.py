@@ -5,8 +5,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from benchmark.report import TaskInfo
-from benchmark.store import ResultRecord, ResultStore
+from benchmark.report.frame import TaskInfo
+from benchmark.core.store import ResultRecord, ResultStore
 
 TASKS = {  # as the registered tasks declare them
     "linear": TaskInfo("Table 1", "ImageNet", ("top1", "top5")),

@@ -1,6 +1,6 @@
 """Shared by the launcher/sweep tests: a tiny job runner and the cluster fixtures.
 
-The runner does real, cheap work with the same contract as ``benchmark.jobs.run_job``: a
+The runner does real, cheap work with the same contract as ``benchmark.harness.jobs.run_job``: a
 "pretraining" takes ``pretrain.epochs`` SGD steps on a linear layer and writes ``encoder.pt``;
 a task writes one result record computed from that encoder. This module is pickled by value, so submitit's job
 processes (local or Slurm) can run it without importing the test folder.
@@ -20,10 +20,10 @@ import cloudpickle
 import pytest
 import torch
 
-from benchmark.jobs import Outcome, Paths
-from benchmark.plan import Job
-from benchmark.provenance import file_hash
-from benchmark.store import ResultRecord
+from benchmark.harness.jobs import Outcome, Paths
+from benchmark.harness.plan import Job
+from benchmark.core.provenance import file_hash
+from benchmark.core.store import ResultRecord
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -88,7 +88,7 @@ def ddp_probe(job: Job, paths: Paths, force: bool = False, resume: str = "auto")
     every rank writes what it saw to ``<pretrain_dir>/rank<r>.json``."""
     import json
 
-    from benchmark.distributed import all_reduce_mean, init_distributed, shutdown
+    from benchmark.core.distributed import all_reduce_mean, init_distributed, shutdown
 
     ctx = init_distributed("cpu")
     mean = all_reduce_mean(torch.tensor([float(ctx.rank)])).item()

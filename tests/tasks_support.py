@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from benchmark.config import RunConfig
+from benchmark.core.config import RunConfig
 from tasks.base import TaskContext
 
 

@@ -11,13 +11,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from benchmark import atomic
-from benchmark.atomic import atomic_open, make_temp_dir
-from benchmark.checkpoint import save_atomic
-from benchmark.figures import plot_similarity_distributions
-from benchmark.pretrain import PretrainRun
-from benchmark.store import write_json_atomic, write_text_atomic
-from benchmark.sweep_state import STATE_FILE, SweepState
+from benchmark.core import atomic
+from benchmark.core.atomic import atomic_open, make_temp_dir
+from benchmark.core.atomic import save_atomic
+from benchmark.report.figures import plot_similarity_distributions
+from benchmark.engine.pretrain import PretrainRun
+from benchmark.core.store import write_json_atomic, write_text_atomic
+from benchmark.harness.sweep_state import STATE_FILE, SweepState
 from tasks.detection import export
 
 OLD = b'{"epoch": 0}\n'  # what a file held before it is rewritten (also a valid one-epoch log)

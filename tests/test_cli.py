@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from report_support import record, save
 
-import benchmark.cli
-from benchmark.cli import main
-from benchmark.config import ConfigError
-from benchmark.datasets import get_dataset
+import benchmark.harness.cli
+from benchmark.harness.cli import main
+from benchmark.core.config import ConfigError
+from benchmark.data import get_dataset
 from methods.base import method_class
 from tasks.base import get_task
 from tasks.semisup import per_fraction
@@ -235,7 +235,7 @@ def test_disk_full_while_writing_names_the_file(tmp_path: Path, monkeypatch, cap
 
 def _empty_mini_voc_cls(root: Path) -> Path:
     """A mini_voc_cls folder whose class lists are all empty (found, but zero samples)."""
-    from benchmark.datasets.voc07_cls import MINI_DET_CLASSES
+    from benchmark.data.voc07_cls import MINI_DET_CLASSES
 
     voc = root / "mini_det" / "VOCdevkit" / "VOC2007"
     (voc / "JPEGImages").mkdir(parents=True)
@@ -266,7 +266,7 @@ def test_a_bug_raising_keyerror_keeps_its_traceback(monkeypatch):
     def buggy() -> list[str]:
         raise KeyError("internal")
 
-    monkeypatch.setattr(benchmark.cli, "available_profiles", buggy)
+    monkeypatch.setattr(benchmark.harness.cli, "available_profiles", buggy)
     with pytest.raises(KeyError, match="internal"):
         main(["list", "--profiles"])
 

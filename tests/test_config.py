@@ -5,7 +5,7 @@ import pickle
 
 import pytest
 
-from benchmark.config import (
+from benchmark.core.config import (
     ConfigError,
     RunConfig,
     available_profiles,

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.cli import main
-from benchmark.config import PROFILE_DIR, ConfigError, resolve
-from benchmark.plan import plan_run, select_tasks
-from benchmark.store import ResultStore, write_json_atomic
+from benchmark.harness.cli import main
+from benchmark.core.config import PROFILE_DIR, ConfigError
+from benchmark.harness.schema import resolve_run
+from benchmark.harness.plan import plan_run, select_tasks
+from benchmark.core.store import ResultStore, write_json_atomic
 
 
 def run_cli(tmp_path: Path, capsys, *args: str) -> tuple[int, str]:
@@ -70,7 +71,7 @@ def test_sweep_plans_nothing_with_a_bad_value(tmp_path, capsys, override, key):
 
 
 def test_the_pretrain_entry_point_checks_too(tmp_path, capsys):
-    from benchmark.pretrain import main as pretrain_main
+    from benchmark.harness.pretrain_cli import main as pretrain_main
 
     code = pretrain_main(["--method", "invp", "--run-dir", str(tmp_path / "run"),
                           "--set", "pretrain.batch_size=0"])
@@ -79,13 +80,13 @@ def test_the_pretrain_entry_point_checks_too(tmp_path, capsys):
 
 
 def test_exponent_floats_are_numbers_with_the_hash_of_their_value(tmp_path):
-    base = resolve("mini", "invp", ["pretrain.optimizer.lr=0.03"])
-    written = resolve("mini", "invp", ["pretrain.optimizer.lr=3e-2"])
+    base = resolve_run("mini", "invp", ["pretrain.optimizer.lr=0.03"])
+    written = resolve_run("mini", "invp", ["pretrain.optimizer.lr=3e-2"])
     assert written.pretrain.optimizer.lr == 0.03 and written.hash == base.hash
     profile = tmp_path / "mini.yaml"
     profile.write_text((PROFILE_DIR / "mini.yaml").read_text()
                        .replace("lr: 0.03,", "lr: 3e-2,").replace("weight_decay: 5.0e-4", "weight_decay: 5e-4"))
-    assert resolve(str(profile), "invp").hash == resolve("mini", "invp").hash
+    assert resolve_run(str(profile), "invp").hash == resolve_run("mini", "invp").hash
 
 
 def _profile_copy(tmp_path: Path, old: str, new: str) -> str:
@@ -106,24 +107,24 @@ def _profile_copy(tmp_path: Path, old: str, new: str) -> str:
 def test_a_profile_file_is_checked_like_an_override(tmp_path, old, new, message):
     profile = _profile_copy(tmp_path, old, new)
     if message is None:  # a quoted number stays a string: refused when its task is planned
-        cfg = resolve(profile, "invp")
+        cfg = resolve_run(profile, "invp")
         with pytest.raises(ConfigError, match=r"tasks\.knn\.sigma must be a number > 0, got '1e-1'"):
             plan_run(cfg, select_tasks(cfg, "knn"), tmp_path / "runs")
         return
     with pytest.raises(ConfigError, match=message):
-        resolve(profile, "invp")
+        resolve_run(profile, "invp")
 
 
 def test_a_methods_file_name_cannot_leave_the_methods_folder(tmp_path):
     profile = _profile_copy(tmp_path, "methods:\n  invp:", "methods: ../../../x\nunused:\n  invp:")
     with pytest.raises(ConfigError, match=r"methods must be a safe name .*got '\.\./\.\./\.\./x'"):
-        resolve(profile, "invp")
+        resolve_run(profile, "invp")
 
 
 def test_a_profile_task_that_does_not_exist_is_refused(tmp_path):
     profile = _profile_copy(tmp_path, "  knn: {dataset", "  knnn: {dataset")
     with pytest.raises(ConfigError, match=r"tasks\.knnn in profile 'mini' is not a task"):
-        select_tasks(resolve(profile, "invp"), "all")
+        select_tasks(resolve_run(profile, "invp"), "all")
 
 
 def test_report_and_sweep_names_stay_in_their_folders(tmp_path, capsys):
@@ -160,9 +161,9 @@ def _report(tmp_path: Path, capsys) -> tuple[int, str]:
 
 
 def test_a_tampered_job_config_is_refused_naming_file_and_field(tmp_path, capsys):
-    cfg = resolve("mini", "invp").to_dict()
+    cfg = resolve_run("mini", "invp").to_dict()
     cfg["profile"] = "../outside"  # would make the report read tmp_path/outside/...
-    pid = plan_run(resolve("mini", "invp"), [], tmp_path / "runs")[0].job_id
+    pid = plan_run(resolve_run("mini", "invp"), [], tmp_path / "runs")[0].job_id
     _outside_log(tmp_path / "outside" / f"invp-{pid}")
     _stored_job(tmp_path, cfg)
     code, err = _report(tmp_path, capsys)
@@ -172,7 +173,7 @@ def test_a_tampered_job_config_is_refused_naming_file_and_field(tmp_path, capsys
 
 
 def test_a_tampered_record_job_id_is_refused_naming_file_and_field(tmp_path, capsys):
-    cfg = resolve("mini", "invp")
+    cfg = resolve_run("mini", "invp")
     # the record points at a job file outside the results folder, whose config has a log
     write_json_atomic(tmp_path / "planted.json", {"job": {"job_id": "planted", "config": cfg.to_dict()}})
     _outside_log(Path(plan_run(cfg, [], tmp_path / "runs")[0].pretrain_dir))
@@ -190,7 +191,7 @@ def test_a_tampered_skip_file_is_refused(tmp_path):
 
 
 def test_a_tampered_sweep_state_is_refused(tmp_path):
-    from benchmark.sweep_state import SweepState
+    from benchmark.harness.sweep_state import SweepState
 
     write_json_atomic(tmp_path / "sweep.json", {
         "format": 1, "spec": {}, "code": {}, "submissions": [],

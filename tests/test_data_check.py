@@ -16,14 +16,14 @@ import pytest
 import yaml
 from PIL import Image
 
-from benchmark.cli import main
-from benchmark.config import PROFILE_DIR
-from benchmark.datasets import get_dataset
-from benchmark.datasets.fashion_mnist import RAW_FILES, raw_dir
-from benchmark.datasets.imagenet import SUBSET_LISTS
-from benchmark.datasets.integrity import md5_problems
-from benchmark.datasets.voc07_cls import VOC_CLASSES
-from benchmark.datasets.voc_detection import MiniDetParams, prepare_mini_det
+from benchmark.harness.cli import main
+from benchmark.core.config import PROFILE_DIR
+from benchmark.data import get_dataset
+from benchmark.data.fashion_mnist import RAW_FILES, raw_dir
+from benchmark.data.imagenet import SUBSET_LISTS
+from benchmark.data.integrity import md5_problems
+from benchmark.data.voc07_cls import VOC_CLASSES
+from benchmark.data.voc_detection import MiniDetParams, prepare_mini_det
 from test_detection_data import write_voc
 
 JPEG = io.BytesIO()

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.datasets.voc_detection import (
+from benchmark.data.voc_detection import (
     MINI_DET_CLASSES,
     MINI_SPEC,
     SPEC,

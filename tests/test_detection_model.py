@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from benchmark.config import ConfigError
+from benchmark.core.config import ConfigError
 from benchmark.models import build_backbone
 from tasks.detection.export import CheckpointMismatch, detectron2_key, export_detectron2
 from tasks.detection.model import C4Config, L1RegionProposalNetwork, build_c4_detector, split_c4

@@ -8,15 +8,18 @@ import pytest
 import torch
 
 import engine_support as es
-from benchmark import checkpoint as ckpt
-from benchmark.jobs import Paths, run_job
-from benchmark.plan import plan_run
-from benchmark.pretrain import main, pretrain
+from benchmark.engine import checkpoint as ckpt
+from benchmark.harness.jobs import Paths, run_job
+from benchmark.harness.plan import plan_run
+from benchmark.engine.pretrain import pretrain
+from benchmark.harness.pretrain_cli import main
+from benchmark.core import identity
+from benchmark.core.atomic import save_atomic
 
 
 def _write(folder: Path, step: int, config: dict) -> Path:
-    state = {"step": step, "config": config, "config_hash": ckpt.pretrain_hash(config)}
-    return ckpt.save_atomic(state, ckpt.checkpoint_path(folder, step))
+    state = {"step": step, "config": config, "config_hash": identity.pretrain_hash(config)}
+    return save_atomic(state, ckpt.checkpoint_path(folder, step))
 
 
 @pytest.fixture
@@ -56,8 +59,8 @@ def test_other_config_is_refused_naming_the_keys(tmp_path: Path, config: dict) -
 def test_operational_keys_do_not_change_the_identity(tmp_path: Path, config: dict) -> None:
     other = es.tiny_config(tmp_path, ("pretrain.checkpoint_every_steps=50", "data.num_workers=2",
                                       "tasks={}", "device=cuda")).to_dict()
-    assert ckpt.pretrain_hash(other) == ckpt.pretrain_hash(config)
-    assert ckpt.pretrain_hash(es.tiny_config(tmp_path, ("seed=4",)).to_dict()) != ckpt.pretrain_hash(config)
+    assert identity.pretrain_hash(other) == identity.pretrain_hash(config)
+    assert identity.pretrain_hash(es.tiny_config(tmp_path, ("seed=4",)).to_dict()) != identity.pretrain_hash(config)
 
 
 def test_prune_keeps_the_newest(tmp_path: Path, config: dict) -> None:
@@ -87,7 +90,7 @@ def test_cli_refuses_to_resume_another_configs_run(tmp_path: Path, capsys: pytes
 
 def test_a_checkpoint_that_holds_no_dict_is_skipped(tmp_path: Path, config: dict) -> None:
     _write(tmp_path, 4, config)
-    ckpt.save_atomic([1, 2, 3], ckpt.checkpoint_path(tmp_path, 9))
+    save_atomic([1, 2, 3], ckpt.checkpoint_path(tmp_path, 9))
     with pytest.warns(UserWarning, match=r"skipping checkpoint .*ckpt-000000009.pt: it holds a list"):
         assert ckpt.load_latest(tmp_path, config)["step"] == 4
 
@@ -101,7 +104,7 @@ def test_the_encoder_records_only_what_trained_it(tmp_path: Path) -> None:
                       tmp_path / "b")
     assert first.read_bytes() == second.read_bytes()
     state = torch.load(first, weights_only=True)
-    assert set(state["config"]) == set(ckpt.IDENTITY_SECTIONS)
+    assert set(state["config"]) == set(identity.IDENTITY_SECTIONS)
     assert "progress" not in state["config"]["pretrain"]
 
 

@@ -12,9 +12,9 @@ import torch.multiprocessing as mp
 
 import engine_support as es
 from gloo_support import free_port, set_rank_environment
-from benchmark.config import resolve
-from benchmark.distributed import shutdown
-from benchmark.pretrain import prepare_run
+from benchmark.core.config import resolve
+from benchmark.core.distributed import shutdown
+from benchmark.engine.pretrain import prepare_run
 
 pytestmark = pytest.mark.slow
 

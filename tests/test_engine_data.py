@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from benchmark.augment import eval_transform, get_recipe, train_transform
-from benchmark.config import ConfigError
-from benchmark.pretrain_data import ResumableDistributedSampler, SeededAugmentation, split_indices
+from benchmark.data.augment import eval_transform, get_recipe, train_transform
+from benchmark.core.config import ConfigError
+from benchmark.engine.data import ResumableDistributedSampler, SeededAugmentation, split_indices
 
 
 def _images(n: int) -> list[tuple[Image.Image, int]]:

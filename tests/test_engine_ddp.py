@@ -11,8 +11,8 @@ import torch.multiprocessing as mp
 
 import engine_support as es
 from gloo_support import free_port, set_rank_environment
-from benchmark.distributed import shutdown
-from benchmark.pretrain import prepare_run
+from benchmark.core.distributed import shutdown
+from benchmark.engine.pretrain import prepare_run
 
 pytestmark = pytest.mark.slow
 

@@ -14,11 +14,11 @@ import yaml
 
 import engine_support as es
 from gloo_support import free_port, set_rank_environment
-from benchmark.config import resolve
-from benchmark.distributed import shutdown
-from benchmark.monitor import evaluating, extract
-from benchmark.pretrain import build_encoder, prepare_run
-from benchmark.runtime import seed_everything
+from benchmark.core.config import resolve
+from benchmark.core.distributed import shutdown
+from benchmark.engine.monitor import evaluating, extract
+from benchmark.engine.pretrain import build_encoder, prepare_run
+from benchmark.core.runtime import seed_everything
 from methods.base import register
 from methods.mocov2 import MoCoV2
 

@@ -15,13 +15,13 @@ import torch.multiprocessing as mp
 
 import engine_support as es
 from gloo_support import free_port, set_rank_environment
-from benchmark import checkpoint as ckpt
-from benchmark import provenance
-from benchmark.config import resolve
-from benchmark.distributed import shutdown
-from benchmark.folder_lock import FolderLock
-from benchmark.plan import plan_run
-from benchmark.pretrain import pretrain_unless_done
+from benchmark.core import identity, provenance
+from benchmark.core.atomic import save_atomic
+from benchmark.core.config import resolve
+from benchmark.core.distributed import shutdown
+from benchmark.core.folder_lock import FolderLock
+from benchmark.harness.plan import plan_run
+from benchmark.engine.pretrain import pretrain_unless_done
 
 # Plans the tiny run, says it is ready, waits for the go file, then runs the pretraining job.
 RUNNER = """
@@ -29,9 +29,11 @@ import sys, time
 from pathlib import Path
 sys.path[:0] = [{tests!r}, {root!r}]
 import engine_support
-from benchmark.config import resolve
-from benchmark.jobs import Paths, run_pretrain_job
-from benchmark.plan import plan_run
+from benchmark.core.config import resolve
+from benchmark.harness.jobs import Paths, run_pretrain_job
+from benchmark.harness.plan import plan_run
+from benchmark.core import identity
+from benchmark.core.atomic import save_atomic
 tmp = Path({tmp!r})
 job = plan_run(resolve({profile!r}, "engine_double"), [], tmp / "runs")[0]
 (tmp / sys.argv[1]).touch()
@@ -102,7 +104,7 @@ def test_ddp_ranks_wait_together_for_the_lock_then_reuse_the_encoder(tmp_path: P
     time.sleep(3)  # a few polls more: both ranks keep waiting
     assert all(p.is_alive() for p in ctx.processes)
     assert not any(tmp_path.glob("rank*.pt")) and not (run_dir / "log.jsonl").exists()
-    encoder = ckpt.save_atomic({"backbone": {}, "head": {}, **ckpt.identity_fields(es.tiny_config(tmp_path).tree),
+    encoder = save_atomic({"backbone": {}, "head": {}, **identity.identity_fields(es.tiny_config(tmp_path).tree),
                                 "epoch": 3}, run_dir / "encoder.pt")
     before = provenance.file_hash(encoder)
     holder.release()

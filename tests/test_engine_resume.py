@@ -15,15 +15,16 @@ import pytest
 import torch
 
 import engine_support as es
-from benchmark import checkpoint as ckpt
-from benchmark.config import resolve
-from benchmark.pretrain import EXIT_PREEMPTED, pretrain
+from benchmark.engine import checkpoint as ckpt
+from benchmark.core.config import resolve
+from benchmark.core.errors import EXIT_PREEMPTED
+from benchmark.engine.pretrain import pretrain
 
 pytestmark = pytest.mark.slow
 
 LAUNCH = (
     "import sys; sys.path[:0] = [{tests!r}, {root!r}]; import engine_support; "
-    "from benchmark.pretrain import main; sys.exit(main(sys.argv[1:]))"
+    "from benchmark.harness.pretrain_cli import main; sys.exit(main(sys.argv[1:]))"
 )
 
 

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from benchmark.config import ConfigError
-from benchmark.schedule import lr_at_epoch
+from benchmark.core.config import ConfigError
+from benchmark.engine.schedule import lr_at_epoch
 
 COSINE = {"name": "cosine", "warmup_epochs": 0}
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import engine_support as es
-from benchmark import checkpoint as ckpt
-from benchmark.config import ConfigError
-from benchmark.pretrain import NonFiniteLoss, autocast_factory, pretrain
+from benchmark.engine import checkpoint as ckpt
+from benchmark.core.config import ConfigError
+from benchmark.engine.pretrain import NonFiniteLoss, autocast_factory, pretrain
+from benchmark.core import identity
 
 
 def test_log_and_encoder_follow_the_contract(tmp_path: Path) -> None:
@@ -25,7 +26,7 @@ def test_log_and_encoder_follow_the_contract(tmp_path: Path) -> None:
     encoder = torch.load(path, weights_only=True)
     assert path == tmp_path / "run" / "encoder.pt"
     assert set(encoder) == {"backbone", "head", "config", "config_hash", "epoch"}
-    assert encoder["epoch"] == 2 and encoder["config_hash"] == ckpt.pretrain_hash(cfg.to_dict())
+    assert encoder["epoch"] == 2 and encoder["config_hash"] == identity.pretrain_hash(cfg.to_dict())
     last = torch.load(ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")[0], weights_only=True)
     assert (last["next_epoch"], last["next_step"], last["global_step"]) == (3, 0, 12)
     assert all(torch.equal(last["backbone"][k], v) for k, v in encoder["backbone"].items())

@@ -1,4 +1,4 @@
-"""The declarative field machinery (benchmark/fields.py) and the schemas declared with it."""
+"""The declarative field machinery (benchmark/core/fields.py) and the schemas declared with it."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,10 +6,11 @@ import math
 
 import pytest
 
-from benchmark.config import available_profiles, method_defaults, resolve
-from benchmark.fields import (AnyOf, ConfigError, Float, Int, ListOf, MapOf, Section, Tuple,
+from benchmark.core.config import available_profiles, method_defaults
+from benchmark.harness.schema import resolve_run
+from benchmark.core.fields import (AnyOf, ConfigError, Float, Int, ListOf, MapOf, Section, Tuple,
                               safe_name)
-from benchmark.plan import plan_run, select_tasks
+from benchmark.harness.plan import plan_run, select_tasks
 
 
 @pytest.mark.parametrize("name", ["mini", "imagenet-mlp", "a.b_c-1", "..x", "x.."])
@@ -60,8 +61,8 @@ def test_sections_refuse_unknown_and_missing_keys():
 
 
 def test_declared_fields_cover_their_dataclasses():
-    from benchmark.resources import Resources
-    from benchmark.schema import RESOURCE_FIELDS
+    from benchmark.harness.resources import Resources
+    from benchmark.harness.schema import RESOURCE_FIELDS
     from tasks.detection.model import C4_FIELDS, C4Config
     from tasks.detection.schedule import SCHEDULE_SETTINGS, DetectionSchedule
     from tasks.finetune import RECIPE_FIELDS, FinetuneRecipe
@@ -87,5 +88,5 @@ def test_every_task_declares_a_valid_field_for_each_default():
 @pytest.mark.parametrize("profile", available_profiles())
 def test_every_shipped_profile_passes_the_schema_and_plans_every_task(profile, tmp_path):
     for method in method_defaults(profile):
-        cfg = resolve(profile, method)
+        cfg = resolve_run(profile, method)
         assert plan_run(cfg, select_tasks(cfg, "all"), tmp_path)

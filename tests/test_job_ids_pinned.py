@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from benchmark.cli import main
+from benchmark.harness.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PINNED = Path(__file__).resolve().parent / "data" / "mini_sweep_job_ids.txt"

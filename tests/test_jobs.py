@@ -4,11 +4,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from benchmark import provenance
-from benchmark.config import resolve
-from benchmark.jobs import result_is_current
-from benchmark.plan import plan_run
-from benchmark.store import ResultStore
+from benchmark.core import provenance
+from benchmark.core.config import resolve
+from benchmark.harness.jobs import result_is_current
+from benchmark.harness.plan import plan_run
+from benchmark.core.store import ResultStore
 from test_store import make_record
 
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from methods.anchor_neighbourhoods import bank_entropies_and_neighbours, select_anchors
+from methods.parts.anchor_neighbourhoods import bank_entropies_and_neighbours, select_anchors
 from methods.base import build_method
 from methods.knn_positive import ANDCurriculum
 from methods_reference import unit_rows

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.dist_utils import all_gather_cat
-from methods.memory_bank import MemoryBank, last_occurrence
-from methods.ramp import RampSettings, ramp_weight
+from methods.parts.dist_utils import all_gather_cat
+from methods.parts.memory_bank import MemoryBank, last_occurrence
+from methods.parts.ramp import RampSettings, ramp_weight
 
 torch.set_num_threads(1)
 

@@ -1,11 +1,11 @@
-"""benchmarks/method_step.py runs end to end on a tiny bank and reports every method."""
+"""speed/method_step.py runs end to end on a tiny bank and reports every method."""
 import importlib.util
 import json
 from pathlib import Path
 
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "method_step.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "speed" / "method_step.py"
 
 
 def test_method_step_benchmark_smoke(tmp_path, capsys):

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from benchmark.config import ConfigError
+from benchmark.core.config import ConfigError
 from methods.base import build_method, method_class
-from methods.centre_selection import bank_knn, centre_wise_selection
+from methods.parts.centre_selection import bank_knn, centre_wise_selection
 from methods_reference import unit_rows
 
 N, D, Q = 48, 6, 16

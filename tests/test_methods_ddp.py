@@ -7,7 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from methods.base import build_method
-from methods.dist_utils import all_gather_cat
+from methods.parts.dist_utils import all_gather_cat
 from gloo_support import free_port, join_gloo
 from methods_reference import unit_rows
 

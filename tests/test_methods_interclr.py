@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.config import ConfigError, resolve
+from benchmark.core.config import ConfigError, resolve
 from methods.base import build_method
-from methods.pseudo_labels import PseudoLabels
+from methods.parts.pseudo_labels import PseudoLabels
 from methods_reference import unit_rows
 
 N, D = 120, 8
@@ -230,7 +230,7 @@ def offline_epoch(method, epoch: int, seed: int) -> None:
 
 
 def test_offline_labels_stay_fixed_within_an_epoch_and_are_reclustered_from_the_bank():
-    from methods.kmeans import cluster_means, kmeans
+    from methods.parts.kmeans import cluster_means, kmeans
 
     method = started(online_labels=False, offline_interval=2, centroid_interval=1, repair_interval=1)
     labels, centroids = method.pseudo.labels.clone(), method.pseudo.centroids.clone()

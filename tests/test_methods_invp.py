@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.config import ConfigError
+from benchmark.core.config import ConfigError
 from methods.base import build_method
-from methods.diagnostics import masked_mean
+from methods.parts.diagnostics import masked_mean
 from methods.invp import InvP
 from methods_reference import dense_official_losses, official_step_losses, unit_rows
 

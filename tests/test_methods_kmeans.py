@@ -1,4 +1,4 @@
-"""Shared k-means (methods/kmeans.py): the assignment and mean steps against slow loops, a torch
+"""Shared k-means (methods/parts/kmeans.py): the assignment and mean steps against slow loops, a torch
 Lloyd step against a loop, both backends on separated blobs, determinism, spherical centroids,
 no empty cluster, and bad arguments."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.kmeans import cluster_means, faiss_available, kmeans, nearest_centroid
+from methods.parts.kmeans import cluster_means, faiss_available, kmeans, nearest_centroid
 from methods_reference import unit_rows
 
 BACKENDS = ["torch", pytest.param("faiss", marks=pytest.mark.skipif(not faiss_available(), reason="no faiss"))]

@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.augment import train_transform
-from benchmark.config import ConfigError
-from methods.mixing import cutmix, draw_mix, mix_images, mixup
+from benchmark.data.augment import train_transform
+from benchmark.core.config import ConfigError
+from methods.parts.mixing import cutmix, draw_mix, mix_images, mixup
 
 
 def slow_cutmix(image: torch.Tensor, partner: torch.Tensor, lam: float, cy: float, cx: float):

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.augment import NamedViews, train_transform
-from benchmark.config import ConfigError, resolve
-from benchmark.key_encoder import KeyEncoder, shuffle_order
-from benchmark.pretrain_data import SeededAugmentation
+from benchmark.data.augment import NamedViews, train_transform
+from benchmark.core.config import ConfigError, resolve
+from benchmark.engine.key_encoder import KeyEncoder, shuffle_order
+from benchmark.engine.data import SeededAugmentation
 from methods.base import KeyEncoderSpec, build_method
-from methods.key_queue import KeyQueue
+from methods.parts.key_queue import KeyQueue
 from methods_reference import unit_rows
 
 N, D, K = 64, 8, 16

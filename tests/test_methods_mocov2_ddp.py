@@ -7,7 +7,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from benchmark.key_encoder import KeyEncoder
+from benchmark.engine.key_encoder import KeyEncoder
 from methods.base import build_method
 from gloo_support import free_port, join_gloo
 from methods_reference import unit_rows

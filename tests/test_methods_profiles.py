@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmark.config import resolve
+from benchmark.core.config import resolve
 from methods.base import available_methods, build_method
 
 PROFILES = Path(__file__).resolve().parents[1] / "benchmark" / "profiles"

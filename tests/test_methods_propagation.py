@@ -3,9 +3,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from methods.neighbours import NeighbourTable, neighbours_from_topm
-from methods.positives import select_positives
-from methods.propagation import propagate_bfs, propagate_concat, propagation_width, rowwise_unique
+from methods.parts.neighbours import NeighbourTable, neighbours_from_topm
+from methods.parts.positives import select_positives
+from methods.parts.propagation import propagate_bfs, propagate_concat, propagation_width, rowwise_unique
 from methods_reference import bfs_ball, official_walk
 
 torch.set_num_threads(1)

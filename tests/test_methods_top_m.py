@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import methods.top_m as top_m_module
+import methods.parts.top_m as top_m_module
 from methods.base import build_method
-from methods.top_m import top_m
+from methods.parts.top_m import top_m
 
 needs_compiler = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler on PATH")
 

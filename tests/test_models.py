@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.config import ConfigError, resolve
-from benchmark.encoders import load_encoder_backbone
+from benchmark.core.config import ConfigError, resolve
+from benchmark.models.encoders import load_encoder_backbone
 from benchmark.models import build_backbone, build_head
 from tasks.base import EncoderHandle
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.config import ConfigError, resolve
-from benchmark.plan import plan_run, pretrain_id, select_tasks, task_job_id
+from benchmark.core.config import ConfigError, resolve
+from benchmark.harness.plan import plan_run, pretrain_id, select_tasks, task_job_id
 
 
 def test_plan_has_pretrain_then_tasks_with_dependencies(tmp_path: Path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from benchmark import provenance
+from benchmark.core import provenance
 
 
 def git(repo: Path, *args: str) -> None:

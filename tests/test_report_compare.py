@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.cli import main
-from benchmark.compare import compare_folders
+from benchmark.harness.cli import main
+from benchmark.report.compare import compare_folders
 from report_support import record, save, seeds
 
 MINI = {"profile": "mini", "dataset": "fashion_mnist", "split": "test"}

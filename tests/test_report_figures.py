@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.figures import (
+from benchmark.report.figures import (
     easy_hard_positives,
     knn_table,
     last_epoch_summary,
@@ -92,10 +92,10 @@ def test_read_log_names_the_bad_line(tmp_path: Path) -> None:
 def test_report_links_training_curves_found_through_the_stored_jobs(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from benchmark.config import resolve
-    from benchmark.plan import plan_run
-    from benchmark.report import write_report
-    from benchmark.store import ResultRecord, ResultStore
+    from benchmark.core.config import resolve
+    from benchmark.harness.plan import plan_run
+    from benchmark.report.render import write_report
+    from benchmark.core.store import ResultStore
     from report_support import BASE
 
     cfg = resolve("mini", "invp", [], 0)
@@ -118,12 +118,12 @@ def test_report_links_training_curves_found_through_the_stored_jobs(tmp_path: Pa
 def test_report_draws_fig2_from_the_invp_and_insdis_encoders(tmp_path: Path, data_root: Path) -> None:
     from dataclasses import replace
 
-    from benchmark.config import resolve
+    from benchmark.core.config import resolve
     from benchmark.models.heads import build_head
     from benchmark.models.registry import build_backbone
-    from benchmark.plan import plan_run
-    from benchmark.report import write_report
-    from benchmark.store import ResultStore
+    from benchmark.harness.plan import plan_run
+    from benchmark.report.render import write_report
+    from benchmark.core.store import ResultStore
     from report_support import BASE
 
     store = ResultStore(tmp_path / "results" / "mini")

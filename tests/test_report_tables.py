@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.paper_tables import load_paper, row_label
-from benchmark.report import records_frame, render_markdown
+from benchmark.report.paper_tables import load_paper, row_label
+from benchmark.report.frame import records_frame
+from benchmark.report.render import render_markdown
 from report_support import INVP_CONFIG, TASKS, record, seeds
 
 MINI = {"profile": "mini", "dataset": "fashion_mnist", "split": "test"}
@@ -204,7 +205,7 @@ def test_stand_ins_the_columns_cannot_tell_apart_get_their_own_column() -> None:
 
 
 def test_every_registered_paper_task_lands_in_a_paper_table() -> None:
-    from benchmark.report import registry_task_info
+    from benchmark.report.frame import registry_task_info
 
     paper = load_paper()
     for name, info in registry_task_info().items():

@@ -13,18 +13,19 @@ import torch
 
 import engine_support as es
 from payload_support import Payload
-from benchmark import checkpoint as ckpt
-from benchmark.cli import main as cli_main
-from benchmark.encoders import load_encoder_backbone
-from benchmark.figures import encoder_features
-from benchmark.jobs import Paths, run_job, run_pretrain_job
-from benchmark.plan import plan_run
-from benchmark.pretrain import main as pretrain_main
-from benchmark.pretrain import pretrain_unless_done
-from benchmark.safe_load import CorruptFile, UnsafeFile, load_weights_only
+from benchmark.engine import checkpoint as ckpt
+from benchmark.harness.cli import main as cli_main
+from benchmark.models.encoders import load_encoder_backbone
+from benchmark.report.figures import encoder_features
+from benchmark.harness.jobs import Paths, run_job, run_pretrain_job
+from benchmark.harness.plan import plan_run
+from benchmark.harness.pretrain_cli import main as pretrain_main
+from benchmark.engine.pretrain import pretrain_unless_done
+from benchmark.core.safe_load import CorruptFile, UnsafeFile, load_weights_only
 from tasks.base import EncoderHandle
 from tasks.detection.export import export_detectron2
 from tasks.features import FeatureLayer, cached_features, feature_cache_path
+from benchmark.core.atomic import save_atomic
 
 
 def plant(path: Path, marker: Path) -> Path:
@@ -137,7 +138,7 @@ def test_corrupt_files_are_named_too(tmp_path: Path) -> None:
 def test_rng_states_survive_a_weights_only_round_trip(tmp_path: Path) -> None:
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     random.gauss(0, 1), np.random.standard_normal()  # non-trivial cached Gaussians
-    path = ckpt.save_atomic({"rng": ckpt.rng_state()}, tmp_path / "rng.pt")
+    path = save_atomic({"rng": ckpt.rng_state()}, tmp_path / "rng.pt")
 
     def draws() -> tuple:
         return random.random(), random.gauss(0, 1), np.random.rand(3).tolist(), \

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.config import ConfigError, resolve
-from benchmark.jobs import Paths
-from benchmark.launch import CLUSTERS, SubmititLauncher, await_outcome
-from benchmark.plan import plan_run
-from benchmark.status import ACTIVE, sweep_status
-from benchmark.sweep import submit_sweep
-from benchmark.sweep_state import SweepState
+from benchmark.core.config import ConfigError, resolve
+from benchmark.harness.jobs import Paths
+from benchmark.harness.launch import CLUSTERS, SubmititLauncher, await_outcome
+from benchmark.harness.plan import plan_run
+from benchmark.harness.status import ACTIVE, sweep_status
+from benchmark.harness.sweep import submit_sweep
+from benchmark.harness.sweep_state import SweepState
 from slurm_fixtures import (cluster, ddp_probe, fail_marker, no_post_mortem,  # noqa: F401
                             slurm_cluster, tiny_runner)
 
@@ -133,9 +133,9 @@ def test_a_multi_process_pretraining_forms_one_torch_distributed_world(cluster, 
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_timed_out_pretraining_requeues_and_ends_with_uninterrupted_weights(slurm_cluster, tmp_path):
-    from benchmark.checkpoint import list_checkpoints
-    from benchmark.datasets import get_dataset, resolve_data_root
-    from benchmark.pretrain import pretrain
+    from benchmark.engine.checkpoint import list_checkpoints
+    from benchmark.data import get_dataset, resolve_data_root
+    from benchmark.engine.pretrain import pretrain
 
     data_root = resolve_data_root().resolve()
     if get_dataset("fashion_mnist").check(data_root):
@@ -172,7 +172,7 @@ def test_timed_out_pretraining_requeues_and_ends_with_uninterrupted_weights(slur
 
 @pytest.mark.slurm
 def test_slurm_launch_checks_partition_and_resources_before_submitting(slurm_cluster, tmp_path):
-    from benchmark.slurm_check import LaunchError
+    from benchmark.harness.slurm_check import LaunchError
 
     paths, jobs = make_paths(tmp_path), plan(tmp_path, methods=("invp",), seeds=(0,))
     for flags, message in (({"partition": "nope"}, "unknown partition 'nope'"),
@@ -185,7 +185,7 @@ def test_slurm_launch_checks_partition_and_resources_before_submitting(slurm_clu
 
 
 def test_slurm_launcher_without_slurm_on_path_fails_before_submitting(tmp_path, monkeypatch):
-    from benchmark.slurm_check import LaunchError
+    from benchmark.harness.slurm_check import LaunchError
 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     paths, jobs = make_paths(tmp_path), plan(tmp_path, methods=("invp",), seeds=(0,))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import atomic
-from benchmark.errors import BadFileError
-from benchmark.store import ResultRecord, ResultStore, write_json_atomic
+from benchmark.core import atomic
+from benchmark.core.errors import BadFileError
+from benchmark.core.store import ResultRecord, ResultStore, write_json_atomic
 
 
 def make_record(**over) -> ResultRecord:

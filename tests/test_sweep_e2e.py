@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.cli import main
-from benchmark.datasets import get_dataset, resolve_data_root
-from benchmark.provenance import file_hash
+from benchmark.harness.cli import main
+from benchmark.data import get_dataset, resolve_data_root
+from benchmark.core.provenance import file_hash
 from slurm_fixtures import cluster, slurm_cluster  # noqa: F401
 
 

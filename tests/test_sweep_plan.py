@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import provenance
-from benchmark.cli import main
-from benchmark.config import ConfigError
-from benchmark.jobs import Outcome, Paths
-from benchmark.launch import CheckpointablePretrain, JobFailed, run_job_checked
-from benchmark.plan import Job
-from benchmark.resources import resources_for
-from benchmark.store import ResultStore
-from benchmark.status import format_status, resolve_sweep, sweep_status
-from benchmark.sweep import SweepSpec, expand, open_state, parse_grid, split_values
-from benchmark.sweep_state import SweepState
+from benchmark.core import provenance
+from benchmark.harness.cli import main
+from benchmark.core.config import ConfigError
+from benchmark.harness.jobs import Outcome, Paths
+from benchmark.harness.launch import CheckpointablePretrain, JobFailed, run_job_checked
+from benchmark.harness.plan import Job
+from benchmark.harness.resources import resources_for
+from benchmark.core.store import ResultStore
+from benchmark.harness.status import format_status, resolve_sweep, sweep_status
+from benchmark.harness.sweep import SweepSpec, expand, open_state, parse_grid, split_values
+from benchmark.harness.sweep_state import SweepState
 from payload_support import Payload
 from test_store import make_record
 
@@ -107,7 +107,7 @@ def test_bad_resources_name_the_key(section, message):
 
 def test_a_failed_outcome_becomes_a_job_failure(monkeypatch, tmp_path):
     job = expand(spec(methods=("invp",), tasks="none"), tmp_path)[0]
-    monkeypatch.setattr("benchmark.launch.run_job", lambda *a, **k: Outcome(
+    monkeypatch.setattr("benchmark.harness.launch.run_job", lambda *a, **k: Outcome(
         job.job_id, job.label, "failed", "loss is NaN"))
     with pytest.raises(JobFailed, match="loss is NaN"):
         run_job_checked(job, Paths(tmp_path, tmp_path, tmp_path))
@@ -191,7 +191,7 @@ def test_local_sweep_records_outcomes_that_status_reads(tmp_path, monkeypatch, c
         status = "failed" if job.kind == "pretrain" else "done"
         return Outcome(job.job_id, job.label, status, "boom" if status == "failed" else "")
 
-    monkeypatch.setattr("benchmark.launch.run_job", fake_run_job)
+    monkeypatch.setattr("benchmark.harness.launch.run_job", fake_run_job)
     args = ["sweep", "--methods", "invp", "--tasks", "knn", "--launcher", "local", "--no-sanity",
             "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
             "--sweeps", str(tmp_path / "sweeps"), "--name", "s"]
@@ -203,7 +203,7 @@ def test_local_sweep_records_outcomes_that_status_reads(tmp_path, monkeypatch, c
 
 
 def test_a_stop_request_ends_a_local_sweep_at_once_with_the_resume_exit_code(tmp_path, monkeypatch, capsys):
-    from benchmark.pretrain import EXIT_PREEMPTED, Preempted
+    from benchmark.core.errors import EXIT_PREEMPTED, Preempted
 
     ran = []
 
@@ -211,8 +211,8 @@ def test_a_stop_request_ends_a_local_sweep_at_once_with_the_resume_exit_code(tmp
         ran.append(job.label)
         raise Preempted("stopped at epoch 1, step 3; checkpoint saved")
 
-    monkeypatch.setattr("benchmark.jobs.run_pretrain_job", preempted_pretrain)
-    monkeypatch.setattr("benchmark.jobs.run_task_job", lambda *a, **k: ran.append("task"))
+    monkeypatch.setattr("benchmark.harness.jobs.run_pretrain_job", preempted_pretrain)
+    monkeypatch.setattr("benchmark.harness.jobs.run_task_job", lambda *a, **k: ran.append("task"))
     args = ["sweep", "--methods", "invp,insdis", "--tasks", "knn", "--launcher", "local", "--no-sanity",
             "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
             "--sweeps", str(tmp_path / "sweeps"), "--name", "s"]
@@ -252,7 +252,7 @@ def test_status_reads_no_result_pickle_outside_the_sweep_folder(tmp_path, monkey
     marker = tmp_path / "MARKER"
     result.write_bytes(pickle.dumps(("success", Payload(marker))))
     state.record("slurm", "slurm", folder, {jobs[0].job_id: scheduler_id}, {})
-    monkeypatch.setattr("benchmark.status.scheduler_state", lambda handle: "COMPLETED")
+    monkeypatch.setattr("benchmark.harness.status.scheduler_state", lambda handle: "COMPLETED")
     row = next(r for r in sweep_status(state, tmp_path / "results") if r.job_id == jobs[0].job_id)
     assert not marker.exists(), "status unpickled a file from outside the sweep folder"
     assert row.state == "unknown" and refusal in row.detail

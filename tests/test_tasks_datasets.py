@@ -14,8 +14,8 @@ import scipy.io
 import torch
 from PIL import Image
 
-from benchmark.datasets import DatasetMissing, get_dataset
-from benchmark.datasets.caltech101 import split_indices
+from benchmark.data import DatasetMissing, get_dataset
+from benchmark.data.caltech101 import split_indices
 from tasks.base import get_task
 from tasks.semisup import read_subset_list
 from tasks_support import TinyBackbone, make_context

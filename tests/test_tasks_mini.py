@@ -116,7 +116,7 @@ def test_transfer_linear_sweeps_c_and_refits(tmp_path):
 
 
 def test_unknown_or_missing_settings_are_named(tmp_path):
-    from benchmark.config import ConfigError
+    from benchmark.core.config import ConfigError
 
     ctx = make_context(tmp_path, "linear", {"dataset": "digits", "epoch": 3})
     with pytest.raises(ConfigError, match=r"tasks.linear: unknown setting\(s\) \['epoch'\].*epochs"):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark.datasets import DatasetMissing, get_dataset
-from benchmark.datasets.voc07_cls import VOC_CLASSES
-from benchmark.datasets.voc_detection import MINI_DET_CLASSES
+from benchmark.data import DatasetMissing, get_dataset
+from benchmark.data.voc07_cls import VOC_CLASSES
+from benchmark.data.voc_detection import MINI_DET_CLASSES
 from tasks.base import get_task
 from tasks_support import TinyBackbone, make_context
 

@@ -3,8 +3,8 @@
 ``build_backbone(model_cfg)`` returns a :class:`Backbone` (pooled features, per-block outputs,
 ``feature_dim``, ``block_names``); ``build_head(model_cfg, feature_dim)`` the projection head.
 """
+from benchmark.models import resnets, timm_backbone  # noqa: F401  (registers the builders)
 from benchmark.models.backbone import Backbone  # noqa: F401
 from benchmark.models.heads import build_head  # noqa: F401
 from benchmark.models.init import init_weights  # noqa: F401
 from benchmark.models.registry import available_backbones, build_backbone, register_backbone  # noqa: F401
-from benchmark.models import resnets, timm_backbone  # noqa: F401  (registers the builders)

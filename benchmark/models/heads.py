@@ -5,7 +5,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from benchmark.config import ConfigError
+from benchmark.core.config import ConfigError
 from benchmark.models.init import init_weights
 
 HEADS = ("linear", "mlp")

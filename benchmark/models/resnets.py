@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from benchmark.config import ConfigError
+from benchmark.core.config import ConfigError
 from benchmark.models.backbone import Backbone
 from benchmark.models.init import init_weights
 from benchmark.models.registry import register_backbone

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from benchmark.config import ConfigError
+from benchmark.core.config import ConfigError
 from benchmark.models.registry import register_backbone
 
 

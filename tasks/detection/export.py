@@ -25,8 +25,8 @@ from typing import Mapping
 import torch
 import torchvision
 
-from benchmark.atomic import atomic_open
-from benchmark.safe_load import load_weights_only
+from benchmark.core.atomic import atomic_open
+from benchmark.core.safe_load import load_weights_only
 
 AUTHOR = "invp-bench"
 WRAPPER_PREFIXES = ("module.encoder_q.", "module.backbone.", "module.encoder.", "module.", "encoder_q.", "backbone.", "encoder.")

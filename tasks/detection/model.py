@@ -29,9 +29,9 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import FrozenBatchNorm2d, roi_align
 
-from benchmark.augment import IMAGENET_MEAN, IMAGENET_STD
-from benchmark.config import ConfigError
-from benchmark.fields import Bool, Choice, Float, Int, ListOf, Section, Spec, Tuple
+from benchmark.core.config import ConfigError
+from benchmark.core.fields import Bool, Choice, Float, Int, ListOf, Section, Spec, Tuple
+from benchmark.data.augment import IMAGENET_MEAN, IMAGENET_STD
 
 NORMS = ("sync", "frozen")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
-from benchmark.config import ConfigError
-from benchmark.fields import Float, Int, ListOf, Section
+from benchmark.core.config import ConfigError
+from benchmark.core.fields import Float, Int, ListOf, Section
 
 
 @dataclass(frozen=True)

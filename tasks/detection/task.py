@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from benchmark.datasets import get_dataset
-from benchmark.fields import Int, Name, Nullable, Section
-from benchmark.runtime import seed_everything
+from benchmark.core.fields import Int, Name, Nullable, Section
+from benchmark.core.runtime import seed_everything
+from benchmark.data import get_dataset
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import task_settings
 from tasks.detection.data import DetectionInput

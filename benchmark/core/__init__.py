@@ -1,0 +1,1 @@
+"""Foundations every layer uses: config, settings, registry, store, atomic writes, provenance, runtime."""

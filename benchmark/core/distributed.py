@@ -1,0 +1,100 @@
+"""torch.distributed set-up from torchrun or SLURM/submitit environment variables.
+
+One process per device: NCCL when the device is CUDA, gloo on CPU. Without those variables (or
+with a world size of 1) nothing is initialised and every helper is a no-op, so single-process
+code and DDP code are the same code.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from benchmark.core.runtime import resolve_device
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits: rank, world size, local rank and the device it drives."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _export_slurm_env() -> None:
+    """Translate SLURM task variables into torchrun's (RANK, WORLD_SIZE, MASTER_ADDR, ...)."""
+    from submitit.helpers import TorchDistributedEnvironment
+
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=False)
+
+
+def launched_world_size() -> int:
+    """World size announced by torchrun (WORLD_SIZE) or SLURM (SLURM_NTASKS); 1 when neither."""
+    if "WORLD_SIZE" in os.environ:
+        return int(os.environ["WORLD_SIZE"])
+    if "SLURM_NTASKS" in os.environ and "SLURM_PROCID" in os.environ:
+        return int(os.environ["SLURM_NTASKS"])
+    return 1
+
+
+def init_distributed(device_spec: str = "auto") -> DistContext:
+    """Initialise the process group when launched with several processes; pick the device.
+
+    CUDA processes take ``cuda:<local rank>`` (``device_spec`` auto or cuda) and NCCL; CPU
+    processes use gloo. Returns the context of this process.
+    """
+    device = resolve_device(device_spec)
+    world_size = launched_world_size()
+    if world_size <= 1:
+        return DistContext(0, 1, 0, device)
+    if "WORLD_SIZE" not in os.environ:
+        _export_slurm_env()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op when not distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def broadcast_from_main(value: int, device: torch.device) -> int:
+    """Rank 0's ``value`` on every rank (``value`` itself when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.broadcast(tensor, src=0)
+    return int(tensor.item())
+
+
+def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
+    """Element-wise mean of ``values`` over ranks (identity when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    values = values.clone()
+    dist.all_reduce(values)
+    return values / dist.get_world_size()
+
+
+def shutdown() -> None:
+    """Destroy the process group if one was initialised."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

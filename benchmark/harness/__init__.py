@@ -1,0 +1,1 @@
+"""Runs jobs: command line, plan, jobs, launchers, sweeps, status, resources."""

@@ -1,0 +1,185 @@
+"""Execute one planned job in this process and store its result records.
+
+Top-level functions with picklable arguments, so any launcher (local, submitit) can call them.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from benchmark.core import provenance
+from benchmark.core.config import RunConfig
+from benchmark.core.errors import Preempted, user_error_message
+from benchmark.core.fields import safe_name
+from benchmark.core.runtime import configure_threads, resolve_device, seed_everything
+from benchmark.core.store import ResultRecord, ResultStore
+from benchmark.data import get_dataset
+from benchmark.engine.pretrain import pretrain_unless_done
+from benchmark.harness.plan import Job
+from tasks.base import EncoderHandle, TaskContext, get_task
+from tasks.errors import TaskNotApplicable
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where a run reads data and writes results, runs and caches."""
+
+    results: Path  # results/<profile> lives under it
+    runs: Path
+    data_root: Path
+
+    def store(self, profile: str) -> ResultStore:
+        return ResultStore(self.results / safe_name(profile, "profile"))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to a job: done | cached | skipped | failed, with a message."""
+
+    job_id: str
+    label: str
+    status: str
+    message: str = ""
+
+
+def encoder_checkpoint(job: Job) -> Path:
+    return Path(job.pretrain_dir) / "encoder.pt"
+
+
+def task_result_is_current(store: ResultStore, job_id: str, encoder: str, pretrain_dir: str) -> bool:
+    """A task's result exists and, for a pretrained encoder, that encoder still exists and is the
+    one the result was computed from (same checkpoint hash): a retrained encoder, e.g. in a fresh
+    clone beside committed results, is evaluated again."""
+    stored = store.load_job(job_id)
+    if stored is None:
+        return False
+    if encoder != "pretrained":
+        return True
+    checkpoint = Path(pretrain_dir) / "encoder.pt"
+    hashes = {r.get("checkpoint_hash") for r in stored.get("records", [])}
+    return checkpoint.is_file() and hashes == {provenance.file_hash(checkpoint)}
+
+
+def result_is_current(job: Job, store: ResultStore) -> bool:
+    """:func:`task_result_is_current` for a planned task job."""
+    return task_result_is_current(store, job.job_id, job.encoder, job.pretrain_dir)
+
+
+def run_pretrain_job(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -> Outcome:
+    """Pretrain the job's method unless its encoder already exists and loads (or ``force``).
+    Another process pretraining into the same folder makes this one wait, then find it done."""
+
+    cfg = job.run_config
+    configure_threads(cfg.threads)
+    path, trained = pretrain_unless_done(cfg, Path(job.pretrain_dir), resume=resume,
+                                         data_root=paths.data_root, reuse=not force)
+    return Outcome(job.job_id, job.label, "done" if trained else "cached", str(path))
+
+
+def _records(job: Job, cfg: RunConfig, measurements: list[Any], checkpoint_hash: str | None,
+             device: str, wall: float, started: str) -> list[ResultRecord]:
+    git = provenance.git_state()
+    method = cfg.method.name if job.encoder == "pretrained" else job.encoder
+    return [
+        ResultRecord(
+            method=method,
+            method_config=cfg.method.to_dict() if job.encoder == "pretrained" else {},
+            encoder=job.encoder,
+            backbone=cfg.model.backbone,
+            pretrain_epochs=cfg.pretrain.epochs if job.encoder == "pretrained" else 0,
+            task=job.task or "",
+            dataset=m.dataset,
+            split=m.split,
+            metric=m.metric,
+            value=float(m.value),
+            seed=cfg.seed,
+            profile=cfg.profile,
+            job_id=job.job_id,
+            config_hash=cfg.hash,
+            checkpoint_hash=checkpoint_hash,
+            git_commit=git["git_commit"],
+            git_dirty=git["git_dirty"],
+            versions=provenance.library_versions(),
+            host=provenance.host_name(),
+            device=device,
+            wall_time_s=round(wall, 3),
+            started_at=started,
+            extra=dict(m.extra),
+        )
+        for m in measurements
+    ]
+
+
+def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
+    """Run one task on one encoder and store its records atomically (skip if already stored)."""
+
+    store = paths.store(job.config["profile"])
+    if result_is_current(job, store) and not force:
+        return Outcome(job.job_id, job.label, "cached", str(store.path(job.job_id)))
+    cfg = job.run_config
+    task = get_task(job.task)
+    job_meta = {"job_id": job.job_id, "task": job.task, "encoder": job.encoder,
+                "label": job.label, "method": cfg.method.name, "config": job.config,
+                "pretrain_dir": job.pretrain_dir}
+    settings = cfg.tasks[job.task]
+    missing = {name: get_dataset(name).check(paths.data_root) for name in task.datasets(settings)}
+    missing = {name: problems for name, problems in missing.items() if problems}
+    if missing:
+        details = "; ".join(
+            f"{name}: {', '.join(p)} under {get_dataset(name).location(paths.data_root)} "
+            f"(get it: {get_dataset(name).how_to_get})"
+            for name, p in missing.items()
+        )
+        store.save_skip(job_meta, f"dataset missing: {details}")
+        return Outcome(job.job_id, job.label, "skipped", f"dataset missing: {details}")
+    checkpoint, checkpoint_hash = None, None
+    if job.encoder == "pretrained":
+        checkpoint = encoder_checkpoint(job)
+        if not checkpoint.is_file():
+            return Outcome(job.job_id, job.label, "failed", f"no encoder checkpoint at {checkpoint}")
+        checkpoint_hash = provenance.file_hash(checkpoint)
+    configure_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    ctx = TaskContext(
+        config=cfg,
+        encoder=EncoderHandle(job.encoder, cfg, checkpoint, checkpoint_hash),
+        data_root=paths.data_root,
+        device=device,
+        seed=cfg.seed,
+        cache_dir=paths.runs / "cache",
+        task_name=job.task,
+    )
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    try:
+        measurements = task.run(ctx)
+    except TaskNotApplicable as exc:
+        store.save_skip(job_meta, f"not applicable: {exc}")
+        return Outcome(job.job_id, job.label, "skipped", f"not applicable: {exc}")
+    records = _records(job, cfg, measurements, checkpoint_hash,
+                       provenance.device_description(device), time.perf_counter() - t0, started)
+    path = store.save(job_meta, records)
+    return Outcome(job.job_id, job.label, "done", str(path))
+
+
+def run_job(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -> Outcome:
+    """Run any job; an exception becomes a ``failed`` outcome carrying the message of a user
+    error (bad config, missing or empty data, a full disk) or, for anything else, the traceback's
+    tail.
+
+    A requested stop (``benchmark.core.errors.Preempted``: SIGTERM/SIGUSR1, a checkpoint was saved)
+    propagates instead, so the caller stops rather than going on with the next jobs."""
+    try:
+        if job.kind == "pretrain":
+            return run_pretrain_job(job, paths, force=force, resume=resume)
+        return run_task_job(job, paths, force=force)
+    except Exception as exc:  # noqa: BLE001  (reported, not swallowed: the CLI exits non-zero)
+        if isinstance(exc, Preempted):
+            raise
+        message = user_error_message(exc) or "".join(traceback.format_exception(exc)[-3:]).strip()
+        return Outcome(job.job_id, job.label, "failed", message)

@@ -1,0 +1,365 @@
+"""Launchers: how planned jobs get executed.
+
+``local`` runs every job in this process, in plan order. ``slurm``, ``submitit-local`` and
+``debug`` hand them to submitit with ``cluster=slurm|local|debug`` (always explicit: with Slurm
+installed submitit would otherwise pick it on its own). Under Slurm one command submits a whole
+plan: pretraining jobs first, then each pretraining's task jobs as one job array that waits for it
+(``afterok``); the other clusters run the pretraining, then its tasks.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+from benchmark.core.registry import Registry
+from benchmark.core.store import ResultStore
+from benchmark.engine.pretrain import request_stop
+from benchmark.harness.jobs import Outcome, Paths, run_job, task_result_is_current
+from benchmark.harness.plan import Job
+from benchmark.harness.resources import Resources, resources_for, script_text
+from benchmark.harness.slurm_check import check_resources, require_slurm
+
+LOG_TAIL_LINES = 15  # log lines `status` shows for a failed job
+
+CLUSTERS = {"slurm": "slurm", "submitit-local": "local", "debug": "debug"}
+# submitit's time-limit / preemption signal (its SUBMITIT_PREEMPT_SIGNAL, USR2 by default)
+REQUEUE_SIGNAL = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+
+
+class Launcher(Protocol):
+    """Runs a list of jobs (dependencies first) and returns one Outcome per job."""
+
+    def launch(self, jobs: Sequence[Job], paths: Paths) -> list[Outcome]: ...
+
+
+class LocalLauncher:
+    """Run every job here, in plan order; a job whose dependency failed is not started."""
+
+    def __init__(self, force: bool = False, resume: str = "auto",
+                 on_outcome: Callable[[Outcome], None] | None = None):
+        self.force = force
+        self.resume = resume
+        self.on_outcome = on_outcome
+
+    def launch(self, jobs: Sequence[Job], paths: Paths) -> list[Outcome]:
+        outcomes: dict[str, Outcome] = {}
+        for job in jobs:
+            failed = [d for d in job.depends_on if outcomes.get(d) and outcomes[d].status == "failed"]
+            if failed:
+                outcome = Outcome(job.job_id, job.label, "failed",
+                                  f"not started: dependency {failed[0]} failed")
+            else:
+                outcome = run_job(job, paths, force=self.force, resume=self.resume)
+            outcomes[job.job_id] = outcome
+            if self.on_outcome:
+                self.on_outcome(outcome)
+        return [outcomes[job.job_id] for job in jobs]
+
+
+class JobFailed(RuntimeError):
+    """Raised inside a scheduled job whose outcome is ``failed``, so the scheduler records a
+    failure (and ``afterok`` dependents never start)."""
+
+
+def run_job_checked(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -> Outcome:
+    """:func:`benchmark.harness.jobs.run_job`, raising :class:`JobFailed` on a failed outcome."""
+    outcome = run_job(job, paths, force=force, resume=resume)
+    if outcome.status == "failed":
+        raise JobFailed(f"{job.label} ({job.job_id}) failed: {outcome.message}")
+    return outcome
+
+
+def distributed_port(scheduler_job_id: str) -> int:
+    """The torch.distributed master port of a job: derived from its id (every rank, on every
+    node, computes the same one without talking) and below Linux's ephemeral range
+    (32768-60999), so no outgoing connection on the node can be holding it."""
+    return 20000 + zlib.crc32(str(scheduler_job_id).encode()) % 12000
+
+
+class CheckpointablePretrain:
+    """Submitit callable of one pretraining job, checkpointed and requeued on SIGUSR2.
+
+    Slurm sends SIGUSR2 ``signal_delay_s`` before the time limit (and on preemption, where the
+    cluster sets ``preempt_send_user_signal``). Instead of letting submitit requeue at once,
+    mid-step, the signal asks the engine to stop (:func:`benchmark.engine.pretrain.request_stop`): it
+    finishes the current step, saves a checkpoint and stops. Then submitit's own handler runs:
+    it calls :meth:`checkpoint`, which returns the same job with ``resume="auto"``, requeues it
+    and exits; the requeued job continues exactly from that checkpoint.
+    """
+
+    def __init__(self, job: Job, paths: Paths, force: bool = False, resume: str = "auto",
+                 runner: Callable[..., Outcome] = run_job_checked):
+        self.job, self.paths, self.force, self.resume, self.runner = job, paths, force, resume, runner
+
+    def __call__(self) -> Outcome:
+        import submitit
+        from submitit.helpers import TorchDistributedEnvironment
+
+        env = submitit.JobEnvironment()
+        if env.num_tasks > 1:  # one process per GPU: a DDP world
+            os.environ.setdefault("MASTER_PORT", str(distributed_port(env.job_id)))
+            TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        requeue = signal.getsignal(REQUEUE_SIGNAL)
+        if not callable(requeue):  # not under submitit's signal handling (debug executor)
+            return self.runner(self.job, self.paths, force=self.force, resume=self.resume)
+        stopped = threading.Event()
+
+        def stop(signum: int, frame: Any) -> None:
+
+            stopped.set()
+            request_stop()
+
+        signal.signal(REQUEUE_SIGNAL, stop)
+        try:
+            outcome = self.runner(self.job, self.paths, force=self.force, resume=self.resume)
+        except Exception:
+            if not stopped.is_set():
+                raise
+            outcome = None
+        finally:
+            signal.signal(REQUEUE_SIGNAL, requeue)
+        if stopped.is_set() and (outcome is None or outcome.status == "failed"):
+            requeue(REQUEUE_SIGNAL, None)  # rank 0: checkpoint() -> requeue -> exit
+            return Outcome(self.job.job_id, self.job.label, "requeued",
+                           "stopped at a checkpoint; rank 0 requeued the job")
+        return outcome
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """The requeued submission: same job, resuming (never forcing a fresh start)."""
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(
+            CheckpointablePretrain(self.job, self.paths, False, "auto", self.runner))
+
+
+def finished_path(kind: str, pretrain_dir: str, store: ResultStore, job_id: str,
+                  encoder: str = "pretrained") -> Path | None:
+    """What a finished job left: the encoder (pretraining) or the result file (task, counted only
+    when computed from the current encoder, see ``jobs.task_result_is_current``); None if the
+    job is not finished."""
+    if kind == "pretrain":
+        path = Path(pretrain_dir) / "encoder.pt"
+        return path if path.is_file() else None
+    return store.path(job_id) if task_result_is_current(store, job_id, encoder, pretrain_dir) else None
+
+
+def is_done(job: Job, paths: Paths) -> bool:
+    """Whether ``job`` already finished (see :func:`finished_path`)."""
+    store = paths.store(job.config["profile"])
+    return finished_path(job.kind, job.pretrain_dir, store, job.job_id, job.encoder) is not None
+
+
+def job_resources(job: Job, flags: Mapping[str, Any] | None = None) -> Resources:
+    """The resources of ``job`` from its config's ``launcher`` section and ``flags``."""
+    return resources_for(job.config.get("launcher"), job.kind, flags)
+
+
+def processes(job: Job, resources: Resources) -> int:
+    """Processes per node: one per GPU for pretraining (DDP); tasks run as one process."""
+    return resources.processes_per_node if job.kind == "pretrain" else 1
+
+
+@dataclass
+class Submission:
+    """A planned job and what became of it: a submitit job handle, or an outcome already known
+    (done before, not started because a dependency failed)."""
+
+    job: Job
+    handle: Any = None
+    outcome: Outcome | None = None
+
+    @property
+    def scheduler_id(self) -> str | None:
+        return None if self.handle is None else str(self.handle.job_id)
+
+
+def log_tail(handle: Any, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of a submitit job's stderr then stdout, with their paths."""
+    parts = []
+    for stream in (handle.paths.stderr, handle.paths.stdout):
+        path = Path(stream)
+        if path.is_file():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"--- {path}\n" + "\n".join(tail))
+    return "\n".join(parts)
+
+
+def last_line(exc: BaseException) -> str:
+    """The last non-empty line of an exception's text; for submitit's FailedJobError (remote
+    traceback, a ``-----`` rule, then log paths) the traceback's last line: the job's error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    rules = [i for i, line in enumerate(lines) if set(line) == {"-"}]
+    if len(rules) >= 2:
+        lines = lines[:rules[-1]]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def failure_outcome(job: Job, handle: Any, exc: BaseException) -> Outcome:
+    """The outcome of a scheduled job that raised or never ran (cancelled, killed)."""
+    return Outcome(job.job_id, job.label, "failed",
+                   f"{last_line(exc)} [job {handle.job_id}, logs {handle.paths.stdout}]")
+
+
+def await_outcome(sub: Submission) -> Outcome:
+    """Block until the submission's job ends; its Outcome (``failed`` if it raised or never ran)."""
+    if sub.outcome is not None:
+        return sub.outcome
+    try:
+        sub.outcome = sub.handle.results()[0]
+    except Exception as exc:  # noqa: BLE001  (turned into a failed outcome naming the logs)
+        sub.outcome = failure_outcome(sub.job, sub.handle, exc)
+    return sub.outcome
+
+
+class SubmititLauncher:
+    """Submit jobs through submitit to ``cluster`` (``slurm``, ``local`` or ``debug``).
+
+    ``flags`` are command-line resource overrides (see :mod:`benchmark.harness.resources`); ``running``
+    (planned job id -> scheduler id) names jobs still queued or running from an earlier
+    submission, which are depended on instead of submitted again.
+    """
+
+    def __init__(self, cluster: str, force: bool = False, resume: str = "auto",
+                 on_outcome: Callable[[Outcome], None] | None = None,
+                 folder: Path | None = None, flags: Mapping[str, Any] | None = None,
+                 runner: Callable[..., Outcome] = run_job_checked):
+        if cluster not in CLUSTERS.values():
+            raise ValueError(f"unknown submitit cluster {cluster!r}; valid: slurm, local, debug")
+        self.cluster = cluster
+        self.force = force
+        self.resume = resume
+        self.on_outcome = on_outcome
+        self.folder = Path(folder) if folder else None
+        self.flags = dict(flags or {})
+        self.runner = runner
+
+    def log_folder(self, paths: Paths) -> Path:
+        """Where submitit writes pickles and logs (``%j`` = scheduler job id)."""
+        return self.folder or Path(paths.runs) / "submitit" / time.strftime("%Y%m%d-%H%M%S")
+
+    def parameters(self, job: Job, dependency: str | None) -> dict[str, Any]:
+        """submitit's parameters for ``job`` (``dependency``: a scheduler id it waits for);
+        every text that becomes a batch-script line is checked to be one line."""
+        res = job_resources(job, self.flags)
+        name = script_text(f"bench-{job.kind}-{job.config['profile']}",
+                           "the job name (from the profile's `profile:` key or file name)")
+        params = {**res.executor_parameters(), "tasks_per_node": processes(job, res), "name": name}
+        if dependency:
+            sid = script_text(dependency, "the scheduler job id (from the sweep's sweep.json)")
+            params["slurm_dependency"] = f"afterok:{sid}"
+        return params
+
+    def _executor(self, folder: Path, job: Job, dependency: str | None) -> Any:
+        import submitit
+
+        ex = submitit.AutoExecutor(folder=folder / "%j", cluster=self.cluster,
+                                   slurm_max_num_timeout=job_resources(job, self.flags).max_requeues)
+        ex.update_parameters(**self.parameters(job, dependency))
+        return ex
+
+    def preflight(self, jobs: Sequence[Job], folder: Path) -> None:
+        """Before anything is submitted: every value of every job's batch script (any cluster),
+        then, under Slurm, that the cluster answers and can take every resource request."""
+        script_text(folder, "the log folder (from --sweeps / --out)")
+        for job in jobs:
+            self.parameters(job, None)
+        if self.cluster == "slurm" and jobs:
+            require_slurm()
+            requests = [(job_resources(job, self.flags), job) for job in jobs]
+            check_resources((res, processes(job, res)) for res, job in requests)
+
+    def submit(self, jobs: Sequence[Job], paths: Paths,
+               running: Mapping[str, str] | None = None) -> list[Submission]:
+        """Submit what is not done yet; under Slurm returns at once, else runs the pretraining
+        jobs before submitting the tasks that need them."""
+        running = dict(running or {})
+        subs = {job.job_id: Submission(job) for job in jobs}
+        todo = []
+        for job in jobs:
+            if is_done(job, paths) and not self.force:
+                subs[job.job_id].outcome = Outcome(job.job_id, job.label, "cached", "already done")
+            elif job.job_id not in running:
+                todo.append(job)
+        folder = self.log_folder(paths)
+        self.preflight(todo, folder)
+        for job in (j for j in todo if j.kind == "pretrain"):
+            ex = self._executor(folder, job, None)
+            subs[job.job_id].handle = ex.submit(
+                CheckpointablePretrain(job, paths, self.force, self.resume, self.runner))
+        groups: dict[tuple[str | None, tuple[str, ...]], list[Job]] = defaultdict(list)
+        for job in (j for j in todo if j.kind != "pretrain"):
+            dependency = self._dependency(job, subs, running)
+            if dependency is False:
+                failed = job.depends_on[0]
+                subs[job.job_id].outcome = Outcome(job.job_id, job.label, "failed",
+                                                   f"not started: dependency {failed} failed")
+                continue
+            res = job_resources(job, self.flags)
+            key = (dependency, tuple(res.sbatch_args(processes(job, res))))
+            groups[key].append(job)
+        for (dependency, _), group in groups.items():
+            ex = self._executor(folder, group[0], dependency)
+            handles = ex.map_array(self.runner, group, [paths] * len(group),
+                                   [self.force] * len(group))
+            for job, handle in zip(group, handles):
+                subs[job.job_id].handle = handle
+        return [subs[job.job_id] for job in jobs]
+
+    def _dependency(self, job: Job, subs: Mapping[str, Submission],
+                    running: Mapping[str, str]) -> str | None | bool:
+        """Scheduler id a task must wait for (None: nothing to wait for; False: it failed).
+        Off Slurm, the pretraining is run to its end here first."""
+        for dep in job.depends_on:
+            if dep in running:
+                return running[dep]
+            sub = subs.get(dep)
+            if sub is None or sub.handle is None:
+                if sub is not None and sub.outcome is not None and sub.outcome.status == "failed":
+                    return False
+                continue
+            if self.cluster == "slurm":
+                return sub.scheduler_id
+            if await_outcome(sub).status == "failed":
+                return False
+        return None
+
+    def wait(self, submissions: Sequence[Submission]) -> list[Outcome]:
+        """Block until every submitted job ends; one Outcome per submission, in order."""
+        outcomes = []
+        for sub in submissions:
+            if sub.handle is None and sub.outcome is None:  # depended on, not resubmitted
+                outcome = Outcome(sub.job.job_id, sub.job.label, "pending",
+                                  "queued or running from an earlier submission")
+            else:
+                outcome = await_outcome(sub)
+            if self.on_outcome:
+                self.on_outcome(outcome)
+            outcomes.append(outcome)
+        return outcomes
+
+    def launch(self, jobs: Sequence[Job], paths: Paths) -> list[Outcome]:
+        return self.wait(self.submit(jobs, paths))
+
+
+def _submitit_launcher(cluster: str) -> Callable[..., Launcher]:
+    def build(**options: Any) -> Launcher:
+        return SubmititLauncher(cluster, **options)
+    return build
+
+
+LAUNCHERS: Registry[Callable[..., Launcher]] = Registry("launcher")
+LAUNCHERS.add("local", LocalLauncher)
+for _name, _cluster in CLUSTERS.items():
+    LAUNCHERS.add(_name, _submitit_launcher(_cluster))
+
+
+def build_launcher(name: str, **options: Any) -> Launcher:
+    """The launcher registered as ``name``; unknown names list the valid ones."""
+    return LAUNCHERS.get(name)(**options)

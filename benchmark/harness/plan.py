@@ -1,0 +1,109 @@
+"""Expand a run into jobs: one pretraining job, then one job per (task, encoder).
+
+Every job's id is a hash of the resolved configuration it depends on, so a re-run (or a
+re-submitted sweep) recognises finished jobs by id and skips them. The sanity encoders (random
+init, raw pixels) do not depend on the method: their jobs are shared by every method's run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from benchmark.core.config import ConfigError, RunConfig, config_hash
+from benchmark.core.identity import SANITY_SECTIONS, pretrain_hash, pretrain_run_dir
+from tasks.base import available_tasks, get_task
+from tasks.common import checked_settings
+
+ENCODER_KINDS = ("pretrained", "random", "pixels")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: pretraining, or one task on one encoder."""
+
+    job_id: str
+    kind: str  # "pretrain" | "task"
+    label: str
+    config: Mapping[str, Any]  # the resolved run config tree (plain dict: picklable)
+    pretrain_dir: str  # the pretraining run folder (encoder.pt, log, checkpoints)
+    task: str | None = None
+    encoder: str = "pretrained"
+    depends_on: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def run_config(self) -> RunConfig:
+        return RunConfig.from_dict(self.config)
+
+
+def pretrain_id(cfg: RunConfig) -> str:
+    """Id of the pretraining a run needs: hash of what changes the trained weights (the same
+    identity that pretraining checkpoints carry)."""
+    return pretrain_hash(cfg.tree)
+
+
+def task_job_id(cfg: RunConfig, task: str, encoder: str) -> str:
+    """Id of one task on one encoder kind."""
+    if encoder == "pretrained":
+        basis: dict[str, Any] = {"pretrain": pretrain_id(cfg)}
+    else:
+        basis = {k: cfg.tree[k] for k in SANITY_SECTIONS if k in cfg.tree}
+    return config_hash({"task": task, "settings": cfg.tasks[task], "encoder": encoder, **basis})
+
+
+def select_tasks(cfg: RunConfig, spec: str) -> list[str]:
+    """``all`` -> every task the profile configures; ``none`` -> []; else a checked list. A
+    task the profile configures that is not registered is an error (a typo, not a skip)."""
+
+    registered = available_tasks()
+    unregistered = [name for name in cfg.tasks if name not in registered]
+    if unregistered:
+        raise ConfigError(f"tasks.{unregistered[0]} in profile {cfg.profile!r} is not a task; "
+                          f"valid tasks: {', '.join(registered)}")
+    configured = list(cfg.tasks)
+    if spec == "all":
+        return configured
+    if spec in ("", "none"):
+        return []
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    for name in names:
+        if name not in registered:
+            raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join(registered)}")
+        if name not in cfg.tasks:
+            raise ConfigError(
+                f"task {name!r} has no settings in profile {cfg.profile!r} (tasks.{name}); "
+                f"tasks it configures: {', '.join(configured) or 'none'}"
+            )
+    return names
+
+
+def plan_run(
+    cfg: RunConfig, task_names: list[str], runs_root: Path, sanity: bool = True
+) -> list[Job]:
+    """The jobs of one run, dependencies first. Every task's settings are checked here, before
+    any job runs; ``profile`` and ``method.name`` must be safe names (they name folders)."""
+
+    for task in task_names:
+        checked_settings(get_task(task), cfg.tasks[task], task)
+    pid = pretrain_id(cfg)
+    pretrain_dir = str(pretrain_run_dir(cfg, runs_root))
+    tree = cfg.to_dict()
+    jobs = [
+        Job(pid, "pretrain", f"pretrain {cfg.method.name} seed={cfg.seed}", tree, pretrain_dir)
+    ]
+    encoders = ENCODER_KINDS if sanity else ("pretrained",)
+    for task in task_names:
+        for encoder in encoders:
+            jobs.append(
+                Job(
+                    job_id=task_job_id(cfg, task, encoder),
+                    kind="task",
+                    label=f"{task} [{cfg.method.name if encoder == 'pretrained' else encoder}]",
+                    config=tree,
+                    pretrain_dir=pretrain_dir,
+                    task=task,
+                    encoder=encoder,
+                    depends_on=(pid,) if encoder == "pretrained" else (),
+                )
+            )
+    return jobs

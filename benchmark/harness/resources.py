@@ -1,0 +1,202 @@
+"""Cluster resources of a job: read from the profile's ``launcher:`` section and CLI flags.
+
+``launcher:`` holds the resources shared by every job, plus optional ``pretrain:`` and ``task:``
+blocks that override them for one job kind (pretraining wants GPUs and days; an evaluation wants
+one GPU and an hour). Flags given on the command line override both.
+
+Every text that reaches the generated batch script (partition, account, qos, constraint, extra
+sbatch options) is checked here, where resources are built, to be one line: a line break in a value
+would end its ``#SBATCH`` line and put the rest into the script as a shell command.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+from benchmark.core.config import ConfigError
+from benchmark.core.fields import Anything, Float, Int, MapOf, Nullable, Section, Text
+
+JOB_KINDS = ("pretrain", "task")
+NON_RESOURCE_KEYS = ("name",) + JOB_KINDS
+# What a job asks the scheduler for; also the launcher.pretrain and
+# launcher.task override blocks.
+RESOURCE_FIELDS = {
+    "partition": Nullable(Text()),
+    "nodes": Int(ge=1),
+    "gpus_per_node": Int(ge=0),
+    "tasks_per_node": Int(ge=0),
+    "cpus_per_task": Int(ge=1),
+    "mem_gb": Nullable(Float(gt=0)),
+    "time_min": Int(ge=1),
+    "account": Nullable(Text()),
+    "qos": Nullable(Text()),
+    "constraint": Nullable(Text()),
+    "array_parallelism": Int(ge=1),
+    "signal_delay_s": Int(ge=0),
+    "max_requeues": Int(ge=0),
+    "sbatch": MapOf(Text(), Anything()),
+}
+
+RESOURCES = Section(RESOURCE_FIELDS)
+RESOURCE_FLAGS = {  # flag -> (type, help); keys are fields of Resources
+    "partition": (str, "Slurm partition"),
+    "nodes": (int, "nodes per pretraining job"),
+    "gpus_per_node": (int, "GPUs per node (pretraining runs one process per GPU)"),
+    "cpus_per_task": (int, "CPUs per process"),
+    "mem_gb": (float, "memory per node in GB"),
+    "time_min": (int, "time limit in minutes (pretraining requeues itself at the limit)"),
+    "account": (str, "Slurm account"),
+    "qos": (str, "Slurm QOS"),
+    "constraint": (str, "Slurm node constraint"),
+    "array_parallelism": (int, "task-array jobs running at once"),
+}
+SCRIPT_TEXT_FIELDS = ("partition", "account", "qos", "constraint")
+SBATCH_OPTION_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+# control characters (newline, carriage return, NUL, ...) and Unicode line/paragraph separators
+LINE_BREAKING_CATEGORIES = ("Cc", "Zl", "Zp")
+
+
+def script_text(value: Any, where: str) -> str:
+    """``str(value)`` if it is one line of text a batch script can hold; else a ConfigError
+    naming ``where`` (the key or flag it came from)."""
+    text = str(value)
+    bad = sorted({c for c in text if unicodedata.category(c) in LINE_BREAKING_CATEGORIES})
+    if bad:
+        raise ConfigError(f"{where} must be one line of text without control characters, got "
+                          f"{text!r} (contains {', '.join(repr(c) for c in bad)}); remove them")
+    return text
+
+
+def _check_sbatch_option(key: Any, value: Any) -> None:
+    """An extra sbatch option: a lowercase option name and one line of scalar value."""
+    if not isinstance(key, str) or not SBATCH_OPTION_NAME.fullmatch(key):
+        raise ConfigError(f"sbatch option name {key!r} (launcher.sbatch / --sbatch) is not valid: "
+                          "use lowercase letters, digits, '-' and '_', starting with a letter, "
+                          "e.g. --sbatch mail-type=END")
+    if not isinstance(value, (str, int, float)):
+        raise ConfigError(f"sbatch option {key} (launcher.sbatch / --sbatch) must be a string, "
+                          f"number or true, got {value!r}")
+    script_text(value, f"sbatch option {key} (launcher.sbatch / --sbatch {key}=...)")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one job asks the scheduler for (one task per GPU; at least one task per node)."""
+
+    partition: str | None = None
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: int = 0  # processes per node of a pretraining; 0 = one per GPU (at least 1)
+    cpus_per_task: int = 1
+    mem_gb: float | None = None
+    time_min: int = 60
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    array_parallelism: int = 32
+    signal_delay_s: int = 90
+    max_requeues: int = 3
+    sbatch: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        RESOURCES.check({f.name: getattr(self, f.name) for f in fields(self)}, "launcher")
+        if not isinstance(self.sbatch, Mapping):
+            raise ConfigError("launcher.sbatch must be a mapping of extra sbatch options, "
+                              "e.g. {exclusive: true, comment: paper}")
+        for name in SCRIPT_TEXT_FIELDS:
+            if getattr(self, name) is not None:
+                script_text(getattr(self, name), f"launcher.{name} (--{name})")
+        for key, value in self.sbatch.items():
+            _check_sbatch_option(key, value)
+
+    @property
+    def processes_per_node(self) -> int:
+        """``tasks_per_node``, else one process per GPU (torch.distributed world = nodes x
+        GPUs), else one."""
+        return self.tasks_per_node or max(self.gpus_per_node, 1)
+
+    def executor_parameters(self) -> dict[str, Any]:
+        """Keyword arguments for submitit's ``AutoExecutor.update_parameters``."""
+        params: dict[str, Any] = {
+            "timeout_min": self.time_min,
+            "nodes": self.nodes,
+            "tasks_per_node": self.processes_per_node,
+            "cpus_per_task": self.cpus_per_task,
+            "slurm_array_parallelism": self.array_parallelism,
+            "slurm_signal_delay_s": self.signal_delay_s,
+            "slurm_additional_parameters": {"kill_on_invalid_dep": "yes", **self.sbatch},
+            # one rank failing ends the others (instead of leaving them waiting in a collective)
+            "slurm_srun_args": ["--kill-on-bad-exit=1"],
+        }
+        if self.gpus_per_node:
+            params["gpus_per_node"] = self.gpus_per_node
+        if self.mem_gb is not None:
+            params["mem_gb"] = self.mem_gb
+        for name in ("partition", "account", "qos", "constraint"):
+            if getattr(self, name):
+                params[f"slurm_{name}"] = getattr(self, name)
+        return params
+
+    def sbatch_args(self, tasks_per_node: int | None = None) -> list[str]:
+        """The sbatch options these resources become (for ``sbatch --test-only`` and display);
+        ``tasks_per_node`` defaults to one per GPU."""
+        args = [f"--nodes={self.nodes}", f"--ntasks-per-node={tasks_per_node or self.processes_per_node}",
+                f"--cpus-per-task={self.cpus_per_task}", f"--time={self.time_min}"]
+        if self.gpus_per_node:
+            args.append(f"--gpus-per-node={self.gpus_per_node}")
+        if self.mem_gb is not None:
+            args.append(f"--mem={int(self.mem_gb * 1024)}M")
+        for name in ("partition", "account", "qos", "constraint"):
+            if getattr(self, name):
+                args.append(f"--{name}={getattr(self, name)}")
+        for key, value in self.sbatch.items():
+            option = "--" + key.replace("_", "-")
+            args.append(option if value is True else f"{option}={value}")
+        return args
+
+    def describe(self) -> str:
+        """One line for humans: ``partition=gpu nodes=1 gpus=8 cpus/task=10 mem=64G time=4320m``."""
+        text = (f"partition={self.partition or '(default)'} nodes={self.nodes} "
+                f"gpus={self.gpus_per_node} cpus/task={self.cpus_per_task} "
+                f"mem={f'{self.mem_gb:g}G' if self.mem_gb else '(default)'} time={self.time_min}m")
+        extras = [f"{k}={getattr(self, k)}" for k in ("account", "qos", "constraint") if getattr(self, k)]
+        extras += [f"{k}={v}" for k, v in self.sbatch.items()]
+        return " ".join([text, *extras])
+
+
+RESOURCE_KEYS = tuple(f.name for f in fields(Resources))
+
+
+def _checked(block: Mapping[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(block) - set(RESOURCE_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: "
+                          f"{', '.join(RESOURCE_KEYS)}")
+    return dict(block)
+
+
+def resources_for(section: Mapping[str, Any] | None, kind: str,
+                  flags: Mapping[str, Any] | None = None) -> Resources:
+    """Resources of a ``kind`` job: profile ``launcher:`` keys, then its ``launcher.<kind>:``
+    block, then non-None ``flags`` (from the command line)."""
+    if kind not in JOB_KINDS:
+        raise ValueError(f"job kind {kind!r}; valid kinds: {', '.join(JOB_KINDS)}")
+    section = dict(section or {})
+    if not isinstance(section.get(kind) or {}, Mapping):
+        raise ConfigError(f"launcher.{kind} must be a mapping of resource overrides")
+    common = _checked({k: v for k, v in section.items() if k not in NON_RESOURCE_KEYS},
+                      "the profile's launcher section")
+    merged = {**common, **_checked(section.get(kind) or {}, f"launcher.{kind}")}
+    merged.update(_checked({k: v for k, v in (flags or {}).items() if v is not None},
+                           "the command-line resource flags"))
+    merged["sbatch"] = {}
+    for where, layer in (("launcher.sbatch", common), (f"launcher.{kind}.sbatch", section.get(kind) or {}),
+                         ("--sbatch", flags or {})):
+        options = layer.get("sbatch") or {}
+        if not isinstance(options, Mapping):
+            raise ConfigError(f"{where} must be a mapping of extra sbatch options, e.g. "
+                              "{exclusive: true, comment: paper}")
+        merged["sbatch"].update(options)
+    return Resources(**merged)

@@ -1,0 +1,252 @@
+"""``python -m benchmark sweep``: methods x seeds x ``--set`` grid -> one plan, one submission.
+
+``--set key=v1,v2`` makes ``key`` a grid axis (commas inside ``[...]`` or ``{...}`` belong to
+the value). Every (method, seed, grid point) is resolved to a RunConfig and planned like ``run``;
+jobs shared between runs (the sanity encoders, a pretraining several grids reuse) are planned
+once, and jobs already done are skipped, so re-submitting a sweep runs only what failed or is
+missing. The sweep's state file lives in ``<sweeps>/<name>/sweep.json`` (see ``status``).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from benchmark.core.config import ConfigError, config_hash, load_profile
+from benchmark.core.errors import require_writable_folder
+from benchmark.core.fields import safe_name
+from benchmark.data import resolve_data_root
+from benchmark.harness.jobs import Outcome, Paths
+from benchmark.harness.launch import (
+    CLUSTERS,
+    LAUNCHERS,
+    SubmititLauncher,
+    build_launcher,
+    is_done,
+    job_resources,
+    processes,
+    run_job_checked,
+)
+from benchmark.harness.plan import Job, plan_run, select_tasks
+from benchmark.harness.resources import RESOURCE_FLAGS
+from benchmark.harness.schema import resolve_run
+from benchmark.harness.status import ACTIVE, job_status
+from benchmark.harness.sweep_state import SweepState, code_version, version_differences
+from methods.base import available_methods
+
+
+def split_values(text: str) -> list[str]:
+    """Split ``v1,v2`` on commas outside brackets/braces: ``[1,2],[3]`` -> ``['[1,2]', '[3]']``."""
+    values, depth, current = [], 0, ""
+    for char in text:
+        depth += char in "[{"
+        depth -= char in "]}"
+        if char == "," and depth == 0:
+            values.append(current)
+            current = ""
+        else:
+            current += char
+    values.append(current)
+    return [v.strip() for v in values]
+
+
+def parse_grid(items: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """``["a.b=1,2", "c=x"]`` -> ``[("a.b", ["1", "2"]), ("c", ["x"])]`` (one axis per key)."""
+    axes: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"malformed --set {item!r}: expected key=v1[,v2...], "
+                              "e.g. --set method.temperature=0.1,0.2")
+        if key.strip() in axes:
+            raise ConfigError(f"--set {key.strip()} given twice; list its values once: "
+                              f"--set {key.strip()}=v1,v2")
+        axes[key.strip()] = split_values(values)
+    return list(axes.items())
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in split_values(text) if s]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """What a sweep covers; its hash names the sweep folder."""
+
+    profile: str
+    methods: tuple[str, ...]
+    tasks: str
+    seeds: tuple[int, ...]
+    grid: tuple[tuple[str, tuple[str, ...]], ...]
+    sanity: bool = True
+
+    @property
+    def name(self) -> str:
+        profile = Path(self.profile).stem
+        return f"{profile}-{config_hash(asdict(self), length=10)}"
+
+    def points(self) -> list[list[str]]:
+        """Every grid point as a list of ``key=value`` overrides."""
+        keys = [key for key, _ in self.grid]
+        return [[f"{k}={v}" for k, v in zip(keys, combo)]
+                for combo in itertools.product(*(values for _, values in self.grid))]
+
+
+def expand(spec: SweepSpec, runs_root: Path) -> list[Job]:
+    """The sweep's jobs, each once, every dependency before its dependents."""
+
+    valid = available_methods()
+    unknown = [m for m in spec.methods if m not in valid]
+    if unknown:
+        raise ConfigError(f"unknown method(s) {', '.join(unknown)} in --methods; valid methods: "
+                          f"{', '.join(valid)}")
+    jobs: dict[str, Job] = {}
+    for method, seed, point in itertools.product(spec.methods, spec.seeds, spec.points()):
+        cfg = resolve_run(spec.profile, method, point, seed)
+        for job in plan_run(cfg, select_tasks(cfg, spec.tasks), runs_root, sanity=spec.sanity):
+            jobs.setdefault(job.job_id, job)
+    return list(jobs.values())
+
+
+def resource_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The resource overrides given on the command line (unset flags left out)."""
+    flags = {name: getattr(args, name) for name in RESOURCE_FLAGS if getattr(args, name) is not None}
+    if args.sbatch:
+        flags["sbatch"] = dict(_sbatch_option(item) for item in args.sbatch)
+    return flags
+
+
+def _sbatch_option(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not key.strip().lstrip("-"):
+        raise ConfigError(f"malformed --sbatch {item!r}: expected option=value, e.g. "
+                          "--sbatch exclusive or --sbatch comment=paper")
+    return key.strip().lstrip("-"), value if sep else True
+
+
+def describe_plan(jobs: Sequence[Job], paths: Paths, launcher: str, flags: dict[str, Any],
+                  force: bool) -> str:
+    """The dry-run table: id, kind, done or to submit, what it waits for, resources, label."""
+    lines = [f"{'job id':<12}  {'kind':<8}  {'state':<9}  {'after':<12}  resources / label"]
+    todo, arrays = 0, set()
+    for job in jobs:
+        done = is_done(job, paths) and not force
+        todo += not done
+        if job.kind == "task" and not done:
+            arrays.add(job.depends_on[:1])
+        res = job_resources(job, flags)
+        where = (f"{res.describe()} tasks/node={processes(job, res)}"
+                 if launcher in CLUSTERS else "in this process")
+        after = ",".join(job.depends_on) or "-"
+        lines.append(f"{job.job_id:<12}  {job.kind:<8}  {'done' if done else 'submit':<9}  "
+                     f"{after:<12}  {job.label}\n{'':<48}{where}")
+    lines.append(f"{len(jobs)} jobs: {len(jobs) - todo} done, {todo} to submit"
+                 + (f" (task jobs as {len(arrays)} array(s); evaluations wait for their pretraining)"
+                    if launcher in CLUSTERS and arrays else ""))
+    return "\n".join(lines)
+
+
+def active_jobs(state: SweepState, results_root: Path) -> dict[str, str]:
+    """Planned job id -> scheduler id of jobs still pending or running from earlier submissions."""
+    active = {}
+    for job_id in state.jobs:
+        _, sid, _ = state.latest(job_id)
+        if sid is not None and job_status(state, job_id, results_root).state in ACTIVE:
+            active[job_id] = sid
+    return active
+
+
+def open_state(folder: Path, spec: SweepSpec) -> SweepState:
+    """The sweep's state, created on first use; warns when the code version changed since."""
+    code = code_version()
+    if not (folder / "sweep.json").is_file():
+        return SweepState(folder / "sweep.json", asdict(spec), code)
+    state = SweepState.load(folder)
+    differences = version_differences(state.code, code)
+    if differences:
+        print(f"warning: sweep {folder} was submitted by another code version; finished jobs "
+              "are kept, new ones run with this code. Differences:", file=sys.stderr)
+        for line in differences:
+            print(f"  {line}", file=sys.stderr)
+        state.code = code
+    return state
+
+
+def submit_sweep(state: SweepState, jobs: Sequence[Job], paths: Paths, launcher_name: str,
+                 flags: dict[str, Any] | None = None, force: bool = False, wait: bool = True,
+                 on_outcome: Callable[[Outcome], None] | None = None,
+                 runner: Callable[..., Outcome] = run_job_checked) -> list[Outcome] | None:
+    """Run or submit the jobs not done yet and record the submission in ``state``.
+
+    Returns the outcomes, or None when Slurm jobs were submitted without ``wait``. ``runner``
+    executes one job inside the scheduled process (tests pass a tiny one).
+    """
+    state.plan(jobs)
+    if launcher_name not in CLUSTERS:
+        outcomes = build_launcher(launcher_name, force=force, on_outcome=on_outcome).launch(jobs, paths)
+        state.record(launcher_name, None, None, {}, {o.job_id: o for o in outcomes})
+        state.save()
+        return outcomes
+    folder = state.path.parent / "logs" / f"{len(state.submissions):03d}"
+    launcher = SubmititLauncher(CLUSTERS[launcher_name], force=force, on_outcome=on_outcome,
+                                folder=folder, flags=flags, runner=runner)
+    subs = launcher.submit(jobs, paths, running=active_jobs(state, paths.results))
+    state.record(launcher_name, CLUSTERS[launcher_name], str(folder / "%j"),
+                 {s.job.job_id: s.scheduler_id for s in subs if s.scheduler_id is not None},
+                 {s.job.job_id: s.outcome for s in subs if s.outcome is not None})
+    state.save()
+    if launcher_name == "slurm" and not wait:
+        return None
+    outcomes = launcher.wait(subs)
+    state.submissions[-1]["outcomes"].update(
+        {o.job_id: {"status": o.status, "message": o.message} for o in outcomes
+         if o.status != "pending"})
+    state.save()
+    return outcomes
+
+
+def show_outcome(outcome: Outcome) -> None:
+    print(f"  [{outcome.status:>7}] {outcome.label}"
+          + (f": {outcome.message}" if outcome.message else ""), flush=True)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+
+    profile = load_profile(args.profile)
+    spec = SweepSpec(profile=args.profile,
+                     methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+                     tasks=args.tasks,
+                     seeds=tuple(parse_seeds(args.seeds)) if args.seeds else (profile.get("seed", 0),),
+                     grid=tuple((k, tuple(v)) for k, v in parse_grid(args.overrides)),
+                     sanity=not args.no_sanity)
+    launcher_name = args.launcher or (profile.get("launcher") or {}).get("name", "local")
+    if launcher_name not in LAUNCHERS:
+        raise ConfigError(f"unknown launcher {launcher_name!r} (--launcher / launcher.name); "
+                          f"valid launchers: {', '.join(LAUNCHERS)}")
+    paths = Paths(results=args.results, runs=args.out, data_root=resolve_data_root(args.data_root))
+    jobs = expand(spec, paths.runs)
+    flags = resource_flags(args)
+    folder = Path(args.sweeps) / safe_name(args.name or spec.name, "--name")
+    print(f"sweep {folder}: {len(spec.methods)} method(s) x {len(spec.seeds)} seed(s) x "
+          f"{len(spec.points())} grid point(s) -> {len(jobs)} jobs, launcher {launcher_name}")
+    if args.dry_run:
+        print(describe_plan(jobs, paths, launcher_name, flags, args.force))
+        return 0
+    for option, output in (("--sweeps", args.sweeps), ("--out", args.out),
+                           ("--results", args.results)):
+        require_writable_folder(output, option)
+    state = open_state(folder, spec)
+    outcomes = submit_sweep(state, jobs, paths, launcher_name, flags, args.force, args.wait,
+                            on_outcome=show_outcome)
+    if outcomes is None:
+        ids = state.submissions[-1]["scheduler_ids"]
+        print(f"submitted {len(ids)} job(s); state: {state.path}\n"
+              f"follow with: python -m benchmark status {folder}")
+        return 0
+    return 1 if any(o.status == "failed" for o in outcomes) else 0

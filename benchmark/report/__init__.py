@@ -1,0 +1,1 @@
+"""Reports from result records: tables, figures, paper tables, ordering, compare."""

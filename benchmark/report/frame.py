@@ -1,0 +1,161 @@
+"""The report frame: one row per result record (and per recorded skip), with the report row,
+the paper cell it fills and the task's metadata; what the tables and figures are computed from."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+from benchmark.core.store import ResultStore
+from benchmark.report.paper_tables import (
+    OTHER_TABLE,
+    PaperData,
+    row_label,
+)
+from tasks.base import available_tasks
+
+HELD_OUT_SPLITS = ("holdout",)  # selection splits: never a reported number
+DIRTY_MARK, FEW_SEEDS_MARK, TOLERANCE_MARK = "†", "‡", "⚠"
+NOT_RUN = "not run"
+NOT_IN_SUITE = "—"
+DEFAULT_EXPECTED_SEEDS = 3
+# Metrics tasks already report in percent (tasks/detection/voc_eval.py); every other metric in
+# [0, 1] is a fraction and is shown x100.
+PERCENT_METRICS = ("AP", "AP50", "AP75")
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What the report needs of a task: the paper table and column it fills, its metrics."""
+
+    paper_table: str | None
+    paper_column: str | None
+    metrics: tuple[str, ...]
+
+
+def registry_task_info() -> dict[str, TaskInfo]:
+    """TaskInfo of every registered task."""
+    return {
+        name: TaskInfo(cls.paper_table, cls.paper_column, tuple(cls.metrics))
+        for name, cls in available_tasks().items()
+    }
+
+
+def _disambiguate_rows(frame: pd.DataFrame) -> None:
+    """Rows holding several method configs: all but the most common (ties: the first in sorted
+    order, so labels are stable) get ``[key=value, ...]``."""
+    keys = frame["method_config"].map(lambda c: json.dumps(c or {}, sort_keys=True, default=str))
+    for label in list(frame["row"].unique()):
+        in_row = frame["row"] == label
+        counts = keys[in_row].value_counts()
+        if len(counts) < 2:
+            continue
+        ranked = sorted(counts.index, key=lambda k: (-counts[k], k))
+        base = json.loads(ranked[0])
+        for other in ranked[1:]:
+            cfg = json.loads(other)
+            diff = ", ".join(
+                f"{k}={cfg.get(k)}" for k in sorted(set(cfg) | set(base)) if cfg.get(k) != base.get(k)
+            )
+            frame.loc[in_row & (keys == other), "row"] = f"{label} [{diff}]"
+
+
+def _skip_records(skips: Iterable[Mapping[str, Any]], tasks: Mapping[str, TaskInfo]) -> list[dict]:
+    """Pseudo-records (value NaN, ``skip_reason`` set) for jobs that recorded a skip."""
+    out = []
+    for skip in skips:
+        job = skip["job"]
+        config = job.get("config", {})
+        task = job.get("task", "")
+        encoder = job.get("encoder", "pretrained")
+        info = tasks.get(task)
+        metrics = info.metrics if info and info.metrics else ("",)
+        settings = config.get("tasks", {}).get(task, {})
+        datasets = settings.get("datasets") or [settings.get("dataset", "")]
+        method_config = config.get("method", {}) if encoder == "pretrained" else {}
+        base = {
+            "method": job.get("method", method_config.get("name", encoder)),
+            "method_config": method_config,
+            "encoder": encoder,
+            "task": task,
+            "split": "test",
+            "value": math.nan,
+            "seed": config.get("seed"),
+            "job_id": job.get("job_id"),
+            "skip_reason": str(skip.get("reason", "")).split(":")[0].strip() or "skipped",
+        }
+        out.extend({**base, "dataset": str(d), "metric": m} for d in datasets for m in metrics)
+    return out
+
+
+def records_frame(
+    records: Iterable[dict[str, Any]],
+    skips: Iterable[Mapping[str, Any]] = (),
+    tasks: Mapping[str, TaskInfo] | None = None,
+) -> pd.DataFrame:
+    """Records (plus skip pseudo-records) as a DataFrame with ``row`` and ``column`` labels."""
+    tasks = registry_task_info() if tasks is None else tasks
+    frame = pd.DataFrame(list(records) + _skip_records(skips, tasks))
+    if frame.empty:
+        return frame
+    if "skip_reason" not in frame:
+        frame["skip_reason"] = None
+    frame["row"] = [
+        row_label(m, c, e)
+        for m, c, e in zip(frame["method"], frame["method_config"], frame["encoder"])
+    ]
+    _disambiguate_rows(frame)
+    frame["column"] = frame["task"] + ": " + frame["metric"] + " (" + frame["dataset"] + ")"
+    frame["scale"] = frame.groupby("metric")["value"].transform(
+        lambda v: 1.0 if v.name in PERCENT_METRICS or v.abs().max() > 1.0 else 100.0
+    )
+    return frame
+
+
+def place_cells(frame: pd.DataFrame, paper: PaperData, tasks: Mapping[str, TaskInfo]) -> pd.DataFrame:
+    """One line per (record, table it appears in): ``table``, ``paper_column``, ``label``,
+    ``comparable`` (record on the paper's dataset). Held-out selection numbers are left out."""
+    placed = []
+    for rec in frame.to_dict("records"):
+        if rec["split"] in HELD_OUT_SPLITS:
+            continue
+        info = tasks.get(rec["task"])
+        if info is None or info.paper_table not in paper.tables:
+            if info is None or not info.metrics or rec["metric"] in info.metrics:
+                placed.append({**rec, "table": OTHER_TABLE, "paper_column": None,
+                               "label": rec["column"], "comparable": False})
+            continue
+        table = paper.tables[info.paper_table]
+        column = table.column(info.paper_column, rec["dataset"], rec["metric"])
+        if column is None:
+            if table.has_metric(rec["metric"]):  # a stand-in the columns cannot tell apart
+                placed.append({**rec, "table": table.key, "paper_column": None,
+                               "label": f"{rec['task']}: {rec['metric']} (stand-in: {rec['dataset']})",
+                               "comparable": False})
+            continue
+        comparable = column.is_paper_dataset(rec["dataset"])
+        label = column.name if comparable else f"{column.name} (stand-in: {rec['dataset']})"
+        targets = [table] + [t for t in paper.tables.values() if t.from_table == table.key]
+        for target in targets:
+            if column.name in {c.name for c in target.columns}:
+                placed.append({**rec, "table": target.key, "paper_column": column.name,
+                               "label": label, "comparable": comparable})
+    cells = pd.DataFrame(placed)
+    if cells.empty:
+        return cells
+    tasks_per_label = cells.groupby(["table", "label"])["task"].transform("nunique")
+    cells.loc[tasks_per_label > 1, "label"] = (
+        cells["label"] + " [" + cells["task"] + "]"
+    )[tasks_per_label > 1]
+    return cells
+
+
+def load_frame(results_dir: Path, profile: str,
+               tasks: Mapping[str, TaskInfo] | None = None) -> pd.DataFrame:
+    """Records and recorded skips of ``results_dir/profile`` as a report frame."""
+    store = ResultStore(Path(results_dir) / profile)
+    return records_frame(store.records(), store.skips(), tasks)
