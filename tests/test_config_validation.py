@@ -198,3 +198,15 @@ def test_a_tampered_sweep_state_is_refused(tmp_path):
         "jobs": {"abc": {"profile": "../../x", "label": "l", "kind": "task", "pretrain_dir": "p"}}})
     with pytest.raises(ConfigError, match=r"sweep\.json: jobs\.abc\.profile must be a safe name"):
         SweepState.load(tmp_path)
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("  epochs: 20\n", "", r"pretrain is missing epochs; fix it in .*mini\.yaml"),
+    ("  head: linear", "  # head", r"model is missing head"),
+])
+def test_a_profile_that_lacks_a_key_names_it(tmp_path, old, new, message):
+    """A custom profile without a key the engine reads is refused at resolution, not with a
+    KeyError deep in the engine."""
+    profile = _profile_copy(tmp_path, old, new)
+    with pytest.raises(ConfigError, match=message):
+        resolve_run(profile, "invp")

@@ -11,4 +11,4 @@ DATA_FIELDS = Section({
     "train_subset": Int(ge=0),
     "num_workers": Int(ge=0),
     "augment": Choice(RECIPES.names),
-})
+}, required=("dataset", "train_subset", "num_workers", "augment"))

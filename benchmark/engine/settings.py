@@ -15,13 +15,13 @@ PRETRAIN_FIELDS = Section({
         "momentum": Float(ge=0, lt=1),
         "weight_decay": Float(ge=0),
         "nesterov": Bool(),
-    }),
+    }, required=("name", "lr", "momentum", "weight_decay", "nesterov")),
     "schedule": Section({
         "name": Choice(SCHEDULES),
         "warmup_epochs": Int(ge=0),
         "milestones": ListOf(Int(ge=1)),
         "gamma": Float(gt=0),
-    }),
+    }, required=("name", "warmup_epochs", "milestones", "gamma")),
     "amp": Bool(),
     "amp_dtype": Choice(sorted(AMP_DTYPES)),
     "channels_last": Bool(),
@@ -34,5 +34,6 @@ PRETRAIN_FIELDS = Section({
         "k": Int(ge=1),
         "sigma": Float(gt=0),
         "holdout": Int(ge=0),
-    }),
-})
+    }, required=("every", "k", "sigma", "holdout")),
+}, required=("epochs", "batch_size", "optimizer", "schedule", "amp", "amp_dtype", "channels_last",
+             "compile", "progress", "checkpoint_every_steps", "keep_checkpoints", "monitor"))

@@ -34,7 +34,7 @@ RUN_CONFIG = Section({
         "pretrain": Section(RESOURCE_FIELDS),
         "task": Section(RESOURCE_FIELDS),
     }),
-})
+}, required=("profile", "seed", "device", "threads", "data", "model", "pretrain"))
 
 
 def check_config(tree: Mapping[str, Any], source: str) -> None:

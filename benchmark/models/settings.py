@@ -15,4 +15,4 @@ MODEL_FIELDS = Section({
     "in_channels": Int(ge=1),
     "head": Choice(HEADS),
     "embed_dim": Int(ge=1),
-})
+}, required=("backbone", "in_channels", "head", "embed_dim"))  # width, depths: the mini ResNet's
