@@ -58,7 +58,7 @@ def _pretrain(job: Job) -> Outcome:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    torch.save({"backbone": model.state_dict()}, run_dir / "encoder.pt")
+    torch.save({"backbone": model.state_dict(), "config": job.config}, run_dir / "encoder.pt")
     return Outcome(job.job_id, job.label, "done", str(run_dir / "encoder.pt"))
 
 

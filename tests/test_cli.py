@@ -157,7 +157,8 @@ def _run_folders(tmp_path: Path, option: str) -> tuple[Path, list[str]]:
     """``--out/--results/--reports`` arguments under ``tmp_path``, ``option``'s unwritable."""
     blocker = _file_in_the_way(tmp_path)
     folders = {"--out": tmp_path / "runs", "--results": tmp_path / "results",
-               "--reports": tmp_path / "reports", option: blocker / "sub"}
+               "--reports": tmp_path / "reports", "--sweeps": tmp_path / "sweeps",
+               option: blocker / "sub"}
     return blocker / "sub", [arg for name, path in folders.items() for arg in (name, str(path))]
 
 
@@ -253,7 +254,7 @@ def test_empty_dataset_names_the_dataset_and_its_folder(tmp_path: Path):
     # wait for it and open the empty dataset.
     out = cli("run", "--method", "invp", "--tasks", "voc07_lbfgs", "--no-report",
               "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "runs"),
-              "--results", str(tmp_path / "results"))
+              "--results", str(tmp_path / "results"), "--sweeps", str(tmp_path / "sweeps"))
     assert out.returncode == 1
     lines = [line for line in out.stdout.splitlines() if "voc07_lbfgs [random]" in line]
     assert len(lines) == 1

@@ -20,7 +20,8 @@ def run_cli(tmp_path: Path, capsys, *args: str) -> tuple[int, str]:
     """``run`` of invp on the mini profile with every output folder under ``tmp_path/out``."""
     out = tmp_path / "out"
     code = main(["run", "--method", "invp", "--tasks", "knn", "--out", str(out / "runs"),
-                 "--results", str(out / "results"), "--reports", str(out / "reports"), *args])
+                 "--results", str(out / "results"), "--reports", str(out / "reports"),
+                 "--sweeps", str(out / "sweeps"), *args])
     return code, capsys.readouterr().err
 
 

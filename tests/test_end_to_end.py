@@ -21,7 +21,7 @@ def run_cli(tmp_path: Path, data_root: Path, *extra: str) -> subprocess.Complete
     cmd = [sys.executable, "-m", "benchmark", "run", "--method", "invp", "--tasks", "knn,linear",
            "--profile", "mini", "--data-root", str(data_root), "--out", str(tmp_path / "runs"),
            "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports"),
-           *TINY, *extra]
+           "--sweeps", str(tmp_path / "sweeps"), *TINY, *extra]
     return subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
 
 

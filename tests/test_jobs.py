@@ -6,7 +6,7 @@ from pathlib import Path
 
 from benchmark.core import provenance
 from benchmark.core.config import resolve
-from benchmark.harness.jobs import result_is_current
+from benchmark.harness.completion import result_is_current
 from benchmark.harness.plan import plan_run
 from benchmark.core.store import ResultStore
 from test_store import make_record

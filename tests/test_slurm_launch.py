@@ -110,10 +110,12 @@ def test_submitit_local_executor_runs_the_pretraining_before_its_evaluation(tmp_
     paths, jobs = make_paths(tmp_path), plan(tmp_path, methods=("invp",), seeds=(0,))
     launcher = SubmititLauncher("local", folder=tmp_path / "submitit", flags=FLAGS,
                                 runner=tiny_runner)
-    assert [o.status for o in launcher.launch(jobs, paths)] == ["done", "done"]
+    launcher.submit(jobs, paths)
+    assert [o.status for o in launcher.wait()] == ["done", "done"]
     record = paths.store("mini").load_job(jobs[1].job_id)["records"][0]
     assert record["extra"]["started"] >= record["extra"]["encoder_mtime"]
-    assert [o.status for o in launcher.launch(jobs, paths)] == ["cached", "cached"]
+    launcher.submit(jobs, paths)
+    assert [o.status for o in launcher.wait()] == ["cached", "cached"]
 
 
 @pytest.mark.parametrize("cluster", CLUSTER_PARAMS[:1], indirect=True)

@@ -14,13 +14,13 @@ from benchmark.core.errors import (
     explain_failure,
     require_writable_folder,
 )
+from benchmark.core.fields import safe_name
 from benchmark.core.store import write_text_atomic
 from benchmark.data import available_datasets, resolve_data_root
 from benchmark.data.registry import DEFAULT_DATA_ROOT
-from benchmark.harness.jobs import Paths
-from benchmark.harness.launch import build_launcher
-from benchmark.harness.plan import plan_run, select_tasks
+from benchmark.harness.jobs import OutcomeStatus, Paths
 from benchmark.harness.schema import resolve_run
+from benchmark.harness.sweep import expand, open_state, show_outcome, single_run, submit_sweep
 from benchmark.harness.sweep_cli import add_status_parser, add_sweep_parser
 from benchmark.report.compare import compare_folders
 from benchmark.report.render import write_report
@@ -35,7 +35,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="pretrain a method and run tasks on it (plus sanity rows)",
                        description="Pretrain METHOD under PROFILE, then run TASKS on the encoder "
                        "and on the two sanity encoders (random init, raw pixels); records go to "
-                       "RESULTS/<profile>/ and the report to REPORTS/<profile>.md.")
+                       "RESULTS/<profile>/ and the report to REPORTS/<profile>.md. A run is a "
+                       "one-point sweep: its state goes to SWEEPS/<name>/sweep.json, so "
+                       "`status` shows its jobs.")
     p.add_argument("--method", required=True, help="method name (see `list`)")
     p.add_argument("--tasks", default="all", help="all | none | comma-separated task names")
     p.add_argument("--profile", default="mini", help="profile name or YAML path (default: mini)")
@@ -44,11 +46,15 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="folder for pretraining runs and caches (default: runs)")
     p.add_argument("--results", type=Path, default=Path("results"), help="result records root")
     p.add_argument("--reports", type=Path, default=Path("reports"), help="report folder")
+    p.add_argument("--sweeps", type=Path, default=Path("sweeps"),
+                   help="sweeps root, where the run's state for `status` goes (default: sweeps)")
     p.add_argument("--data-root", default=None,
                    help=f"data root (default: $BENCHMARK_DATA, else ./{DEFAULT_DATA_ROOT})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set pretrain.epochs=3 (repeatable)")
-    p.add_argument("--launcher", default="local", help="local (default)")
+    p.add_argument("--launcher", default="local",
+                   help="local (this process, the default), or through submitit slurm, "
+                   "submitit-local or debug")
     p.add_argument("--resume", default="auto", choices=["auto", "never", "force"],
                    help="pretraining checkpoint resume policy (default: auto)")
     p.add_argument("--force", action="store_true", help="re-run jobs that already have results")
@@ -165,28 +171,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.method not in valid:
         raise UsageError(f"unknown method {args.method!r}; valid methods: {', '.join(valid)}")
     cfg = resolve_run(args.profile, args.method, args.overrides, args.seed)
-    task_names = select_tasks(cfg, args.tasks)
+    spec = single_run(args.profile, args.method, args.tasks, cfg.seed, args.overrides,
+                      sanity=not args.no_sanity)
     paths = Paths(results=args.results, runs=args.out, data_root=resolve_data_root(args.data_root))
-    jobs = plan_run(cfg, task_names, paths.runs, sanity=not args.no_sanity)  # checks task settings
+    jobs = expand(spec, paths.runs)  # checks task settings
+    folder = Path(args.sweeps) / safe_name(spec.name, "the run's sweep name (from --profile)",
+                                           "name the profile file with letters, digits, '_', "
+                                           "'.' and '-' only")
     require_writable_folder(args.out, "--out")
     require_writable_folder(args.results, "--results")
     if not args.no_report:
         require_writable_folder(args.reports, "--reports")
+    require_writable_folder(args.sweeps, "--sweeps")
     print(f"run {cfg.method.name} on profile {cfg.profile} (config {cfg.hash}, seed {cfg.seed}): "
           f"{len(jobs)} jobs", flush=True)
-
-    def show(outcome: object) -> None:
-        print(f"  [{outcome.status:>7}] {outcome.label}"
-              + (f": {outcome.message}" if outcome.message else ""), flush=True)
-
-    launcher = build_launcher(args.launcher, force=args.force, resume=args.resume,
-                              on_outcome=show)
-    outcomes = launcher.launch(jobs, paths)
+    outcomes = submit_sweep(open_state(folder, spec), jobs, paths, args.launcher, force=args.force,
+                            on_outcome=show_outcome, resume=args.resume)
     if not args.no_report:
         report = write_report(args.results, args.reports, cfg.profile, runs_dir=args.out,
                               data_root=paths.data_root)
         print(f"report: {report}")
-    failed = [o for o in outcomes if o.status == "failed"]
+    failed = [o for o in outcomes if o.status == OutcomeStatus.FAILED]
     if failed:
         print(f"{len(failed)} job(s) failed", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from benchmark.core.runtime import configure_threads, resolve_device, seed_every
 from benchmark.core.store import ResultRecord, ResultStore
 from benchmark.data import get_dataset
 from benchmark.engine.pretrain import pretrain_unless_done
+from benchmark.harness.completion import encoder_path, result_is_current
 from benchmark.harness.plan import Job
 from tasks.base import EncoderHandle, TaskContext, get_task
 from tasks.errors import TaskNotApplicable
@@ -36,37 +38,26 @@ class Paths:
         return ResultStore(self.results / safe_name(profile, "profile"))
 
 
+class OutcomeStatus(StrEnum):
+    """What became of a job (``Outcome.status``)."""
+
+    DONE = "done"  # it ran to its end
+    CACHED = "cached"  # it was done already (see ``completion``): nothing ran
+    SKIPPED = "skipped"  # a task that cannot run here (dataset missing, not applicable); recorded
+    FAILED = "failed"  # it raised, or was not started because a job it needs failed
+    REQUEUED = "requeued"  # stopped at a checkpoint by Slurm's signal; requeued to resume
+    PENDING = "pending"  # queued or running from an earlier submission; not waited for
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to a job: done | cached | skipped | failed, with a message."""
+    """What happened to a job (see :class:`OutcomeStatus`), with a message: the path it wrote,
+    or why it failed or was skipped."""
 
     job_id: str
     label: str
-    status: str
+    status: OutcomeStatus
     message: str = ""
-
-
-def encoder_checkpoint(job: Job) -> Path:
-    return Path(job.pretrain_dir) / "encoder.pt"
-
-
-def task_result_is_current(store: ResultStore, job_id: str, encoder: str, pretrain_dir: str) -> bool:
-    """A task's result exists and, for a pretrained encoder, that encoder still exists and is the
-    one the result was computed from (same checkpoint hash): a retrained encoder, e.g. in a fresh
-    clone beside committed results, is evaluated again."""
-    stored = store.load_job(job_id)
-    if stored is None:
-        return False
-    if encoder != "pretrained":
-        return True
-    checkpoint = Path(pretrain_dir) / "encoder.pt"
-    hashes = {r.get("checkpoint_hash") for r in stored.get("records", [])}
-    return checkpoint.is_file() and hashes == {provenance.file_hash(checkpoint)}
-
-
-def result_is_current(job: Job, store: ResultStore) -> bool:
-    """:func:`task_result_is_current` for a planned task job."""
-    return task_result_is_current(store, job.job_id, job.encoder, job.pretrain_dir)
 
 
 def run_pretrain_job(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -> Outcome:
@@ -77,7 +68,8 @@ def run_pretrain_job(job: Job, paths: Paths, force: bool = False, resume: str = 
     configure_threads(cfg.threads)
     path, trained = pretrain_unless_done(cfg, Path(job.pretrain_dir), resume=resume,
                                          data_root=paths.data_root, reuse=not force)
-    return Outcome(job.job_id, job.label, "done" if trained else "cached", str(path))
+    status = OutcomeStatus.DONE if trained else OutcomeStatus.CACHED
+    return Outcome(job.job_id, job.label, status, str(path))
 
 
 def _records(job: Job, cfg: RunConfig, measurements: list[Any], checkpoint_hash: str | None,
@@ -119,7 +111,7 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
 
     store = paths.store(job.config["profile"])
     if result_is_current(job, store) and not force:
-        return Outcome(job.job_id, job.label, "cached", str(store.path(job.job_id)))
+        return Outcome(job.job_id, job.label, OutcomeStatus.CACHED, str(store.path(job.job_id)))
     cfg = job.run_config
     task = get_task(job.task)
     job_meta = {"job_id": job.job_id, "task": job.task, "encoder": job.encoder,
@@ -135,12 +127,13 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
             for name, p in missing.items()
         )
         store.save_skip(job_meta, f"dataset missing: {details}")
-        return Outcome(job.job_id, job.label, "skipped", f"dataset missing: {details}")
+        return Outcome(job.job_id, job.label, OutcomeStatus.SKIPPED, f"dataset missing: {details}")
     checkpoint, checkpoint_hash = None, None
     if job.encoder == "pretrained":
-        checkpoint = encoder_checkpoint(job)
+        checkpoint = encoder_path(job.pretrain_dir)
         if not checkpoint.is_file():
-            return Outcome(job.job_id, job.label, "failed", f"no encoder checkpoint at {checkpoint}")
+            return Outcome(job.job_id, job.label, OutcomeStatus.FAILED,
+                           f"no encoder checkpoint at {checkpoint}")
         checkpoint_hash = provenance.file_hash(checkpoint)
     configure_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -160,11 +153,11 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
         measurements = task.run(ctx)
     except TaskNotApplicable as exc:
         store.save_skip(job_meta, f"not applicable: {exc}")
-        return Outcome(job.job_id, job.label, "skipped", f"not applicable: {exc}")
+        return Outcome(job.job_id, job.label, OutcomeStatus.SKIPPED, f"not applicable: {exc}")
     records = _records(job, cfg, measurements, checkpoint_hash,
                        provenance.device_description(device), time.perf_counter() - t0, started)
     path = store.save(job_meta, records)
-    return Outcome(job.job_id, job.label, "done", str(path))
+    return Outcome(job.job_id, job.label, OutcomeStatus.DONE, str(path))
 
 
 def run_job(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -> Outcome:
@@ -182,4 +175,4 @@ def run_job(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -
         if isinstance(exc, Preempted):
             raise
         message = user_error_message(exc) or "".join(traceback.format_exception(exc)[-3:]).strip()
-        return Outcome(job.job_id, job.label, "failed", message)
+        return Outcome(job.job_id, job.label, OutcomeStatus.FAILED, message)

@@ -1,4 +1,5 @@
-"""Launchers: how planned jobs get executed.
+"""Launchers: how planned jobs get executed, each through the same two steps (:class:`Launcher`:
+``submit``, then ``wait``), built by name from :class:`LaunchSettings`.
 
 ``local`` runs every job in this process, in plan order. ``slurm``, ``submitit-local`` and
 ``debug`` hand them to submitit with ``cluster=slurm|local|debug`` (always explicit: with Slurm
@@ -14,14 +15,14 @@ import threading
 import time
 import zlib
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 from benchmark.core.registry import Registry
-from benchmark.core.store import ResultStore
 from benchmark.engine.pretrain import request_stop
-from benchmark.harness.jobs import Outcome, Paths, run_job, task_result_is_current
+from benchmark.harness.completion import is_done
+from benchmark.harness.jobs import Outcome, OutcomeStatus, Paths, run_job
 from benchmark.harness.plan import Job
 from benchmark.harness.resources import Resources, resources_for, script_text
 from benchmark.harness.slurm_check import check_resources, require_slurm
@@ -31,36 +32,91 @@ LOG_TAIL_LINES = 15  # log lines `status` shows for a failed job
 CLUSTERS = {"slurm": "slurm", "submitit-local": "local", "debug": "debug"}
 # submitit's time-limit / preemption signal (its SUBMITIT_PREEMPT_SIGNAL, USR2 by default)
 REQUEUE_SIGNAL = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+EARLIER_SUBMISSION = "queued or running from an earlier submission"
 
 
+@runtime_checkable
 class Launcher(Protocol):
-    """Runs a list of jobs (dependencies first) and returns one Outcome per job."""
+    """How planned jobs get executed, in two steps. :meth:`submit` hands the jobs over
+    (dependencies first; ``running``: planned job id -> scheduler id of jobs an earlier submission
+    still has queued or running, which are not submitted again) and returns one Submission per job;
+    :meth:`wait` blocks until the submitted jobs end and returns one Outcome per job, telling each
+    to the launcher's ``on_outcome`` as it is known.
 
-    def launch(self, jobs: Sequence[Job], paths: Paths) -> list[Outcome]: ...
+    ``cluster``: the submitit cluster the jobs go to (None: this process). ``detached``: submitted
+    jobs run on without this process, so waiting is optional (Slurm). ``job_logs``, after
+    ``submit``: where each job's logs lie (``%j`` = its scheduler id; None: no logs).
+    """
+
+    cluster: str | None
+    detached: bool
+    job_logs: str | None
+
+    def submit(self, jobs: Sequence[Job], paths: Paths,
+               running: Mapping[str, str] | None = None) -> list[Submission]: ...
+
+    def wait(self) -> list[Outcome]: ...
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """What :func:`build_launcher` builds any launcher from."""
+
+    force: bool = False  # re-run jobs that are done
+    resume: str = "auto"  # the pretraining checkpoint resume policy
+    on_outcome: Callable[[Outcome], None] | None = None  # told each outcome during wait()
+    folder: Path | None = None  # submitit: pickles and logs (default: <runs>/submitit/<time>)
+    flags: Mapping[str, Any] = field(default_factory=dict)  # submitit: resource overrides
+    runner: Callable[..., Outcome] | None = None  # submitit: what a job runs (run_job_checked)
 
 
 class LocalLauncher:
-    """Run every job here, in plan order; a job whose dependency failed is not started."""
+    """Run every job here, in plan order, when waited for; a job whose dependency failed (or is
+    queued or running from an earlier submission) is not started."""
+
+    cluster: str | None = None
+    detached = False
+    job_logs: str | None = None
 
     def __init__(self, force: bool = False, resume: str = "auto",
                  on_outcome: Callable[[Outcome], None] | None = None):
         self.force = force
         self.resume = resume
         self.on_outcome = on_outcome
+        self.jobs: list[Job] = []
+        self.paths: Paths | None = None
+        self.running: dict[str, str] = {}
 
-    def launch(self, jobs: Sequence[Job], paths: Paths) -> list[Outcome]:
+    def submit(self, jobs: Sequence[Job], paths: Paths,
+               running: Mapping[str, str] | None = None) -> list[Submission]:
+        """Queue ``jobs`` for :meth:`wait` (nothing runs yet); ``running`` ones are not run."""
+        self.jobs, self.paths, self.running = list(jobs), paths, dict(running or {})
+        return [Submission(job) for job in self.jobs]
+
+    def wait(self) -> list[Outcome]:
+        """Run the queued jobs in order; one Outcome per job."""
         outcomes: dict[str, Outcome] = {}
-        for job in jobs:
-            failed = [d for d in job.depends_on if outcomes.get(d) and outcomes[d].status == "failed"]
-            if failed:
-                outcome = Outcome(job.job_id, job.label, "failed",
-                                  f"not started: dependency {failed[0]} failed")
-            else:
-                outcome = run_job(job, paths, force=self.force, resume=self.resume)
+        for job in self.jobs:
+            outcome = self._not_started(job, outcomes) or run_job(
+                job, self.paths, force=self.force, resume=self.resume)
             outcomes[job.job_id] = outcome
             if self.on_outcome:
                 self.on_outcome(outcome)
-        return [outcomes[job.job_id] for job in jobs]
+        return [outcomes[job.job_id] for job in self.jobs]
+
+    def _not_started(self, job: Job, outcomes: Mapping[str, Outcome]) -> Outcome | None:
+        """Why ``job`` must not run now (None: it may)."""
+        if job.job_id in self.running:
+            return Outcome(job.job_id, job.label, OutcomeStatus.PENDING, EARLIER_SUBMISSION)
+        for dep in job.depends_on:
+            status = outcomes[dep].status if dep in outcomes else None
+            if status == OutcomeStatus.FAILED:
+                return Outcome(job.job_id, job.label, OutcomeStatus.FAILED,
+                               f"not started: dependency {dep} failed")
+            if status == OutcomeStatus.PENDING:
+                return Outcome(job.job_id, job.label, OutcomeStatus.PENDING,
+                               f"not started: dependency {dep} is {EARLIER_SUBMISSION}")
+        return None
 
 
 class JobFailed(RuntimeError):
@@ -71,7 +127,7 @@ class JobFailed(RuntimeError):
 def run_job_checked(job: Job, paths: Paths, force: bool = False, resume: str = "auto") -> Outcome:
     """:func:`benchmark.harness.jobs.run_job`, raising :class:`JobFailed` on a failed outcome."""
     outcome = run_job(job, paths, force=force, resume=resume)
-    if outcome.status == "failed":
+    if outcome.status == OutcomeStatus.FAILED:
         raise JobFailed(f"{job.label} ({job.job_id}) failed: {outcome.message}")
     return outcome
 
@@ -125,9 +181,9 @@ class CheckpointablePretrain:
             outcome = None
         finally:
             signal.signal(REQUEUE_SIGNAL, requeue)
-        if stopped.is_set() and (outcome is None or outcome.status == "failed"):
+        if stopped.is_set() and (outcome is None or outcome.status == OutcomeStatus.FAILED):
             requeue(REQUEUE_SIGNAL, None)  # rank 0: checkpoint() -> requeue -> exit
-            return Outcome(self.job.job_id, self.job.label, "requeued",
+            return Outcome(self.job.job_id, self.job.label, OutcomeStatus.REQUEUED,
                            "stopped at a checkpoint; rank 0 requeued the job")
         return outcome
 
@@ -137,23 +193,6 @@ class CheckpointablePretrain:
 
         return DelayedSubmission(
             CheckpointablePretrain(self.job, self.paths, False, "auto", self.runner))
-
-
-def finished_path(kind: str, pretrain_dir: str, store: ResultStore, job_id: str,
-                  encoder: str = "pretrained") -> Path | None:
-    """What a finished job left: the encoder (pretraining) or the result file (task, counted only
-    when computed from the current encoder, see ``jobs.task_result_is_current``); None if the
-    job is not finished."""
-    if kind == "pretrain":
-        path = Path(pretrain_dir) / "encoder.pt"
-        return path if path.is_file() else None
-    return store.path(job_id) if task_result_is_current(store, job_id, encoder, pretrain_dir) else None
-
-
-def is_done(job: Job, paths: Paths) -> bool:
-    """Whether ``job`` already finished (see :func:`finished_path`)."""
-    store = paths.store(job.config["profile"])
-    return finished_path(job.kind, job.pretrain_dir, store, job.job_id, job.encoder) is not None
 
 
 def job_resources(job: Job, flags: Mapping[str, Any] | None = None) -> Resources:
@@ -203,7 +242,7 @@ def last_line(exc: BaseException) -> str:
 
 def failure_outcome(job: Job, handle: Any, exc: BaseException) -> Outcome:
     """The outcome of a scheduled job that raised or never ran (cancelled, killed)."""
-    return Outcome(job.job_id, job.label, "failed",
+    return Outcome(job.job_id, job.label, OutcomeStatus.FAILED,
                    f"{last_line(exc)} [job {handle.job_id}, logs {handle.paths.stdout}]")
 
 
@@ -221,15 +260,15 @@ def await_outcome(sub: Submission) -> Outcome:
 class SubmititLauncher:
     """Submit jobs through submitit to ``cluster`` (``slurm``, ``local`` or ``debug``).
 
-    ``flags`` are command-line resource overrides (see :mod:`benchmark.harness.resources`); ``running``
-    (planned job id -> scheduler id) names jobs still queued or running from an earlier
-    submission, which are depended on instead of submitted again.
+    ``flags`` are command-line resource overrides (see :mod:`benchmark.harness.resources`);
+    ``runner`` is what each scheduled job calls (default :func:`run_job_checked`). Jobs ``running``
+    from an earlier submission are depended on instead of submitted again.
     """
 
     def __init__(self, cluster: str, force: bool = False, resume: str = "auto",
                  on_outcome: Callable[[Outcome], None] | None = None,
                  folder: Path | None = None, flags: Mapping[str, Any] | None = None,
-                 runner: Callable[..., Outcome] = run_job_checked):
+                 runner: Callable[..., Outcome] | None = None):
         if cluster not in CLUSTERS.values():
             raise ValueError(f"unknown submitit cluster {cluster!r}; valid: slurm, local, debug")
         self.cluster = cluster
@@ -238,7 +277,10 @@ class SubmititLauncher:
         self.on_outcome = on_outcome
         self.folder = Path(folder) if folder else None
         self.flags = dict(flags or {})
-        self.runner = runner
+        self.runner = runner or run_job_checked
+        self.detached = cluster == "slurm"
+        self.job_logs: str | None = None
+        self.submissions: list[Submission] = []
 
     def log_folder(self, paths: Paths) -> Path:
         """Where submitit writes pickles and logs (``%j`` = scheduler job id)."""
@@ -283,12 +325,14 @@ class SubmititLauncher:
         subs = {job.job_id: Submission(job) for job in jobs}
         todo = []
         for job in jobs:
-            if is_done(job, paths) and not self.force:
-                subs[job.job_id].outcome = Outcome(job.job_id, job.label, "cached", "already done")
+            if is_done(job, paths.store(job.config["profile"])) and not self.force:
+                subs[job.job_id].outcome = Outcome(job.job_id, job.label, OutcomeStatus.CACHED,
+                                                   "already done")
             elif job.job_id not in running:
                 todo.append(job)
         folder = self.log_folder(paths)
         self.preflight(todo, folder)
+        self.job_logs = str(folder / "%j")
         for job in (j for j in todo if j.kind == "pretrain"):
             ex = self._executor(folder, job, None)
             subs[job.job_id].handle = ex.submit(
@@ -298,7 +342,7 @@ class SubmititLauncher:
             dependency = self._dependency(job, subs, running)
             if dependency is False:
                 failed = job.depends_on[0]
-                subs[job.job_id].outcome = Outcome(job.job_id, job.label, "failed",
+                subs[job.job_id].outcome = Outcome(job.job_id, job.label, OutcomeStatus.FAILED,
                                                    f"not started: dependency {failed} failed")
                 continue
             res = job_resources(job, self.flags)
@@ -310,7 +354,8 @@ class SubmititLauncher:
                                    [self.force] * len(group))
             for job, handle in zip(group, handles):
                 subs[job.job_id].handle = handle
-        return [subs[job.job_id] for job in jobs]
+        self.submissions = [subs[job.job_id] for job in jobs]
+        return self.submissions
 
     def _dependency(self, job: Job, subs: Mapping[str, Submission],
                     running: Mapping[str, str]) -> str | None | bool:
@@ -321,22 +366,23 @@ class SubmititLauncher:
                 return running[dep]
             sub = subs.get(dep)
             if sub is None or sub.handle is None:
-                if sub is not None and sub.outcome is not None and sub.outcome.status == "failed":
+                if sub is not None and sub.outcome is not None and \
+                        sub.outcome.status == OutcomeStatus.FAILED:
                     return False
                 continue
             if self.cluster == "slurm":
                 return sub.scheduler_id
-            if await_outcome(sub).status == "failed":
+            if await_outcome(sub).status == OutcomeStatus.FAILED:
                 return False
         return None
 
-    def wait(self, submissions: Sequence[Submission]) -> list[Outcome]:
-        """Block until every submitted job ends; one Outcome per submission, in order."""
+    def wait(self) -> list[Outcome]:
+        """Block until every job of the last submission ends; one Outcome per job, in order."""
         outcomes = []
-        for sub in submissions:
+        for sub in self.submissions:
             if sub.handle is None and sub.outcome is None:  # depended on, not resubmitted
-                outcome = Outcome(sub.job.job_id, sub.job.label, "pending",
-                                  "queued or running from an earlier submission")
+                outcome = Outcome(sub.job.job_id, sub.job.label, OutcomeStatus.PENDING,
+                                  EARLIER_SUBMISSION)
             else:
                 outcome = await_outcome(sub)
             if self.on_outcome:
@@ -344,22 +390,25 @@ class SubmititLauncher:
             outcomes.append(outcome)
         return outcomes
 
-    def launch(self, jobs: Sequence[Job], paths: Paths) -> list[Outcome]:
-        return self.wait(self.submit(jobs, paths))
+
+def _local_launcher(settings: LaunchSettings) -> Launcher:
+    return LocalLauncher(settings.force, settings.resume, settings.on_outcome)
 
 
-def _submitit_launcher(cluster: str) -> Callable[..., Launcher]:
-    def build(**options: Any) -> Launcher:
-        return SubmititLauncher(cluster, **options)
+def _submitit_launcher(cluster: str) -> Callable[[LaunchSettings], Launcher]:
+    def build(settings: LaunchSettings) -> Launcher:
+        return SubmititLauncher(cluster, settings.force, settings.resume, settings.on_outcome,
+                                settings.folder, settings.flags, settings.runner)
     return build
 
 
-LAUNCHERS: Registry[Callable[..., Launcher]] = Registry("launcher")
-LAUNCHERS.add("local", LocalLauncher)
+LAUNCHERS: Registry[Callable[[LaunchSettings], Launcher]] = Registry("launcher")
+LAUNCHERS.add("local", _local_launcher)
 for _name, _cluster in CLUSTERS.items():
     LAUNCHERS.add(_name, _submitit_launcher(_cluster))
 
 
-def build_launcher(name: str, **options: Any) -> Launcher:
-    """The launcher registered as ``name``; unknown names list the valid ones."""
-    return LAUNCHERS.get(name)(**options)
+def build_launcher(name: str, settings: LaunchSettings | None = None) -> Launcher:
+    """The launcher registered as ``name``, built from ``settings``; unknown names list the valid
+    ones."""
+    return LAUNCHERS.get(name)(settings or LaunchSettings())

@@ -1,10 +1,11 @@
 """``python -m benchmark status [SWEEP]``: where every job of a sweep stands.
 
-A job is ``done`` when its encoder (pretraining) exists, or its result file exists and was
-computed from the current encoder (tasks; ``launch.finished_path``). Otherwise the
+A job is ``done`` when the one done check says so (:mod:`benchmark.harness.completion`: an
+encoder that loads, a result computed from the current encoder), and only then. Otherwise the
 newest submission decides: under Slurm the scheduler's state (``sacct`` through submitit):
 ``pending`` / ``running`` / ``failed`` (with the last lines of its log and the log's path);
-off Slurm the outcome recorded when the job ran. A job never submitted is ``missing``.
+off Slurm the outcome recorded when the job ran. A job never submitted, or reported finished
+while what it left is gone, outdated or does not load, is ``missing``.
 
 A sweep folder is trusted input: submitit's result pickles are unpickled to read a job's
 outcome. Status reads them only inside the sweep's own folder (``<sweep>/logs/``), so a
@@ -17,17 +18,37 @@ import re
 import subprocess
 from collections import Counter
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Mapping
 
 from benchmark.core.store import ResultStore
-from benchmark.harness.launch import LOG_TAIL_LINES, finished_path, last_line, log_tail
+from benchmark.harness.completion import finished_path
+from benchmark.harness.jobs import OutcomeStatus
+from benchmark.harness.launch import LOG_TAIL_LINES, last_line, log_tail
 from benchmark.harness.sweep_state import SweepState
+
+
+class JobState(StrEnum):
+    """Where a planned job stands (``JobStatus.state``)."""
+
+    DONE = "done"  # the done check passes
+    SKIPPED = "skipped"  # a task that could not run here (its outcome says why)
+    PENDING = "pending"  # queued by the scheduler
+    RUNNING = "running"  # running under the scheduler
+    FAILED = "failed"  # it raised or was cancelled, or a job it needs failed
+    MISSING = "missing"  # never submitted, or what it left is gone, outdated or does not load
+    UNKNOWN = "unknown"  # no outcome recorded and no scheduler that knows it
+
 
 PENDING_STATES = {"PENDING", "REQUEUED", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT"}
-ACTIVE = ("pending", "running")
+ACTIVE = (JobState.PENDING, JobState.RUNNING)
 SLURM_JOB_ID = re.compile(r"\d+(_\d+)?")  # a job, or one task of a job array
+FINISHED = (OutcomeStatus.DONE, OutcomeStatus.CACHED)
+REPORTED_STATES = {OutcomeStatus.SKIPPED: JobState.SKIPPED, OutcomeStatus.FAILED: JobState.FAILED}
+STALE = ("reported finished, but what it left is gone, outdated (a retrained encoder) or does not "
+         "load; run or submit it again")
 
 
 @dataclass(frozen=True)
@@ -36,10 +57,22 @@ class JobStatus:
 
     job_id: str
     label: str
-    state: str  # done | skipped | pending | running | failed | missing | unknown
+    state: JobState
     scheduler_id: str | None = None
     path: str | None = None
     detail: str = ""
+
+
+def reported(job_id: str, label: str, status: str, message: str, scheduler_id: str | None,
+             path: str | None) -> JobStatus:
+    """The status of a job the done check did not find done, from the outcome its run reported."""
+    if status in FINISHED:
+        return JobStatus(job_id, label, JobState.MISSING, scheduler_id, path, STALE)
+    state = REPORTED_STATES.get(status)
+    if state is None:
+        return JobStatus(job_id, label, JobState.UNKNOWN, scheduler_id, path,
+                         f"its run reported {status!r}: {message}")
+    return JobStatus(job_id, label, state, scheduler_id, path, message)
 
 
 def _scheduler_job(submission: Mapping[str, Any], scheduler_id: str) -> Any:
@@ -66,15 +99,14 @@ def _finished_slurm_job(job_id: str, label: str, sid: str, handle: Any, state: s
     if state == "COMPLETED" or handle.paths.result_pickle.exists():
         try:
             outcome = handle.results()[0]
-            return JobStatus(job_id, label, "done" if outcome.status in ("done", "cached")
-                             else outcome.status, sid, stdout, outcome.message)
+            return reported(job_id, label, outcome.status, outcome.message, sid, stdout)
         except Exception as exc:  # noqa: BLE001  (the job's own error: shown, not raised)
             reason = last_line(exc)
     elif state == "CANCELLED":
         reason = "cancelled (by a user, or because the job it waits for failed)"
     else:
         reason = f"scheduler state {state}"
-    return JobStatus(job_id, label, "failed", sid, stdout,
+    return JobStatus(job_id, label, JobState.FAILED, sid, stdout,
                      f"{reason}\n{log_tail(handle, tail_lines)}".strip())
 
 
@@ -101,28 +133,30 @@ def job_status(state: SweepState, job_id: str, results_root: Path,
                          entry.get("encoder") or "pretrained")
     submission, sid, outcome = state.latest(job_id)
     if done is not None:
-        return JobStatus(job_id, label, "done", sid, str(done))
+        return JobStatus(job_id, label, JobState.DONE, sid, str(done))
     if submission is None:
-        return JobStatus(job_id, label, "missing", detail="never submitted")
+        return JobStatus(job_id, label, JobState.MISSING, detail="never submitted")
     if sid is not None and submission["cluster"] == "slurm":
         refused = foreign_files(state, submission, sid)
         if refused:
-            return JobStatus(job_id, label, "unknown", sid, detail=refused)
+            return JobStatus(job_id, label, JobState.UNKNOWN, sid, detail=refused)
         handle = _scheduler_job(submission, sid)
         sched = scheduler_state(handle)
         if sched in PENDING_STATES:
-            return JobStatus(job_id, label, "pending", sid, str(handle.paths.stdout))
+            return JobStatus(job_id, label, JobState.PENDING, sid, str(handle.paths.stdout))
         if sched in RUNNING_STATES:
-            return JobStatus(job_id, label, "running", sid, str(handle.paths.stdout))
+            return JobStatus(job_id, label, JobState.RUNNING, sid, str(handle.paths.stdout))
         if sched == "UNKNOWN" and not handle.paths.result_pickle.exists():
-            return JobStatus(job_id, label, "unknown", sid, str(handle.paths.stdout),
+            return JobStatus(job_id, label, JobState.UNKNOWN, sid, str(handle.paths.stdout),
                              "the scheduler no longer knows this job and it left no result")
         return _finished_slurm_job(job_id, label, sid, handle, sched, tail_lines)
     if outcome is not None:
-        status = "done" if outcome["status"] in ("done", "cached") else outcome["status"]
-        return JobStatus(job_id, label, status, sid, submission.get("folder"), outcome["message"])
-    return JobStatus(job_id, label, "unknown", sid, submission.get("folder"),
-                     f"submitted to {submission['cluster']} but no outcome was recorded")
+        return reported(job_id, label, outcome["status"], outcome["message"], sid,
+                        submission.get("folder"))
+    where = submission["cluster"] or f"{submission['launcher']} (in the process that submitted it)"
+    return JobStatus(job_id, label, JobState.UNKNOWN, sid, submission.get("folder"),
+                     f"submitted to {where}, but no outcome was recorded: still running, or that "
+                     "process stopped before it ended")
 
 
 def sweep_status(state: SweepState, results_root: Path,
@@ -135,8 +169,8 @@ def latest_sweep(root: Path) -> Path:
     """The most recently written sweep folder under ``root``."""
     found = sorted(Path(root).glob("*/sweep.json"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise FileNotFoundError(f"no sweep under {root}/; submit one with `python -m benchmark "
-                                "sweep ...` or pass --sweeps DIR")
+        raise FileNotFoundError(f"no sweep under {root}/; start one with `python -m benchmark "
+                                "run ...` or `sweep ...`, or pass --sweeps DIR")
     return found[-1].parent
 
 
@@ -160,7 +194,7 @@ def format_status(rows: list[JobStatus]) -> str:
         where = f"  {row.path}" if row.path else ""
         sid = row.scheduler_id or "-"
         lines.append(f"{row.state:<8} {row.job_id}  {sid:<10} {row.label}{where}")
-        if row.detail and row.state not in ("done", "pending", "running"):
+        if row.detail and row.state not in (JobState.DONE, *ACTIVE):
             lines.extend(f"    {line}" for line in row.detail.splitlines())
     counts = Counter(row.state for row in rows)
     lines.append(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))

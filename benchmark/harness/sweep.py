@@ -5,6 +5,7 @@ the value). Every (method, seed, grid point) is resolved to a RunConfig and plan
 jobs shared between runs (the sanity encoders, a pretraining several grids reuse) are planned
 once, and jobs already done are skipped, so re-submitting a sweep runs only what failed or is
 missing. The sweep's state file lives in ``<sweeps>/<name>/sweep.json`` (see ``status``).
+``run`` is a one-point sweep (:func:`single_run`) and records its state the same way.
 """
 from __future__ import annotations
 
@@ -19,16 +20,15 @@ from benchmark.core.config import ConfigError, config_hash, load_profile
 from benchmark.core.errors import require_writable_folder
 from benchmark.core.fields import safe_name
 from benchmark.data import resolve_data_root
-from benchmark.harness.jobs import Outcome, Paths
+from benchmark.harness.completion import is_done
+from benchmark.harness.jobs import Outcome, OutcomeStatus, Paths
 from benchmark.harness.launch import (
     CLUSTERS,
     LAUNCHERS,
-    SubmititLauncher,
+    LaunchSettings,
     build_launcher,
-    is_done,
     job_resources,
     processes,
-    run_job_checked,
 )
 from benchmark.harness.plan import Job, plan_run, select_tasks
 from benchmark.harness.resources import RESOURCE_FLAGS
@@ -98,6 +98,15 @@ class SweepSpec:
                 for combo in itertools.product(*(values for _, values in self.grid))]
 
 
+def single_run(profile: str, method: str, tasks: str, seed: int, overrides: Sequence[str],
+               sanity: bool = True) -> SweepSpec:
+    """The one-point sweep of ``run``: one method, one seed, each of its ``--set key=value`` (checked
+    by ``resolve_run`` already) a one-valued grid axis kept whole, so the point is those overrides."""
+    grid = tuple((key, (value,)) for key, _, value in (item.partition("=") for item in overrides))
+    return SweepSpec(profile=profile, methods=(method,), tasks=tasks, seeds=(seed,), grid=grid,
+                     sanity=sanity)
+
+
 def expand(spec: SweepSpec, runs_root: Path) -> list[Job]:
     """The sweep's jobs, each once, every dependency before its dependents."""
 
@@ -136,7 +145,7 @@ def describe_plan(jobs: Sequence[Job], paths: Paths, launcher: str, flags: dict[
     lines = [f"{'job id':<12}  {'kind':<8}  {'state':<9}  {'after':<12}  resources / label"]
     todo, arrays = 0, set()
     for job in jobs:
-        done = is_done(job, paths) and not force
+        done = is_done(job, paths.store(job.config["profile"])) and not force
         todo += not done
         if job.kind == "task" and not done:
             arrays.add(job.depends_on[:1])
@@ -181,37 +190,37 @@ def open_state(folder: Path, spec: SweepSpec) -> SweepState:
 def submit_sweep(state: SweepState, jobs: Sequence[Job], paths: Paths, launcher_name: str,
                  flags: dict[str, Any] | None = None, force: bool = False, wait: bool = True,
                  on_outcome: Callable[[Outcome], None] | None = None,
-                 runner: Callable[..., Outcome] = run_job_checked) -> list[Outcome] | None:
-    """Run or submit the jobs not done yet and record the submission in ``state``.
+                 runner: Callable[..., Outcome] | None = None,
+                 resume: str = "auto") -> list[Outcome] | None:
+    """Hand the jobs not done yet to the launcher ``launcher_name`` and record in ``state`` the
+    submission, then each outcome as it is known (``on_outcome`` is told it too).
 
-    Returns the outcomes, or None when Slurm jobs were submitted without ``wait``. ``runner``
-    executes one job inside the scheduled process (tests pass a tiny one).
+    Returns the outcomes, or None when the launcher's jobs run on without this process (Slurm)
+    and ``wait`` is off. ``runner`` executes one job inside a scheduled process (tests pass a
+    tiny one).
     """
-    state.plan(jobs)
-    if launcher_name not in CLUSTERS:
-        outcomes = build_launcher(launcher_name, force=force, on_outcome=on_outcome).launch(jobs, paths)
-        state.record(launcher_name, None, None, {}, {o.job_id: o for o in outcomes})
+    def finished(outcome: Outcome) -> None:
+        state.note(outcome)
         state.save()
-        return outcomes
+        if on_outcome:
+            on_outcome(outcome)
+
     folder = state.path.parent / "logs" / f"{len(state.submissions):03d}"
-    launcher = SubmititLauncher(CLUSTERS[launcher_name], force=force, on_outcome=on_outcome,
-                                folder=folder, flags=flags, runner=runner)
+    launcher = build_launcher(launcher_name, LaunchSettings(force, resume, finished, folder,
+                                                            flags or {}, runner))
+    state.plan(jobs)
     subs = launcher.submit(jobs, paths, running=active_jobs(state, paths.results))
-    state.record(launcher_name, CLUSTERS[launcher_name], str(folder / "%j"),
+    state.record(launcher_name, launcher.cluster, launcher.job_logs,
                  {s.job.job_id: s.scheduler_id for s in subs if s.scheduler_id is not None},
                  {s.job.job_id: s.outcome for s in subs if s.outcome is not None})
     state.save()
-    if launcher_name == "slurm" and not wait:
+    if launcher.detached and not wait:
         return None
-    outcomes = launcher.wait(subs)
-    state.submissions[-1]["outcomes"].update(
-        {o.job_id: {"status": o.status, "message": o.message} for o in outcomes
-         if o.status != "pending"})
-    state.save()
-    return outcomes
+    return launcher.wait()
 
 
 def show_outcome(outcome: Outcome) -> None:
+    """One line per finished job: ``[ status] label: message``."""
     print(f"  [{outcome.status:>7}] {outcome.label}"
           + (f": {outcome.message}" if outcome.message else ""), flush=True)
 
@@ -249,4 +258,4 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"submitted {len(ids)} job(s); state: {state.path}\n"
               f"follow with: python -m benchmark status {folder}")
         return 0
-    return 1 if any(o.status == "failed" for o in outcomes) else 0
+    return 1 if any(o.status == OutcomeStatus.FAILED for o in outcomes) else 0

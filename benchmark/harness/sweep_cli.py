@@ -46,7 +46,8 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_status_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="pending / running / done / failed for every job of a sweep",
-                       description="Show every job of SWEEP (default: the latest under --sweeps): "
+                       description="Show every job of SWEEP, a sweep or a run (default: the latest "
+                       "under --sweeps): "
                        "done, pending, running, failed (with its log's last lines), missing.")
     p.add_argument("sweep", nargs="?", default=None, help="sweep name or folder (default: latest)")
     p.add_argument("--sweeps", type=Path, default=Path("sweeps"), help="sweeps root (default: sweeps)")

@@ -13,7 +13,7 @@ from benchmark.core import provenance
 from benchmark.core.config import ConfigError
 from benchmark.core.fields import safe_name
 from benchmark.core.store import write_json_atomic
-from benchmark.harness.jobs import Outcome
+from benchmark.harness.jobs import Outcome, OutcomeStatus
 from benchmark.harness.plan import Job
 
 STATE_FILE = "sweep.json"
@@ -46,6 +46,11 @@ def job_entry(job: Job) -> dict[str, Any]:
             "task": job.task, "encoder": job.encoder}
 
 
+def outcome_entry(outcome: Outcome) -> dict[str, str]:
+    """What the state file keeps of an outcome."""
+    return {"status": str(outcome.status), "message": outcome.message}
+
+
 @dataclass
 class SweepState:
     """A sweep's planned jobs, code version and submissions."""
@@ -62,8 +67,8 @@ class SweepState:
         try:
             payload = json.loads(path.read_text())
         except FileNotFoundError:
-            raise ConfigError(f"no sweep state at {path}; submit one with `python -m benchmark "
-                              "sweep ...` or pass the sweep folder") from None
+            raise ConfigError(f"no sweep state at {path}; start one with `python -m benchmark "
+                              "run ...` or `sweep ...`, or pass the sweep folder") from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"sweep state {path} is not valid JSON ({exc}); delete it and "
                               "re-submit the sweep (finished jobs are kept)") from None
@@ -90,8 +95,13 @@ class SweepState:
         self.submissions.append({
             "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "launcher": launcher, "cluster": cluster,
             "folder": folder, "scheduler_ids": dict(scheduler_ids),
-            "outcomes": {k: {"status": o.status, "message": o.message} for k, o in outcomes.items()},
+            "outcomes": {k: outcome_entry(o) for k, o in outcomes.items()},
         })
+
+    def note(self, outcome: Outcome) -> None:
+        """Add the outcome of a job of the newest submission (one still pending is left out)."""
+        if outcome.status != OutcomeStatus.PENDING:
+            self.submissions[-1]["outcomes"][outcome.job_id] = outcome_entry(outcome)
 
     def latest(self, job_id: str) -> tuple[dict[str, Any] | None, str | None, dict | None]:
         """The newest submission that touched ``job_id``: (submission, scheduler id, outcome)."""
