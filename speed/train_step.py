@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmark.core.config import resolve  # noqa: E402
 from benchmark.data import resolve_data_root  # noqa: E402
-from benchmark.engine.pretrain import build_encoder, build_optimizer  # noqa: E402
 from benchmark.engine.data import ResumableDistributedSampler, build_pretrain_data  # noqa: E402
+from benchmark.engine.wiring import build_encoder, build_optimizer  # noqa: E402
 from methods.base import build_method  # noqa: E402
 
 

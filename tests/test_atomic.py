@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from benchmark.core import atomic
 from benchmark.core.atomic import atomic_open, make_temp_dir
 from benchmark.core.atomic import save_atomic
 from benchmark.report.figures import plot_similarity_distributions
-from benchmark.engine.pretrain import PretrainRun
+from benchmark.engine.epoch_log import EpochLog
 from benchmark.core.store import write_json_atomic, write_text_atomic
 from benchmark.harness.sweep_state import STATE_FILE, SweepState
 from tasks.detection import export
@@ -36,7 +35,7 @@ def trim_log(path: Path) -> None:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(OLD.decode() + '{"epoch": 1}\n')
-    PretrainRun._trim_log(SimpleNamespace(log_path=path, next_epoch=1))
+    EpochLog(path, path.parent / "tensorboard").trim(next_epoch=1)
 
 
 WRITERS = {  # what is written -> a function writing it at a path

@@ -23,7 +23,7 @@ from benchmark.data.fashion_mnist import RAW_FILES, raw_dir
 from benchmark.data.imagenet import SUBSET_LISTS
 from benchmark.data.integrity import md5_problems
 from benchmark.data.voc07_cls import VOC_CLASSES
-from benchmark.data.voc_detection import MiniDetParams, prepare_mini_det
+from benchmark.data.mini_det import MiniDetParams, prepare_mini_det
 from test_detection_data import write_voc
 
 JPEG = io.BytesIO()

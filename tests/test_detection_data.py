@@ -9,16 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.data.voc_detection import (
-    MINI_DET_CLASSES,
-    MINI_SPEC,
-    SPEC,
-    VOC_CLASSES,
-    MiniDetParams,
-    VOCAnnotationError,
-    VOCDetectionSet,
-    prepare_mini_det,
-)
+from benchmark.data.mini_det import MINI_DET_CLASSES, MINI_SPEC, MiniDetParams, prepare_mini_det
+from benchmark.data.voc_detection import SPEC, VOC_CLASSES
+from benchmark.data.voc_format import VOCAnnotationError, VOCDetectionSet
 from tasks.detection.data import DetectionInput, EndlessShardedSampler
 
 OBJECT = (

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmark.core.config import ConfigError, RunConfig
-from benchmark.data.voc_detection import MiniDetParams, prepare_mini_det
+from benchmark.data.mini_det import MiniDetParams, prepare_mini_det
 from benchmark.models import build_backbone
 from gloo_support import free_port, join_gloo
 from tasks.base import TaskContext
@@ -83,7 +83,7 @@ def test_task_is_registered_with_its_paper_table():
 def _distributed_worker(rank: int, world: int, root: str, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    from benchmark.data.voc_detection import MINI_SPEC
+    from benchmark.data.mini_det import MINI_SPEC
     from tasks.detection.data import DetectionInput
     from tasks.detection.evaluate import evaluate_detector
     from tasks.detection.model import C4Config, build_c4_detector, split_c4

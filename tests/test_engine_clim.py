@@ -28,7 +28,7 @@ def _config(tmp: Path, method: str, overrides: list[str]) -> Any:
 def _train(tmp: Path, run_dir: Path, method: str = "clim", overrides: tuple[str, ...] = ()) -> dict:
     run = prepare_run(_config(tmp, method, OVERRIDES + list(overrides)), run_dir, resume="never")
     run.run()
-    return {"method": run.method.state_dict(), "log": es.read_log(run_dir) if run.dist.is_main else []}
+    return {"method": run.parts.method.state_dict(), "log": es.read_log(run_dir) if run.dist.is_main else []}
 
 
 # One epoch: the selection of a later refresh is a discrete function of the bank, so the ~1e-7

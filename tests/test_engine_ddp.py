@@ -23,7 +23,7 @@ def _train(tmp: Path, run_dir: Path) -> dict:
     cfg = es.tiny_config(tmp, OVERRIDES, negatives=0)
     run = prepare_run(cfg, run_dir, resume="never")
     run.run()
-    return run.method.state_dict()
+    return run.parts.method.state_dict()
 
 
 def _worker(rank: int, world: int, port: int, tmp: Path) -> None:

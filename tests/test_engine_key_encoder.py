@@ -17,7 +17,8 @@ from gloo_support import free_port, set_rank_environment
 from benchmark.core.config import resolve
 from benchmark.core.distributed import shutdown
 from benchmark.engine.monitor import evaluating, extract
-from benchmark.engine.pretrain import build_encoder, prepare_run
+from benchmark.engine.pretrain import prepare_run
+from benchmark.engine.wiring import build_encoder
 from benchmark.core.runtime import seed_everything
 from methods.base import register
 from methods.mocov2 import MoCoV2
@@ -70,7 +71,7 @@ def test_hooks_get_clean_embeddings_fetched_views_and_gathered_keys(tmp_path: Pa
     cfg = _config(tmp_path, "engine_hooks", ["pretrain.epochs=1", "pretrain.monitor.every=0"])
     run = prepare_run(cfg, tmp_path / "run", resume="never")
     run.run()
-    method = run.method
+    method = run.parts.method
     seed_everything(int(cfg.seed))
     initial = build_encoder(cfg.model)
     with evaluating(initial):
@@ -85,13 +86,13 @@ def test_hooks_get_clean_embeddings_fetched_views_and_gathered_keys(tmp_path: Pa
 
     resumed = prepare_run(cfg, tmp_path / "run", resume="auto")
     resumed.run()
-    assert resumed.method.clean is None, "on_train_start ran again on resume"
+    assert resumed.parts.method.clean is None, "on_train_start ran again on resume"
 
 
 def _train(tmp: Path, run_dir: Path) -> dict:
     run = prepare_run(_config(tmp, "mocov2", OVERRIDES), run_dir, resume="never")
     run.run()
-    return {"method": run.method.state_dict(), "key_encoder": run.key_encoder.module.state_dict()}
+    return {"method": run.parts.method.state_dict(), "key_encoder": run.parts.key_encoder.module.state_dict()}
 
 
 def _worker(rank: int, world: int, port: int, tmp: Path) -> None:

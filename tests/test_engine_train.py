@@ -9,7 +9,9 @@ import torch
 import engine_support as es
 from benchmark.engine import checkpoint as ckpt
 from benchmark.core.config import ConfigError
-from benchmark.engine.pretrain import NonFiniteLoss, autocast_factory, pretrain
+from benchmark.engine.guard import NonFiniteLoss
+from benchmark.engine.pretrain import pretrain
+from benchmark.engine.wiring import autocast_factory
 from benchmark.core import identity
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from benchmark.data import DatasetMissing, get_dataset
 from benchmark.data.voc07_cls import VOC_CLASSES
-from benchmark.data.voc_detection import MINI_DET_CLASSES
+from benchmark.data.mini_det import MINI_DET_CLASSES
 from tasks.base import get_task
 from tasks_support import TinyBackbone, make_context
 

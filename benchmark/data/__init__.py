@@ -6,6 +6,7 @@ from benchmark.data import (  # noqa: F401
     fashion_mnist,
     fine_grained,
     imagenet,
+    mini_det,
     places205,
     voc07_cls,
     voc_detection,

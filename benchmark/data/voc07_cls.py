@@ -17,8 +17,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from benchmark.data.integrity import listed_file_problems
+from benchmark.data.mini_det import MINI_DET_CLASSES, MINI_SPEC, mini_fix
 from benchmark.data.registry import DatasetSpec, register_dataset
-from benchmark.data.voc_detection import MINI_DET_CLASSES, MINI_SPEC, mini_fix
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

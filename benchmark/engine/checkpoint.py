@@ -6,6 +6,9 @@ half-written file under the final name (a kill can leave the temporary file: res
 it); a file that is nevertheless unreadable (truncated by a full disk, say) or holds no dict is
 skipped with a warning and the previous one is used. Checkpoints hold tensors, containers and
 plain values only (the RNG states as tensors), so they load with ``weights_only=True``.
+
+A distributed run saves on rank 0 (:func:`save`); on resume every rank loads the same newest
+checkpoint after rank 0 has removed what a kill left (:func:`load_for_resume`).
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from benchmark.core.atomic import save_atomic
+from benchmark.core.distributed import barrier
 from benchmark.core.identity import differing_keys, pretrain_hash
 from benchmark.core.safe_load import CorruptFile, load_weights_only
 
@@ -100,6 +105,25 @@ def remove_orphans(checkpoint_dir: Path) -> None:
     process holds the run folder's lock: nobody else is writing one)."""
     for path in Path(checkpoint_dir).glob(ORPHAN_GLOB):
         path.unlink(missing_ok=True)
+
+
+def save(state: Mapping[str, Any], checkpoint_dir: Path, global_step: int, keep: int) -> None:
+    """Write ``state`` atomically as the checkpoint of ``global_step``, then keep only the
+    ``keep`` newest checkpoints (rank 0's job in a distributed run)."""
+    save_atomic(state, checkpoint_path(checkpoint_dir, global_step))
+    prune(checkpoint_dir, keep)
+
+
+def load_for_resume(checkpoint_dir: Path, config: Mapping[str, Any], mode: str,
+                    is_main: bool) -> dict[str, Any] | None:
+    """What every rank resumes from (:func:`load_latest`), once rank 0 (``is_main``) has removed
+    orphan temporary files and, for ``mode`` ``never``, every old checkpoint."""
+    if is_main:
+        remove_orphans(checkpoint_dir)
+        if mode == "never":
+            remove_all(checkpoint_dir)  # stale ones would outrank the new run's
+    barrier()
+    return load_latest(checkpoint_dir, config, mode)
 
 
 def rng_state() -> dict[str, Any]:

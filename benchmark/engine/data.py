@@ -1,5 +1,5 @@
-"""Pretraining data: the class-blind subset, the monitor's held-out split, seeded augmentation
-and a resumable distributed sampler.
+"""Pretraining data: the class-blind subset, the monitor's held-out split, seeded augmentation,
+a resumable distributed sampler and the training DataLoader over it.
 
 Each sample's augmentation is seeded from (run seed, epoch, sample index), so the augmented
 batch a step sees does not depend on the number of DataLoader workers, the number of ranks, or
@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from benchmark.core.config import ConfigError
+from benchmark.core.distributed import DistContext
 from benchmark.data import get_dataset
 from benchmark.data.augment import eval_transform, train_transform
 
@@ -85,6 +86,31 @@ class ResumableDistributedSampler(DistributedSampler):
         order = list(super().__iter__())[self.start :]
         self.start = 0
         return iter(order)
+
+
+def per_rank_batch_size(global_batch: int, world_size: int) -> int:
+    """This process's share of ``pretrain.batch_size``; it must split evenly over the processes."""
+    if global_batch % world_size:
+        raise ConfigError(f"pretrain.batch_size={global_batch} is not divisible by the "
+                          f"{world_size} processes; pick a multiple of {world_size}")
+    return global_batch // world_size
+
+
+def build_train_loader(train: SeededAugmentation, batch_size: int, dist: DistContext, seed: int,
+                       num_workers: int) -> DataLoader:
+    """Full batches of ``batch_size`` (per rank) of this rank's share of ``train`` (a
+    :class:`ResumableDistributedSampler` seeded by ``seed``); raises ConfigError when an epoch
+    would hold no batch."""
+    sampler = ResumableDistributedSampler(train, dist.world_size, dist.rank, seed)
+    if len(sampler) // batch_size == 0:
+        raise ConfigError(f"data.train_subset gives {len(train)} images, fewer than one batch of "
+                          f"pretrain.batch_size={batch_size * dist.world_size}; raise the subset or "
+                          "lower the batch")
+    return DataLoader(
+        train, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers,
+        pin_memory=dist.device.type == "cuda",
+        generator=torch.Generator(),  # keeps the DataLoader off the global RNG (exact resume)
+    )
 
 
 @dataclass

@@ -3,7 +3,7 @@ features (test transform) recomputed every time, never the memory bank (docs/pro
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +11,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from tasks.knn_classifier import topk_accuracy, weighted_knn_scores
+
+
+def monitor_due(monitor_cfg: Mapping[str, Any], epoch: int, epochs: int) -> bool:
+    """Whether the monitor runs after ``epoch`` of ``epochs``: every ``pretrain.monitor.every``
+    epochs and after the last one (``every`` 0: never)."""
+    every = int(monitor_cfg.get("every", 1) or 0)
+    return every > 0 and (epoch % every == 0 or epoch == epochs)
 
 
 @contextmanager

@@ -3,8 +3,8 @@ values live in the profiles); the harness composes it into the run-config schema
 from __future__ import annotations
 
 from benchmark.core.fields import Bool, Choice, Float, Int, ListOf, Section
-from benchmark.engine.pretrain import AMP_DTYPES, OPTIMIZERS
 from benchmark.engine.schedule import SCHEDULES
+from benchmark.engine.wiring import AMP_DTYPES, OPTIMIZERS
 
 PRETRAIN_FIELDS = Section({
     "epochs": Int(ge=1),

@@ -15,7 +15,7 @@ from pathlib import Path
 from benchmark.core import provenance
 from benchmark.core.safe_load import LoadError
 from benchmark.core.store import ResultStore
-from benchmark.engine.pretrain import ENCODER_FILE
+from benchmark.engine.encoder_file import ENCODER_FILE
 from benchmark.harness.plan import Job
 from benchmark.models.encoders import read_encoder_checkpoint
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 from benchmark.core.registry import Registry
-from benchmark.engine.pretrain import request_stop
+from benchmark.engine.signals import request_stop
 from benchmark.harness.completion import is_done
 from benchmark.harness.jobs import Outcome, OutcomeStatus, Paths, run_job
 from benchmark.harness.plan import Job
@@ -144,7 +144,7 @@ class CheckpointablePretrain:
 
     Slurm sends SIGUSR2 ``signal_delay_s`` before the time limit (and on preemption, where the
     cluster sets ``preempt_send_user_signal``). Instead of letting submitit requeue at once,
-    mid-step, the signal asks the engine to stop (:func:`benchmark.engine.pretrain.request_stop`): it
+    mid-step, the signal asks the engine to stop (:func:`benchmark.engine.signals.request_stop`): it
     finishes the current step, saves a checkpoint and stops. Then submitit's own handler runs:
     it calls :meth:`checkpoint`, which returns the same job with ``resume="auto"``, requeues it
     and exits; the requeued job continues exactly from that checkpoint.

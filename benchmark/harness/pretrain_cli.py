@@ -12,7 +12,8 @@ from benchmark.core.errors import EXIT_PREEMPTED, Preempted
 from benchmark.core.safe_load import LoadError
 from benchmark.data import DatasetMissing
 from benchmark.engine.checkpoint import RESUME_MODES, CheckpointMismatch
-from benchmark.engine.pretrain import NonFiniteLoss, pretrain
+from benchmark.engine.guard import NonFiniteLoss
+from benchmark.engine.pretrain import pretrain
 from benchmark.harness.schema import resolve_run
 
 
