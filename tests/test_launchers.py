@@ -7,17 +7,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from slurm_fixtures import no_post_mortem, tiny_runner  # noqa: F401
 
 from benchmark.core.config import resolve
 from benchmark.harness.cli import main
 from benchmark.harness.completion import is_done
 from benchmark.harness.jobs import Paths
-from benchmark.harness.launch import LAUNCHERS, Launcher, LaunchSettings, build_launcher
+from benchmark.harness.launch import LAUNCHERS, build_launcher
+from benchmark.harness.launch_protocol import Launcher, LaunchSettings
 from benchmark.harness.plan import plan_run
 from benchmark.harness.status import sweep_status
 from benchmark.harness.sweep import describe_plan
 from benchmark.harness.sweep_state import SweepState
-from slurm_fixtures import no_post_mortem, tiny_runner  # noqa: F401
 
 FLAGS = {"cpus_per_task": 1, "mem_gb": 0.5, "time_min": 5}
 

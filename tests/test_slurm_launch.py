@@ -11,16 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from slurm_fixtures import cluster, ddp_probe, fail_marker, no_post_mortem, slurm_cluster, tiny_runner  # noqa: F401
 
 from benchmark.core.config import ConfigError, resolve
 from benchmark.harness.jobs import Paths
-from benchmark.harness.launch import CLUSTERS, SubmititLauncher, await_outcome
 from benchmark.harness.plan import plan_run
 from benchmark.harness.status import ACTIVE, sweep_status
+from benchmark.harness.submitit_launcher import CLUSTERS, SubmititLauncher, await_outcome
 from benchmark.harness.sweep import submit_sweep
 from benchmark.harness.sweep_state import SweepState
-from slurm_fixtures import (cluster, ddp_probe, fail_marker, no_post_mortem,  # noqa: F401
-                            slurm_cluster, tiny_runner)
 
 FLAGS = {"cpus_per_task": 1, "mem_gb": 0.5, "time_min": 5}
 # Slurm where a cluster is reachable (or root can start one), else submitit's local executor;
@@ -135,8 +134,8 @@ def test_a_multi_process_pretraining_forms_one_torch_distributed_world(cluster, 
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_timed_out_pretraining_requeues_and_ends_with_uninterrupted_weights(slurm_cluster, tmp_path):
-    from benchmark.engine.checkpoint import list_checkpoints
     from benchmark.data import get_dataset, resolve_data_root
+    from benchmark.engine.checkpoint import list_checkpoints
     from benchmark.engine.pretrain import pretrain
 
     data_root = resolve_data_root().resolve()

@@ -7,20 +7,20 @@ import pickle
 from pathlib import Path
 
 import pytest
-
-from benchmark.core import provenance
-from benchmark.harness.cli import main
-from benchmark.core.config import ConfigError
-from benchmark.harness.jobs import Outcome, Paths
-from benchmark.harness.launch import CheckpointablePretrain, JobFailed, run_job_checked
-from benchmark.harness.plan import Job
-from benchmark.harness.resources import resources_for
-from benchmark.core.store import ResultStore
-from benchmark.harness.status import format_status, resolve_sweep, sweep_status
-from benchmark.harness.sweep import SweepSpec, expand, open_state, parse_grid, split_values
-from benchmark.harness.sweep_state import SweepState
 from payload_support import Payload
 from test_store import make_record
+
+from benchmark.core import provenance
+from benchmark.core.config import ConfigError
+from benchmark.core.store import ResultStore
+from benchmark.harness.cli import main
+from benchmark.harness.jobs import Outcome, Paths
+from benchmark.harness.plan import Job
+from benchmark.harness.resources import resources_for
+from benchmark.harness.status import format_status, resolve_sweep, sweep_status
+from benchmark.harness.submitit_launcher import CheckpointablePretrain, JobFailed, run_job_checked
+from benchmark.harness.sweep import SweepSpec, expand, open_state, parse_grid, split_values
+from benchmark.harness.sweep_state import SweepState
 
 
 def spec(**changes) -> SweepSpec:
@@ -107,7 +107,7 @@ def test_bad_resources_name_the_key(section, message):
 
 def test_a_failed_outcome_becomes_a_job_failure(monkeypatch, tmp_path):
     job = expand(spec(methods=("invp",), tasks="none"), tmp_path)[0]
-    monkeypatch.setattr("benchmark.harness.launch.run_job", lambda *a, **k: Outcome(
+    monkeypatch.setattr("benchmark.harness.submitit_launcher.run_job", lambda *a, **k: Outcome(
         job.job_id, job.label, "failed", "loss is NaN"))
     with pytest.raises(JobFailed, match="loss is NaN"):
         run_job_checked(job, Paths(tmp_path, tmp_path, tmp_path))

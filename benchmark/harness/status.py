@@ -25,7 +25,7 @@ from typing import Any, Mapping
 from benchmark.core.store import ResultStore
 from benchmark.harness.completion import finished_path
 from benchmark.harness.jobs import OutcomeStatus
-from benchmark.harness.launch import LOG_TAIL_LINES, last_line, log_tail
+from benchmark.harness.submitit_launcher import LOG_TAIL_LINES, last_line, log_tail
 from benchmark.harness.sweep_state import SweepState
 
 

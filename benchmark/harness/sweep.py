@@ -22,18 +22,13 @@ from benchmark.core.fields import safe_name
 from benchmark.data import resolve_data_root
 from benchmark.harness.completion import is_done
 from benchmark.harness.jobs import Outcome, OutcomeStatus, Paths
-from benchmark.harness.launch import (
-    CLUSTERS,
-    LAUNCHERS,
-    LaunchSettings,
-    build_launcher,
-    job_resources,
-    processes,
-)
+from benchmark.harness.launch import LAUNCHERS, build_launcher
+from benchmark.harness.launch_protocol import LaunchSettings
 from benchmark.harness.plan import Job, plan_run, select_tasks
 from benchmark.harness.resources import RESOURCE_FLAGS
 from benchmark.harness.schema import resolve_run
 from benchmark.harness.status import ACTIVE, job_status
+from benchmark.harness.submitit_launcher import CLUSTERS, job_resources, processes
 from benchmark.harness.sweep_state import SweepState, code_version, version_differences
 from methods.base import available_methods
 

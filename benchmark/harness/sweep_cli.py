@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmark.harness.launch import LOG_TAIL_LINES
 from benchmark.harness.resources import RESOURCE_FLAGS
 from benchmark.harness.status import cmd_status
+from benchmark.harness.submitit_launcher import LOG_TAIL_LINES
 from benchmark.harness.sweep import cmd_sweep
 
 
