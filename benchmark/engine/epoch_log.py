@@ -62,6 +62,21 @@ def logged_epoch(line: str) -> int | None:
     return epoch if isinstance(epoch, int) else None
 
 
+def log_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(line, record) for every log record of a ``log.jsonl`` (none when the file is absent); a
+    line that is no log record (half-written when a run was killed) is skipped with a warning
+    naming the file and line."""
+    found = []
+    lines = Path(path).read_text().splitlines() if Path(path).is_file() else []
+    for number, line in enumerate(lines, 1):
+        if logged_epoch(line) is not None:
+            found.append((line, json.loads(line)))
+        elif line.strip():
+            warnings.warn(f"{path}, line {number}: dropping {line[:60]!r}, which is no log record "
+                          "(half-written when the run was killed?)", stacklevel=2)
+    return found
+
+
 def tensorboard_writer(folder: Path) -> Any:
     """A SummaryWriter into ``folder`` when tensorboard is installed, else None."""
     try:
@@ -83,15 +98,7 @@ class EpochLog:
     def trim(self, next_epoch: int) -> None:
         """Rewrite the log (atomically) with the lines of the epochs before ``next_epoch``; a line
         that is no log record (half-written when a run was killed) is dropped with a warning."""
-        kept = []
-        lines = self.path.read_text().splitlines() if self.path.is_file() else []
-        for number, line in enumerate(lines, 1):
-            epoch = logged_epoch(line)
-            if epoch is None and line.strip():
-                warnings.warn(f"{self.path}, line {number}: dropping {line[:60]!r}, which is no log "
-                              "record (half-written when the run was killed?)", stacklevel=2)
-            elif epoch is not None and epoch < next_epoch:
-                kept.append(line)
+        kept = [line for line, record in log_lines(self.path) if record["epoch"] < next_epoch]
         with atomic_open(self.path, "w") as fh:
             fh.writelines(line + "\n" for line in kept)
 

@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from benchmark.core.config import RunConfig
 from benchmark.core.identity import pretrain_run_dir
 from benchmark.core.store import ResultStore
 from benchmark.data import get_dataset
+from benchmark.engine.epoch_log import log_lines
 from benchmark.models.encoders import read_encoder_checkpoint
 from benchmark.models.heads import build_head
 from benchmark.report.frame import load_frame
@@ -137,17 +137,9 @@ def plot_positive_grid(
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
-    """The per-epoch JSON objects of a pretraining ``log.jsonl``."""
-    entries = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}, line {number}: not JSON ({exc}); the log is corrupt, "
-                             "re-run or truncate the pretraining log") from None
-    return entries
+    """The per-epoch records of a pretraining ``log.jsonl`` (a half-written line of a killed run
+    is skipped with a warning)."""
+    return [record for _, record in log_lines(path)]
 
 
 def plot_training_curves(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
