@@ -61,3 +61,14 @@ def test_the_function_level_import_finder_sees_one(tmp_path):
                       "    import tasks.base\n")
     assert function_level_project_imports(sample, tmp_path) == [
         "sample.py:4 benchmark.core", "sample.py:6 tasks.base"]
+
+
+MAX_LINES = 350
+
+
+def test_no_module_is_longer_than_the_limit():
+    """One job per module: none of the suite's modules runs past ~350 lines."""
+    long = {str(path.relative_to(REPO_ROOT)): n for package in PROJECT_PACKAGES
+            for path in sorted((REPO_ROOT / package).rglob("*.py"))
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
