@@ -70,7 +70,7 @@ def test_neighbour_table_update_keeps_last_repeat_and_checks_loads():
     assert table.table.tolist() == [[0, 0], [2, 3], [0, 0], [4, 4], [0, 0]]
     for bad in (torch.zeros(5, 3, dtype=torch.long), torch.full((5, 2), 5)):
         try:
-            table.load(bad)
+            table.load_state_dict({"table": bad})
         except ValueError as err:
             assert "neighbour table" in str(err)
         else:

@@ -58,7 +58,7 @@ from benchmark.engine.data import PretrainData, ResumableDistributedSampler, bui
 from benchmark.engine.key_encoder import KeyEncoder
 from benchmark.engine.monitor import evaluating, extract, knn_monitor
 from benchmark.engine.schedule import lr_at_epoch
-from benchmark.models import build_backbone, build_head
+from benchmark.models import build_backbone, build_head, embed_dim_of
 from benchmark.models.encoders import ENCODER_REMEDY, read_encoder_checkpoint
 from methods.base import LossOutput, Method, build_method, method_class
 
@@ -214,7 +214,7 @@ class PretrainRun:
         self.encoder = build_encoder(cfg.model).to(self.device)
         if self.channels_last:
             self.encoder = self.encoder.to(memory_format=torch.channels_last)
-        self.method: Method = build_method(cfg.method, len(data.train)).to(self.device)
+        self.method: Method = build_method(cfg.method, len(data.train), embed_dim_of(cfg.model)).to(self.device)
         self.method.set_diagnostic_labels(data.train_labels.to(self.device))
         spec = self.method.key_encoder_spec
         if spec is not None and not set(spec.views) <= set(self.method.views):
