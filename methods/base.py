@@ -24,17 +24,28 @@ gradient (shuffled, split-batch BN); the other views go through the trained enco
 
 ``on_train_start(extract)`` runs once before the first step of a fresh run (never on resume);
 ``extract()`` returns the clean (eval-transform) normalised embeddings of the whole training set.
+
+A method is built for a training set of ``num_samples`` images and embeddings of width
+``embed_dim`` (``model.embed_dim``), so its banks and queues exist, with their final shapes, from
+the start. Its checkpoint state is declared once (``methods.state``): ``state_dict``,
+``load_state_dict`` and ``to`` follow from the declaration. ``check_settings(config)`` reads and
+checks its typed options without building it (the planner calls it before anything runs).
 """
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, ContextManager, Mapping
 
 import torch
 
 from benchmark.core.registry import Registry
+from benchmark.core.settings import read_settings
+from methods.state import Stateful
+
+NORM_TOLERANCE = 1e-2  # |‖v‖ - 1| allowed for an "L2-normalised" embedding (bf16 heads included)
 
 
 @dataclass
@@ -73,33 +84,93 @@ class KeyEncoderSpec:
 Fetch = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # training views of any sample indices
 
 
-class Method(ABC):
+def check_batch(embeddings: torch.Tensor, indices: torch.Tensor, num_samples: int, method: str) -> None:
+    """Raise ValueError unless embeddings (B, D) are finite and unit-norm and indices (B,) in range.
+
+    The checks reach the host in one transfer (one sync per step on a GPU).
+    """
+    if embeddings.dim() != 2 or indices.dim() != 1 or embeddings.shape[0] != indices.shape[0] or not len(indices):
+        raise ValueError(
+            f"method {method!r}: expected embeddings (B, D) and indices (B,) with B > 0, got "
+            f"{tuple(embeddings.shape)} and {tuple(indices.shape)}"
+        )
+    if indices.dtype.is_floating_point or indices.dtype == torch.bool:
+        raise ValueError(f"method {method!r}: indices must be an integer tensor, got {indices.dtype}")
+    with torch.no_grad():
+        worst_norm = (embeddings.detach().float().norm(dim=1) - 1.0).abs().max()  # NaN/inf propagate
+        low, high, worst = torch.stack([indices.min().double(), indices.max().double(), worst_norm.double()]).tolist()
+    if low < 0 or high >= num_samples:
+        raise ValueError(
+            f"method {method!r}: sample index out of range [0, {num_samples}) (got min {int(low)}, max "
+            f"{int(high)}); the dataset must return each sample's position in the training set, and the "
+            f"method must be built with that set's size"
+        )
+    if not math.isfinite(worst):
+        raise ValueError(f"method {method!r}: embeddings hold NaN/inf; lower the lr or disable AMP")
+    if worst > NORM_TOLERANCE:
+        raise ValueError(
+            f"method {method!r}: embeddings are not L2-normalised (max |norm - 1| = {worst:.3g}); "
+            f"pass F.normalize(head_output, dim=1) to method.loss"
+        )
+
+
+def no_autocast(device: torch.device) -> ContextManager[Any]:
+    """Bank and queue math runs in float32 even inside an AMP region."""
+    if device.type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return nullcontext()
+
+
+def pack_output(loss: torch.Tensor, logs: Mapping[str, torch.Tensor | float]) -> tuple[LossOutput, float]:
+    """The step's LossOutput with every log a float, and the loss's value; the loss and the
+    tensor logs reach the host in one transfer."""
+    tensors = {key: value for key, value in logs.items() if isinstance(value, torch.Tensor)}
+    values = torch.stack([loss.detach().float(), *(t.detach().float() for t in tensors.values())]).tolist()
+    host = dict(zip(tensors, values[1:]))
+    return LossOutput(loss, {key: host[key] if key in host else float(value) for key, value in logs.items()}), values[0]
+
+
+class Method(Stateful, ABC):
     """A pretext method (InvP, InsDis, KNN-positive, MoCo v2, ...)."""
     name: ClassVar[str]
     summary: ClassVar[str]
     views: ClassVar[tuple[str, ...]] = ()  # named views per image; () = one unnamed view (a tensor)
+    settings_class: ClassVar[type | None] = None  # frozen dataclass of the options (defaults included)
 
-    def __init__(self, config: Mapping[str, Any], num_samples: int):
+    def __init__(self, config: Mapping[str, Any], num_samples: int, embed_dim: int):
         self.config = config
         self.num_samples = num_samples
+        self.embed_dim = embed_dim
+        self.settings: Any = self.check_settings(config)
+        self.device = torch.device("cpu")
         self.diagnostic_labels: torch.Tensor | None = None
         self.key_encoder_spec: KeyEncoderSpec | None = None
 
     @classmethod
-    def create(cls, config: Mapping[str, Any], num_samples: int) -> "Method":
+    def create(cls, config: Mapping[str, Any], num_samples: int, embed_dim: int) -> "Method":
         """The method for ``config`` (a registry entry may build one of its variants)."""
-        return cls(config, num_samples)
+        return cls(config, num_samples, embed_dim)
+
+    @classmethod
+    def check_settings(cls, config: Mapping[str, Any]) -> Any:
+        """The typed options of ``config`` (a ``settings_class`` instance; None without one),
+        checked without building the method: an unknown, mistyped or out-of-range option is a
+        ConfigError naming it. Checks against the training set's size wait for the build."""
+        if cls.settings_class is None:
+            return None
+        settings = read_settings(cls.settings_class, config, cls.name)
+        cls.validate_settings(settings)
+        return settings
+
+    @classmethod
+    def validate_settings(cls, settings: Any) -> None:
+        """Raise a ConfigError naming the option for any out-of-range value of ``settings``."""
 
     @classmethod
     def view_sizes(cls, config: Mapping[str, Any]) -> dict[str, int | None]:
         """The named views the data path draws for a run of ``config``, each with its output side
         (None = the recipe's; smaller sides give multi-resolution views). Default: ``views``."""
         return dict.fromkeys(cls.views)
-
-    @property
-    def needs_key_encoder(self) -> bool:
-        """True when the engine must keep a momentum key encoder for this method."""
-        return self.key_encoder_spec is not None
 
     @abstractmethod
     def loss(self, embeddings: Any, indices: torch.Tensor, epoch: int) -> LossOutput:
@@ -124,20 +195,33 @@ class Method(ABC):
         return views
 
     def set_diagnostic_labels(self, labels: torch.Tensor | None) -> None:
-        """Labels of the training samples, for logged diagnostics only (never for the loss)."""
-        self.diagnostic_labels = labels
+        """Labels (n,) of the training samples, for logged diagnostics only (never for the loss);
+        kept on the state's device, so diagnostics index them without copies."""
+        if labels is not None and labels.shape != (self.num_samples,):
+            raise ValueError(
+                f"method {self.name!r}: diagnostic labels must have shape ({self.num_samples},), got "
+                f"{tuple(labels.shape)}"
+            )
+        self.diagnostic_labels = None if labels is None else labels.to(self.device, torch.long)
 
-    @abstractmethod
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly (bank, neighbour table, counters)."""
-
-    @abstractmethod
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what ``state_dict`` returned."""
-
-    @abstractmethod
     def to(self, device: torch.device | str) -> "Method":
-        """Move the method's state to ``device``; returns self."""
+        """Move the method's state (and diagnostic labels) to ``device``; returns self."""
+        self.device = torch.empty(0, device=device).device  # "cuda" resolves to "cuda:0"
+        if self.diagnostic_labels is not None:
+            self.diagnostic_labels = self.diagnostic_labels.to(self.device)
+        return super().to(self.device)
+
+    def checked_view(self, embeddings: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """``embeddings`` (B, D) in float32, after ``check_batch`` and checks that they are on the
+        state's device and D = ``embed_dim``."""
+        check_batch(embeddings, indices, self.num_samples, self.name)
+        if embeddings.device != self.device:
+            raise ValueError(f"method {self.name!r}: embeddings are on {embeddings.device} but the method's "
+                             f"state is on {self.device}; call method.to(device) after building it")
+        if embeddings.shape[1] != self.embed_dim:
+            raise ValueError(f"method {self.name!r}: embeddings have D={embeddings.shape[1]} but the method "
+                             f"was built for D={self.embed_dim} (model.embed_dim)")
+        return embeddings.float()
 
 
 METHODS: Registry[type[Method]] = Registry("method")
@@ -154,6 +238,7 @@ def method_class(name: str) -> type[Method]:
     return METHODS.get(name)
 
 
-def build_method(config: Mapping[str, Any], num_samples: int) -> Method:
-    """Instantiate the method named ``config['name']`` for a dataset of ``num_samples``."""
-    return method_class(config["name"]).create(config, num_samples)
+def build_method(config: Mapping[str, Any], num_samples: int, embed_dim: int) -> Method:
+    """Instantiate the method named ``config['name']`` for a dataset of ``num_samples`` and
+    embeddings of width ``embed_dim``."""
+    return method_class(config["name"]).create(config, num_samples, embed_dim)

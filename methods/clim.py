@@ -29,17 +29,17 @@ from typing import Any, Callable, Mapping
 import torch
 
 from benchmark.core.settings import ANY_TYPE, require
-from methods.base import Fetch, LossOutput, register
+from methods.base import Fetch, LossOutput, no_autocast, pack_output, register
 from methods.mocov2 import MoCoV2
-from methods.parts.bank_method import check_batch, no_autocast
 from methods.parts.centre_selection import bank_knn, centre_wise_selection, pick_partners
 from methods.parts.diagnostics import label_precision, masked_mean
 from methods.parts.dist_utils import all_gather_cat, broadcast_from_rank0
-from methods.parts.info_nce import info_nce
 from methods.parts.kmeans import BACKENDS, kmeans
+from methods.parts.losses import info_nce
 from methods.parts.memory_bank import MemoryBank
 from methods.parts.mixing import MIXES, draw_mix, mix_images
 from methods.parts.momentum_method import KEY, QUERY, MomentumSettings
+from methods.state import Stateful
 
 MIXED = "mixed"
 MULTIRES = "multires"  # extra query views multires0, multires1, ... at multires_sizes
@@ -76,19 +76,23 @@ def multires_sizes(value: Any, method: str) -> tuple[int, ...]:
 
 
 @dataclass
-class SelectionTables:
+class SelectionTables(Stateful):
     """The refreshed tables: kNN (N, k), selection mask (N, k), assignment (N,), centroids (C, D)."""
+
+    state_names = ("neighbours", "selected", "assignments", "centroids")
+    state_shapes = ("selection tables are training samples x method.k; centroids are method.num_clusters x "
+                    "model.embed_dim")
 
     neighbours: torch.Tensor
     selected: torch.Tensor
     assignments: torch.Tensor
     centroids: torch.Tensor
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name).detach().cpu().clone() for name in self.__dataclass_fields__}
-
-    def to(self, device: torch.device) -> "SelectionTables":
-        return SelectionTables(**{name: t.to(device) for name, t in vars(self).items()})
+    @classmethod
+    def empty(cls, num_samples: int, k: int, num_clusters: int, dim: int) -> "SelectionTables":
+        """Zero tables of the shapes and dtypes a refresh produces."""
+        return cls(torch.zeros(num_samples, k, dtype=torch.long), torch.zeros(num_samples, k, dtype=torch.bool),
+                   torch.zeros(num_samples, dtype=torch.long), torch.zeros(num_clusters, dim))
 
 
 @register
@@ -96,40 +100,54 @@ class CLIM(MoCoV2):
     name = "clim"
     summary = "CLIM: MoCo v2 + CutMix with center-wise selected kNN partners + multi-resolution views"
     settings_class = CLIMSettings
+    state_names = ("bank", "tables")
 
     @classmethod
     def view_sizes(cls, config: Mapping[str, Any]) -> dict[str, int | None]:
         sizes = multires_sizes(config.get("multires_sizes", ()), cls.name)
         return {QUERY: None, KEY: None, **{f"{MULTIRES}{r}": size for r, size in enumerate(sizes)}}
 
-    def __init__(self, config: Mapping[str, Any], num_samples: int):
-        super().__init__(config, num_samples)
-        s: CLIMSettings = self.settings  # type: ignore[assignment]
-        self.multires_views = tuple(self.view_sizes(config))[2:]
-        require(1 <= s.k < num_samples, self.name, f"option k must be in [1, {num_samples}), got {s.k}")
-        require(1 <= s.num_clusters <= num_samples, self.name,
-                f"option num_clusters must be in [1, {num_samples}], got {s.num_clusters}")
-        for option in ("kmeans_iterations", "refresh_epochs"):
-            require(getattr(s, option) >= 1, self.name, f"option {option} must be >= 1, got {getattr(s, option)}")
-        require(s.kmeans_backend in BACKENDS, self.name,
+    @classmethod
+    def validate_settings(cls, s: CLIMSettings) -> None:
+        super().validate_settings(s)
+        name = cls.name
+        multires_sizes(s.multires_sizes, name)
+        for option in ("k", "num_clusters", "kmeans_iterations", "refresh_epochs"):
+            require(getattr(s, option) >= 1, name, f"option {option} must be >= 1, got {getattr(s, option)}")
+        require(s.kmeans_backend in BACKENDS, name,
                 f"option kmeans_backend must be one of {', '.join(BACKENDS)}, got {s.kmeans_backend!r}")
-        require(s.mix in (*MIXES, "none"), self.name, f"option mix must be one of {', '.join(MIXES)}, none; "
-                                                        f"got {s.mix!r}")
-        require(s.mix_alpha > 0, self.name, f"option mix_alpha must be > 0, got {s.mix_alpha}")
-        require(s.mix_target in MIX_TARGETS, self.name,
+        require(s.mix in (*MIXES, "none"), name, f"option mix must be one of {', '.join(MIXES)}, none; got {s.mix!r}")
+        require(s.mix_alpha > 0, name, f"option mix_alpha must be > 0, got {s.mix_alpha}")
+        require(s.mix_target in MIX_TARGETS, name,
                 f"option mix_target must be one of {', '.join(MIX_TARGETS)}, got {s.mix_target!r}")
         for option in ("mix_weight", "multires_weight", "warmup_epochs"):
-            require(getattr(s, option) >= 0, self.name, f"option {option} must be >= 0, got {getattr(s, option)}")
-        require(0 < s.bank_momentum <= 1, self.name, f"option bank_momentum must be in (0, 1], got {s.bank_momentum}")
+            require(getattr(s, option) >= 0, name, f"option {option} must be >= 0, got {getattr(s, option)}")
+        require(0 < s.bank_momentum <= 1, name, f"option bank_momentum must be in (0, 1], got {s.bank_momentum}")
+
+    def __init__(self, config: Mapping[str, Any], num_samples: int, embed_dim: int):
+        super().__init__(config, num_samples, embed_dim)
+        s: CLIMSettings = self.settings  # type: ignore[assignment]
+        self.multires_views = tuple(self.view_sizes(config))[2:]
+        require(s.k < num_samples, self.name, f"option k must be in [1, {num_samples}), got {s.k}")
+        require(s.num_clusters <= num_samples, self.name,
+                f"option num_clusters must be in [1, {num_samples}], got {s.num_clusters}")
         self.mixing = s.mix != "none"
-        self.bank: MemoryBank | None = None
+        # the bank (only with mixing) is filled by on_train_start; the tables exist once refreshed
+        self.bank = MemoryBank.empty(num_samples, embed_dim, 1.0 - s.bank_momentum) if self.mixing else None
         self.tables: SelectionTables | None = None
         self._mix: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
+    def state_template(self, name: str) -> SelectionTables | None:
+        """Tables load into zero tables of this run's shapes (with mixing only)."""
+        s: CLIMSettings = self.settings  # type: ignore[assignment]
+        if name != "tables" or not self.mixing:
+            return None
+        return SelectionTables.empty(self.num_samples, s.k, s.num_clusters, self.embed_dim).to(self.device)
+
     # ------------------------------------------------------------------ tables
     def on_train_start(self, extract: Callable[[], torch.Tensor]) -> None:
-        if self.mixing:
-            self.bank = MemoryBank(extract().float().to(self.device), 1.0 - self.settings.bank_momentum)
+        if self.bank is not None:
+            self.bank.fill(extract().float().to(self.device))
             broadcast_from_rank0(self.bank.weight)
 
     def on_epoch_start(self, epoch: int) -> None:
@@ -141,7 +159,7 @@ class CLIM(MoCoV2):
     def refresh(self) -> None:
         """k-means on the bank, its kNN table and the center-wise selection (same on every rank:
         the seed is drawn from the global generator and rank 0's tables are broadcast)."""
-        if self.bank is None:
+        if self.bank is None or not self.bank.filled:
             raise RuntimeError(f"method {self.name!r}: no memory bank; on_train_start(extract) must run first")
         s: CLIMSettings = self.settings  # type: ignore[assignment]
         bank = self.bank.weight
@@ -182,14 +200,8 @@ class CLIM(MoCoV2):
     def _contrast(self, queries: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
         """Per-sample InfoNCE (B,) of ``queries`` with ``positives`` against the queue (the
         mixed term weights it per sample; ``intra_loss`` is its batch mean)."""
-        assert self.queue is not None
         tau = self.settings.temperature
         return info_nce((queries * positives).sum(dim=1) / tau, queries @ self.queue.keys.T / tau)
-
-    def _view(self, embeddings: Mapping[str, torch.Tensor], name: str, indices: torch.Tensor) -> torch.Tensor:
-        view = embeddings[name]
-        check_batch(view, indices, self.num_samples, self.name)
-        return view.float()
 
     def loss(self, embeddings: Any, indices: torch.Tensor, epoch: int) -> LossOutput:
         q, k, idx = self._prepare(embeddings, indices)
@@ -200,16 +212,16 @@ class CLIM(MoCoV2):
                              f"{sorted(embeddings)}")
         loss, logs = self.intra_loss(q, k)
         if self.multires_views:
-            multires = torch.stack([self.intra_loss(self._view(embeddings, v, indices), k)[0]
+            multires = torch.stack([self.intra_loss(self.checked_view(embeddings[v], indices), k)[0]
                                     for v in self.multires_views]).mean()
             loss = loss + s.multires_weight * multires
             logs["loss_multires"] = multires
         if MIXED in embeddings:
             with no_autocast(self.device):
-                mixed, mix_logs = self._mix_term(self._view(embeddings, MIXED, indices), k, idx)
+                mixed, mix_logs = self._mix_term(self.checked_view(embeddings[MIXED], indices), k, idx)
             loss = loss + s.mix_weight * mixed
             logs.update(loss_mix=mixed, **mix_logs)
-        return self._output(loss, logs)
+        return pack_output(loss, logs)[0]
 
     def _mix_term(self, mixed: torch.Tensor, k: torch.Tensor,
                   idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -231,36 +243,5 @@ class CLIM(MoCoV2):
         return (term * has).sum() / term.shape[0], logs
 
     def after_step(self, indices: torch.Tensor, keys: torch.Tensor, step: int) -> None:
-        if self.bank is not None:
+        if self.bank is not None and self.bank.filled:
             self.bank.update(indices, keys)
-
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(),
-                "bank": None if self.bank is None else self.bank.weight.detach().cpu().clone(),
-                "tables": None if self.tables is None else self.tables.state_dict()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        weight, tables = state.get("bank"), state.get("tables")
-        self.bank = None if weight is None else MemoryBank.restored(
-            weight, self.num_samples, 1.0 - self.settings.bank_momentum).to(self.device)
-        self.tables = None if tables is None else self._checked_tables(tables).to(self.device)
-
-    def _checked_tables(self, tables: Mapping[str, torch.Tensor]) -> SelectionTables:
-        s: CLIMSettings = self.settings  # type: ignore[assignment]
-        n = self.num_samples
-        expected = {"neighbours": (n, s.k), "selected": (n, s.k), "assignments": (n,)}
-        wrong = {name: tuple(tables[name].shape) for name, shape in expected.items() if tuple(tables[name].shape) != shape}
-        if wrong or tables["centroids"].shape[0] != s.num_clusters:
-            raise ValueError(f"method {self.name!r}: checkpoint selection tables {wrong or 'centroids'} do not fit "
-                             f"N={n}, k={s.k}, num_clusters={s.num_clusters}; resume with the same options")
-        return SelectionTables(**{name: tables[name].clone() for name in SelectionTables.__dataclass_fields__})
-
-    def to(self, device: torch.device | str) -> "CLIM":
-        super().to(device)
-        if self.bank is not None:
-            self.bank.to(self.device)
-        if self.tables is not None:
-            self.tables = self.tables.to(self.device)
-        return self

@@ -14,9 +14,9 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from benchmark.core.settings import read_settings, require
-from methods.base import LossOutput, register
-from methods.parts.bank_method import BankMethod, no_autocast
+from benchmark.core.settings import require
+from methods.base import LossOutput, no_autocast, register
+from methods.parts.bank_method import BankMethod
 from methods.parts.dist_utils import all_gather_cat
 from methods.parts.losses import nce_loss
 from methods.parts.similarity import DenseScores, gathered_similarities
@@ -45,18 +45,33 @@ class InsDis(BankMethod):
     name = "insdis"
     summary = "InsDis: instance discrimination with a memory bank (full softmax or NCE)"
 
-    def __init__(self, config: Mapping[str, Any], num_samples: int):
-        self.settings = read_settings(InsDisSettings, config, self.name)
-        s = self.settings
-        require(s.temperature > 0, self.name, f"temperature must be > 0, got {s.temperature}")
-        require(s.variant in ("softmax", "nce"), self.name, f"variant must be softmax or nce, got {s.variant!r}")
-        require(s.nce_k >= 1, self.name, f"nce_k must be >= 1, got {s.nce_k}")
-        require(s.nce_z in ("ema", "frozen"), self.name, f"nce_z must be ema or frozen, got {s.nce_z!r}")
-        require(0 <= s.nce_z_momentum < 1, self.name, f"nce_z_momentum must be in [0, 1), got {s.nce_z_momentum}")
-        super().__init__(config, num_samples, s.memory_momentum)
-        self.normaliser: torch.Tensor | None = None  # Z of the NCE variant (0-dim), once estimated
+    settings_class = InsDisSettings
+    state_names = ("normaliser", "nce_z")
+
+    def __init__(self, config: Mapping[str, Any], num_samples: int, embed_dim: int):
+        super().__init__(config, num_samples, embed_dim)
+        self.normaliser: torch.Tensor | None = None  # Z of the NCE variant (0-dim float64), once estimated
         self._scores = DenseScores()
         self._pending_estimate: torch.Tensor | None = None  # this step's Z estimate (NCE), for update()
+
+    @classmethod
+    def validate_settings(cls, s: InsDisSettings) -> None:
+        super().validate_settings(s)
+        require(s.temperature > 0, cls.name, f"temperature must be > 0, got {s.temperature}")
+        require(s.variant in ("softmax", "nce"), cls.name, f"variant must be softmax or nce, got {s.variant!r}")
+        require(s.nce_k >= 1, cls.name, f"nce_k must be >= 1, got {s.nce_k}")
+        require(s.nce_z in ("ema", "frozen"), cls.name, f"nce_z must be ema or frozen, got {s.nce_z!r}")
+        require(0 <= s.nce_z_momentum < 1, cls.name, f"nce_z_momentum must be in [0, 1), got {s.nce_z_momentum}")
+
+    @property
+    def nce_z(self) -> str:
+        """How Z is kept (ema | frozen): recorded next to Z in the state, which a run with the
+        other rule refuses to load."""
+        return self.settings.nce_z
+
+    def state_template(self, name: str) -> torch.Tensor | None:
+        """Z loads into a 0-dim float64 tensor on the state's device."""
+        return torch.zeros((), dtype=torch.float64, device=self.device) if name == "normaliser" else None
 
     def loss(self, embeddings: torch.Tensor, indices: torch.Tensor, epoch: int) -> LossOutput:
         v, idx, bank = self._prepare(embeddings, indices)
@@ -96,18 +111,3 @@ class InsDis(BankMethod):
         elif self.settings.nce_z == "ema":
             m = self.settings.nce_z_momentum
             self.normaliser = m * self.normaliser + (1 - m) * estimate
-
-    def state_dict(self) -> dict[str, Any]:
-        z = None if self.normaliser is None else float(self.normaliser)
-        return {**super().state_dict(), "nce_normaliser": z, "nce_z": self.settings.nce_z}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        z = state.get("nce_normaliser")
-        self.normaliser = None if z is None else torch.tensor(z, dtype=torch.float64, device=self.device)
-
-    def to(self, device: torch.device | str) -> "InsDis":
-        super().to(device)
-        if self.normaliser is not None:
-            self.normaliser = self.normaliser.to(self.device)
-        return self

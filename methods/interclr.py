@@ -22,13 +22,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from benchmark.core.settings import require
-from methods.base import LossOutput, register
+from methods.base import LossOutput, no_autocast, pack_output, register
 from methods.mocov2 import MoCoV2
-from methods.parts.bank_method import no_autocast
 from methods.parts.diagnostics import label_precision
 from methods.parts.dist_utils import broadcast_from_rank0, is_distributed
-from methods.parts.info_nce import info_nce
 from methods.parts.kmeans import BACKENDS, KMeansResult, cluster_means, kmeans
+from methods.parts.losses import info_nce
 from methods.parts.memory_bank import MemoryBank
 from methods.parts.momentum_method import MomentumSettings
 from methods.parts.pseudo_labels import ASSIGN_RULES, PseudoLabels
@@ -88,45 +87,56 @@ class InterCLR(MoCoV2):
     summary = ("InterCLR: MoCo v2 + inter-image InfoNCE (positives from online k-means pseudo-labels, "
                "semi-hard negatives, cosine margin)")
     settings_class = InterCLRSettings
+    state_names = ("bank", "pseudo", "seed", "change_ratio", "repaired")
 
-    def __init__(self, config: Mapping[str, Any], num_samples: int):
-        super().__init__(config, num_samples)
+    def __init__(self, config: Mapping[str, Any], num_samples: int, embed_dim: int):
+        super().__init__(config, num_samples, embed_dim)
         s: InterCLRSettings = self.settings  # type: ignore[assignment]
-        self._validate(s, num_samples)
-        self.bank: MemoryBank | None = None
-        self.pseudo: PseudoLabels | None = None
+        self._check_sizes(s, num_samples)
+        self.bank = MemoryBank.empty(num_samples, embed_dim, 1.0 - s.bank_momentum)  # filled by on_train_start
+        self.pseudo = PseudoLabels.empty(num_samples, s.num_clusters, embed_dim, s.assign)
         self.seed = 0
         self.num_classes = 0
         self.change_ratio = torch.zeros(())
         self.repaired = torch.zeros(())
 
-    def _validate(self, s: InterCLRSettings, n: int) -> None:
-        def check(ok: bool, message: str) -> None:
-            require(ok, self.name, message)
+    def _check_sizes(self, s: InterCLRSettings, n: int) -> None:
+        """The options bounded by the training set's size ``n``."""
+        require(s.num_clusters <= n, self.name, f"option num_clusters must be in [1, {n}], got {s.num_clusters}")
+        require(s.min_cluster == 0 or s.num_clusters * max(s.min_cluster, 2) <= n, self.name,
+                f"option min_cluster must be 0 (no repair) or have num_clusters * max(min_cluster, 2) <= {n} (so "
+                f"that a repair always finds a cluster to split), got {s.min_cluster}")
+        require(s.negatives < n, self.name, f"option negatives must be in [1, {n}), got {s.negatives}")
+        if s.neg_sampling in ("semihard", "semieasy"):
+            require(s.pool_size <= n, self.name, f"option pool_size must be in [negatives={s.negatives}, {n}] "
+                    f"for neg_sampling {s.neg_sampling}, got {s.pool_size}")
 
-        check(1 <= s.num_clusters <= n, f"option num_clusters must be in [1, {n}], got {s.num_clusters}")
-        check(s.min_cluster == 0 or (s.min_cluster > 0 and s.num_clusters * max(s.min_cluster, 2) <= n),
-              f"option min_cluster must be 0 (no repair) or have num_clusters * max(min_cluster, 2) <= {n} (so that a "
-              f"repair always finds a cluster to split), got {s.min_cluster}")
+    @classmethod
+    def validate_settings(cls, s: InterCLRSettings) -> None:
+        super().validate_settings(s)
+        name = cls.name
+        require(s.num_clusters >= 1, name, f"option num_clusters must be >= 1, got {s.num_clusters}")
+        require(s.min_cluster >= 0, name, f"option min_cluster must be 0 (no repair) or positive, got {s.min_cluster}")
         for option in ("kmeans_iterations", "centroid_interval", "repair_interval", "split_iterations",
                        "offline_interval"):
-            check(getattr(s, option) >= 1, f"option {option} must be >= 1, got {getattr(s, option)}")
-        check(s.kmeans_backend in BACKENDS, f"option kmeans_backend must be one of {', '.join(BACKENDS)}, "
-              f"got {s.kmeans_backend!r}")
-        check(s.assign in ASSIGN_RULES, f"option assign must be one of {', '.join(ASSIGN_RULES)}, got {s.assign!r}")
-        check(s.neg_sampling in NEGATIVE_SAMPLING, f"option neg_sampling must be one of "
-              f"{', '.join(NEGATIVE_SAMPLING)}, got {s.neg_sampling!r}")
-        check(1 <= s.negatives < n, f"option negatives must be in [1, {n}), got {s.negatives}")
+            require(getattr(s, option) >= 1, name, f"option {option} must be >= 1, got {getattr(s, option)}")
+        require(s.kmeans_backend in BACKENDS, name,
+                f"option kmeans_backend must be one of {', '.join(BACKENDS)}, got {s.kmeans_backend!r}")
+        require(s.assign in ASSIGN_RULES, name,
+                f"option assign must be one of {', '.join(ASSIGN_RULES)}, got {s.assign!r}")
+        require(s.neg_sampling in NEGATIVE_SAMPLING, name,
+                f"option neg_sampling must be one of {', '.join(NEGATIVE_SAMPLING)}, got {s.neg_sampling!r}")
+        require(s.negatives >= 1, name, f"option negatives must be >= 1, got {s.negatives}")
         if s.neg_sampling in ("semihard", "semieasy"):
-            check(s.negatives <= s.pool_size <= n, f"option pool_size must be in [negatives={s.negatives}, {n}] "
-                  f"for neg_sampling {s.neg_sampling}, got {s.pool_size}")
-        check(s.margin_type in MARGIN_TYPES, f"option margin_type must be one of {', '.join(MARGIN_TYPES)}, "
-              f"got {s.margin_type!r}")
-        check(-1 <= s.margin <= 1, f"option margin must be in [-1, 1], got {s.margin}")
-        check(s.intra_weight >= 0 and s.inter_weight >= 0,
-              f"options intra_weight and inter_weight must be >= 0, got {s.intra_weight}, {s.inter_weight}")
-        check(s.warmup_epochs >= 0, f"option warmup_epochs must be >= 0, got {s.warmup_epochs}")
-        check(0 < s.bank_momentum <= 1, f"option bank_momentum must be in (0, 1], got {s.bank_momentum}")
+            require(s.negatives <= s.pool_size, name, f"option pool_size must be >= negatives={s.negatives} "
+                    f"for neg_sampling {s.neg_sampling}, got {s.pool_size}")
+        require(s.margin_type in MARGIN_TYPES, name,
+                f"option margin_type must be one of {', '.join(MARGIN_TYPES)}, got {s.margin_type!r}")
+        require(-1 <= s.margin <= 1, name, f"option margin must be in [-1, 1], got {s.margin}")
+        require(s.intra_weight >= 0 and s.inter_weight >= 0, name,
+                f"options intra_weight and inter_weight must be >= 0, got {s.intra_weight}, {s.inter_weight}")
+        require(s.warmup_epochs >= 0, name, f"option warmup_epochs must be >= 0, got {s.warmup_epochs}")
+        require(0 < s.bank_momentum <= 1, name, f"option bank_momentum must be in (0, 1], got {s.bank_momentum}")
 
     def set_diagnostic_labels(self, labels: torch.Tensor | None) -> None:
         super().set_diagnostic_labels(labels)
@@ -140,7 +150,7 @@ class InterCLR(MoCoV2):
         seed = torch.randint(2**31 - 1, (1,), dtype=torch.long)  # the run's seeded global RNG
         broadcast_from_rank0(seed)
         self.seed = int(seed)
-        self.bank = MemoryBank(features, 1.0 - s.bank_momentum)
+        self.bank.fill(features)
         self.pseudo = PseudoLabels.clustered(features, s.num_clusters, s.kmeans_iterations, self.seed,
                                              s.kmeans_backend, s.assign)
         if s.min_cluster:
@@ -176,7 +186,7 @@ class InterCLR(MoCoV2):
         pseudo.centroids = cluster_means(features, labels, s.num_clusters, centroids)
 
     def _state(self) -> tuple[MemoryBank, PseudoLabels]:
-        if self.bank is None or self.pseudo is None:
+        if not self.bank.filled:
             raise RuntimeError(f"method {self.name!r}: no bank and pseudo-labels; on_train_start(extract) must "
                                f"run before the first step (or load a checkpoint)")
         return self.bank, self.pseudo
@@ -195,7 +205,6 @@ class InterCLR(MoCoV2):
             pool = sims.topk(s.pool_size, dim=1, largest=s.neg_sampling == "semihard", sorted=False).indices
         else:
             pool = torch.arange(self.num_samples, device=self.device).expand(sims.shape[0], -1)
-        assert self.pseudo is not None
         outside = self.pseudo.labels[pool] != anchor_labels.view(-1, 1)
         score = sims.gather(1, pool) if s.neg_sampling == "hard" else \
             torch.rand(pool.shape, generator=generator, device=self.device)
@@ -205,8 +214,6 @@ class InterCLR(MoCoV2):
     def loss(self, embeddings: Any, indices: torch.Tensor, epoch: int) -> LossOutput:
         q, k, idx = self._prepare(embeddings, indices)
         bank, pseudo = self._state()
-        if bank.dim != q.shape[1]:
-            raise ValueError(f"method {self.name!r}: embeddings have D={q.shape[1]} but the bank has D={bank.dim}")
         s: InterCLRSettings = self.settings  # type: ignore[assignment]
         intra, intra_logs = self.intra_loss(q, k)
         with no_autocast(self.device):
@@ -232,7 +239,7 @@ class InterCLR(MoCoV2):
             logs["pos_precision"] = label_precision(truth, idx, positives.view(-1, 1))
             logs["neg_same_class"] = label_precision(truth, idx, negatives, valid)
             logs["label_purity"] = pseudo.purity(truth, self.num_classes)
-        return self._output(weights[0] * intra + weights[1] * inter, logs)
+        return pack_output(weights[0] * intra + weights[1] * inter, logs)[0]
 
     def after_step(self, indices: torch.Tensor, keys: torch.Tensor, step: int) -> None:
         """Bank rows <- keys, relabel them; refresh centroids and repair small clusters when due.
@@ -247,30 +254,3 @@ class InterCLR(MoCoV2):
             pseudo.refresh_centroids(bank.weight)
         if s.min_cluster and (step + 1) % s.repair_interval == 0:
             self.repaired = torch.tensor(float(pseudo.repair(bank.weight, s.min_cluster, s.split_iterations)))
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        if self.bank is not None and self.pseudo is not None:
-            state.update(bank=self.bank.weight.detach().cpu().clone(), pseudo_labels=self.pseudo.state_dict(),
-                         seed=self.seed, change_ratio=float(self.change_ratio), repaired=float(self.repaired))
-        return state
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        if "bank" not in state:
-            return
-        s: InterCLRSettings = self.settings  # type: ignore[assignment]
-        self.bank = MemoryBank.restored(state["bank"], self.num_samples, 1.0 - s.bank_momentum).to(self.device)
-        self.pseudo = PseudoLabels.restored(state["pseudo_labels"], self.num_samples, s.num_clusters,
-                                            s.assign).to(self.device)
-        self.seed = int(state["seed"])
-        self.change_ratio = torch.tensor(float(state["change_ratio"]), device=self.device)
-        self.repaired = torch.tensor(float(state["repaired"]), device=self.device)
-
-    def to(self, device: torch.device | str) -> "InterCLR":
-        super().to(device)
-        for part in (self.bank, self.pseudo):
-            if part is not None:
-                part.to(self.device)
-        self.change_ratio, self.repaired = self.change_ratio.to(self.device), self.repaired.to(self.device)
-        return self

@@ -22,9 +22,9 @@ from typing import Any, Mapping, NamedTuple
 
 import torch
 
-from benchmark.core.settings import ANY_TYPE, read_settings, require
-from methods.base import LossOutput, register
-from methods.parts.bank_method import BankMethod, no_autocast
+from benchmark.core.settings import ANY_TYPE, require
+from methods.base import LossOutput, no_autocast, register
+from methods.parts.bank_method import BankMethod
 from methods.parts.diagnostics import label_precision, masked_mean, mean_unique
 from methods.parts.losses import instance_loss, invp_loss
 from methods.parts.neighbours import NeighbourTable, neighbours_from_topm
@@ -63,20 +63,6 @@ class InvPSettings:
     ramp: RampSettings = RampSettings()
 
 
-def check_invp_settings(s: InvPSettings, method: str) -> None:
-    """Raise a ConfigError naming the option for any invalid InvP setting."""
-    require(s.temperature > 0, method, f"temperature must be > 0, got {s.temperature}")
-    require(s.k >= 1, method, f"k must be >= 1, got {s.k}")
-    require(s.steps >= 1, method, f"steps must be >= 1, got {s.steps}")
-    require(s.n_pos >= 1, method, f"n_pos must be >= 1, got {s.n_pos}")
-    require(s.n_background == "all" or (isinstance(s.n_background, int) and not isinstance(s.n_background, bool)),
-            method, f"n_background must be an integer or 'all', got {s.n_background!r}")
-    require(s.propagation in ("concat", "bfs"), method, f"propagation must be concat or bfs, got {s.propagation!r}")
-    require(s.lam >= 0, method, f"lam must be >= 0, got {s.lam}")
-    require(s.ramp.type in RAMP_TYPES, method, f"ramp.type must be one of {', '.join(RAMP_TYPES)}, got {s.ramp.type!r}")
-    require(s.ramp.length >= 0, method, f"ramp.length must be >= 0, got {s.ramp.length}")
-
-
 def pool_size(n_background: int | str, num_samples: int, k: int, method: str) -> int:
     """M as used: 'all' and values above n become n (warned); M must exceed k (graph refresh)."""
     if n_background == "all":
@@ -97,16 +83,30 @@ class InvP(BankMethod):
     name = "invp"
     summary = "Invariance Propagation: hard positives from kNN-graph propagation, top-M negatives"
 
-    def __init__(self, config: Mapping[str, Any], num_samples: int):
-        self.settings = self._read_settings(config)
-        check_invp_settings(self.settings, self.name)
-        super().__init__(config, num_samples, self.settings.memory_momentum)
+    settings_class = InvPSettings
+    state_names = ("neighbours",)
+
+    def __init__(self, config: Mapping[str, Any], num_samples: int, embed_dim: int):
+        super().__init__(config, num_samples, embed_dim)
         self.pool = pool_size(self.settings.n_background, num_samples, self.settings.k, self.name)
         self.neighbours = NeighbourTable(num_samples, self.settings.k)
         self._scores = DenseScores()
 
-    def _read_settings(self, config: Mapping[str, Any]) -> InvPSettings:
-        return read_settings(InvPSettings, config, self.name)
+    @classmethod
+    def validate_settings(cls, s: InvPSettings) -> None:
+        super().validate_settings(s)
+        require(s.temperature > 0, cls.name, f"temperature must be > 0, got {s.temperature}")
+        require(s.k >= 1, cls.name, f"k must be >= 1, got {s.k}")
+        require(s.steps >= 1, cls.name, f"steps must be >= 1, got {s.steps}")
+        require(s.n_pos >= 1, cls.name, f"n_pos must be >= 1, got {s.n_pos}")
+        require(s.n_background == "all" or (isinstance(s.n_background, int) and not isinstance(s.n_background, bool)),
+                cls.name, f"n_background must be an integer or 'all', got {s.n_background!r}")
+        require(s.propagation in ("concat", "bfs"), cls.name,
+                f"propagation must be concat or bfs, got {s.propagation!r}")
+        require(s.lam >= 0, cls.name, f"lam must be >= 0, got {s.lam}")
+        require(s.ramp.type in RAMP_TYPES, cls.name,
+                f"ramp.type must be one of {', '.join(RAMP_TYPES)}, got {s.ramp.type!r}")
+        require(s.ramp.length >= 0, cls.name, f"ramp.length must be >= 0, got {s.ramp.length}")
 
     @property
     def pool_is_bank(self) -> bool:
@@ -177,15 +177,3 @@ class InvP(BankMethod):
 
     def _apply_rows(self, gathered: Mapping[str, torch.Tensor]) -> None:
         self.neighbours.update(gathered["indices"], gathered["neighbour_rows"])
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "neighbours": self.neighbours.table.detach().cpu().clone()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.neighbours.load(state["neighbours"])
-
-    def to(self, device: torch.device | str) -> "InvP":
-        super().to(device)
-        self.neighbours.to(self.device)
-        return self

@@ -18,10 +18,10 @@ from typing import Any, Mapping
 import torch
 
 from benchmark.core.settings import ANY_TYPE, read_settings, require
-from methods.base import LossOutput, Method, register
+from methods.base import LossOutput, Method, no_autocast, register
 from methods.invp import InvP, InvPSettings
 from methods.parts.anchor_neighbourhoods import bank_entropies_and_neighbours, select_anchors
-from methods.parts.bank_method import BankMethod, no_autocast
+from methods.parts.bank_method import BankMethod
 from methods.parts.diagnostics import label_precision
 from methods.parts.losses import and_loss
 from methods.parts.ramp import RampSettings
@@ -45,6 +45,7 @@ class KNNSettings:
 
 
 def read_knn_settings(config: Mapping[str, Any]) -> KNNSettings:
+    """The ``knn`` options of ``config``, typed, with a valid ``variant``."""
     settings = read_settings(KNNSettings, config, "knn")
     require(settings.variant in ("invp", "and"), "knn", f"variant must be invp or and, got {settings.variant!r}")
     return settings
@@ -56,11 +57,15 @@ class InvPFrameworkKNN(InvP):
     name = "knn"
     summary = "KNN positives inside the InvP framework"
 
-    def _read_settings(self, config: Mapping[str, Any]) -> InvPSettings:
+    @classmethod
+    def check_settings(cls, config: Mapping[str, Any]) -> InvPSettings:
+        """The ``knn`` options as the InvP settings they stand for (steps 1, all K neighbours)."""
         s = read_knn_settings(config)
-        return InvPSettings(temperature=s.temperature, memory_momentum=s.memory_momentum, k=s.k, steps=1,
-                            n_pos=s.k, n_background=s.n_background, exclusive=s.exclusive, hard_positive=True,
-                            propagation="concat", lam=s.lam, ramp=s.ramp)
+        settings = InvPSettings(temperature=s.temperature, memory_momentum=s.memory_momentum, k=s.k, steps=1,
+                                n_pos=s.k, n_background=s.n_background, exclusive=s.exclusive, hard_positive=True,
+                                propagation="concat", lam=s.lam, ramp=s.ramp)
+        cls.validate_settings(settings)
+        return settings
 
 
 class ANDCurriculum(BankMethod):
@@ -69,18 +74,26 @@ class ANDCurriculum(BankMethod):
     name = "knn"
     summary = "AND: curriculum anchor neighbourhoods over a full softmax"
 
-    def __init__(self, config: Mapping[str, Any], num_samples: int):
-        self.settings = read_knn_settings(config)
+    settings_class = KNNSettings
+    state_names = ("round", "is_anchor", "anchor_neighbours")
+    state_shapes = "AND's anchor neighbourhoods are training samples x method.and_anchor_k"
+
+    def __init__(self, config: Mapping[str, Any], num_samples: int, embed_dim: int):
+        super().__init__(config, num_samples, embed_dim)
         s = self.settings
-        require(s.temperature > 0, self.name, f"temperature must be > 0, got {s.temperature}")
-        require(s.and_rounds >= 1, self.name, f"and_rounds must be >= 1, got {s.and_rounds}")
-        require(s.and_round_epochs >= 1, self.name, f"and_round_epochs must be >= 1, got {s.and_round_epochs}")
-        require(1 <= s.and_anchor_k < num_samples, self.name,
+        require(s.and_anchor_k < num_samples, self.name,
                 f"and_anchor_k must be in [1, {num_samples - 1}], got {s.and_anchor_k}")
-        super().__init__(config, num_samples, s.memory_momentum)
         self.round = 0
         self.is_anchor = torch.zeros(num_samples, dtype=torch.bool)
         self.anchor_neighbours = torch.zeros(num_samples, s.and_anchor_k, dtype=torch.long)
+
+    @classmethod
+    def validate_settings(cls, s: KNNSettings) -> None:
+        super().validate_settings(s)
+        require(s.temperature > 0, cls.name, f"temperature must be > 0, got {s.temperature}")
+        require(s.and_rounds >= 1, cls.name, f"and_rounds must be >= 1, got {s.and_rounds}")
+        require(s.and_round_epochs >= 1, cls.name, f"and_round_epochs must be >= 1, got {s.and_round_epochs}")
+        require(s.and_anchor_k >= 1, cls.name, f"and_anchor_k must be >= 1, got {s.and_anchor_k}")
 
     def round_of(self, epoch: int) -> int:
         """Curriculum round of a 1-based epoch: 0 (instance discrimination) up to and_rounds."""
@@ -88,7 +101,7 @@ class ANDCurriculum(BankMethod):
 
     def on_epoch_start(self, epoch: int) -> None:
         target = self.round_of(epoch)
-        if target == self.round or self.bank is None:
+        if target == self.round or not self.bank.filled:
             return
         self.round = target
         if target == 0:
@@ -112,25 +125,6 @@ class ANDCurriculum(BankMethod):
             logs["pos_precision"] = label_precision(self.diagnostic_labels, idx, neighbours, anchored)
         return self._finish(loss, logs)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "and_round": self.round, "is_anchor": self.is_anchor.cpu().clone(),
-                "anchor_neighbours": self.anchor_neighbours.cpu().clone()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        if tuple(state["anchor_neighbours"].shape) != tuple(self.anchor_neighbours.shape):
-            raise ValueError(f"checkpoint AND neighbourhoods have shape {tuple(state['anchor_neighbours'].shape)}, "
-                             f"this run needs {tuple(self.anchor_neighbours.shape)}; keep and_anchor_k and the data")
-        self.round = int(state["and_round"])
-        self.is_anchor = state["is_anchor"].to(self.device, torch.bool).clone()
-        self.anchor_neighbours = state["anchor_neighbours"].to(self.device, torch.long).clone()
-
-    def to(self, device: torch.device | str) -> "ANDCurriculum":
-        super().to(device)
-        self.is_anchor = self.is_anchor.to(self.device)
-        self.anchor_neighbours = self.anchor_neighbours.to(self.device)
-        return self
-
 
 @register
 class KNNPositive(Method):
@@ -139,8 +133,16 @@ class KNNPositive(Method):
     name = "knn"
     summary = "KNN positives: InvP-framework K nearest neighbours (variant invp) or AND rounds (variant and)"
 
+    @staticmethod
+    def variant_class(config: Mapping[str, Any]) -> type[Method]:
+        """The class of the variant named by ``config['variant']``."""
+        return ANDCurriculum if read_knn_settings(config).variant == "and" else InvPFrameworkKNN
+
     @classmethod
-    def create(cls, config: Mapping[str, Any], num_samples: int) -> Method:
+    def check_settings(cls, config: Mapping[str, Any]) -> Any:
+        return cls.variant_class(config).check_settings(config)
+
+    @classmethod
+    def create(cls, config: Mapping[str, Any], num_samples: int, embed_dim: int) -> Method:
         """The variant named by ``config['variant']``."""
-        variant = read_knn_settings(config).variant
-        return (ANDCurriculum if variant == "and" else InvPFrameworkKNN)(config, num_samples)
+        return cls.variant_class(config)(config, num_samples, embed_dim)

@@ -9,9 +9,8 @@ from typing import Any
 
 import torch
 
-from methods.base import LossOutput, register
-from methods.parts.bank_method import no_autocast
-from methods.parts.info_nce import info_nce
+from methods.base import LossOutput, no_autocast, pack_output, register
+from methods.parts.losses import info_nce
 from methods.parts.momentum_method import MomentumMethod
 
 
@@ -22,7 +21,6 @@ class MoCoV2(MomentumMethod):
 
     def intra_loss(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean InfoNCE of queries ``q`` against their keys ``k`` and the queue, with its logs."""
-        assert self.queue is not None
         with no_autocast(self.device):
             positive = (q * k).sum(dim=1)
             negatives = q @ self.queue.keys.T
@@ -32,4 +30,4 @@ class MoCoV2(MomentumMethod):
 
     def loss(self, embeddings: Any, indices: torch.Tensor, epoch: int) -> LossOutput:
         q, k, _ = self._prepare(embeddings, indices)
-        return self._output(*self.intra_loss(q, k))
+        return pack_output(*self.intra_loss(q, k))[0]

@@ -81,15 +81,16 @@ def interclr_state(n: int, bank: torch.Tensor, clusters: int) -> tuple[dict[str,
     pool_size = round(0.1 * n)
     options = {"num_clusters": clusters, "pool_size": pool_size, "negatives": round(0.128 * pool_size)}
     labels = torch.randint(0, clusters, (n,), device=bank.device)
-    state = {"bank": bank, "pseudo_labels": {"labels": labels, "centroids": cluster_means(bank, labels, clusters)},
-             "seed": 0, "change_ratio": 0.0, "repaired": 0.0}
+    state = {"bank": {"weight": bank, "filled": True},
+             "pseudo": {"labels": labels, "centroids": cluster_means(bank, labels, clusters)},
+             "seed": 0, "change_ratio": torch.zeros(()), "repaired": torch.zeros(())}
     return options, state
 
 
 def clim_state(n: int, bank: torch.Tensor, table: torch.Tensor, clusters: int) -> dict[str, Any]:
     """CLIM's bank and random selection tables (k = 4 columns, about half selected)."""
     labels = torch.randint(0, clusters, (n,), device=bank.device)
-    return {"bank": bank, "tables": {"neighbours": table, "selected": torch.rand(table.shape, device=bank.device) < 0.5,
+    return {"bank": {"weight": bank, "filled": True}, "tables": {"neighbours": table, "selected": torch.rand(table.shape, device=bank.device) < 0.5,
                                      "assignments": labels, "centroids": cluster_means(bank, labels, clusters)}}
 
 
@@ -131,12 +132,12 @@ def bench_size(n: int, args: argparse.Namespace, device: torch.device) -> list[d
         if label == "clim":
             config["num_clusters"] = max(1, round(n / 128))
             extra = clim_state(n, bank, table, config["num_clusters"])
-        method = build_method(config, n).to(device)
+        method = build_method(config, n, args.dim).to(device)
         state = {**method.state_dict(), **extra}
         if "bank" in state:
-            state["bank"] = bank
+            state["bank"] = {"weight": bank, "filled": True}
         if "neighbours" in state:
-            state["neighbours"] = table
+            state["neighbours"] = {"table": table}
         method.load_state_dict(state)
         epoch = 100  # past the ramp-up, so every term is in the loss
 

@@ -33,6 +33,7 @@ from benchmark.core.config import resolve  # noqa: E402
 from benchmark.data import resolve_data_root  # noqa: E402
 from benchmark.engine.data import ResumableDistributedSampler, build_pretrain_data  # noqa: E402
 from benchmark.engine.wiring import build_encoder, build_optimizer  # noqa: E402
+from benchmark.models import embed_dim_of  # noqa: E402
 from methods.base import build_method  # noqa: E402
 
 
@@ -97,7 +98,7 @@ def method_step(name: str, args: argparse.Namespace) -> Callable[[], None]:
     encoder = build_encoder(cfg.model)
     classifier = torch.nn.Linear(cfg.model.embed_dim, 10)
     optimizer = build_optimizer(list(encoder.parameters()) + list(classifier.parameters()), cfg.pretrain.optimizer)
-    method = None if name == "ce" else build_method(cfg.method, args.bank)
+    method = None if name == "ce" else build_method(cfg.method, args.bank, embed_dim_of(cfg.model))
     epoch = 100  # past any ramp-up, so InvP's propagation term is active
     y = torch.randint(0, 10, (args.batch,))
 

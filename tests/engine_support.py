@@ -31,8 +31,10 @@ class BankDouble(Method):
     name = "engine_double"
     summary = "test double of the engine tests"
 
-    def __init__(self, config: Mapping[str, Any], num_samples: int):
-        super().__init__(config, num_samples)
+    state_names = ("bank", "steps")
+
+    def __init__(self, config: Mapping[str, Any], num_samples: int, embed_dim: int):
+        super().__init__(config, num_samples, embed_dim)
         self.bank = F.normalize(torch.randn(num_samples, int(config["dim"])), dim=1)
         self.steps = 0
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -55,16 +57,6 @@ class BankDouble(Method):
     def update(self) -> None:
         embeddings, indices = (all_gather_cat(t) for t in self._pending)
         self.bank[indices] = F.normalize(0.5 * self.bank[indices] + 0.5 * embeddings, dim=1)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"bank": self.bank.cpu().clone(), "steps": self.steps}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.bank, self.steps = state["bank"].clone(), state["steps"]
-
-    def to(self, device: torch.device | str) -> "BankDouble":
-        self.bank = self.bank.to(device)
-        return self
 
 
 @register_backbone("engine_plain_cnn")

@@ -14,6 +14,11 @@ def unit_rows(n: int, d: int, seed: int) -> torch.Tensor:
     return F.normalize(torch.randn(n, d, generator=g), dim=1)
 
 
+def propagation_width(k: int, steps: int) -> int:
+    """Columns of the official concatenation: k + k^2 + ... + k^steps (84 for k=4, l=3)."""
+    return sum(k**s for s in range(1, steps + 1))
+
+
 def official_walk(table: list[list[int]], anchor: int, steps: int) -> list[int]:
     """docs/methods/invp.md §Official step, step 6, as a column walk: expand columns left to right, a layer counter per level."""
     columns = list(table[anchor])

@@ -63,6 +63,14 @@ def test_malformed_and_unknown_set_name_the_key():
     assert out.returncode == 2 and "'pretrain.epoch'" in out.stderr and "pretrain.epochs" in out.stderr
 
 
+def test_a_bad_method_setting_exits_2_at_planning_and_names_the_key(tmp_path: Path, capsys):
+    folders = [arg for name in ("out", "results", "reports") for arg in (f"--{name}", str(tmp_path / name))]
+    code = main(["run", "--method", "invp", "--tasks", "none", "--set", "method.temperature=abc", *folders])
+    err = capsys.readouterr().err
+    assert code == 2 and "option 'temperature' must be float, got 'abc'" in err and "--set method.temperature" in err
+    assert "Traceback" not in err and not list(tmp_path.iterdir())  # nothing planned, nothing ran
+
+
 def test_data_check_names_path_and_remedy_for_missing_data(tmp_path: Path):
     out = cli("data", "check", "--data-root", str(tmp_path))
     assert out.returncode == 0, out.stderr

@@ -35,8 +35,8 @@ class HookRecorder(MoCoV2):
     name = "engine_hooks"
     summary = "test double: MoCo v2 recording its hooks"
 
-    def __init__(self, config: Any, num_samples: int):
-        super().__init__(config, num_samples)
+    def __init__(self, config: Any, num_samples: int, embed_dim: int):
+        super().__init__(config, num_samples, embed_dim)
         self.clean: torch.Tensor | None = None
         self.fetch_matches: list[bool] = []
         self.keys_seen: list[tuple[torch.Tensor, torch.Tensor]] = []

@@ -97,10 +97,10 @@ def test_resume_after_sigkill_is_bit_identical(method: str, reference: tuple[Pat
     assert _losses(run_dir) == _losses(ref_dir)
     if method == "interclr":
         state = torch.load(ckpt.list_checkpoints(run_dir / "checkpoints")[0], weights_only=True)["method"]
-        assert state["bank"].shape == (192, 16) and state["pseudo_labels"]["centroids"].shape == (4, 16)
+        assert state["bank"]["weight"].shape == (192, 16) and state["pseudo"]["centroids"].shape == (4, 16)
     if method == "clim":
         state = torch.load(ckpt.list_checkpoints(run_dir / "checkpoints")[0], weights_only=True)["method"]
-        assert state["bank"].shape == (192, 16) and state["tables"]["selected"].shape == (192, 4)
+        assert state["bank"]["weight"].shape == (192, 16) and state["tables"]["selected"].shape == (192, 4)
     if method == "mocov2":
         state = torch.load(ckpt.list_checkpoints(run_dir / "checkpoints")[0], weights_only=True)
         assert state["key_encoder"].keys() == {f"{part}.{k}" for part in ("backbone", "head")

@@ -8,6 +8,7 @@ from methods.parts.anchor_neighbourhoods import bank_entropies_and_neighbours, s
 from methods.base import build_method
 from methods.knn_positive import ANDCurriculum
 from methods_reference import unit_rows
+from methods_support import bank_state
 
 torch.set_num_threads(1)
 N, D = 40, 6
@@ -32,9 +33,9 @@ def test_select_anchors_takes_lowest_entropy_fraction():
 
 
 def test_rounds_anchor_fraction_loss_and_state():
-    method = build_method(CONFIG, N)
+    method = build_method(CONFIG, N, D)
     assert isinstance(method, ANDCurriculum)
-    method.load_state_dict({**method.state_dict(), "bank": unit_rows(N, D, 1)})
+    method.load_state_dict({**method.state_dict(), "bank": bank_state(unit_rows(N, D, 1))})
     v, idx = unit_rows(8, D, 2), torch.arange(8)
     method.on_epoch_start(1)
     plain = method.loss(v, idx, epoch=1)
@@ -50,7 +51,7 @@ def test_rounds_anchor_fraction_loss_and_state():
         total = p[b, b] + (p[b, method.anchor_neighbours[b, 0]] if method.is_anchor[b] else 0.0)
         want.append(-math.log(total))
     assert out.loss.item() == pytest.approx(sum(want) / 8, rel=1e-5)
-    resumed = build_method(CONFIG, N)
+    resumed = build_method(CONFIG, N, D)
     resumed.load_state_dict(method.state_dict())
     assert resumed.round == 2 and torch.equal(resumed.is_anchor, method.is_anchor)
     assert resumed.loss(v, idx, epoch=5).loss.item() == out.loss.item()

@@ -6,14 +6,15 @@ import torch
 import torch.nn.functional as F
 
 from methods.parts.dist_utils import all_gather_cat
-from methods.parts.memory_bank import MemoryBank, last_occurrence
+from methods.parts.memory_bank import MemoryBank, last_occurrence, uniform_bank_init
 from methods.parts.ramp import RampSettings, ramp_weight
+from methods_support import bank_state
 
 torch.set_num_threads(1)
 
 
 def test_bank_init_is_uniform_with_unit_mean_square_norm_and_not_renormalised():
-    bank = MemoryBank.random(20000, 128, 0.5, generator=torch.Generator().manual_seed(0))
+    bank = MemoryBank(uniform_bank_init(20000, 128, generator=torch.Generator().manual_seed(0)), 0.5)
     bound = math.sqrt(3 / 128)
     assert bank.weight.abs().max() <= bound and bank.weight.abs().max() > 0.99 * bound
     sq = bank.weight.pow(2).sum(1)
@@ -22,7 +23,7 @@ def test_bank_init_is_uniform_with_unit_mean_square_norm_and_not_renormalised():
 
 
 def test_bank_update_is_normalised_ema_of_visited_rows_only():
-    bank = MemoryBank.random(10, 4, 0.5, generator=torch.Generator().manual_seed(1))
+    bank = MemoryBank(uniform_bank_init(10, 4, generator=torch.Generator().manual_seed(1)), 0.5)
     before = bank.weight.clone()
     new = F.normalize(torch.randn(3, 4), dim=1)
     bank.update(torch.tensor([2, 7, 2]), new)  # index 2 repeats: the last occurrence wins
@@ -40,11 +41,11 @@ def test_last_occurrence():
 
 def test_restored_bank_rejects_nan_and_wrong_size():
     with pytest.raises(ValueError, match="NaN"):
-        MemoryBank.restored(torch.full((5, 3), float("nan")), 5, 0.5)
+        MemoryBank.empty(5, 3, 0.5).load_state_dict(bank_state(torch.full((5, 3), float("nan"))))
     with pytest.raises(ValueError, match="training samples"):
-        MemoryBank.restored(torch.zeros(4, 3), 5, 0.5)
+        MemoryBank.empty(5, 3, 0.5).load_state_dict(bank_state(torch.zeros(4, 3)))
     with pytest.raises(ValueError, match="memory_momentum"):
-        MemoryBank.random(5, 3, 1.0)
+        MemoryBank.empty(5, 3, 1.0)
 
 
 def test_ramp_schedules():

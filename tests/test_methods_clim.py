@@ -12,19 +12,20 @@ from benchmark.core.config import ConfigError
 from methods.base import build_method, method_class
 from methods.parts.centre_selection import bank_knn, centre_wise_selection
 from methods_reference import unit_rows
+from methods_support import queue_state
 
 N, D, Q = 48, 6, 16
 CONFIG = {"name": "clim", "queue_size": Q, "k": 5, "num_clusters": 4, "kmeans_iterations": 5}
 
 
 def built(**options):
-    return build_method({**CONFIG, **options}, N)
+    return build_method({**CONFIG, **options}, N, D)
 
 
 def with_bank(method, seed: int = 0):
     """``method`` after on_train_start with a random unit bank and a random queue."""
     method.on_train_start(lambda: unit_rows(N, D, seed))
-    method.load_state_dict({**method.state_dict(), "queue": {"keys": unit_rows(Q, D, seed + 1), "pointer": 0}})
+    method.load_state_dict({**method.state_dict(), "queue": queue_state(unit_rows(Q, D, seed + 1))})
     return method
 
 
@@ -79,10 +80,10 @@ def test_every_partner_is_a_neighbour_closer_to_the_anchor_centre():
 
 def test_with_mixing_and_multires_off_the_loss_is_mocov2():
     q, k = unit_rows(8, D, 4).requires_grad_(True), unit_rows(8, D, 5)
-    queue = {"queue": {"keys": unit_rows(Q, D, 6), "pointer": 0}, "steps": 0}
+    queue = {"queue": queue_state(unit_rows(Q, D, 6)), "steps": 0}
     losses = []
-    for method in (built(mix="none"), build_method({"name": "mocov2", "queue_size": Q}, N)):
-        method.load_state_dict(queue)
+    for method in (built(mix="none"), build_method({"name": "mocov2", "queue_size": Q}, N, D)):
+        method.load_state_dict({**method.state_dict(), **queue})
         views = method.prepare_batch({"query": q, "key": k}, torch.arange(8), lambda idx: {})
         out = method.loss(views, torch.arange(8), 1)
         losses.append((out.loss, out.logs, torch.autograd.grad(out.loss, q)[0]))
@@ -185,7 +186,7 @@ def test_state_round_trip_resumes_identically():
     method = with_bank(built())
     method.on_epoch_start(1)
     state = method.state_dict()
-    restored = build_method({**CONFIG}, N)
+    restored = build_method({**CONFIG}, N, D)
     restored.load_state_dict(state)
     for a, b in ((method, restored),):
         assert torch.equal(a.bank.weight, b.bank.weight)
@@ -200,7 +201,7 @@ def test_state_round_trip_resumes_identically():
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
     bad = {**state, "tables": {**state["tables"], "neighbours": state["tables"]["neighbours"][:, :2]}}
     with pytest.raises(ValueError, match="same options"):
-        build_method(CONFIG, N).load_state_dict(bad)
+        build_method(CONFIG, N, D).load_state_dict(bad)
 
 
 def test_a_mixed_view_needs_prepare_batch_and_multires_views_are_required():
@@ -243,7 +244,7 @@ def test_centre_wise_selection_raises_label_precision_on_a_toy_set():
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(300) % 3
     bank = torch.nn.functional.normalize(unit_rows(3, 8, 20)[labels] + 0.45 * torch.randn(300, 8, generator=g), dim=1)
-    method = build_method({**CONFIG, "k": 10, "num_clusters": 3, "kmeans_iterations": 10, "kmeans_backend": "torch"}, 300)
+    method = build_method({**CONFIG, "k": 10, "num_clusters": 3, "kmeans_iterations": 10, "kmeans_backend": "torch"}, 300, 8)
     method.on_train_start(lambda: bank)
     torch.manual_seed(0)
     method.on_epoch_start(1)

@@ -36,8 +36,8 @@ def _worker(rank, port, out_dir):
     torch.manual_seed(100 + rank)  # rank 1 draws another initial bank: rank 0's must be broadcast
     gathered = all_gather_cat(torch.full((3 - rank, 2), float(rank)))
     rows = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
-    state = run_steps(build_method(CONFIG, N), batches(), rows)
-    nce = run_steps(build_method(NCE, N), batches(), rows)
+    state = run_steps(build_method(CONFIG, N, D), batches(), rows)
+    nce = run_steps(build_method(NCE, N, D), batches(), rows)
     torch.save({"state": state, "nce": nce, "gathered": gathered}, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
 
@@ -46,12 +46,12 @@ def test_two_gloo_ranks_match_each_other_and_a_single_process(tmp_path):
     mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     torch.manual_seed(100)
-    single = run_steps(build_method(CONFIG, N), batches(), slice(None))
+    single = run_steps(build_method(CONFIG, N, D), batches(), slice(None))
     assert ranks[0]["gathered"].tolist() == [[0.0, 0.0]] * 3 + [[1.0, 1.0]] * 2
-    assert torch.equal(ranks[0]["state"]["bank"], ranks[1]["state"]["bank"])
-    assert torch.equal(ranks[0]["state"]["neighbours"], ranks[1]["state"]["neighbours"])
-    assert torch.allclose(ranks[0]["state"]["bank"], single["bank"], atol=1e-6)
-    assert torch.equal(ranks[0]["state"]["neighbours"], single["neighbours"])
-    assert single["neighbours"].any()
-    assert ranks[0]["nce"]["nce_normaliser"] == ranks[1]["nce"]["nce_normaliser"] is not None
-    assert torch.equal(ranks[0]["nce"]["bank"], ranks[1]["nce"]["bank"])
+    assert torch.equal(ranks[0]["state"]["bank"]["weight"], ranks[1]["state"]["bank"]["weight"])
+    assert torch.equal(ranks[0]["state"]["neighbours"]["table"], ranks[1]["state"]["neighbours"]["table"])
+    assert torch.allclose(ranks[0]["state"]["bank"]["weight"], single["bank"]["weight"], atol=1e-6)
+    assert torch.equal(ranks[0]["state"]["neighbours"]["table"], single["neighbours"]["table"])
+    assert single["neighbours"]["table"].any()
+    assert ranks[0]["nce"]["normaliser"] == ranks[1]["nce"]["normaliser"] is not None
+    assert torch.equal(ranks[0]["nce"]["bank"]["weight"], ranks[1]["nce"]["bank"]["weight"])

@@ -6,14 +6,15 @@ import torch
 
 from methods.base import build_method
 from methods_reference import unit_rows
+from methods_support import bank_state
 
 torch.set_num_threads(1)
 N, D = 50, 8
 
 
 def make(**config):
-    method = build_method({"name": "insdis", "temperature": 0.1, **config}, N)
-    method.load_state_dict({"bank": unit_rows(N, D, 1)})
+    method = build_method({"name": "insdis", "temperature": 0.1, **config}, N, D)
+    method.load_state_dict({**method.state_dict(), "bank": bank_state(unit_rows(N, D, 1))})
     return method
 
 

@@ -21,7 +21,7 @@ CONFIG = {"name": "interclr", "queue_size": 16, "num_clusters": 6, "min_cluster"
 
 
 def started(features: torch.Tensor | None = None, n: int = N, **options) -> torch.nn.Module:
-    method = build_method({**CONFIG, **options}, n)
+    method = build_method({**CONFIG, **options}, n, D)
     torch.manual_seed(0)
     method.on_train_start(lambda: unit_rows(n, D, 1) if features is None else features)
     return method
@@ -206,7 +206,7 @@ def test_state_round_trip_resumes_identically():
         views, idx = batch(20 + step)
         method.loss(views, idx, epoch=1)
         method.update()
-    restored = build_method({**CONFIG}, N)
+    restored = build_method({**CONFIG}, N, D)
     restored.load_state_dict(method.state_dict())
     views, idx = batch(30)
     a, b = method.loss(views, idx, 1), restored.loss(views, idx, 1)
@@ -214,10 +214,10 @@ def test_state_round_trip_resumes_identically():
     method.update()
     restored.update()
     sa, sb = method.state_dict(), restored.state_dict()
-    assert torch.equal(sa["bank"], sb["bank"]) and torch.equal(sa["queue"]["keys"], sb["queue"]["keys"])
-    assert all(torch.equal(sa["pseudo_labels"][k], sb["pseudo_labels"][k]) for k in ("labels", "centroids"))
+    assert torch.equal(sa["bank"]["weight"], sb["bank"]["weight"]) and torch.equal(sa["queue"]["keys"], sb["queue"]["keys"])
+    assert all(torch.equal(sa["pseudo"][k], sb["pseudo"][k]) for k in ("labels", "centroids"))
     with pytest.raises(ValueError, match="num_clusters"):
-        build_method({**CONFIG, "num_clusters": 5}, N).load_state_dict(sa)
+        build_method({**CONFIG, "num_clusters": 5}, N, D).load_state_dict(sa)
 
 
 def offline_epoch(method, epoch: int, seed: int) -> None:
@@ -262,13 +262,13 @@ def test_offline_labels_stay_fixed_within_an_epoch_and_are_reclustered_from_the_
 def test_offline_labels_resume_identically_across_an_epoch_boundary():
     method = started(online_labels=False)
     offline_epoch(method, 1, 80)
-    restored = build_method({**CONFIG, "online_labels": False}, N)
+    restored = build_method({**CONFIG, "online_labels": False}, N, D)
     restored.load_state_dict(method.state_dict())
     for run in (method, restored):
         offline_epoch(run, 2, 90)
     sa, sb = method.state_dict(), restored.state_dict()
-    assert torch.equal(sa["bank"], sb["bank"]) and torch.equal(sa["queue"]["keys"], sb["queue"]["keys"])
-    assert all(torch.equal(sa["pseudo_labels"][k], sb["pseudo_labels"][k]) for k in ("labels", "centroids"))
+    assert torch.equal(sa["bank"]["weight"], sb["bank"]["weight"]) and torch.equal(sa["queue"]["keys"], sb["queue"]["keys"])
+    assert all(torch.equal(sa["pseudo"][k], sb["pseudo"][k]) for k in ("labels", "centroids"))
     views, idx = batch(99)
     a, b = method.loss(views, idx, 2), restored.loss(views, idx, 2)
     assert a.loss.item() == b.loss.item() and a.logs == b.logs
@@ -317,7 +317,7 @@ def test_offline_reclustering_under_ddp_comes_from_rank_0(tmp_path):
 def test_loss_before_the_initial_clustering_is_refused():
     views, idx = batch(0)
     with pytest.raises(RuntimeError, match="on_train_start"):
-        build_method(CONFIG, N).loss(views, idx, 1)
+        build_method(CONFIG, N, D).loss(views, idx, 1)
 
 
 def test_diagnostics_with_known_labels():
@@ -338,7 +338,7 @@ def test_diagnostics_with_known_labels():
 def test_profiles_set_the_mlp_head_and_mocov2_recipe():
     mini = resolve("mini", "interclr")
     assert (mini.model.head, mini.data.augment) == ("mlp", "mini_mocov2")
-    build_method(mini.method, 10000)
+    build_method(mini.method, 10000, mini.model.embed_dim)
 
 
 @pytest.mark.parametrize("option, value", [
@@ -350,4 +350,4 @@ def test_profiles_set_the_mlp_head_and_mocov2_recipe():
 ])
 def test_bad_options_name_the_option(option, value):
     with pytest.raises(ConfigError, match=option):
-        build_method({**CONFIG, option: value}, N)
+        build_method({**CONFIG, option: value}, N, D)

@@ -19,7 +19,7 @@ CONFIG = dict(name="interclr", queue_size=12, num_clusters=4, min_cluster=10, ne
 
 def run_steps(rows, global_seed: int):
     torch.manual_seed(global_seed)
-    method = build_method(CONFIG, N)
+    method = build_method(CONFIG, N, D)
     method.on_train_start(lambda: unit_rows(N, D, 1 + global_seed % 100))  # rank 1: other features
     return mocov2_steps(method, rows)
 
@@ -36,8 +36,8 @@ def test_two_gloo_ranks_keep_one_bank_and_one_labelling(tmp_path):
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     single = run_steps(slice(None), 100)
     for rank in ranks:
-        assert torch.equal(rank["bank"], single["bank"])
-        assert torch.equal(rank["pseudo_labels"]["labels"], single["pseudo_labels"]["labels"])
-        assert torch.allclose(rank["pseudo_labels"]["centroids"], single["pseudo_labels"]["centroids"], atol=1e-6)
+        assert torch.equal(rank["bank"]["weight"], single["bank"]["weight"])
+        assert torch.equal(rank["pseudo"]["labels"], single["pseudo"]["labels"])
+        assert torch.allclose(rank["pseudo"]["centroids"], single["pseudo"]["centroids"], atol=1e-6)
         assert torch.equal(rank["queue"]["keys"], single["queue"]["keys"])
         assert rank["seed"] == single["seed"] and rank["steps"] == single["steps"] == 3

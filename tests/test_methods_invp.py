@@ -10,6 +10,7 @@ from methods.base import build_method
 from methods.parts.diagnostics import masked_mean
 from methods.invp import InvP
 from methods_reference import dense_official_losses, official_step_losses, unit_rows
+from methods_support import bank_state
 
 torch.set_num_threads(1)
 N, D = 60, 8
@@ -17,10 +18,10 @@ CONFIG = dict(name="invp", temperature=0.1, k=3, steps=2, n_pos=5, n_background=
 
 
 def make(state_seed=0, **overrides) -> InvP:
-    method = build_method({**CONFIG, **overrides}, N)
+    method = build_method({**CONFIG, **overrides}, N, D)
     g = torch.Generator().manual_seed(state_seed)
     table = torch.randint(0, N, (N, method.settings.k), generator=g)
-    method.load_state_dict({"bank": unit_rows(N, D, state_seed + 1), "neighbours": table})
+    method.load_state_dict({"bank": bank_state(unit_rows(N, D, state_seed + 1)), "neighbours": {"table": table}})
     return method
 
 
@@ -81,7 +82,7 @@ def test_update_refreshes_graph_from_pre_update_bank_and_updates_bank():
 
 
 def test_state_round_trip_resumes_exactly():
-    a, b = make(), build_method(CONFIG, N)
+    a, b = make(), build_method(CONFIG, N, D)
     for step in range(2):
         v, idx = batch(seed=10 + step)
         a.loss(v, idx, epoch=3)
@@ -90,8 +91,8 @@ def test_state_round_trip_resumes_exactly():
     v, idx = batch(seed=20)
     assert a.loss(v, idx, epoch=3).loss.item() == b.loss(v, idx, epoch=3).loss.item()
     a.update(), b.update()
-    assert torch.equal(a.state_dict()["bank"], b.state_dict()["bank"])
-    assert torch.equal(a.state_dict()["neighbours"], b.state_dict()["neighbours"])
+    assert torch.equal(a.state_dict()["bank"]["weight"], b.state_dict()["bank"]["weight"])
+    assert torch.equal(a.state_dict()["neighbours"]["table"], b.state_dict()["neighbours"]["table"])
 
 
 def test_variants_bfs_all_background_and_any_k():
@@ -106,7 +107,7 @@ def test_variants_bfs_all_background_and_any_k():
 
 
 def test_knn_variant_equals_invp_with_one_step_and_all_neighbours():
-    knn = build_method(dict(name="knn", variant="invp", temperature=0.1, k=3, n_background=16), N)
+    knn = build_method(dict(name="knn", variant="invp", temperature=0.1, k=3, n_background=16), N, D)
     invp = make(steps=1, n_pos=3)
     knn.load_state_dict(invp.state_dict())
     v, idx = batch()
@@ -143,18 +144,18 @@ def test_bad_input_is_rejected_with_clear_errors():
     with pytest.raises(FloatingPointError, match="1 NaN/inf rows"):
         method.loss(v, idx, epoch=3)
     with pytest.raises(ConfigError, match="unknown option"):
-        build_method({**CONFIG, "n_neg": 3}, N)
+        build_method({**CONFIG, "n_neg": 3}, N, D)
     with pytest.raises(ConfigError, match="propagation"):
-        build_method({**CONFIG, "propagation": "dfs"}, N)
+        build_method({**CONFIG, "propagation": "dfs"}, N, D)
     with pytest.raises(ConfigError, match="must be int"):
-        build_method({**CONFIG, "k": 2.5}, N)
+        build_method({**CONFIG, "k": 2.5}, N, D)
     with pytest.raises(ConfigError, match="k\\+1"):
-        build_method({**CONFIG, "n_background": 3}, N)
+        build_method({**CONFIG, "n_background": 3}, N, D)
 
 
 def test_n_background_above_n_is_clamped_with_a_warning():
     with pytest.warns(UserWarning, match="whole bank"):
-        method = build_method({**CONFIG, "n_background": 10 * N}, N)
+        method = build_method({**CONFIG, "n_background": 10 * N}, N, D)
     assert method.pool == N and method.pool_is_bank
 
 
@@ -162,9 +163,9 @@ def test_n_background_above_n_is_clamped_with_a_warning():
 def test_losses_at_initialisation_match_spec_simulation(tau, top_m, full):
     """docs/methods/invp.md §Conformance checks, check 3: random anchors against a fresh bank, n = 50 000, M = 4096."""
     torch.manual_seed(0)
-    invp = build_method({"name": "invp", "temperature": tau}, 50000)
+    invp = build_method({"name": "invp", "temperature": tau}, 50000, 128)
     v, idx = F.normalize(torch.randn(64, 128), dim=1), torch.randint(0, 50000, (64,))
     assert invp.loss(v, idx, epoch=1).logs["loss_ins"] == pytest.approx(top_m, abs=0.25)
-    insdis = build_method({"name": "insdis", "temperature": tau}, 50000)
-    insdis.load_state_dict(invp.state_dict())
+    insdis = build_method({"name": "insdis", "temperature": tau}, 50000, 128)
+    insdis.load_state_dict({**insdis.state_dict(), "bank": invp.state_dict()["bank"]})
     assert insdis.loss(v, idx, epoch=1).loss.item() == pytest.approx(full, abs=0.25)

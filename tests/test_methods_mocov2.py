@@ -17,17 +17,18 @@ from benchmark.engine.data import SeededAugmentation
 from methods.base import KeyEncoderSpec, build_method
 from methods.parts.key_queue import KeyQueue
 from methods_reference import unit_rows
+from methods_support import queue_state
 
 N, D, K = 64, 8, 16
 CONFIG = {"name": "mocov2", "temperature": 0.2, "queue_size": K, "key_momentum": 0.99}
 
 
 def built(**options) -> torch.nn.Module:
-    return build_method({**CONFIG, **options}, N)
+    return build_method({**CONFIG, **options}, N, D)
 
 
 def with_queue(method, keys: torch.Tensor, pointer: int = 0):
-    method.load_state_dict({"queue": {"keys": keys, "pointer": pointer}, "steps": 0})
+    method.load_state_dict({"queue": queue_state(keys, pointer), "steps": 0})
     return method
 
 

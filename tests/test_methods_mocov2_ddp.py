@@ -45,7 +45,7 @@ def _worker(rank, port, out_dir):
     join_gloo(rank, 2, port)
     torch.manual_seed(100 + rank)  # rank 1 draws another initial queue: rank 0's must be broadcast
     rows = slice(0, SPLIT) if rank == 0 else slice(SPLIT, None)
-    state = run_steps(build_method(CONFIG, N), rows)
+    state = run_steps(build_method(CONFIG, N, D), rows)
     keys = KeyEncoder(bn_net()).encode(images()[rows], seed=4, step=9, autocast=torch.no_grad)
     torch.save({"state": state, "keys": keys}, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()
@@ -55,7 +55,7 @@ def test_two_gloo_ranks_share_one_queue_and_shuffle_bn(tmp_path):
     mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     torch.manual_seed(100)
-    single = run_steps(build_method(CONFIG, N), slice(None))
+    single = run_steps(build_method(CONFIG, N, D), slice(None))
     for rank in ranks:
         assert torch.equal(rank["state"]["queue"]["keys"], single["queue"]["keys"])
         assert rank["state"]["queue"]["pointer"] == single["queue"]["pointer"] == 24 % 12

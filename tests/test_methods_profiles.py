@@ -17,11 +17,12 @@ def test_method_default_files_build_every_method(name):
     assert set(blocks) == {"invp", "insdis", "knn", "mocov2", "interclr", "clim"} and set(blocks) <= set(available_methods())
     for method, block in blocks.items():
         block.pop("set", None)  # shared-section values (resolve applies them), not method options
-        built = build_method({"name": method, **block}, 1_281_167)  # ImageNet's N (InterCLR's pool needs it)
+        built = build_method({"name": method, **block}, 1_281_167, 128)  # ImageNet's N (InterCLR's pool needs it)
         assert built.settings.temperature == block["temperature"]
 
 
 @pytest.mark.parametrize("method", ["invp", "insdis", "knn", "mocov2", "interclr", "clim"])
 def test_mini_profile_method_blocks_build(method):
-    built = build_method(resolve("mini", method).method, 6000)
+    cfg = resolve("mini", method)
+    built = build_method(cfg.method, 6000, cfg.model.embed_dim)
     assert built.num_samples == 6000

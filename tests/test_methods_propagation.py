@@ -5,8 +5,8 @@ from hypothesis import strategies as st
 
 from methods.parts.neighbours import NeighbourTable, neighbours_from_topm
 from methods.parts.positives import select_positives
-from methods.parts.propagation import propagate_bfs, propagate_concat, propagation_width, rowwise_unique
-from methods_reference import bfs_ball, official_walk
+from methods.parts.propagation import propagate_bfs, propagate_concat, rowwise_unique
+from methods_reference import bfs_ball, official_walk, propagation_width
 
 torch.set_num_threads(1)
 
@@ -70,7 +70,7 @@ def test_neighbour_table_update_keeps_last_repeat_and_checks_loads():
     assert table.table.tolist() == [[0, 0], [2, 3], [0, 0], [4, 4], [0, 0]]
     for bad in (torch.zeros(5, 3, dtype=torch.long), torch.full((5, 2), 5)):
         try:
-            table.load(bad)
+            table.load_state_dict({"table": bad})
         except ValueError as err:
             assert "neighbour table" in str(err)
         else:

@@ -39,3 +39,13 @@ def test_select_tasks():
     assert select_tasks(cfg, "knn") == ["knn"]
     with pytest.raises(ConfigError, match="unknown task 'nosuch'"):
         select_tasks(cfg, "knn,nosuch")
+
+
+@pytest.mark.parametrize("override, option", [("method.temperature=abc", "'temperature'"),
+                                              ("method.temperature=0", "temperature must be > 0"),
+                                              ("method.queue_size=0", "queue_size must be >= 1")])
+def test_plan_checks_the_method_settings_before_any_job(tmp_path: Path, override: str, option: str):
+    method = "mocov2" if "queue_size" in override else "invp"
+    with pytest.raises(ConfigError, match=option):
+        plan_run(resolve("mini", method, [override]), [], tmp_path)
+    assert not list(tmp_path.iterdir())

@@ -17,7 +17,7 @@ from benchmark.core.distributed import DistContext
 from benchmark.core.runtime import seed_everything
 from benchmark.engine.data import PretrainData
 from benchmark.engine.key_encoder import KeyEncoder
-from benchmark.models import build_backbone, build_head
+from benchmark.models import build_backbone, build_head, embed_dim_of
 from methods.base import Method, build_method
 
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -127,7 +127,7 @@ def build_training_parts(cfg: RunConfig, data: PretrainData, device: torch.devic
     encoder = build_encoder(cfg.model).to(device)
     if pcfg.get("channels_last", False):
         encoder = encoder.to(memory_format=torch.channels_last)
-    method: Method = build_method(cfg.method, len(data.train)).to(device)
+    method: Method = build_method(cfg.method, len(data.train), embed_dim_of(cfg.model)).to(device)
     method.set_diagnostic_labels(data.train_labels.to(device))
     spec = method.key_encoder_spec
     if spec is not None and not set(spec.views) <= set(method.views):

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from benchmark.core.config import ConfigError, RunConfig, config_hash
 from benchmark.core.identity import SANITY_SECTIONS, pretrain_hash, pretrain_run_dir
+from methods.base import method_class
 from tasks.base import available_tasks, get_task
 from tasks.common import checked_settings
 
@@ -80,9 +81,11 @@ def select_tasks(cfg: RunConfig, spec: str) -> list[str]:
 def plan_run(
     cfg: RunConfig, task_names: list[str], runs_root: Path, sanity: bool = True
 ) -> list[Job]:
-    """The jobs of one run, dependencies first. Every task's settings are checked here, before
-    any job runs; ``profile`` and ``method.name`` must be safe names (they name folders)."""
+    """The jobs of one run, dependencies first. The method's and every task's settings are
+    checked here, before any job runs; ``profile`` and ``method.name`` must be safe names (they
+    name folders)."""
 
+    method_class(cfg.method.name).check_settings(cfg.method)
     for task in task_names:
         checked_settings(get_task(task), cfg.tasks[task], task)
     pid = pretrain_id(cfg)

@@ -1,30 +1,50 @@
 """MoCo's queue of negative keys: a FIFO ring of the K most recent (all-gathered) momentum keys.
 
-Initialised, as MoCo does, with random unit vectors, which act as negatives until overwritten.
+Initialised, as MoCo does, with random unit vectors (``random_unit_keys``), which act as
+negatives until overwritten.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from methods.state import Stateful
 
-class KeyQueue:
-    """(K, D) keys and the write pointer; ``enqueue`` overwrites the oldest rows."""
 
-    def __init__(self, keys: torch.Tensor, pointer: int = 0):
-        if keys.dim() != 2 or not 0 <= pointer < keys.shape[0]:
-            raise ValueError(f"queue keys must be (K, D) with 0 <= pointer < K, got {tuple(keys.shape)}, {pointer}")
+def random_unit_keys(size: int, dim: int) -> torch.Tensor:
+    """(size, dim) random unit vectors, drawn on the CPU from torch's global generator."""
+    return F.normalize(torch.randn(size, dim), dim=1)
+
+
+class KeyQueue(Stateful):
+    """(K, D) keys and the write pointer; ``enqueue`` overwrites the oldest rows. ``filled`` is
+    False until the initial keys are set (``fill``)."""
+
+    state_names = ("keys", "pointer", "filled")
+    state_shapes = "the key queue is method.queue_size x model.embed_dim"
+
+    def __init__(self, keys: torch.Tensor, pointer: int = 0, filled: bool = True):
         self.keys = keys
         self.pointer = pointer
+        self.filled = filled
+        self.check_loaded_state()
 
     @classmethod
-    def random(cls, size: int, dim: int, device: torch.device | str = "cpu") -> "KeyQueue":
-        """A queue of ``size`` random unit keys (drawn from torch's global generator)."""
-        return cls(F.normalize(torch.randn(size, dim), dim=1).to(device))
+    def empty(cls, size: int, dim: int) -> "KeyQueue":
+        """An unfilled queue of ``size`` zero keys of width ``dim``."""
+        return cls(torch.zeros(size, dim), filled=False)
 
     @property
     def size(self) -> int:
         return self.keys.shape[0]
+
+    def fill(self, keys: torch.Tensor) -> None:
+        """Set the initial keys (K, D), kept as float32 on the queue's device."""
+        if tuple(keys.shape) != tuple(self.keys.shape):
+            raise ValueError(f"initial queue keys have shape {tuple(keys.shape)} but the queue is "
+                             f"{tuple(self.keys.shape)} (method.queue_size x model.embed_dim)")
+        self.keys = keys.to(self.keys.device, torch.float32)
+        self.filled = True
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
@@ -35,20 +55,7 @@ class KeyQueue:
         self.keys[slots[-self.size :]] = keys.detach().to(self.keys)[-self.size :]
         self.pointer = (self.pointer + count) % self.size
 
-    def state_dict(self) -> dict[str, torch.Tensor | int]:
-        return {"keys": self.keys.detach().cpu().clone(), "pointer": self.pointer}
-
-    @classmethod
-    def restored(cls, state: dict, size: int) -> "KeyQueue":
-        """The queue of a checkpoint, checking that it has ``size`` rows of finite keys."""
-        keys = state["keys"]
-        if keys.dim() != 2 or keys.shape[0] != size:
-            raise ValueError(f"checkpoint queue has shape {tuple(keys.shape)} but queue_size is {size}; "
-                             f"resume with the same method.queue_size")
-        if not torch.isfinite(keys).all():
-            raise ValueError("checkpoint queue holds NaN/inf keys; resume from an earlier checkpoint")
-        return cls(keys.float().clone(), int(state["pointer"]))
-
-    def to(self, device: torch.device | str) -> "KeyQueue":
-        self.keys = self.keys.to(device)
-        return self
+    def check_loaded_state(self) -> None:
+        if self.keys.dim() != 2 or not 0 <= self.pointer < self.keys.shape[0]:
+            raise ValueError(f"queue keys must be (K, D) with 0 <= pointer < K, got {tuple(self.keys.shape)}, "
+                             f"{self.pointer}")

@@ -1,4 +1,5 @@
-"""Loss terms of InvP, InsDis-NCE and AND as pure per-sample functions of logits (s / tau).
+"""Loss terms of InvP, InsDis-NCE, AND and the InfoNCE of MoCo's family as pure per-sample
+functions of logits (s / tau).
 
 All take logits (similarities of the current embedding to bank entries divided by tau) and
 return a per-sample loss (B,); the methods average over the batch. Sums of exponentials are
@@ -76,3 +77,10 @@ def and_loss(
     own = logits.gather(1, targets.view(-1, 1))
     near = logits.gather(1, neighbours).masked_fill(~neighbour_mask, float("-inf"))
     return torch.logsumexp(logits, dim=1) - torch.logsumexp(torch.cat([own, near], dim=1), dim=1)
+
+
+def info_nce(positive: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    """InfoNCE, the term of MoCo and its family: -log(exp(p) / (exp(p) + sum_j exp(n_j))) per
+    sample (B,), i.e. cross-entropy with target 0 over [positive, negatives]; ``positive`` (B,)
+    and ``negatives`` (B, K) are logits."""
+    return torch.logsumexp(torch.cat([positive.unsqueeze(1), negatives], dim=1), dim=1) - positive

@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from methods.state import Stateful
+
 
 def uniform_bank_init(num_samples: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """(num_samples, dim) float32, coordinates uniform on [-sqrt(3/dim), sqrt(3/dim)] (docs/methods/memory-bank.md §Initialisation)."""
@@ -37,29 +39,35 @@ def last_occurrence(indices: torch.Tensor) -> torch.Tensor:
     return last
 
 
-class MemoryBank:
-    """An (n, D) bank of EMA embeddings with momentum ``momentum`` (no gradient ever flows here)."""
+class MemoryBank(Stateful):
+    """An (n, D) bank of EMA embeddings with momentum ``momentum`` (no gradient ever flows here).
 
-    def __init__(self, weight: torch.Tensor, momentum: float):
+    ``filled`` is False until the initial rows are set (``fill``); an empty bank is allocated
+    with its final shape, so that loading a checkpoint checks against it.
+    """
+
+    state_names = ("weight", "filled")
+    state_shapes = "the memory bank is training samples x model.embed_dim"
+
+    def __init__(self, weight: torch.Tensor, momentum: float, filled: bool = True):
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"memory_momentum must be in [0, 1), got {momentum}")
         self.momentum = momentum
         self.weight = weight
+        self.filled = filled
 
     @classmethod
-    def random(
-        cls, num_samples: int, dim: int, momentum: float, generator: torch.Generator | None = None
-    ) -> "MemoryBank":
-        """A fresh bank initialised as the official code does (``uniform_bank_init``)."""
-        return cls(uniform_bank_init(num_samples, dim, generator), momentum)
+    def empty(cls, num_samples: int, dim: int, momentum: float) -> "MemoryBank":
+        """An unfilled (num_samples, dim) bank of zeros."""
+        return cls(torch.zeros(num_samples, dim), momentum, filled=False)
 
-    @property
-    def num_samples(self) -> int:
-        return self.weight.shape[0]
-
-    @property
-    def dim(self) -> int:
-        return self.weight.shape[1]
+    def fill(self, rows: torch.Tensor) -> None:
+        """Set the initial bank to ``rows`` (n, D), kept as float32 on the bank's device."""
+        if tuple(rows.shape) != tuple(self.weight.shape):
+            raise ValueError(f"initial bank rows have shape {tuple(rows.shape)} but the bank is "
+                             f"{tuple(self.weight.shape)} (training samples x model.embed_dim)")
+        self.weight = rows.to(self.weight.device, torch.float32)
+        self.filled = True
 
     @torch.no_grad()
     def update(self, indices: torch.Tensor, embeddings: torch.Tensor) -> None:
@@ -71,19 +79,3 @@ class MemoryBank:
     def nonfinite_rows(self) -> torch.Tensor:
         """Indices of rows holding NaN or inf."""
         return (~torch.isfinite(self.weight).all(dim=1)).nonzero().flatten()
-
-    @classmethod
-    def restored(cls, weight: torch.Tensor, num_samples: int, momentum: float) -> "MemoryBank":
-        """A bank from checkpointed ``weight`` (n, D), checking its row count and values."""
-        if weight.dim() != 2 or weight.shape[0] != num_samples:
-            raise ValueError(
-                f"checkpoint memory bank has shape {tuple(weight.shape)} but this run has "
-                f"{num_samples} training samples; resume with the same data subset"
-            )
-        if not torch.isfinite(weight).all():
-            raise ValueError("checkpoint memory bank holds NaN/inf rows; resume from an earlier checkpoint")
-        return cls(weight.to(torch.float32).clone(), momentum)
-
-    def to(self, device: torch.device | str) -> "MemoryBank":
-        self.weight = self.weight.to(device)
-        return self

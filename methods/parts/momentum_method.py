@@ -1,5 +1,5 @@
 """Shared part of the momentum-encoder methods (MoCo v2, InterCLR, CLIM): two named views, the
-engine's key encoder, the queue of negative keys, the post-step update and checkpoint state.
+engine's key encoder, the queue of negative keys and the post-step update.
 
 ``loss`` receives {"query": q, "key": k} (both L2-normalised, k without gradient). ``update``
 (after the optimizer step) all-gathers the batch's indices and keys, so every rank applies the
@@ -13,11 +13,10 @@ from typing import Any, Mapping
 
 import torch
 
-from benchmark.core.settings import read_settings, require
-from methods.base import KEY_MOMENTUM_SCHEDULES, KeyEncoderSpec, LossOutput, Method
-from methods.parts.bank_method import check_batch
+from benchmark.core.settings import require
+from methods.base import KEY_MOMENTUM_SCHEDULES, KeyEncoderSpec, Method
 from methods.parts.dist_utils import all_gather_cat, broadcast_from_rank0
-from methods.parts.key_queue import KeyQueue
+from methods.parts.key_queue import KeyQueue, random_unit_keys
 
 QUERY, KEY = "query", "key"
 
@@ -34,71 +33,64 @@ class MomentumSettings:
 
 
 class MomentumMethod(Method):
-    """A method with a momentum key encoder and a queue of keys; subclasses define ``loss``."""
+    """A method with a momentum key encoder and a queue of keys; subclasses define ``loss``.
+
+    The queue (K, D) is allocated when the method is built; its initial keys are drawn from
+    torch's global generator at the first ``loss`` (unless a checkpoint filled it), after what
+    ``on_train_start``, ``on_epoch_start`` and ``prepare_batch`` draw (InterCLR's seed, CLIM's
+    k-means seed and mixing draws): the order of the recorded runs. Under DDP rank 0's keys are
+    broadcast.
+    """
 
     views = (QUERY, KEY)
-    settings_class: type[MomentumSettings] = MomentumSettings
+    settings_class = MomentumSettings
+    state_names = ("queue", "steps")
 
-    def __init__(self, config: Mapping[str, Any], num_samples: int):
-        super().__init__(config, num_samples)
-        self.settings = read_settings(self.settings_class, config, self.name)
+    def __init__(self, config: Mapping[str, Any], num_samples: int, embed_dim: int):
+        super().__init__(config, num_samples, embed_dim)
         s = self.settings
-        require(s.temperature > 0, self.name, f"option temperature must be > 0, got {s.temperature}")
-        require(1 <= s.queue_size < num_samples, self.name,
-                f"option queue_size must be in [1, {num_samples}) (fewer keys than training samples), "
-                f"got {s.queue_size}")
-        require(0 <= s.key_momentum < 1, self.name, f"option key_momentum must be in [0, 1), got {s.key_momentum}")
-        require(s.key_momentum_schedule in KEY_MOMENTUM_SCHEDULES, self.name,
-                f"option key_momentum_schedule must be one of {', '.join(KEY_MOMENTUM_SCHEDULES)}, "
-                f"got {s.key_momentum_schedule!r}")
-        require(s.bn_splits >= 1, self.name, f"option bn_splits must be >= 1, got {s.bn_splits}")
+        require(s.queue_size < num_samples, self.name,
+                f"option queue_size must be below the {num_samples} training samples (fewer keys than "
+                f"samples), got {s.queue_size}")
         self.key_encoder_spec = KeyEncoderSpec((KEY,), s.key_momentum, s.key_momentum_schedule, s.bn_splits)
-        self.device = torch.device("cpu")
-        self.queue: KeyQueue | None = None  # created at the first loss, when D is known
+        self.queue = KeyQueue.empty(s.queue_size, embed_dim)
         self.steps = 0
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    @classmethod
+    def validate_settings(cls, s: MomentumSettings) -> None:
+        require(s.temperature > 0, cls.name, f"option temperature must be > 0, got {s.temperature}")
+        require(s.queue_size >= 1, cls.name, f"option queue_size must be >= 1, got {s.queue_size}")
+        require(0 <= s.key_momentum < 1, cls.name, f"option key_momentum must be in [0, 1), got {s.key_momentum}")
+        require(s.key_momentum_schedule in KEY_MOMENTUM_SCHEDULES, cls.name,
+                f"option key_momentum_schedule must be one of {', '.join(KEY_MOMENTUM_SCHEDULES)}, "
+                f"got {s.key_momentum_schedule!r}")
+        require(s.bn_splits >= 1, cls.name, f"option bn_splits must be >= 1, got {s.bn_splits}")
+
     def _prepare(self, embeddings: Any, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Check the views; return float32 (q, k) and int64 indices, and stash (indices, k)."""
+        """Check the views; return float32 (q, k) and int64 indices, and stash (indices, k); the
+        initial queue is drawn first if it is still empty."""
         if not isinstance(embeddings, Mapping) or not {QUERY, KEY} <= set(embeddings):
             got = sorted(embeddings) if isinstance(embeddings, Mapping) else type(embeddings).__name__
             raise ValueError(f"method {self.name!r}: expected embeddings of the views {QUERY!r} and {KEY!r}, "
                              f"got {got}")
         q, k = embeddings[QUERY], embeddings[KEY]
-        for view in (q, k):
-            check_batch(view, indices, self.num_samples, self.name)
-            if view.device != self.device:
-                raise ValueError(f"method {self.name!r}: embeddings are on {view.device} but the method's "
-                                 f"state is on {self.device}; call method.to(device) after building it")
         if q.shape != k.shape:
             raise ValueError(f"method {self.name!r}: query and key embeddings differ in shape: "
                              f"{tuple(q.shape)} vs {tuple(k.shape)}")
-        self._ensure_queue(q.shape[1])
-        idx = indices.to(self.device, torch.long)
-        self._pending = (idx, k.detach().float())
-        return q.float(), k.detach().float(), idx
-
-    def _ensure_queue(self, dim: int) -> KeyQueue:
-        if self.queue is None:
-            self.queue = KeyQueue.random(self.settings.queue_size, dim, self.device)
+        q, k = self.checked_view(q, indices), self.checked_view(k, indices).detach()
+        if not self.queue.filled:
+            self.queue.fill(random_unit_keys(self.queue.size, self.embed_dim))
             broadcast_from_rank0(self.queue.keys)
-        elif self.queue.keys.shape[1] != dim:
-            raise ValueError(f"method {self.name!r}: embeddings have D={dim} but the queue has "
-                             f"D={self.queue.keys.shape[1]}; model.embed_dim must not change during a run")
-        return self.queue
-
-    @staticmethod
-    def _output(loss: torch.Tensor, logs: Mapping[str, torch.Tensor]) -> LossOutput:
-        """The LossOutput with every log a float (one host transfer)."""
-        values = torch.stack([t.detach().float() for t in logs.values()]).tolist()
-        return LossOutput(loss, dict(zip(logs, values)))
+        idx = indices.to(self.device, torch.long)
+        self._pending = (idx, k)
+        return q, k, idx
 
     def update(self) -> None:
         if self._pending is None:
             raise RuntimeError(f"method {self.name!r}: update() called without a preceding loss()")
         indices, keys = (all_gather_cat(t) for t in self._pending)
         self._pending = None
-        assert self.queue is not None
         self.queue.enqueue(keys)
         self.after_step(indices, keys, self.steps)
         self.steps += 1
@@ -106,19 +98,3 @@ class MomentumMethod(Method):
     def after_step(self, indices: torch.Tensor, keys: torch.Tensor, step: int) -> None:
         """Hook after the enqueue with every rank's ``indices`` (n,) and ``keys`` (n, D) of step
         ``step`` (0-based count of this run's updates)."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"queue": None if self.queue is None else self.queue.state_dict(), "steps": self.steps}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        queue = state.get("queue")
-        self.queue = None if queue is None else KeyQueue.restored(queue, self.settings.queue_size).to(self.device)
-        self.steps = int(state.get("steps", 0))
-
-    def to(self, device: torch.device | str) -> "MomentumMethod":
-        self.device = torch.empty(0, device=device).device
-        if self.queue is not None:
-            self.queue.to(self.device)
-        if self.diagnostic_labels is not None:
-            self.diagnostic_labels = self.diagnostic_labels.to(self.device)
-        return self

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from methods.parts.memory_bank import last_occurrence
+from methods.state import Stateful
 
 
 def neighbours_from_topm(topm_indices: torch.Tensor, anchors: torch.Tensor, k: int) -> torch.Tensor:
@@ -24,17 +25,16 @@ def neighbours_from_topm(topm_indices: torch.Tensor, anchors: torch.Tensor, k: i
     return torch.where(rows == anchors.view(-1, 1), topm_indices[:, k : k + 1], rows)
 
 
-class NeighbourTable:
+class NeighbourTable(Stateful):
     """(n, k) int64 adjacency list of the kNN graph over the memory bank."""
+
+    state_names = ("table",)
+    state_shapes = "the neighbour table is training samples x method.k"
 
     def __init__(self, num_samples: int, k: int):
         if k < 1:
             raise ValueError(f"k (graph out-degree) must be >= 1, got {k}")
         self.table = torch.zeros(num_samples, k, dtype=torch.long)
-
-    @property
-    def k(self) -> int:
-        return self.table.shape[1]
 
     @torch.no_grad()
     def update(self, indices: torch.Tensor, rows: torch.Tensor) -> None:
@@ -42,17 +42,6 @@ class NeighbourTable:
         indices = indices.to(self.table.device)
         self.table[indices] = rows.to(self.table.device)[last_occurrence(indices)]
 
-    def load(self, table: torch.Tensor) -> None:
-        """Replace the table with ``table`` from a checkpoint, checking shape and range."""
-        if tuple(table.shape) != tuple(self.table.shape):
-            raise ValueError(
-                f"checkpoint neighbour table has shape {tuple(table.shape)} but this run needs "
-                f"{tuple(self.table.shape)} (num_samples x k); resume with the same data and method.k"
-            )
-        if table.numel() and (table.min() < 0 or table.max() >= self.table.shape[0]):
+    def check_loaded_state(self) -> None:
+        if self.table.numel() and (self.table.min() < 0 or self.table.max() >= self.table.shape[0]):
             raise ValueError("checkpoint neighbour table holds indices outside [0, num_samples)")
-        self.table = table.to(self.table.device, torch.long).clone()
-
-    def to(self, device: torch.device | str) -> "NeighbourTable":
-        self.table = self.table.to(device)
-        return self

@@ -12,11 +12,6 @@ from __future__ import annotations
 import torch
 
 
-def propagation_width(k: int, steps: int) -> int:
-    """Columns of the official concatenation: k + k^2 + ... + k^steps (84 for k=4, l=3)."""
-    return sum(k**s for s in range(1, steps + 1))
-
-
 def propagate_concat(table: torch.Tensor, anchors: torch.Tensor, steps: int) -> torch.Tensor:
     """Official multiset of candidate positives, (B, k + ... + k^steps) int64 (docs/methods/invp.md §Official step, step 6).
 

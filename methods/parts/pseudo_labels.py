@@ -6,17 +6,20 @@ re-seeded with one half of a 2-means split of the current largest cluster).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import torch
 
 from methods.parts.kmeans import cluster_means, kmeans
+from methods.state import Stateful
 
 ASSIGN_RULES = ("dot", "l2")  # dot: argmax mu·v with unnormalised mu (official, docs/methods/interclr.md §Pitfalls, item 1); l2: nearest mu
 
 
-class PseudoLabels:
+class PseudoLabels(Stateful):
     """Cluster labels (N,) int64 and centroids (C, D) float32 of a bank's rows."""
+
+    state_names = ("labels", "centroids")
+    state_shapes = ("pseudo-labels cover the training samples; centroids are method.num_clusters x "
+                    "model.embed_dim")
 
     def __init__(self, labels: torch.Tensor, centroids: torch.Tensor, assign: str = "dot"):
         if assign not in ASSIGN_RULES:
@@ -24,6 +27,11 @@ class PseudoLabels:
         self.labels = labels
         self.centroids = centroids
         self.assign_rule = assign
+
+    @classmethod
+    def empty(cls, num_samples: int, num_clusters: int, dim: int, assign: str = "dot") -> "PseudoLabels":
+        """Zero labels (num_samples,) and centroids (num_clusters, dim): the shapes a state must fit."""
+        return cls(torch.zeros(num_samples, dtype=torch.long), torch.zeros(num_clusters, dim), assign)
 
     @classmethod
     def clustered(cls, bank: torch.Tensor, num_clusters: int, iterations: int, seed: int, backend: str,
@@ -100,20 +108,3 @@ class PseudoLabels:
         """Fraction of samples whose true class is their cluster's majority class."""
         joint = torch.bincount(self.labels * num_classes + true_labels, minlength=self.num_clusters * num_classes)
         return joint.view(self.num_clusters, num_classes).max(dim=1).values.sum() / self.labels.numel()
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"labels": self.labels.detach().cpu().clone(), "centroids": self.centroids.detach().cpu().clone()}
-
-    @classmethod
-    def restored(cls, state: Mapping[str, Any], num_samples: int, num_clusters: int, assign: str) -> "PseudoLabels":
-        """Labels and centroids of a checkpoint, checking their sizes against this run's."""
-        labels, centroids = state["labels"], state["centroids"]
-        if labels.shape != (num_samples,) or centroids.shape[0] != num_clusters:
-            raise ValueError(f"checkpoint pseudo-labels cover {labels.shape[0]} samples and {centroids.shape[0]} "
-                             f"clusters but this run has {num_samples} and num_clusters={num_clusters}; "
-                             f"resume with the same data subset and method.num_clusters")
-        return cls(labels.long().clone(), centroids.float().clone(), assign)
-
-    def to(self, device: torch.device | str) -> "PseudoLabels":
-        self.labels, self.centroids = self.labels.to(device), self.centroids.to(device)
-        return self
