@@ -43,7 +43,6 @@ class EncoderHandle:
 
     def load(self, device: torch.device | str = "cpu") -> torch.nn.Module:
         """The encoder's backbone (features, no projection head) on ``device``, in eval mode."""
-
         return load_encoder_backbone(self, device)
 
 

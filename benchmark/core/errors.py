@@ -79,7 +79,7 @@ def explain_failure(exc: Exception, debug: bool) -> int | None:
         print(f"error: {message}", file=sys.stderr)
         return USAGE_ERROR
     if isinstance(exc, Preempted):
-        print(f"stopped: {exc}. Run the same command again to resume.", file=sys.stderr)
+        print(f"preempted: {exc}. Run the same command again to resume.", file=sys.stderr)
         return EXIT_PREEMPTED
     return None
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from benchmark.core.atomic import save_atomic
+from benchmark.core.config import ConfigError
 from benchmark.core.distributed import barrier
 from benchmark.core.identity import differing_keys, pretrain_hash
 from benchmark.core.safe_load import CorruptFile, load_weights_only
@@ -33,8 +34,9 @@ UNSAFE_REMEDY = ("Checkpoints written before the RNG states were stored as tenso
                  "same way: start afresh with --resume never (it deletes this run's checkpoints)")
 
 
-class CheckpointMismatch(RuntimeError):
-    """A checkpoint was written by a run with a different pretraining configuration."""
+class CheckpointMismatch(ConfigError):
+    """A checkpoint was written by a run with a different pretraining configuration (a user error:
+    the message names the differing keys and the fix)."""
 
 
 def checkpoint_path(checkpoint_dir: Path, global_step: int) -> Path:

@@ -166,7 +166,6 @@ def _accept_debug_after_command(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-
     valid = available_methods()
     if args.method not in valid:
         raise UsageError(f"unknown method {args.method!r}; valid methods: {', '.join(valid)}")
@@ -199,7 +198,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-
     show_all = not (args.methods or args.tasks or args.profiles or args.datasets)
     if show_all or args.methods:
         print("methods:")
@@ -225,7 +223,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-
     root = resolve_data_root(args.data_root)
     print(f"data root: {root.resolve()}")
     corrupt = []
@@ -250,7 +247,6 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
-
     registry = available_datasets()
     spec = registry.get(args.dataset)
     if spec is None:
@@ -263,7 +259,6 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-
     profiles = [args.profile] if args.profile else sorted(
         p.name for p in Path(args.results).iterdir() if p.is_dir()
     ) if Path(args.results).is_dir() else []
@@ -288,7 +283,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-
     if args.tolerance < 0:
         raise UsageError(f"--tolerance must be >= 0, got {args.tolerance}")
     text, differing = compare_folders(args.run_a, args.run_b, args.tolerance)
@@ -299,7 +293,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-
     try:
         print(f"wrote {export_detectron2(args.checkpoint, args.out)}")
     except CheckpointMismatch as exc:

@@ -108,7 +108,6 @@ def _records(job: Job, cfg: RunConfig, measurements: list[Any], checkpoint_hash:
 
 def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
     """Run one task on one encoder and store its records atomically (skip if already stored)."""
-
     store = paths.store(job.config["profile"])
     if result_is_current(job, store) and not force:
         return Outcome(job.job_id, job.label, OutcomeStatus.CACHED, str(store.path(job.job_id)))

@@ -6,12 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.core.config import ConfigError
 from benchmark.core.distributed import shutdown
-from benchmark.core.errors import EXIT_PREEMPTED, Preempted
-from benchmark.core.safe_load import LoadError
-from benchmark.data import DatasetMissing
-from benchmark.engine.checkpoint import RESUME_MODES, CheckpointMismatch
+from benchmark.core.errors import USAGE_ERROR, debug_requested, explain_failure
+from benchmark.engine.checkpoint import RESUME_MODES
 from benchmark.engine.guard import NonFiniteLoss
 from benchmark.engine.pretrain import pretrain
 from benchmark.harness.schema import resolve_run
@@ -32,12 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve_run(args.profile, args.method, args.overrides, args.seed)
         path = pretrain(cfg, args.run_dir, resume=args.resume, data_root=args.data_root)
-    except Preempted as exc:
-        print(f"preempted: {exc}", file=sys.stderr)
-        return EXIT_PREEMPTED
-    except (ConfigError, CheckpointMismatch, NonFiniteLoss, DatasetMissing, LoadError) as exc:
+    except NonFiniteLoss as exc:  # the engine saved the state before the step and says where
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return USAGE_ERROR
+    except Exception as exc:  # user errors and preemption as `python -m benchmark` reports them
+        code = explain_failure(exc, debug_requested())
+        if code is None:
+            raise
+        return code
     finally:
         shutdown()
     print(path)

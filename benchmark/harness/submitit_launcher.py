@@ -80,7 +80,6 @@ class CheckpointablePretrain:
         stopped = threading.Event()
 
         def stop(signum: int, frame: Any) -> None:
-
             stopped.set()
             request_stop()
 

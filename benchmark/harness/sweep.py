@@ -104,7 +104,6 @@ def single_run(profile: str, method: str, tasks: str, seed: int, overrides: Sequ
 
 def expand(spec: SweepSpec, runs_root: Path) -> list[Job]:
     """The sweep's jobs, each once, every dependency before its dependents."""
-
     valid = available_methods()
     unknown = [m for m in spec.methods if m not in valid]
     if unknown:
@@ -221,7 +220,6 @@ def show_outcome(outcome: Outcome) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-
     profile = load_profile(args.profile)
     spec = SweepSpec(profile=args.profile,
                      methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),

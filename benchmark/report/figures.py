@@ -205,7 +205,6 @@ def _save(fig: Any, path: Path) -> Path:
 
 def pretrain_runs(results_dir: Path, profile: str, runs_dir: Path) -> dict[str, list[Path]]:
     """Pretraining run folders per report row, found from the stored jobs' configs."""
-
     frame = load_frame(results_dir, profile)
     store = ResultStore(Path(results_dir) / profile)
     runs: dict[str, list[Path]] = {}
