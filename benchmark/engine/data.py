@@ -97,17 +97,19 @@ def per_rank_batch_size(global_batch: int, world_size: int) -> int:
 
 
 def build_train_loader(train: SeededAugmentation, batch_size: int, dist: DistContext, seed: int,
-                       num_workers: int) -> DataLoader:
-    """Full batches of ``batch_size`` (per rank) of this rank's share of ``train`` (a
-    :class:`ResumableDistributedSampler` seeded by ``seed``); raises ConfigError when an epoch
+                       num_workers: int, drop_last: bool) -> DataLoader:
+    """Batches of ``batch_size`` (per rank) of this rank's share of ``train`` (a
+    :class:`ResumableDistributedSampler` seeded by ``seed``, which pads the shares to equal
+    lengths); with ``drop_last`` only full ones (the method's ``Method.drop_last``), else the
+    epoch ends with a partial batch, equal on every rank. Raises ConfigError when an epoch
     would hold no batch."""
     sampler = ResumableDistributedSampler(train, dist.world_size, dist.rank, seed)
-    if len(sampler) // batch_size == 0:
+    if drop_last and len(sampler) // batch_size == 0:
         raise ConfigError(f"data.train_subset gives {len(train)} images, fewer than one batch of "
                           f"pretrain.batch_size={batch_size * dist.world_size}; raise the subset or "
                           "lower the batch")
     return DataLoader(
-        train, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers,
+        train, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=num_workers,
         pin_memory=dist.device.type == "cuda",
         generator=torch.Generator(),  # keeps the DataLoader off the global RNG (exact resume)
     )
