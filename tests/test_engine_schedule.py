@@ -71,6 +71,15 @@ def test_moco_style_methods_use_the_moco_cosine(profile: str) -> None:
     assert resolve(profile, "invp").pretrain.schedule.name == "cosine"
 
 
+@pytest.mark.parametrize("profile", ["imagenet", "imagenet-mlp", "cifar"])
+def test_moco_style_lr_is_linearly_scaled(profile: str) -> None:
+    # MoCo README: lr 0.03 at batch 256; "--lr 0.015 --batch-size 128" with 4 GPUs.
+    for method in ("mocov2", "interclr", "clim"):
+        pcfg = resolve(profile, method).pretrain
+        assert pcfg.optimizer.lr == pytest.approx(0.03 * pcfg.batch_size / 256)
+    assert resolve(profile, "invp").pretrain.optimizer.lr == 0.03  # InvP main.py --lr 0.03 at 128
+
+
 def test_bad_schedules_are_refused() -> None:
     with pytest.raises(ConfigError, match="pretrain.schedule.name='poly'"):
         lr_at_epoch({**BASE, "name": "poly"}, 0.1, 1, 10)

@@ -96,6 +96,20 @@ def per_rank_batch_size(global_batch: int, world_size: int) -> int:
     return global_batch // world_size
 
 
+def bn_batch_warning(global_batch: int, world_size: int, recipe_bn_batch: int) -> str | None:
+    """One line saying that BatchNorm sees another number of images per process than the
+    recipe's ``pretrain.bn_batch`` (with how to match it), or None when they agree."""
+    per_rank = global_batch // world_size
+    if per_rank == recipe_bn_batch:
+        return None
+    ranks = global_batch / recipe_bn_batch
+    how = (f"run {int(ranks)} processes or " if ranks == int(ranks) else "") + \
+        f"--set pretrain.batch_size={recipe_bn_batch * world_size} (and scale the lr)"
+    return (f"warning: BatchNorm normalises over {per_rank} images per process (pretrain.batch_size="
+            f"{global_batch} over {world_size} processes), the recipe over {recipe_bn_batch} "
+            f"(pretrain.bn_batch); {how} for the recipe's BN statistics")
+
+
 def build_train_loader(train: SeededAugmentation, batch_size: int, dist: DistContext, seed: int,
                        num_workers: int, drop_last: bool) -> DataLoader:
     """Batches of ``batch_size`` (per rank) of this rank's share of ``train`` (a
