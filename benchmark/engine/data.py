@@ -105,8 +105,9 @@ def bn_batch_warning(global_batch: int, world_size: int, recipe_bn_batch: int) -
     ranks = global_batch / recipe_bn_batch
     how = (f"run {int(ranks)} processes or " if ranks == int(ranks) else "") + \
         f"--set pretrain.batch_size={recipe_bn_batch * world_size} (and scale the lr)"
+    processes = f"{world_size} process" + ("es" if world_size != 1 else "")
     return (f"warning: BatchNorm normalises over {per_rank} images per process (pretrain.batch_size="
-            f"{global_batch} over {world_size} processes), the recipe over {recipe_bn_batch} "
+            f"{global_batch} over {processes}), the recipe over {recipe_bn_batch} "
             f"(pretrain.bn_batch); {how} for the recipe's BN statistics")
 
 
