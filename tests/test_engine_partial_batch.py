@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import engine_support as es
 import pytest
 import torch
 import yaml
 
-import engine_support as es
 from benchmark.core.config import resolve
 from benchmark.engine.pretrain import prepare_run
 from methods.base import method_class
