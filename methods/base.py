@@ -136,6 +136,9 @@ class Method(Stateful, ABC):
     summary: ClassVar[str]
     views: ClassVar[tuple[str, ...]] = ()  # named views per image; () = one unnamed view (a tensor)
     settings_class: ClassVar[type | None] = None  # frozen dataclass of the options (defaults included)
+    # the loader drops an epoch's last partial batch (MoCo's drop_last=True); False trains on it,
+    # as the official InvP/InsDis loaders do
+    drop_last: ClassVar[bool] = False
 
     def __init__(self, config: Mapping[str, Any], num_samples: int, embed_dim: int):
         self.config = config

@@ -75,7 +75,7 @@ def data_throughput(args: argparse.Namespace) -> dict:
 def backbone_throughput(args: argparse.Namespace) -> dict:
     """Images/s of a supervised training step of one backbone on random inputs."""
     model_cfg = {"backbone": args.backbone, "width": args.width, "in_channels": args.channels,
-                 "head": "linear", "embed_dim": 10}
+                 "head": "linear", "embed_dim": 10, "init": "pytorch"}
     encoder = build_encoder(model_cfg)
     optimizer = build_optimizer(encoder.parameters(), {"lr": 0.03, "momentum": 0.9, "weight_decay": 5e-4})
     x = torch.randn(args.batch, args.channels, args.size, args.size)

@@ -83,9 +83,9 @@ def tiny_profile(tmp_path: Path, **method: Any) -> Path:
         "profile": "engine_tiny", "seed": 3, "device": "cpu", "threads": 1,
         "data": {"dataset": "digits", "train_subset": 192, "num_workers": 0, "augment": "mini"},
         "model": {"backbone": "mini_resnet", "width": 4, "depths": [1, 1, 1, 1], "in_channels": 1,
-                  "head": "mlp", "embed_dim": 16},
+                  "head": "mlp", "embed_dim": 16, "init": "pytorch"},
         "pretrain": {
-            "epochs": 3, "batch_size": 32, "progress": False,
+            "epochs": 3, "batch_size": 32, "bn_batch": 32, "progress": False,
             "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False},
             "schedule": {"name": "cosine", "warmup_epochs": 0, "milestones": [], "gamma": 0.1},
             "amp": False, "amp_dtype": "bfloat16", "channels_last": False, "compile": False,

@@ -30,6 +30,35 @@ def test_recipes_follow_the_spec() -> None:
         get_recipe("simclr")
 
 
+def _describe(transform: T.Compose) -> list[tuple]:
+    """Each step's type and parameters (the jitter's ranges, the crop's scale, the p's)."""
+    out = []
+    for step in transform.transforms:
+        if isinstance(step, T.RandomApply):
+            jitter = step.transforms[0]
+            out.append(("apply", step.p, type(jitter).__name__, jitter.brightness, jitter.contrast,
+                        jitter.saturation, jitter.hue))
+        elif isinstance(step, T.RandomResizedCrop):
+            out.append(("crop", step.size, step.scale, step.ratio))
+        else:
+            out.append((type(step).__name__, getattr(step, "p", None)))
+    return out
+
+
+def test_cifar_mocov2_is_the_moco_cifar_demo() -> None:
+    # colab/moco_cifar10_demo.ipynb: RandomResizedCrop(32), RandomHorizontalFlip(p=0.5),
+    # RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), RandomGrayscale(p=0.2), ToTensor, Normalize.
+    demo = T.Compose([
+        T.RandomResizedCrop(32), T.RandomHorizontalFlip(p=0.5),
+        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(p=0.2),
+        T.ToTensor(), T.Normalize([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])])
+    ours = train_transform("cifar_mocov2")
+    assert _describe(ours) == _describe(demo)
+    assert [list(ours.transforms[-1].mean), list(ours.transforms[-1].std)] == [demo.transforms[-1].mean, demo.transforms[-1].std]
+    mini = _describe(train_transform("mini_mocov2"))
+    assert mini[0][2] == (0.08, 1.0) and mini[1][0] == "RandomHorizontalFlip"  # same crop, flip first
+
+
 def test_augmentation_is_seeded_per_sample_and_epoch() -> None:
     data = SeededAugmentation(_images(4), [0, 1, 2, 3], train_transform("mini"), seed=5)
     data.epoch = 1

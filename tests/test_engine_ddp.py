@@ -19,25 +19,28 @@ pytestmark = pytest.mark.slow
 OVERRIDES = ("model.backbone=engine_plain_cnn", "pretrain.epochs=2", "pretrain.checkpoint_every_steps=0")
 
 
-def _train(tmp: Path, run_dir: Path) -> dict:
-    cfg = es.tiny_config(tmp, OVERRIDES, negatives=0)
+def _train(tmp: Path, run_dir: Path, subset: int) -> dict:
+    cfg = es.tiny_config(tmp, (*OVERRIDES, f"data.train_subset={subset}"), negatives=0)
     run = prepare_run(cfg, run_dir, resume="never")
     run.run()
     return run.parts.method.state_dict()
 
 
-def _worker(rank: int, world: int, port: int, tmp: Path) -> None:
+def _worker(rank: int, world: int, port: int, tmp: Path, subset: int) -> None:
     set_rank_environment(rank, world, port)
     try:
-        state = _train(tmp, tmp / "ddp")
+        state = _train(tmp, tmp / "ddp", subset)
         torch.save(state, tmp / f"bank-rank{rank}.pt")
     finally:
         shutdown()
 
 
-def test_two_gloo_ranks_match_one_process(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, free_port(), tmp_path), nprocs=2, join=True)
-    single = _train(tmp_path, tmp_path / "single")
+# 192 images: six full batches of 32 (16 per rank); 200: and a last partial one of 8 (4 per rank),
+# trained as the official InvP loaders do (no drop_last)
+@pytest.mark.parametrize("subset, steps", [(192, [6, 12]), (200, [7, 14])])
+def test_two_gloo_ranks_match_one_process(tmp_path: Path, subset: int, steps: list[int]) -> None:
+    mp.spawn(_worker, args=(2, free_port(), tmp_path, subset), nprocs=2, join=True)
+    single = _train(tmp_path, tmp_path / "single", subset)
 
     rank0 = torch.load(tmp_path / "bank-rank0.pt")
     rank1 = torch.load(tmp_path / "bank-rank1.pt")
@@ -51,6 +54,6 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path) -> None:
             assert torch.allclose(ddp[part][key], value, atol=1e-5), f"{part}.{key} differs"
 
     ddp_log, ref_log = es.read_log(tmp_path / "ddp"), es.read_log(tmp_path / "single")
-    assert [r["steps"] for r in ddp_log] == [r["steps"] for r in ref_log] == [6, 12]
+    assert [r["steps"] for r in ddp_log] == [r["steps"] for r in ref_log] == steps
     for a, b in zip(ddp_log, ref_log):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)

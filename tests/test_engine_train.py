@@ -9,8 +9,9 @@ import torch
 import engine_support as es
 from benchmark.engine import checkpoint as ckpt
 from benchmark.core.config import ConfigError
+from benchmark.engine.data import bn_batch_warning
 from benchmark.engine.guard import NonFiniteLoss
-from benchmark.engine.pretrain import pretrain
+from benchmark.engine.pretrain import prepare_run, pretrain
 from benchmark.engine.wiring import autocast_factory
 from benchmark.core import identity
 
@@ -55,3 +56,19 @@ def test_nonfinite_loss_stops_with_a_checkpoint(tmp_path: Path) -> None:
     assert (state["global_step"], state["next_epoch"], state["next_step"]) == (8, 2, 2)
     assert all(torch.isfinite(v).all() for v in state["backbone"].values() if v.is_floating_point())
     assert not (tmp_path / "run" / "encoder.pt").exists()
+
+
+def test_bn_batch_other_than_the_recipes_warns_once(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    # The official runs: batch 128 under DataParallel on 4 GPUs, BN over 32 images per GPU.
+    assert bn_batch_warning(128, 4, 32) is None
+    assert bn_batch_warning(128, 8, 32) == (
+        "warning: BatchNorm normalises over 16 images per process (pretrain.batch_size=128 over 8 "
+        "processes), the recipe over 32 (pretrain.bn_batch); run 4 processes or --set "
+        "pretrain.batch_size=256 (and scale the lr) for the recipe's BN statistics")
+    assert bn_batch_warning(96, 1, 64).endswith(
+        "(pretrain.batch_size=96 over 1 process), the recipe over 64 (pretrain.bn_batch); --set "
+        "pretrain.batch_size=64 (and scale the lr) for the recipe's BN statistics")
+    prepare_run(es.tiny_config(tmp_path, ("pretrain.bn_batch=16",)), tmp_path / "run", resume="never")
+    assert capfd.readouterr().err.count("warning: BatchNorm normalises over 32 images per process") == 1
+    prepare_run(es.tiny_config(tmp_path), tmp_path / "run2", resume="never")
+    assert "BatchNorm" not in capfd.readouterr().err

@@ -13,6 +13,7 @@ IDENTITY_SECTIONS = ("seed", "data", "model", "pretrain", "method")
 # Keys that change how a run is executed or recorded, not what it computes.
 OPERATIONAL_KEYS = frozenset({
     "data.num_workers",
+    "pretrain.bn_batch",  # the recipe's BN batch per process: only a warning reads it
     "pretrain.checkpoint_every_steps",
     "pretrain.keep_checkpoints",
     "pretrain.progress",

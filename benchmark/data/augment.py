@@ -6,10 +6,11 @@
 * ``mini``: the CIFAR recipe adapted to 28x28 grayscale (Fashion-MNIST statistics): crop scale
   0.2-1, brightness/contrast jitter with p = 1; saturation, hue and grayscale are no-ops on
   one channel and are left out.
-* ``cifar_mocov2``: the MoCo-v2 recipe at 32x32 without blur (the MoCo authors' CIFAR-10 demo):
-  crop 0.2-1, ColorJitter(0.4, 0.4, 0.4, 0.1) with p = 0.8, grayscale p = 0.2, flip.
+* ``cifar_mocov2``: the MoCo authors' CIFAR-10 demo (``colab/moco_cifar10_demo.ipynb``), in its
+  order: RandomResizedCrop(32) (scale 0.08-1), flip, ColorJitter(0.4, 0.4, 0.4, 0.1) with
+  p = 0.8, grayscale p = 0.2 (the MoCo-v2 recipe at 32x32 without blur).
 * ``mini_mocov2``: ``cifar_mocov2`` adapted to 28x28 grayscale as ``mini`` adapts ``cifar``
-  (brightness/contrast jitter with p = 0.8, flip; the one-channel no-ops left out).
+  (crop 0.08-1, flip, brightness/contrast jitter with p = 0.8; the one-channel no-ops left out).
 
 Multi-view methods get ``NamedViews`` of a recipe: one independent draw per view name, each at
 its own output side (multi-resolution augmentation: the same RandomResizedCrop family resized to
@@ -92,19 +93,19 @@ def _mini(size: int) -> T.Compose:
 
 def _cifar_mocov2(size: int) -> T.Compose:
     return T.Compose([
-        T.RandomResizedCrop(size, scale=(0.2, 1.0)),
+        T.RandomResizedCrop(size, scale=(0.08, 1.0)),
+        T.RandomHorizontalFlip(),
         T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
         T.RandomGrayscale(p=0.2),
-        T.RandomHorizontalFlip(),
         *_finish(CIFAR_MEAN, CIFAR_STD),
     ])
 
 
 def _mini_mocov2(size: int) -> T.Compose:
     return T.Compose([
-        T.RandomResizedCrop(size, scale=(0.2, 1.0)),
-        T.RandomApply([T.ColorJitter(brightness=0.4, contrast=0.4)], p=0.8),
+        T.RandomResizedCrop(size, scale=(0.08, 1.0)),
         T.RandomHorizontalFlip(),
+        T.RandomApply([T.ColorJitter(brightness=0.4, contrast=0.4)], p=0.8),
         *_finish(FASHION_MNIST_MEAN, FASHION_MNIST_STD),
     ])
 

@@ -96,18 +96,35 @@ def per_rank_batch_size(global_batch: int, world_size: int) -> int:
     return global_batch // world_size
 
 
+def bn_batch_warning(global_batch: int, world_size: int, recipe_bn_batch: int) -> str | None:
+    """One line saying that BatchNorm sees another number of images per process than the
+    recipe's ``pretrain.bn_batch`` (with how to match it), or None when they agree."""
+    per_rank = global_batch // world_size
+    if per_rank == recipe_bn_batch:
+        return None
+    ranks = global_batch / recipe_bn_batch
+    how = (f"run {int(ranks)} processes or " if ranks == int(ranks) else "") + \
+        f"--set pretrain.batch_size={recipe_bn_batch * world_size} (and scale the lr)"
+    processes = f"{world_size} process" + ("es" if world_size != 1 else "")
+    return (f"warning: BatchNorm normalises over {per_rank} images per process (pretrain.batch_size="
+            f"{global_batch} over {processes}), the recipe over {recipe_bn_batch} "
+            f"(pretrain.bn_batch); {how} for the recipe's BN statistics")
+
+
 def build_train_loader(train: SeededAugmentation, batch_size: int, dist: DistContext, seed: int,
-                       num_workers: int) -> DataLoader:
-    """Full batches of ``batch_size`` (per rank) of this rank's share of ``train`` (a
-    :class:`ResumableDistributedSampler` seeded by ``seed``); raises ConfigError when an epoch
+                       num_workers: int, drop_last: bool) -> DataLoader:
+    """Batches of ``batch_size`` (per rank) of this rank's share of ``train`` (a
+    :class:`ResumableDistributedSampler` seeded by ``seed``, which pads the shares to equal
+    lengths); with ``drop_last`` only full ones (the method's ``Method.drop_last``), else the
+    epoch ends with a partial batch, equal on every rank. Raises ConfigError when an epoch
     would hold no batch."""
     sampler = ResumableDistributedSampler(train, dist.world_size, dist.rank, seed)
-    if len(sampler) // batch_size == 0:
+    if drop_last and len(sampler) // batch_size == 0:
         raise ConfigError(f"data.train_subset gives {len(train)} images, fewer than one batch of "
                           f"pretrain.batch_size={batch_size * dist.world_size}; raise the subset or "
                           "lower the batch")
     return DataLoader(
-        train, batch_size=batch_size, sampler=sampler, drop_last=True, num_workers=num_workers,
+        train, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=num_workers,
         pin_memory=dist.device.type == "cuda",
         generator=torch.Generator(),  # keeps the DataLoader off the global RNG (exact resume)
     )

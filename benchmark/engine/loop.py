@@ -24,6 +24,7 @@ from benchmark.engine import checkpoint as ckpt
 from benchmark.engine.data import (
     PretrainData,
     ResumableDistributedSampler,
+    bn_batch_warning,
     build_train_loader,
     per_rank_batch_size,
 )
@@ -50,11 +51,14 @@ class PretrainRun:
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.log = EpochLog(self.run_dir / "log.jsonl", self.run_dir / "tensorboard")
         self.batch_size = per_rank_batch_size(int(pcfg.batch_size), dist.world_size)
+        warning = bn_batch_warning(int(pcfg.batch_size), dist.world_size, int(pcfg["bn_batch"]))
+        if warning and dist.is_main:
+            print(warning, file=sys.stderr)
         self.parts = build_training_parts(cfg, data, self.device)
         self.views = ViewRouter(self.parts, data, self.device, self.channels_last, self.autocast,
                                 int(cfg.seed))
         self.loader = build_train_loader(data.train, self.batch_size, dist, int(cfg.seed),
-                                         int(cfg.data.get("num_workers", 0)))
+                                         int(cfg.data.get("num_workers", 0)), self.parts.method.drop_last)
         self.sampler: ResumableDistributedSampler = self.loader.sampler
         self.steps_per_epoch = len(self.loader)
         self.total_steps = self.epochs * self.steps_per_epoch

@@ -9,6 +9,7 @@ from benchmark.engine.wiring import AMP_DTYPES, OPTIMIZERS
 PRETRAIN_FIELDS = Section({
     "epochs": Int(ge=1),
     "batch_size": Int(ge=1),
+    "bn_batch": Int(ge=1),
     "optimizer": Section({
         "name": Choice(OPTIMIZERS),
         "lr": Float(gt=0),
@@ -35,5 +36,5 @@ PRETRAIN_FIELDS = Section({
         "sigma": Float(gt=0),
         "holdout": Int(ge=0),
     }, required=("every", "k", "sigma", "holdout")),
-}, required=("epochs", "batch_size", "optimizer", "schedule", "amp", "amp_dtype", "channels_last",
+}, required=("epochs", "batch_size", "bn_batch", "optimizer", "schedule", "amp", "amp_dtype", "channels_last",
              "compile", "progress", "checkpoint_every_steps", "keep_checkpoints", "monitor"))

@@ -6,5 +6,5 @@
 from benchmark.models import resnets, timm_backbone  # noqa: F401  (registers the builders)
 from benchmark.models.backbone import Backbone  # noqa: F401
 from benchmark.models.heads import build_head, embed_dim_of  # noqa: F401
-from benchmark.models.init import init_weights  # noqa: F401
+from benchmark.models.init import INITS, initialise  # noqa: F401
 from benchmark.models.registry import available_backbones, build_backbone, register_backbone  # noqa: F401

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from benchmark.core.config import ConfigError
-from benchmark.models.init import init_weights
+from benchmark.models.init import initialise
 
 HEADS = ("linear", "mlp")
 
@@ -18,7 +18,8 @@ def embed_dim_of(model_cfg: Mapping[str, Any]) -> int:
 
 def build_head(model_cfg: Mapping[str, Any], feature_dim: int) -> nn.Module:
     """``model.head``: ``linear`` -> Linear(feature_dim, embed_dim); ``mlp`` ->
-    Linear(feature_dim, feature_dim) -> ReLU -> Linear(feature_dim, embed_dim) (no BN)."""
+    Linear(feature_dim, feature_dim) -> ReLU -> Linear(feature_dim, embed_dim) (no BN); initialised
+    by ``model.init``."""
     kind = model_cfg.get("head", "linear")
     embed_dim = embed_dim_of(model_cfg)
     if kind == "linear":
@@ -30,4 +31,4 @@ def build_head(model_cfg: Mapping[str, Any], feature_dim: int) -> nn.Module:
     else:
         raise ConfigError(f"model.head={kind!r} is not a head; use --set model.head="
                           f"{' or '.join(HEADS)}")
-    return init_weights(head)
+    return initialise(head, model_cfg["init"])

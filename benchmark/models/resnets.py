@@ -4,6 +4,8 @@
 * ``resnet18_cifar``: the CIFAR ResNet-18 (3x3 stride-1 stem, no max-pool), 512-d features.
 * ``mini_resnet``: the same CIFAR-style design with base width ``model.width`` and stage
   depths ``model.depths`` (default [1, 1, 1, 1]), for 28x28 inputs on a laptop CPU.
+
+Each is initialised by ``model.init`` (benchmark/models/init.py).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from torchvision.models.resnet import BasicBlock
 
 from benchmark.core.config import ConfigError
 from benchmark.models.backbone import Backbone
-from benchmark.models.init import init_weights
+from benchmark.models.init import initialise
 from benchmark.models.registry import register_backbone
 
 
@@ -47,32 +49,32 @@ def cifar_resnet(in_channels: int, width: int, depths: Sequence[int]) -> Backbon
     for planes, depth, stride in zip(widths, depths, (1, 2, 2, 2)):
         stages.append(_stage(in_planes, planes, int(depth), stride))
         in_planes = planes
-    return init_weights(Backbone(stem, stages, feature_dim=widths[-1]))
+    return Backbone(stem, stages, feature_dim=widths[-1])
 
 
 @register_backbone("mini_resnet")
 def mini_resnet(model_cfg: Mapping[str, Any]) -> Backbone:
     """Small CIFAR-style ResNet; ``model.width`` (base width), ``model.depths``, ``model.in_channels``."""
-    return cifar_resnet(
+    return initialise(cifar_resnet(
         int(model_cfg.get("in_channels", 1)),
         int(model_cfg.get("width", 16)),
         model_cfg.get("depths", (1, 1, 1, 1)),
-    )
+    ), model_cfg["init"])
 
 
 @register_backbone("resnet18_cifar")
 def resnet18_cifar(model_cfg: Mapping[str, Any]) -> Backbone:
     """The CIFAR ResNet-18 of the official code (``models/resnet_cifar.py``): 512-d features."""
-    return cifar_resnet(int(model_cfg.get("in_channels", 3)), 64, (2, 2, 2, 2))
+    return initialise(cifar_resnet(int(model_cfg.get("in_channels", 3)), 64, (2, 2, 2, 2)), model_cfg["init"])
 
 
 @register_backbone("resnet50")
 def resnet50(model_cfg: Mapping[str, Any]) -> Backbone:
-    """torchvision's ResNet-50 (random init per docs/methods/invp.md §Networks), 17 probe points, 2048-d features."""
+    """torchvision's ResNet-50 (InvP's models/resnet.py has the same layers), 17 probe points, 2048-d features."""
     net = torchvision.models.resnet50(weights=None)
     in_channels = int(model_cfg.get("in_channels", 3))
     if in_channels != 3:
         net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
     stages = [net.layer1, net.layer2, net.layer3, net.layer4]
-    return init_weights(Backbone(stem, stages, feature_dim=2048))
+    return initialise(Backbone(stem, stages, feature_dim=2048), model_cfg["init"])

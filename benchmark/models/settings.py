@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from benchmark.core.fields import AnyOf, Choice, Int, ListOf, Pattern, Section
 from benchmark.models.heads import HEADS
+from benchmark.models.init import INITS
 from benchmark.models.registry import available_backbones
 
 MODEL_FIELDS = Section({
@@ -15,4 +16,5 @@ MODEL_FIELDS = Section({
     "in_channels": Int(ge=1),
     "head": Choice(HEADS),
     "embed_dim": Int(ge=1),
-}, required=("backbone", "in_channels", "head", "embed_dim"))  # width, depths: the mini ResNet's
+    "init": Choice(INITS),
+}, required=("backbone", "in_channels", "head", "embed_dim", "init"))  # width, depths: the mini ResNet's

@@ -44,6 +44,7 @@ class MomentumMethod(Method):
 
     views = (QUERY, KEY)
     settings_class = MomentumSettings
+    drop_last = True  # main_moco.py; equal batches for the queue and the shuffled/split key BN
     state_names = ("queue", "steps")
 
     def __init__(self, config: Mapping[str, Any], num_samples: int, embed_dim: int):
