@@ -34,7 +34,6 @@ from methods.parts.ramp import RampSettings, ramp_weight
 from methods.parts.similarity import DenseScores, gathered_similarities
 from methods.parts.top_m import top_m
 
-
 PROPAGATIONS = ("concat", "bfs")
 
 
