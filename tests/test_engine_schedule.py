@@ -8,7 +8,7 @@ import pytest
 from benchmark.core.config import ConfigError
 from benchmark.engine.schedule import lr_at_epoch
 
-COSINE = {"name": "cosine", "warmup_epochs": 0}
+COSINE = {"name": "cosine", "warmup_epochs": 0, "milestones": [], "gamma": 0.1}
 
 
 def test_cosine_matches_the_official_formula() -> None:
@@ -23,20 +23,20 @@ def test_cosine_matches_the_official_formula() -> None:
 
 
 def test_step_schedule_decays_at_milestones() -> None:
-    step = {"name": "step", "milestones": [80, 120, 160], "gamma": 0.1}
+    step = {**COSINE, "name": "step", "milestones": [80, 120, 160]}
     got = [lr_at_epoch(step, 0.03, e, 200) for e in (1, 79, 80, 119, 120, 160, 200)]
     assert got == pytest.approx([0.03, 0.03, 0.003, 0.003, 0.0003, 0.00003, 0.00003])
 
 
 def test_warmup_ramps_linearly_then_hands_over() -> None:
-    sched = {"name": "cosine", "warmup_epochs": 4}
+    sched = {**COSINE, "warmup_epochs": 4}
     assert [lr_at_epoch(sched, 0.4, e, 20) for e in (1, 2, 3, 4)] == pytest.approx([0.1, 0.2, 0.3, 0.4])
     assert lr_at_epoch(sched, 0.4, 5, 20) == pytest.approx(lr_at_epoch(COSINE, 0.4, 5, 20))
-    assert lr_at_epoch({"name": "constant"}, 0.2, 7, 9) == 0.2
+    assert lr_at_epoch({**COSINE, "name": "constant"}, 0.2, 7, 9) == 0.2
 
 
 def test_bad_schedules_are_refused() -> None:
     with pytest.raises(ConfigError, match="pretrain.schedule.name='poly'"):
-        lr_at_epoch({"name": "poly"}, 0.1, 1, 10)
+        lr_at_epoch({**COSINE, "name": "poly"}, 0.1, 1, 10)
     with pytest.raises(ValueError, match="1-based"):
         lr_at_epoch(COSINE, 0.1, 0, 10)

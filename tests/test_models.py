@@ -27,7 +27,7 @@ def test_mini_resnet_exposes_every_block() -> None:
 
 
 def test_cifar_resnet18_keeps_resolution_in_the_stem() -> None:
-    backbone = build_backbone({"backbone": "resnet18_cifar"})
+    backbone = build_backbone({"backbone": "resnet18_cifar", "in_channels": 3})
     blocks = backbone.forward_blocks(torch.randn(2, 3, 32, 32))
     assert backbone.feature_dim == 512 and len(blocks) == 9
     assert blocks[0].shape[-2:] == (32, 32)  # 3x3 stride-1 stem, no max-pool
@@ -35,7 +35,7 @@ def test_cifar_resnet18_keeps_resolution_in_the_stem() -> None:
 
 
 def test_resnet50_has_the_17_probe_points() -> None:
-    backbone = build_backbone({"backbone": "resnet50"})
+    backbone = build_backbone({"backbone": "resnet50", "in_channels": 3})
     with torch.no_grad():
         blocks = backbone.forward_blocks(torch.randn(1, 3, 64, 64))
     assert len(backbone.block_names) == len(blocks) == 17
@@ -44,7 +44,7 @@ def test_resnet50_has_the_17_probe_points() -> None:
 
 
 def test_initialisation_follows_the_official_code() -> None:
-    backbone = build_backbone({"backbone": "mini_resnet", "width": 16, "in_channels": 1})
+    backbone = build_backbone({"backbone": "mini_resnet", "width": 16, "depths": [1, 1, 1, 1], "in_channels": 1})
     conv = backbone.stages[3][0].conv2  # 128 -> 128, 3x3: fan_out = 128 * 9
     assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / (128 * 9)), rel=0.05)
     norms = [m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -61,14 +61,14 @@ def test_heads() -> None:
     assert not any(isinstance(m, nn.BatchNorm1d) for m in mlp.modules())
     assert build_head({"head": "linear", "embed_dim": 64}, 2048)(torch.randn(2, 2048)).shape == (2, 64)
     with pytest.raises(ConfigError, match="model.head"):
-        build_head({"head": "transformer"}, 8)
+        build_head({"head": "transformer", "embed_dim": 8}, 8)
 
 
 def test_bad_backbone_names_are_explained() -> None:
     with pytest.raises(ConfigError, match="model.backbone='resnet51'.*mini_resnet"):
         build_backbone({"backbone": "resnet51"})
     with pytest.raises(ConfigError, match="depths"):
-        build_backbone({"backbone": "mini_resnet", "depths": [1, 1]})
+        build_backbone({"backbone": "mini_resnet", "width": 8, "depths": [1, 1], "in_channels": 1})
 
 
 def test_timm_absent_gives_an_install_hint() -> None:
@@ -76,7 +76,7 @@ def test_timm_absent_gives_an_install_hint() -> None:
         import timm  # noqa: F401
     except ImportError:
         with pytest.raises(ConfigError, match="pip install"):
-            build_backbone({"backbone": "timm:resnet18"})
+            build_backbone({"backbone": "timm:resnet18", "in_channels": 3})
     else:
         backbone = build_backbone({"backbone": "timm:resnet18", "in_channels": 1})
         assert backbone(torch.randn(2, 1, 32, 32)).shape == (2, backbone.feature_dim)

@@ -20,8 +20,8 @@ SCHEDULES = ("cosine", "step", "constant")
 
 def lr_at_epoch(schedule: Mapping[str, Any], base_lr: float, epoch: int, epochs: int) -> float:
     """The learning rate of 1-based ``epoch`` in a run of ``epochs`` epochs."""
-    name = schedule.get("name", "cosine")
-    warmup = int(schedule.get("warmup_epochs", 0) or 0)
+    name = schedule["name"]
+    warmup = int(schedule["warmup_epochs"])
     if epoch < 1:
         raise ValueError(f"epochs are 1-based, got epoch={epoch}")
     if warmup > 0 and epoch <= warmup:
@@ -29,8 +29,8 @@ def lr_at_epoch(schedule: Mapping[str, Any], base_lr: float, epoch: int, epochs:
     if name == "cosine":
         return base_lr * 0.5 * (1.0 + math.cos(math.pi * epoch / (epochs + 1)))
     if name == "step":
-        passed = sum(1 for m in schedule.get("milestones", ()) if epoch >= int(m))
-        return base_lr * float(schedule.get("gamma", 0.1)) ** passed
+        passed = sum(1 for m in schedule["milestones"] if epoch >= int(m))
+        return base_lr * float(schedule["gamma"]) ** passed
     if name == "constant":
         return base_lr
     raise ConfigError(
