@@ -166,14 +166,10 @@ class Resources:
         return " ".join([text, *extras])
 
 
-RESOURCE_KEYS = tuple(f.name for f in fields(Resources))
-
-
-def _checked(block: Mapping[str, Any], where: str) -> dict[str, Any]:
-    unknown = sorted(set(block) - set(RESOURCE_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: "
-                          f"{', '.join(RESOURCE_KEYS)}")
+def _checked(block: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """``block`` as a dict, once ``RESOURCES`` accepts it (``key``: its dotted place, e.g.
+    ``launcher.pretrain``): an unknown key or a bad value is a ConfigError naming it."""
+    RESOURCES.check(block, key)
     return dict(block)
 
 
@@ -186,11 +182,9 @@ def resources_for(section: Mapping[str, Any] | None, kind: str,
     section = dict(section or {})
     if not isinstance(section.get(kind) or {}, Mapping):
         raise ConfigError(f"launcher.{kind} must be a mapping of resource overrides")
-    common = _checked({k: v for k, v in section.items() if k not in NON_RESOURCE_KEYS},
-                      "the profile's launcher section")
+    common = _checked({k: v for k, v in section.items() if k not in NON_RESOURCE_KEYS}, "launcher")
     merged = {**common, **_checked(section.get(kind) or {}, f"launcher.{kind}")}
-    merged.update(_checked({k: v for k, v in (flags or {}).items() if v is not None},
-                           "the command-line resource flags"))
+    merged.update({k: v for k, v in (flags or {}).items() if v is not None})  # typed by argparse
     merged["sbatch"] = {}
     for where, layer in (("launcher.sbatch", common), (f"launcher.{kind}.sbatch", section.get(kind) or {}),
                          ("--sbatch", flags or {})):
