@@ -135,7 +135,8 @@ class Method(Stateful, ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     views: ClassVar[tuple[str, ...]] = ()  # named views per image; () = one unnamed view (a tensor)
-    settings_class: ClassVar[type | None] = None  # frozen dataclass of the options (defaults included)
+    # frozen dataclass of the options, each field a benchmark.core.settings.setting (default + Spec)
+    settings_class: ClassVar[type | None] = None
     # the loader drops an epoch's last partial batch (MoCo's drop_last=True); False trains on it,
     # as the official InvP/InsDis loaders do
     drop_last: ClassVar[bool] = False
@@ -158,7 +159,8 @@ class Method(Stateful, ABC):
     def check_settings(cls, config: Mapping[str, Any]) -> Any:
         """The typed options of ``config`` (a ``settings_class`` instance; None without one),
         checked without building the method: an unknown, mistyped or out-of-range option is a
-        ConfigError naming it. Checks against the training set's size wait for the build."""
+        ConfigError naming ``method.<key>`` (the fields' specs), then ``validate_settings``.
+        Checks against the training set's size wait for the build."""
         if cls.settings_class is None:
             return None
         settings = read_settings(cls.settings_class, config, cls.name)
@@ -167,7 +169,7 @@ class Method(Stateful, ABC):
 
     @classmethod
     def validate_settings(cls, settings: Any) -> None:
-        """Raise a ConfigError naming the option for any out-of-range value of ``settings``."""
+        """Rules across options that no single field's spec states (``core.settings.require``)."""
 
     @classmethod
     def view_sizes(cls, config: Mapping[str, Any]) -> dict[str, int | None]:

@@ -23,12 +23,13 @@ one draw per sample of the global batch assigned by sample index, so that DDP eq
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import torch
 
-from benchmark.core.settings import ANY_TYPE, require
+from benchmark.core.fields import Bool, Choice, Float, Int, ListOf
+from benchmark.core.settings import require, setting
 from methods.base import Fetch, LossOutput, no_autocast, pack_output, register
 from methods.mocov2 import MoCoV2
 from methods.parts.centre_selection import bank_knn, centre_wise_selection, pick_partners
@@ -51,28 +52,21 @@ class CLIMSettings(MomentumSettings):
     """CLIM's options; defaults are the ImageNet [suite] values of docs/methods/clim.md §Hyperparameters (none
     is a verified paper value)."""
 
-    k: int = 10                       # |N_k(i)|
-    num_clusters: int = 1000          # C of k-means
-    kmeans_iterations: int = 20
-    kmeans_backend: str = "auto"      # auto (faiss when importable) | faiss | torch
-    refresh_epochs: int = 1           # k-means + kNN + selection every this many epochs
-    require_same_cluster: bool = False  # also require a(j) = a(i) in S(i)
-    mix: str = "cutmix"               # cutmix | mixup | none (no mixed term, no bank)
-    mix_alpha: float = 1.0            # lambda ~ Beta(alpha, alpha)
-    mix_target: str = "soft"          # soft (label interpolation) | anchor
-    mix_weight: float = 1.0
-    multires_sizes: tuple = field(default=(), metadata=ANY_TYPE)  # sides of the extra query views
-    multires_weight: float = 1.0
-    warmup_epochs: int = 0            # epochs before the first selection (no mixed term)
-    bank_momentum: float = 1.0        # beta: row <- normalise((1 - beta) row + beta key); 1 = latest key
-
-
-def multires_sizes(value: Any, method: str) -> tuple[int, ...]:
-    """The ``multires_sizes`` option as a tuple of positive ints (a ConfigError otherwise)."""
-    ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                                                  for v in value)
-    require(ok, method, f"option multires_sizes must be a list of positive image sides, got {value!r}")
-    return tuple(value)
+    k: int = setting(10, Int(ge=1))                 # |N_k(i)|
+    num_clusters: int = setting(1000, Int(ge=1))    # C of k-means
+    kmeans_iterations: int = setting(20, Int(ge=1))
+    kmeans_backend: str = setting("auto", Choice(BACKENDS))  # auto (faiss when importable) | faiss | torch
+    refresh_epochs: int = setting(1, Int(ge=1))     # k-means + kNN + selection every this many epochs
+    require_same_cluster: bool = setting(False, Bool())  # also require a(j) = a(i) in S(i)
+    mix: str = setting("cutmix", Choice((*MIXES, "none")))  # cutmix | mixup | none (no mixed term, no bank)
+    mix_alpha: float = setting(1.0, Float(gt=0))    # lambda ~ Beta(alpha, alpha)
+    mix_target: str = setting("soft", Choice(MIX_TARGETS))  # soft (label interpolation) | anchor
+    mix_weight: float = setting(1.0, Float(ge=0))
+    multires_sizes: tuple[int, ...] = setting((), ListOf(Int(ge=1)))  # sides of the extra query views
+    multires_weight: float = setting(1.0, Float(ge=0))
+    warmup_epochs: int = setting(0, Int(ge=0))      # epochs before the first selection (no mixed term)
+    # beta: row <- normalise((1 - beta) row + beta key); 1 = latest key
+    bank_momentum: float = setting(1.0, Float(gt=0, le=1))
 
 
 @dataclass
@@ -104,33 +98,15 @@ class CLIM(MoCoV2):
 
     @classmethod
     def view_sizes(cls, config: Mapping[str, Any]) -> dict[str, int | None]:
-        sizes = multires_sizes(config.get("multires_sizes", ()), cls.name)
+        sizes = cls.check_settings(config).multires_sizes
         return {QUERY: None, KEY: None, **{f"{MULTIRES}{r}": size for r, size in enumerate(sizes)}}
-
-    @classmethod
-    def validate_settings(cls, s: CLIMSettings) -> None:
-        super().validate_settings(s)
-        name = cls.name
-        multires_sizes(s.multires_sizes, name)
-        for option in ("k", "num_clusters", "kmeans_iterations", "refresh_epochs"):
-            require(getattr(s, option) >= 1, name, f"option {option} must be >= 1, got {getattr(s, option)}")
-        require(s.kmeans_backend in BACKENDS, name,
-                f"option kmeans_backend must be one of {', '.join(BACKENDS)}, got {s.kmeans_backend!r}")
-        require(s.mix in (*MIXES, "none"), name, f"option mix must be one of {', '.join(MIXES)}, none; got {s.mix!r}")
-        require(s.mix_alpha > 0, name, f"option mix_alpha must be > 0, got {s.mix_alpha}")
-        require(s.mix_target in MIX_TARGETS, name,
-                f"option mix_target must be one of {', '.join(MIX_TARGETS)}, got {s.mix_target!r}")
-        for option in ("mix_weight", "multires_weight", "warmup_epochs"):
-            require(getattr(s, option) >= 0, name, f"option {option} must be >= 0, got {getattr(s, option)}")
-        require(0 < s.bank_momentum <= 1, name, f"option bank_momentum must be in (0, 1], got {s.bank_momentum}")
 
     def __init__(self, config: Mapping[str, Any], num_samples: int, embed_dim: int):
         super().__init__(config, num_samples, embed_dim)
         s: CLIMSettings = self.settings  # type: ignore[assignment]
         self.multires_views = tuple(self.view_sizes(config))[2:]
-        require(s.k < num_samples, self.name, f"option k must be in [1, {num_samples}), got {s.k}")
-        require(s.num_clusters <= num_samples, self.name,
-                f"option num_clusters must be in [1, {num_samples}], got {s.num_clusters}")
+        require(s.k < num_samples, self.name, "k", f"in [1, {num_samples})", s.k)
+        require(s.num_clusters <= num_samples, self.name, "num_clusters", f"in [1, {num_samples}]", s.num_clusters)
         self.mixing = s.mix != "none"
         # the bank (only with mixing) is filled by on_train_start; the tables exist once refreshed
         self.bank = MemoryBank.empty(num_samples, embed_dim, 1.0 - s.bank_momentum) if self.mixing else None

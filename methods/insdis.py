@@ -14,9 +14,10 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from benchmark.core.settings import require
+from benchmark.core.fields import Choice, Float, Int
+from benchmark.core.settings import setting
 from methods.base import LossOutput, no_autocast, register
-from methods.parts.bank_method import BankMethod
+from methods.parts.bank_method import MEMORY_MOMENTUM, BankMethod
 from methods.parts.dist_utils import all_gather_cat
 from methods.parts.losses import nce_loss
 from methods.parts.similarity import DenseScores, gathered_similarities
@@ -26,12 +27,12 @@ from methods.parts.similarity import DenseScores, gathered_similarities
 class InsDisSettings:
     """Options of ``insdis`` (defaults: the official ImageNet values, docs/methods/insdis.md §Hyperparameters)."""
 
-    temperature: float = 0.07
-    memory_momentum: float = 0.5
-    variant: str = "softmax"  # softmax | nce
-    nce_k: int = 4096  # noise draws per anchor (nce only)
-    nce_z: str = "ema"  # ema | frozen (nce only)
-    nce_z_momentum: float = 0.99  # EMA momentum of Z (nce_z: ema)
+    temperature: float = setting(0.07, Float(gt=0))
+    memory_momentum: float = setting(0.5, MEMORY_MOMENTUM)
+    variant: str = setting("softmax", Choice(("softmax", "nce")))
+    nce_k: int = setting(4096, Int(ge=1))  # noise draws per anchor (nce only)
+    nce_z: str = setting("ema", Choice(("ema", "frozen")))  # nce only
+    nce_z_momentum: float = setting(0.99, Float(ge=0, lt=1))  # EMA momentum of Z (nce_z: ema)
 
 
 def row_normalisers(logits: torch.Tensor, num_samples: int) -> torch.Tensor:
@@ -53,15 +54,6 @@ class InsDis(BankMethod):
         self.normaliser: torch.Tensor | None = None  # Z of the NCE variant (0-dim float64), once estimated
         self._scores = DenseScores()
         self._pending_estimate: torch.Tensor | None = None  # this step's Z estimate (NCE), for update()
-
-    @classmethod
-    def validate_settings(cls, s: InsDisSettings) -> None:
-        super().validate_settings(s)
-        require(s.temperature > 0, cls.name, f"temperature must be > 0, got {s.temperature}")
-        require(s.variant in ("softmax", "nce"), cls.name, f"variant must be softmax or nce, got {s.variant!r}")
-        require(s.nce_k >= 1, cls.name, f"nce_k must be >= 1, got {s.nce_k}")
-        require(s.nce_z in ("ema", "frozen"), cls.name, f"nce_z must be ema or frozen, got {s.nce_z!r}")
-        require(0 <= s.nce_z_momentum < 1, cls.name, f"nce_z_momentum must be in [0, 1), got {s.nce_z_momentum}")
 
     @property
     def nce_z(self) -> str:

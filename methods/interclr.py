@@ -21,7 +21,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from benchmark.core.settings import require
+from benchmark.core.fields import Bool, Choice, Float, Int
+from benchmark.core.settings import require, setting
 from methods.base import LossOutput, no_autocast, pack_output, register
 from methods.mocov2 import MoCoV2
 from methods.parts.diagnostics import label_precision
@@ -40,23 +41,23 @@ MARGIN_TYPES = ("cosine", "arc")
 class InterCLRSettings(MomentumSettings):
     """Defaults: the released config (mmselfsup interclr-moco_resnet50_8xb32-coslr-200e_in1k, docs/methods/interclr.md §Hyperparameters)."""
 
-    num_clusters: int = 10000
-    kmeans_iterations: int = 20       # initial k-means (faiss, no PCA)
-    kmeans_backend: str = "auto"      # auto (faiss if importable) | faiss | torch
-    assign: str = "dot"               # relabel rule: dot (official, unnormalised mu) | l2 (docs/methods/interclr.md §Pitfalls, item 1)
-    min_cluster: int = 20             # small-cluster repair threshold (0 = no repair)
-    centroid_interval: int = 10       # steps between centroid refreshes
-    repair_interval: int = 1          # steps between small-cluster repairs
-    split_iterations: int = 20        # 2-means iterations of a re-seeding split
-    negatives: int = 16384            # K_n inter negatives per anchor
-    pool_size: int = 128000           # M_s semi-hard (semi-easy) pool
-    neg_sampling: str = "semihard"    # semihard | hard | random | semieasy (docs/methods/interclr.md §Sampling)
-    margin: float = -0.5              # m: the positive logit is cos - m (cosine) or cos(theta + m) (arc)
-    margin_type: str = "cosine"       # cosine | arc
-    intra_weight: float = 0.75
-    inter_weight: float = 0.25
-    warmup_epochs: int = 0            # first epochs with weights (1, 0) (official hook option, off)
-    bank_momentum: float = 1.0        # beta: row <- normalise((1 - beta) row + beta key); 1 = replace
+    num_clusters: int = setting(10000, Int(ge=1))
+    kmeans_iterations: int = setting(20, Int(ge=1))  # initial k-means (faiss, no PCA)
+    kmeans_backend: str = setting("auto", Choice(BACKENDS))  # auto (faiss if importable) | faiss | torch
+    assign: str = setting("dot", Choice(ASSIGN_RULES))  # relabel rule: dot (official, unnormalised mu) | l2 (docs/methods/interclr.md §Pitfalls, item 1)
+    min_cluster: int = setting(20, Int(ge=0))  # small-cluster repair threshold (0 = no repair)
+    centroid_interval: int = setting(10, Int(ge=1))  # steps between centroid refreshes
+    repair_interval: int = setting(1, Int(ge=1))  # steps between small-cluster repairs
+    split_iterations: int = setting(20, Int(ge=1))  # 2-means iterations of a re-seeding split
+    negatives: int = setting(16384, Int(ge=1))  # K_n inter negatives per anchor
+    pool_size: int = setting(128000, Int(ge=1))  # M_s semi-hard (semi-easy) pool
+    neg_sampling: str = setting("semihard", Choice(NEGATIVE_SAMPLING))  # semihard | hard | random | semieasy (docs/methods/interclr.md §Sampling)
+    margin: float = setting(-0.5, Float(ge=-1, le=1))  # m: the positive logit is cos - m (cosine) or cos(theta + m) (arc)
+    margin_type: str = setting("cosine", Choice(MARGIN_TYPES))  # cosine | arc
+    intra_weight: float = setting(0.75, Float(ge=0))
+    inter_weight: float = setting(0.25, Float(ge=0))
+    warmup_epochs: int = setting(0, Int(ge=0))  # first epochs with weights (1, 0) (official hook option, off)
+    bank_momentum: float = setting(1.0, Float(gt=0, le=1))  # beta: row <- normalise((1 - beta) row + beta key); 1 = replace
     # Pseudo-label maintenance (docs/methods/interclr.md §Pseudo-labels). True: online labels (official default). False: the offline
     # ablation (official hook ``online_labels=False``): labels fixed within an epoch, re-clustered
     # at the start of every epoch e > 1 with (e - 1) % offline_interval == 0, i.e. after every
@@ -65,8 +66,8 @@ class InterCLRSettings(MomentumSettings):
     # memory bank (the latest key of every sample), since on_epoch_start has no extraction pass.
     # Offline mode also follows the official hook in skipping the per-step centroid refresh and
     # small-cluster repair (they would move labels); the initial clustering is shared with online.
-    online_labels: bool = True
-    offline_interval: int = 1         # epochs between offline re-clusterings (official ``interval``, default 1)
+    online_labels: bool = setting(True, Bool())
+    offline_interval: int = setting(1, Int(ge=1))  # epochs between offline re-clusterings (official ``interval``, default 1)
 
 
 def margin_logit(cosine: torch.Tensor, margin: float, kind: str) -> torch.Tensor:
@@ -102,41 +103,20 @@ class InterCLR(MoCoV2):
 
     def _check_sizes(self, s: InterCLRSettings, n: int) -> None:
         """The options bounded by the training set's size ``n``."""
-        require(s.num_clusters <= n, self.name, f"option num_clusters must be in [1, {n}], got {s.num_clusters}")
-        require(s.min_cluster == 0 or s.num_clusters * max(s.min_cluster, 2) <= n, self.name,
-                f"option min_cluster must be 0 (no repair) or have num_clusters * max(min_cluster, 2) <= {n} (so "
-                f"that a repair always finds a cluster to split), got {s.min_cluster}")
-        require(s.negatives < n, self.name, f"option negatives must be in [1, {n}), got {s.negatives}")
+        require(s.num_clusters <= n, self.name, "num_clusters", f"in [1, {n}]", s.num_clusters)
+        require(s.min_cluster == 0 or s.num_clusters * max(s.min_cluster, 2) <= n, self.name, "min_cluster",
+                f"0 (no repair) or have num_clusters * max(min_cluster, 2) <= {n} (so that a repair always "
+                f"finds a cluster to split)", s.min_cluster)
+        require(s.negatives < n, self.name, "negatives", f"in [1, {n})", s.negatives)
         if s.neg_sampling in ("semihard", "semieasy"):
-            require(s.pool_size <= n, self.name, f"option pool_size must be in [negatives={s.negatives}, {n}] "
-                    f"for neg_sampling {s.neg_sampling}, got {s.pool_size}")
+            require(s.pool_size <= n, self.name, "pool_size",
+                    f"in [negatives={s.negatives}, {n}] for neg_sampling {s.neg_sampling}", s.pool_size)
 
     @classmethod
     def validate_settings(cls, s: InterCLRSettings) -> None:
-        super().validate_settings(s)
-        name = cls.name
-        require(s.num_clusters >= 1, name, f"option num_clusters must be >= 1, got {s.num_clusters}")
-        require(s.min_cluster >= 0, name, f"option min_cluster must be 0 (no repair) or positive, got {s.min_cluster}")
-        for option in ("kmeans_iterations", "centroid_interval", "repair_interval", "split_iterations",
-                       "offline_interval"):
-            require(getattr(s, option) >= 1, name, f"option {option} must be >= 1, got {getattr(s, option)}")
-        require(s.kmeans_backend in BACKENDS, name,
-                f"option kmeans_backend must be one of {', '.join(BACKENDS)}, got {s.kmeans_backend!r}")
-        require(s.assign in ASSIGN_RULES, name,
-                f"option assign must be one of {', '.join(ASSIGN_RULES)}, got {s.assign!r}")
-        require(s.neg_sampling in NEGATIVE_SAMPLING, name,
-                f"option neg_sampling must be one of {', '.join(NEGATIVE_SAMPLING)}, got {s.neg_sampling!r}")
-        require(s.negatives >= 1, name, f"option negatives must be >= 1, got {s.negatives}")
         if s.neg_sampling in ("semihard", "semieasy"):
-            require(s.negatives <= s.pool_size, name, f"option pool_size must be >= negatives={s.negatives} "
-                    f"for neg_sampling {s.neg_sampling}, got {s.pool_size}")
-        require(s.margin_type in MARGIN_TYPES, name,
-                f"option margin_type must be one of {', '.join(MARGIN_TYPES)}, got {s.margin_type!r}")
-        require(-1 <= s.margin <= 1, name, f"option margin must be in [-1, 1], got {s.margin}")
-        require(s.intra_weight >= 0 and s.inter_weight >= 0, name,
-                f"options intra_weight and inter_weight must be >= 0, got {s.intra_weight}, {s.inter_weight}")
-        require(s.warmup_epochs >= 0, name, f"option warmup_epochs must be >= 0, got {s.warmup_epochs}")
-        require(0 < s.bank_momentum <= 1, name, f"option bank_momentum must be in (0, 1], got {s.bank_momentum}")
+            require(s.negatives <= s.pool_size, cls.name, "pool_size",
+                    f">= negatives={s.negatives} for neg_sampling {s.neg_sampling}", s.pool_size)
 
     def set_diagnostic_labels(self, labels: torch.Tensor | None) -> None:
         super().set_diagnostic_labels(labels)

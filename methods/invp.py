@@ -15,24 +15,26 @@ the number of candidates takes them all, as the official code does.
 """
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple
 
 import torch
 
-from benchmark.core.settings import ANY_TYPE, require
+from benchmark.core.fields import AnyOf, Bool, Choice, Float, Int
+from benchmark.core.settings import require, setting
 from methods.base import LossOutput, no_autocast, register
-from methods.parts.bank_method import BankMethod
+from methods.parts.bank_method import MEMORY_MOMENTUM, BankMethod
 from methods.parts.diagnostics import label_precision, masked_mean, mean_unique
 from methods.parts.losses import instance_loss, invp_loss
 from methods.parts.neighbours import NeighbourTable, neighbours_from_topm
 from methods.parts.positives import select_positives
 from methods.parts.propagation import propagate_bfs, propagate_concat
-from methods.parts.ramp import RAMP_TYPES, RampSettings, ramp_weight
+from methods.parts.ramp import RampSettings, ramp_weight
 from methods.parts.similarity import DenseScores, gathered_similarities
 from methods.parts.top_m import top_m
+
+PROPAGATIONS = ("concat", "bfs")
 
 
 class Discovery(NamedTuple):
@@ -46,20 +48,23 @@ class Discovery(NamedTuple):
     picked_valid: torch.Tensor  # (B, P') False where a row had fewer valid candidates than P'
 
 
+N_BACKGROUND = AnyOf(Int(ge=1), Choice(("all",)))  # M, or "all" (the whole bank)
+
+
 @dataclass(frozen=True)
 class InvPSettings:
     """Options of ``invp`` (defaults: the official code's, docs/methods/invp.md §Hyperparameters)."""
 
-    temperature: float = 0.07
-    memory_momentum: float = 0.5
-    k: int = 4  # kNN-graph out-degree
-    steps: int = 3  # propagation steps l
-    n_pos: int = 50  # hard positives P
-    n_background: int | str = dataclasses.field(default=4096, metadata=ANY_TYPE)  # M, or "all"
-    exclusive: bool = True  # drop the anchor's own term from the L_InvP denominator
-    hard_positive: bool = True  # P lowest (true) or P highest (false) candidates
-    propagation: str = "concat"  # concat (official multiset) | bfs (clean, de-duplicated)
-    lam: float = 0.6  # lambda, weight of L_InvP
+    temperature: float = setting(0.07, Float(gt=0))
+    memory_momentum: float = setting(0.5, MEMORY_MOMENTUM)
+    k: int = setting(4, Int(ge=1))  # kNN-graph out-degree
+    steps: int = setting(3, Int(ge=1))  # propagation steps l
+    n_pos: int = setting(50, Int(ge=1))  # hard positives P
+    n_background: int | str = setting(4096, N_BACKGROUND)  # M, or "all"
+    exclusive: bool = setting(True, Bool())  # drop the anchor's own term from the L_InvP denominator
+    hard_positive: bool = setting(True, Bool())  # P lowest (true) or P highest (false) candidates
+    propagation: str = setting("concat", Choice(PROPAGATIONS))  # concat (official multiset) | bfs (clean)
+    lam: float = setting(0.6, Float(ge=0))  # lambda, weight of L_InvP
     ramp: RampSettings = RampSettings()
 
 
@@ -73,8 +78,8 @@ def pool_size(n_background: int | str, num_samples: int, k: int, method: str) ->
             warnings.warn(f"method {method!r}: n_background={size} > {num_samples} training samples; "
                           f"using the whole bank (n_background=all)", stacklevel=3)
             size = num_samples
-    require(size >= k + 1, method, f"n_background (M={size}) must be >= k+1 = {k + 1}, and the "
-                                   f"training set must hold more than k samples")
+    require(size >= k + 1, method, "n_background", f"at least k+1 = {k + 1} (M={size} after clamping to the "
+            f"training set, which must hold more than k samples)", n_background)
     return size
 
 
@@ -91,22 +96,6 @@ class InvP(BankMethod):
         self.pool = pool_size(self.settings.n_background, num_samples, self.settings.k, self.name)
         self.neighbours = NeighbourTable(num_samples, self.settings.k)
         self._scores = DenseScores()
-
-    @classmethod
-    def validate_settings(cls, s: InvPSettings) -> None:
-        super().validate_settings(s)
-        require(s.temperature > 0, cls.name, f"temperature must be > 0, got {s.temperature}")
-        require(s.k >= 1, cls.name, f"k must be >= 1, got {s.k}")
-        require(s.steps >= 1, cls.name, f"steps must be >= 1, got {s.steps}")
-        require(s.n_pos >= 1, cls.name, f"n_pos must be >= 1, got {s.n_pos}")
-        require(s.n_background == "all" or (isinstance(s.n_background, int) and not isinstance(s.n_background, bool)),
-                cls.name, f"n_background must be an integer or 'all', got {s.n_background!r}")
-        require(s.propagation in ("concat", "bfs"), cls.name,
-                f"propagation must be concat or bfs, got {s.propagation!r}")
-        require(s.lam >= 0, cls.name, f"lam must be >= 0, got {s.lam}")
-        require(s.ramp.type in RAMP_TYPES, cls.name,
-                f"ramp.type must be one of {', '.join(RAMP_TYPES)}, got {s.ramp.type!r}")
-        require(s.ramp.length >= 0, cls.name, f"ramp.length must be >= 0, got {s.ramp.length}")
 
     @property
     def pool_is_bank(self) -> bool:

@@ -11,17 +11,17 @@
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
 
-from benchmark.core.settings import ANY_TYPE, read_settings, require
+from benchmark.core.fields import Bool, Choice, Float, Int
+from benchmark.core.settings import read_settings, require, setting
 from methods.base import LossOutput, Method, no_autocast, register
-from methods.invp import InvP, InvPSettings
+from methods.invp import N_BACKGROUND, InvP, InvPSettings
 from methods.parts.anchor_neighbourhoods import bank_entropies_and_neighbours, select_anchors
-from methods.parts.bank_method import BankMethod
+from methods.parts.bank_method import MEMORY_MOMENTUM, BankMethod
 from methods.parts.diagnostics import label_precision
 from methods.parts.losses import and_loss
 from methods.parts.ramp import RampSettings
@@ -31,24 +31,22 @@ from methods.parts.ramp import RampSettings
 class KNNSettings:
     """Options of ``knn``; the and_* ones apply to ``variant: and`` only."""
 
-    variant: str = "invp"  # invp | and
-    temperature: float = 0.07
-    memory_momentum: float = 0.5
-    k: int = 4  # K nearest neighbours used as positives (invp variant)
-    n_background: int | str = dataclasses.field(default=4096, metadata=ANY_TYPE)
-    exclusive: bool = True
-    lam: float = 0.6
+    variant: str = setting("invp", Choice(("invp", "and")))
+    temperature: float = setting(0.07, Float(gt=0))
+    memory_momentum: float = setting(0.5, MEMORY_MOMENTUM)
+    k: int = setting(4, Int(ge=1))  # K nearest neighbours used as positives (invp variant)
+    n_background: int | str = setting(4096, N_BACKGROUND)
+    exclusive: bool = setting(True, Bool())
+    lam: float = setting(0.6, Float(ge=0))
     ramp: RampSettings = RampSettings()
-    and_rounds: int = 4  # curriculum rounds after round 0
-    and_round_epochs: int = 200  # epochs per round
-    and_anchor_k: int = 1  # neighbourhood size of an anchor
+    and_rounds: int = setting(4, Int(ge=1))  # curriculum rounds after round 0
+    and_round_epochs: int = setting(200, Int(ge=1))  # epochs per round
+    and_anchor_k: int = setting(1, Int(ge=1))  # neighbourhood size of an anchor
 
 
 def read_knn_settings(config: Mapping[str, Any]) -> KNNSettings:
-    """The ``knn`` options of ``config``, typed, with a valid ``variant``."""
-    settings = read_settings(KNNSettings, config, "knn")
-    require(settings.variant in ("invp", "and"), "knn", f"variant must be invp or and, got {settings.variant!r}")
-    return settings
+    """The ``knn`` options of ``config``, typed and checked."""
+    return read_settings(KNNSettings, config, "knn")
 
 
 class InvPFrameworkKNN(InvP):
@@ -81,19 +79,11 @@ class ANDCurriculum(BankMethod):
     def __init__(self, config: Mapping[str, Any], num_samples: int, embed_dim: int):
         super().__init__(config, num_samples, embed_dim)
         s = self.settings
-        require(s.and_anchor_k < num_samples, self.name,
-                f"and_anchor_k must be in [1, {num_samples - 1}], got {s.and_anchor_k}")
+        require(s.and_anchor_k < num_samples, self.name, "and_anchor_k", f"in [1, {num_samples - 1}]",
+                s.and_anchor_k)
         self.round = 0
         self.is_anchor = torch.zeros(num_samples, dtype=torch.bool)
         self.anchor_neighbours = torch.zeros(num_samples, s.and_anchor_k, dtype=torch.long)
-
-    @classmethod
-    def validate_settings(cls, s: KNNSettings) -> None:
-        super().validate_settings(s)
-        require(s.temperature > 0, cls.name, f"temperature must be > 0, got {s.temperature}")
-        require(s.and_rounds >= 1, cls.name, f"and_rounds must be >= 1, got {s.and_rounds}")
-        require(s.and_round_epochs >= 1, cls.name, f"and_round_epochs must be >= 1, got {s.and_round_epochs}")
-        require(s.and_anchor_k >= 1, cls.name, f"and_anchor_k must be >= 1, got {s.and_anchor_k}")
 
     def round_of(self, epoch: int) -> int:
         """Curriculum round of a 1-based epoch: 0 (instance discrimination) up to and_rounds."""

@@ -42,6 +42,15 @@ class Stateful:
         ``name`` is never None or never holds a value in this run."""
         return None
 
+    def initial_tensor(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """``value`` as the initial tensor of attribute ``name`` (float32 on its device); a
+        ValueError unless it has the shape allocated at build (``state_shapes`` says why)."""
+        current = getattr(self, name)
+        if tuple(value.shape) != tuple(current.shape):
+            raise ValueError(f"initial {name} of shape {tuple(value.shape)} given, but {self.state_shapes} = "
+                             f"{tuple(current.shape)}")
+        return value.to(current.device, torch.float32)
+
     def check_loaded_state(self) -> None:
         """Raise ValueError when loaded values do not fit together (beyond shapes and dtypes)."""
 

@@ -77,8 +77,8 @@ class Task(ABC):
 
     @classmethod
     def datasets(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
-        """Dataset registry names this task needs under ``settings``."""
-        return (settings["dataset"],)
+        """Dataset registry names this task needs under ``settings`` (over its ``defaults``)."""
+        return ({**cls.defaults, **settings}["dataset"],)
 
     @classmethod
     def check_settings(cls, settings: Mapping[str, Any]) -> None:

@@ -26,6 +26,8 @@ COMMON_FIELDS: dict[str, Spec] = {
     "extract_batch_size": Int(ge=1),
     "feature_dtype": Choice(FEATURE_DTYPES),
 }
+# the extraction settings a task does not set
+EXTRACTION_DEFAULTS = {"extract_batch_size": 256, "feature_dtype": "float32"}
 TASK_FIX = "fix it in the profile's tasks section or with --set {key}=..."
 
 
@@ -102,7 +104,7 @@ def class_balanced_subset(labels: torch.Tensor, fraction: float, seed: int) -> t
 def blas_threads(ctx: TaskContext) -> int | None:
     """The run's ``threads`` setting for BLAS-backed fits (scikit-learn), None = library default.
     Small L-BFGS/SVM fits slow down badly when BLAS oversubscribes a busy machine."""
-    threads = int(ctx.config.tree.get("threads", 0) or 0)
+    threads = int(ctx.config.threads)
     return threads if threads > 0 else None
 
 

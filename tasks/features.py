@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from benchmark.core.atomic import save_atomic
 from benchmark.core.fields import AnyOf, Int, ListOf, MapOf, Parses, Text
 from benchmark.core.safe_load import load_weights_only
-from tasks.common import class_balanced_subset, dataset_targets, encoder_key, load_split
+from tasks.common import EXTRACTION_DEFAULTS, class_balanced_subset, dataset_targets, encoder_key, load_split
 from tasks.transforms import eval_transform
 
 CACHE_REMEDY = "It is a feature cache: delete it and the features are extracted again"
@@ -201,6 +201,7 @@ def context_features(
     """``cached_features`` for a TaskContext: the task's eval transform, cache dir and encoder.
     ``limit`` > 0 keeps a deterministic class-balanced draw of that many items (seed 0)."""
     transform = eval_transform(dataset, settings)
+    extraction = {**EXTRACTION_DEFAULTS, **settings}
 
     def build() -> Dataset:
         data = load_split(ctx, dataset, split, transform)
@@ -219,7 +220,7 @@ def context_features(
         backbone=lambda: backbone,
         build_dataset=build,
         device=ctx.device,
-        batch_size=int(settings.get("extract_batch_size", 256)),
-        num_workers=int(ctx.config.tree.get("data", {}).get("num_workers", 0)),
-        dtype=getattr(torch, settings.get("feature_dtype", "float32")),
+        batch_size=int(extraction["extract_batch_size"]),
+        num_workers=int(ctx.config.data["num_workers"]),
+        dtype=getattr(torch, extraction["feature_dtype"]),
     )

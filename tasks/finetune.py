@@ -45,7 +45,8 @@ class FinetuneRecipe:
     def from_settings(cls, s: Mapping[str, Any], **override: Any) -> "FinetuneRecipe":
         """Recipe from a task's settings (unknown keys are ignored)."""
         values = {**{k: s[k] for k in cls.__dataclass_fields__ if k in s}, **override}
-        values["milestones"] = tuple(int(m) for m in values.get("milestones", ()))
+        if "milestones" in values:
+            values["milestones"] = tuple(int(m) for m in values["milestones"])
         return cls(**values)
 
 

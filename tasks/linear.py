@@ -9,7 +9,7 @@ epoch); the test split is reported at that selection. The anchors' "best on the 
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import torch
 
@@ -77,9 +77,6 @@ class LinearProbeTask(Task):
     defaults: ClassVar[dict[str, Any]] = INVP_DEFAULTS
     settings_fields = PROBE_FIELDS
 
-    @classmethod
-    def datasets(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
-        return ({**cls.defaults, **dict(settings)}["dataset"],)
 
     def run(self, ctx: TaskContext) -> list[Measurement]:
         s = task_settings(self, ctx)

@@ -103,9 +103,6 @@ class SemiSupervisedTask(Task):
         "milestones": per_fraction_field(ListOf(Int(ge=1))),
     }
 
-    @classmethod
-    def datasets(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
-        return ({**cls.defaults, **dict(settings)}["dataset"],)
 
     def run(self, ctx: TaskContext) -> list[Measurement]:
         s = task_settings(self, ctx)

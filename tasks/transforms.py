@@ -33,6 +33,8 @@ from benchmark.data.augment import (
 RECIPE_DEFAULTS = {"fashion_mnist": "recipe:mini", "digits": "recipe:mini"}
 TRANSFORM = Pattern(r"imagenet|gray|recipe:.+", "imagenet, gray or recipe:<name>")  # the setting
 EVAL_RESIZES = ("center_crop", "warp")
+# the geometry settings a task does not set: the ImageNet protocol's (Resize 256, crop 224)
+TRANSFORM_DEFAULTS = {"resize": 256, "crop": 224, "crop_scale": (0.08, 1.0), "eval_resize": "center_crop"}
 
 
 class ConvertMode:
@@ -49,8 +51,13 @@ class ConvertMode:
         return f"ConvertMode({self.mode!r})"
 
 
-def _family(dataset: str, settings: Mapping[str, Any]) -> str:
-    family = str(settings.get("transform", RECIPE_DEFAULTS.get(dataset, "imagenet")))
+def transform_settings(dataset: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``settings`` over the defaults: ``TRANSFORM_DEFAULTS`` and the dataset's family."""
+    return {"transform": RECIPE_DEFAULTS.get(dataset, "imagenet"), **TRANSFORM_DEFAULTS, **(settings or {})}
+
+
+def _family(settings: Mapping[str, Any]) -> str:
+    family = str(settings["transform"])
     if not TRANSFORM.accepts(family):
         raise ValueError(f"transform must be {TRANSFORM.expected()}, not {family!r}")
     return family
@@ -64,12 +71,12 @@ def _colour(family: str) -> tuple[ConvertMode, T.Normalize]:
 
 def eval_transform(dataset: str, settings: Mapping[str, Any] | None = None) -> T.Compose:
     """Deterministic evaluation transform for ``dataset`` under a task's ``settings``."""
-    settings = settings or {}
-    family = _family(dataset, settings)
+    settings = transform_settings(dataset, settings)
+    family = _family(settings)
     if family.startswith("recipe:"):
         return get_recipe(family.split(":", 1)[1]).eval()
-    resize, crop = int(settings.get("resize", 256)), int(settings.get("crop", 224))
-    mode = settings.get("eval_resize", "center_crop")
+    resize, crop = int(settings["resize"]), int(settings["crop"])
+    mode = settings["eval_resize"]
     if mode == "center_crop":
         geometry = [T.Resize(resize), T.CenterCrop(crop)]
     elif mode == "warp":
@@ -82,15 +89,15 @@ def eval_transform(dataset: str, settings: Mapping[str, Any] | None = None) -> T
 
 def train_transform(dataset: str, settings: Mapping[str, Any] | None = None) -> T.Compose:
     """Training augmentation for fine-tuning: random crop (+ flip for colour images)."""
-    settings = settings or {}
-    family = _family(dataset, settings)
+    settings = transform_settings(dataset, settings)
+    family = _family(settings)
     if family.startswith("recipe:"):
         recipe = get_recipe(family.split(":", 1)[1])
         channels, size, _ = recipe.input_shape
         flip = [T.RandomHorizontalFlip()] if channels == 3 else []
         return T.Compose([T.RandomCrop(size, padding=size // 8), *flip, *recipe.eval().transforms])
-    crop = int(settings.get("crop", 224))
-    scale = tuple(settings.get("crop_scale", (0.08, 1.0)))
+    crop = int(settings["crop"])
+    scale = tuple(settings["crop_scale"])
     convert, normalize = _colour(family)
     return T.Compose(
         [

@@ -54,10 +54,6 @@ class VOC07Task(Task):
     paper_column = "VOC07"
     metrics = ("map",)
 
-    @classmethod
-    def datasets(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
-        return (settings.get("dataset", DATASET),)
-
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
     """VISSL's x / (||x|| + 1e-5) per row, in float64."""

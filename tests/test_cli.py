@@ -67,7 +67,7 @@ def test_a_bad_method_setting_exits_2_at_planning_and_names_the_key(tmp_path: Pa
     folders = [arg for name in ("out", "results", "reports") for arg in (f"--{name}", str(tmp_path / name))]
     code = main(["run", "--method", "invp", "--tasks", "none", "--set", "method.temperature=abc", *folders])
     err = capsys.readouterr().err
-    assert code == 2 and "option 'temperature' must be float, got 'abc'" in err and "--set method.temperature" in err
+    assert code == 2 and "method.temperature must be a number > 0, got 'abc'" in err and "--set method.temperature" in err
     assert "Traceback" not in err and not list(tmp_path.iterdir())  # nothing planned, nothing ran
 
 

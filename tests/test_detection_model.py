@@ -17,7 +17,7 @@ from tasks.detection.model import C4Config, L1RegionProposalNetwork, build_c4_de
 from tasks.detection.schedule import MOCO_VOC, DetectionSchedule
 from tasks.detection.train import recompute_bn_statistics
 
-MINI = {"backbone": "mini_resnet", "width": 8, "in_channels": 1, "init": "kaiming_xavier"}
+MINI = {"backbone": "mini_resnet", "width": 8, "depths": [1, 1, 1, 1], "in_channels": 1, "init": "kaiming_xavier"}
 MINI_DETECTOR = C4Config(
     min_size_train=(48, 64), min_size_test=64, max_size=96, pixel_mean=(0.3,), pixel_std=(0.35,),
     anchor_sizes=(8, 16, 32), rpn_pre_nms_train=200, rpn_post_nms_train=50, rpn_pre_nms_test=100,
@@ -33,7 +33,7 @@ def mini_backbone(seed: int = 0, in_channels: int = 1) -> nn.Module:
 def test_split_reads_stride_and_channels_off_the_backbone():
     parts = split_c4(mini_backbone())
     assert (parts.in_channels, parts.trunk_channels, parts.head_channels, parts.stride) == (1, 32, 64, 4)
-    r50 = split_c4(build_backbone({"backbone": "resnet50", "init": "kaiming_xavier"}))
+    r50 = split_c4(build_backbone({"backbone": "resnet50", "in_channels": 3, "init": "kaiming_xavier"}))
     assert (r50.in_channels, r50.trunk_channels, r50.head_channels, r50.stride) == (3, 1024, 2048, 16)
     # ResNet-50's trunk is conv1/bn1/relu/maxpool + layer1-3; the head is layer4 (stride-2 first block)
     assert r50.head[0].conv2.stride == (2, 2) and len(r50.trunk) == 4
@@ -168,7 +168,7 @@ def test_detectron2_key_renaming_follows_moco():
 @pytest.mark.parametrize("prefix", ["", "module."])
 def test_export_writes_detectron2_names_from_our_checkpoint(tmp_path, prefix):
     torch.manual_seed(0)
-    backbone = build_backbone({"backbone": "resnet50", "init": "kaiming_xavier"})
+    backbone = build_backbone({"backbone": "resnet50", "in_channels": 3, "init": "kaiming_xavier"})
     state = {prefix + k: v for k, v in backbone.state_dict().items()}
     torch.save({"backbone": state, "head": {}, "config": {}, "config_hash": "x", "epoch": 1}, tmp_path / "encoder.pt")
     out = export_detectron2(tmp_path / "encoder.pt", tmp_path / "d2" / "r50.pkl")

@@ -35,7 +35,8 @@ class Handle:
 
     def load(self, device="cpu"):
         torch.manual_seed(1)
-        return build_backbone({"backbone": "mini_resnet", "width": 8, "in_channels": 1, "init": "kaiming_xavier"}).to(device).eval()
+        return build_backbone({"backbone": "mini_resnet", "width": 8, "depths": [1, 1, 1, 1], "in_channels": 1,
+                               "init": "kaiming_xavier"}).to(device).eval()
 
 
 @pytest.fixture(scope="module")

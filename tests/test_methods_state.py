@@ -131,11 +131,11 @@ def test_to_moves_every_state_tensor_and_the_diagnostic_labels(label):
 
 
 def test_settings_are_checked_without_building_a_method():
-    with pytest.raises(ConfigError, match="option 'temperature' must be float"):
+    with pytest.raises(ConfigError, match="method.temperature must be a number > 0, got 'abc'"):
         method_class("invp").check_settings({"name": "invp", "temperature": "abc"})
-    with pytest.raises(ConfigError, match="and_rounds must be >= 1"):
+    with pytest.raises(ConfigError, match="method.and_rounds must be a positive integer, got 0"):
         method_class("knn").check_settings({"name": "knn", "variant": "and", "and_rounds": 0})
-    with pytest.raises(ConfigError, match="memory_momentum must be in"):
+    with pytest.raises(ConfigError, match=r"method.memory_momentum must be a number in \[0, 1\), got 1.0"):
         method_class("insdis").check_settings({"name": "insdis", "memory_momentum": 1.0})
     with pytest.raises(ConfigError, match="mix_alpha"):
         method_class("clim").check_settings({"name": "clim", "mix_alpha": 0.0})

@@ -28,7 +28,7 @@ def test_mini_resnet_exposes_every_block() -> None:
 
 
 def test_cifar_resnet18_keeps_resolution_in_the_stem() -> None:
-    backbone = build_backbone({"backbone": "resnet18_cifar", "init": "pytorch"})
+    backbone = build_backbone({"backbone": "resnet18_cifar", "in_channels": 3, "init": "pytorch"})
     blocks = backbone.forward_blocks(torch.randn(2, 3, 32, 32))
     assert backbone.feature_dim == 512 and len(blocks) == 9
     assert blocks[0].shape[-2:] == (32, 32)  # 3x3 stride-1 stem, no max-pool
@@ -36,7 +36,7 @@ def test_cifar_resnet18_keeps_resolution_in_the_stem() -> None:
 
 
 def test_resnet50_has_the_17_probe_points() -> None:
-    backbone = build_backbone({"backbone": "resnet50", "init": "kaiming_xavier"})
+    backbone = build_backbone({"backbone": "resnet50", "in_channels": 3, "init": "kaiming_xavier"})
     with torch.no_grad():
         blocks = backbone.forward_blocks(torch.randn(1, 3, 64, 64))
     assert len(backbone.block_names) == len(blocks) == 17
@@ -52,7 +52,7 @@ def test_initialisation_schemes_follow_the_official_code() -> None:
     # models/resnet.py (InvP ImageNet): kaiming_normal_(fan_out, relu) convs, xavier_uniform_ Linear
     # with zero bias, BN 1/0. models/resnet_cifar.py: no init code (PyTorch defaults). MoCo:
     # torchvision's kaiming convs, default Linear (builder.py's MLP).
-    mini = {"backbone": "mini_resnet", "width": 16, "in_channels": 1}
+    mini = {"backbone": "mini_resnet", "width": 16, "depths": [1, 1, 1, 1], "in_channels": 1}
     kaiming_std = math.sqrt(2 / (128 * 9))  # fan_out = 128 * 9
     default_std = math.sqrt(1 / 3) / math.sqrt(128 * 9)  # kaiming_uniform_(a=sqrt(5)), fan_in = 128 * 9
     for scheme in ("kaiming_xavier", "kaiming"):
@@ -72,7 +72,7 @@ def test_initialisation_schemes_follow_the_official_code() -> None:
 
 
 def test_resnet50_default_init_resets_torchvision_init() -> None:
-    conv = lambda scheme: build_backbone({"backbone": "resnet50", "init": scheme}).stages[3][0].conv2
+    conv = lambda scheme: build_backbone({"backbone": "resnet50", "in_channels": 3, "init": scheme}).stages[3][0].conv2
     fan_out, fan_in = 512 * 9, 512 * 9
     assert conv("kaiming").weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.05)
     assert conv("pytorch").weight.std().item() == pytest.approx(math.sqrt(1 / 3 / fan_in), rel=0.05)
@@ -94,14 +94,14 @@ def test_heads() -> None:
     assert not any(isinstance(m, nn.BatchNorm1d) for m in mlp.modules())
     assert build_head({"head": "linear", "embed_dim": 64, "init": "pytorch"}, 2048)(torch.randn(2, 2048)).shape == (2, 64)
     with pytest.raises(ConfigError, match="model.head"):
-        build_head({"head": "transformer"}, 8)
+        build_head({"head": "transformer", "embed_dim": 8}, 8)
 
 
 def test_bad_backbone_names_are_explained() -> None:
     with pytest.raises(ConfigError, match="model.backbone='resnet51'.*mini_resnet"):
         build_backbone({"backbone": "resnet51"})
     with pytest.raises(ConfigError, match="depths"):
-        build_backbone({"backbone": "mini_resnet", "depths": [1, 1]})
+        build_backbone({"backbone": "mini_resnet", "width": 8, "depths": [1, 1], "in_channels": 1})
 
 
 def test_timm_absent_gives_an_install_hint() -> None:
@@ -109,7 +109,7 @@ def test_timm_absent_gives_an_install_hint() -> None:
         import timm  # noqa: F401
     except ImportError:
         with pytest.raises(ConfigError, match="pip install"):
-            build_backbone({"backbone": "timm:resnet18"})
+            build_backbone({"backbone": "timm:resnet18", "in_channels": 3})
     else:
         backbone = build_backbone({"backbone": "timm:resnet18", "in_channels": 1})
         assert backbone(torch.randn(2, 1, 32, 32)).shape == (2, backbone.feature_dim)

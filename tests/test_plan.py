@@ -41,9 +41,9 @@ def test_select_tasks():
         select_tasks(cfg, "knn,nosuch")
 
 
-@pytest.mark.parametrize("override, option", [("method.temperature=abc", "'temperature'"),
-                                              ("method.temperature=0", "temperature must be > 0"),
-                                              ("method.queue_size=0", "queue_size must be >= 1")])
+@pytest.mark.parametrize("override, option", [("method.temperature=abc", "method.temperature must be a number"),
+                                              ("method.temperature=0", "method.temperature must be a number > 0"),
+                                              ("method.queue_size=0", "method.queue_size must be a positive integer")])
 def test_plan_checks_the_method_settings_before_any_job(tmp_path: Path, override: str, option: str):
     method = "mocov2" if "queue_size" in override else "invp"
     with pytest.raises(ConfigError, match=option):

@@ -92,10 +92,11 @@ def test_resources_merge_profile_kind_block_and_flags():
 
 
 @pytest.mark.parametrize("section, message", [
-    ({"gpu": 1}, "unknown key.*gpu.*valid keys"),
+    ({"gpu": 1}, r"^launcher: unknown setting\(s\) \['gpu'\]; valid: .*gpus_per_node"),
     ({"gpus_per_node": -1}, "gpus_per_node must be an integer >= 0"),
     ({"time_min": 0}, "time_min must be a positive integer"),
-    ({"pretrain": {"mem": 3}}, "unknown key.*mem in launcher.pretrain"),
+    ({"pretrain": {"mem": 3}}, r"^launcher\.pretrain: unknown setting\(s\) \['mem'\] \(did you mean mem_gb\?\)"),
+    ({"pretrain": {"time_min": "1h"}}, r"^launcher\.pretrain\.time_min must be a positive integer, got '1h'"),
     ({"sbatch": "exclusive"}, "launcher.sbatch must be a mapping"),
     ({"pretrain": {"sbatch": ["exclusive"]}}, "launcher.pretrain.sbatch must be a mapping"),
     ({"sbatch": {"comment": ["a", "b"]}}, "sbatch option comment .* must be a string, number"),

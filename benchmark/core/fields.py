@@ -299,6 +299,15 @@ class Section(Spec):
                 self.fields[name].check(item, f"{key}.{name}" if key else str(name), fix)
 
 
+def required(block: Mapping[str, Any], key: str, where: str) -> Any:
+    """``block[key]``: a value every profile sets; a ConfigError naming ``where.key`` and the fix
+    when ``block`` lacks it (code holds no default that a profile also holds)."""
+    if key not in block:
+        raise ConfigError(f"{where}.{key} is missing; set it in the profile's {where} section or with "
+                          f"--set {where}.{key}=...")
+    return block[key]
+
+
 SAFE_NAME = Name()
 
 

@@ -1,66 +1,97 @@
-"""Typed, validated method settings read from the resolved ``method`` config block.
+"""Typed settings dataclasses read from a config block, checked through ``core.fields``.
 
-Each method declares a frozen dataclass whose defaults are the official code's values
-(docs/methods/invp.md §Hyperparameters, docs/methods/insdis.md §Hyperparameters, docs/methods/knn-positive.md §Hyperparameters); profiles override them. Unknown keys and wrongly typed values are
-errors that name the key and the fix, so a typo in a profile or ``--set`` never goes unnoticed.
+A settings class is a frozen dataclass whose every field is a :func:`setting`: its default (for a
+method, the official code's value, docs/methods/*.md §Hyperparameters; none: a required key) and
+its :class:`~benchmark.core.fields.Spec` (type and constraint). A field whose default is itself
+such a dataclass is a nested block (InvP's ``ramp``). :func:`settings_section` is the
+:class:`~benchmark.core.fields.Section` the fields make and :func:`read_typed` checks a block
+through it, so an unknown key (with close matches), a wrong type or a value out of range is the
+same ConfigError as in every other config section, naming the dotted key and the fix. Method
+options (:func:`read_settings`, the ``method`` block), the detector and its schedule
+(``tasks.detection``) and launcher resources are declared this way. Rules across fields or
+against the training set's size, which no single field can state, go through :func:`require`,
+with the same wording.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Mapping, TypeVar
 
-from benchmark.core.config import ConfigError
+from benchmark.core.fields import Float, ListOf, Section, Spec, Tuple, fail
 
 T = TypeVar("T")
-ANY_TYPE = {"any_type": True}  # field metadata: the settings class validates the value itself
+SPEC = "spec"  # field metadata key of a setting's Spec
+METHOD_KEY = "method"  # the run config's block the settings come from
 
 
-def _check_type(method: str, key: str, value: Any, default: Any) -> Any:
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise ConfigError(
-            f"method {method!r}: option {key!r} must be {type(default).__name__}, got {value!r}; "
-            f"fix it in the profile's methods.{method} block or with --set method.{key}=..."
-        )
-    return value
+def setting(default: Any = dataclasses.MISSING, spec: Spec | None = None,
+            factory: Any = dataclasses.MISSING) -> Any:
+    """A settings field with ``default`` (or a ``factory`` of it, for a mutable one; neither: the
+    key is required) and the ``spec`` its values must meet."""
+    return dataclasses.field(default=default, default_factory=factory, metadata={SPEC: spec})
 
 
-def read_settings(cls: type[T], config: Mapping[str, Any], method: str, prefix: str = "") -> T:
-    """Build the settings dataclass ``cls`` from ``config``; missing keys keep their defaults."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(config) - set(fields) - {"name"})
-    if unknown:
-        raise ConfigError(
-            f"method {method!r}: unknown option(s) {', '.join(prefix + k for k in unknown)}; "
-            f"valid options: {', '.join(prefix + k for k in sorted(fields))}"
-        )
-    values: dict[str, Any] = {}
-    for key, value in config.items():
-        if key == "name":
-            continue
-        field = fields[key]
-        has_default = field.default is not dataclasses.MISSING
-        default = field.default if has_default else field.default_factory()  # type: ignore[misc]
-        if dataclasses.is_dataclass(default):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"method {method!r}: option {prefix + key!r} must be a mapping")
-            values[key] = read_settings(type(default), value, method, prefix=f"{prefix}{key}.")
-        elif field.metadata.get("any_type"):
-            values[key] = value
+def _nested(field: dataclasses.Field) -> type | None:
+    """The settings class of a nested block field, else None."""
+    return type(field.default) if dataclasses.is_dataclass(field.default) else None
+
+
+def settings_section(cls: type) -> Section:
+    """The Section of settings class ``cls``: one spec per field (nested blocks recursively)."""
+    specs: dict[str, Spec] = {}
+    required = []
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        nested = _nested(field)
+        if nested is not None:
+            specs[field.name] = settings_section(nested)
+        elif field.metadata.get(SPEC) is not None:
+            specs[field.name] = field.metadata[SPEC]
         else:
-            values[key] = _check_type(method, prefix + key, value, default)
-    return cls(**values)
+            raise TypeError(f"{cls.__name__}.{field.name} declares no Spec; use benchmark.core.settings.setting")
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            required.append(field.name)
+    return Section(specs, required=required)
 
 
-def require(condition: bool, method: str, message: str) -> None:
-    """Raise a ConfigError about ``method`` unless ``condition`` holds."""
+def settings_fix(method: str) -> str:
+    """The fix hint of a method's settings errors (``{key}``: the dotted key)."""
+    return f"fix it in the profile's methods.{method} block or with --set {{key}}=..."
+
+
+def _build(cls: type[T], values: Mapping[str, Any]) -> T:
+    """``cls`` from checked ``values``: nested blocks built, floats as float, lists as tuples."""
+    kwargs: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if field.name not in values:
+            continue
+        value, nested = values[field.name], _nested(field)
+        if nested is not None:
+            value = _build(nested, value)
+        elif isinstance(field.metadata[SPEC], Float):
+            value = float(value)
+        elif isinstance(field.metadata[SPEC], (ListOf, Tuple)):
+            value = tuple(value)
+        kwargs[field.name] = value
+    return cls(**kwargs)
+
+
+def read_typed(cls: type[T], values: Mapping[str, Any], key: str, fix: str = "") -> T:
+    """The settings ``cls`` of the config block ``values`` at dotted ``key``, checked against the
+    fields' specs (``fix``: the hint, as in ``core.fields``); absent keys keep their defaults."""
+    settings_section(cls).check(values, key, fix)
+    return _build(cls, values)
+
+
+def read_settings(cls: type[T], config: Mapping[str, Any], method: str) -> T:
+    """:func:`read_typed` of a method's ``config`` (the ``method`` block; its ``name`` is not a
+    setting), with the fix pointing at the profile's ``methods.<method>`` block."""
+    values = {key: value for key, value in config.items() if key != "name"}
+    return read_typed(cls, values, METHOD_KEY, settings_fix(method))
+
+
+def require(condition: bool, method: str, key: str, expected: str, got: Any) -> None:
+    """A rule across settings (or against the training set): unless ``condition`` holds, a
+    ConfigError ``method.<key> must be <expected>, got <got>`` with the fix, as a field's."""
     if not condition:
-        raise ConfigError(f"method {method!r}: {message}")
+        fail(f"{METHOD_KEY}.{key} must be {expected}, got {got!r}", f"{METHOD_KEY}.{key}",
+             settings_fix(method))

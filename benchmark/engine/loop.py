@@ -46,7 +46,7 @@ class PretrainRun:
         pcfg = cfg.pretrain
         self.device = dist.device
         self.epochs = int(pcfg.epochs)
-        self.channels_last = bool(pcfg.get("channels_last", False))
+        self.channels_last = bool(pcfg["channels_last"])
         self.autocast = autocast_factory(pcfg, self.device)
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.log = EpochLog(self.run_dir / "log.jsonl", self.run_dir / "tensorboard")
@@ -58,7 +58,7 @@ class PretrainRun:
         self.views = ViewRouter(self.parts, data, self.device, self.channels_last, self.autocast,
                                 int(cfg.seed))
         self.loader = build_train_loader(data.train, self.batch_size, dist, int(cfg.seed),
-                                         int(cfg.data.get("num_workers", 0)), self.parts.method.drop_last)
+                                         int(cfg.data["num_workers"]), self.parts.method.drop_last)
         self.sampler: ResumableDistributedSampler = self.loader.sampler
         self.steps_per_epoch = len(self.loader)
         self.total_steps = self.epochs * self.steps_per_epoch
@@ -91,7 +91,7 @@ class PretrainRun:
         """Rank 0 writes the current state atomically and prunes old checkpoints."""
         if self.dist.is_main:
             ckpt.save(self.state_dict(), self.checkpoint_dir, self.global_step,
-                      int(self.cfg.pretrain.get("keep_checkpoints", 2)))
+                      int(self.cfg.pretrain["keep_checkpoints"]))
 
     def resume(self, mode: str) -> None:
         """Restore the newest valid checkpoint (``auto``/``force``; ``never`` deletes old ones)
@@ -135,7 +135,7 @@ class PretrainRun:
             self.save_checkpoint()
             raise Preempted(f"stopped at epoch {epoch}, step {self.next_step}; checkpoint saved in "
                             f"{self.checkpoint_dir}; resume with --resume auto")
-        every = int(self.cfg.pretrain.get("checkpoint_every_steps", 0) or 0)
+        every = int(self.cfg.pretrain["checkpoint_every_steps"])
         if every > 0 and self.global_step % every == 0:
             self.save_checkpoint()
 
@@ -155,7 +155,7 @@ class PretrainRun:
             self.parts.key_encoder.train()
         progress = tqdm(self.loader, total=self.steps_per_epoch - self.next_step,
                         desc=f"epoch {epoch}/{self.epochs}", leave=False, mininterval=2.0,
-                        disable=not (self.dist.is_main and pcfg.get("progress", True)))
+                        disable=not (self.dist.is_main and pcfg["progress"]))
         started = time.perf_counter()
         for batch, positions in progress:
             self.train_step(batch, positions, epoch, started)
@@ -183,7 +183,7 @@ class PretrainRun:
     def run(self) -> Path:
         """Train the remaining epochs and write ``encoder.pt``; returns its path."""
         self.views.model = wrap_for_training(self.views.model, self.dist,
-                                             bool(self.cfg.pretrain.get("compile", False)))
+                                             bool(self.cfg.pretrain["compile"]))
         if self.dist.is_main:
             self.log.open_tensorboard()
         if self.global_step == 0:

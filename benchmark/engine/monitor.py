@@ -16,7 +16,7 @@ from tasks.knn_classifier import topk_accuracy, weighted_knn_scores
 def monitor_due(monitor_cfg: Mapping[str, Any], epoch: int, epochs: int) -> bool:
     """Whether the monitor runs after ``epoch`` of ``epochs``: every ``pretrain.monitor.every``
     epochs and after the last one (``every`` 0: never)."""
-    every = int(monitor_cfg.get("every", 1) or 0)
+    every = int(monitor_cfg["every"])
     return every > 0 and (epoch % every == 0 or epoch == epochs)
 
 

@@ -54,8 +54,8 @@ def prepare_run(cfg: RunConfig, run_dir: Path, resume: str = "auto",
     that may share ``run_dir`` with another process hold
     :func:`~benchmark.engine.run_lock.run_dir_lock` (as :func:`pretrain` does)."""
     _check_request(cfg, resume)
-    dist = init_distributed(str(cfg.tree.get("device", "auto")))
-    configure_threads(int(cfg.tree.get("threads", 0) or 0))
+    dist = init_distributed(str(cfg.tree["device"]))
+    configure_threads(int(cfg.tree["threads"]))
     views = method_class(str(cfg.method["name"])).view_sizes(cfg.method)
     run = PretrainRun(cfg, run_dir, dist, build_pretrain_data(cfg, resolve_data_root(data_root), views))
     run.resume(resume)
@@ -73,7 +73,7 @@ def pretrain_unless_done(cfg: RunConfig, run_dir: Path, resume: str = "auto",
     run_dir = Path(run_dir)
     try:
         with preemption_signals():  # also while loading: a stop asked then is honoured at step 1
-            dist = init_distributed(str(cfg.tree.get("device", "auto")))
+            dist = init_distributed(str(cfg.tree["device"]))
             with run_dir_lock(run_dir, dist):
                 encoder = run_dir / ENCODER_FILE
                 if reuse and finished_encoder(encoder, dist):

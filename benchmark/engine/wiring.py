@@ -52,9 +52,9 @@ class GroupedEncoder(nn.Module):
 
 def autocast_factory(pretrain_cfg: Mapping[str, Any], device: torch.device) -> Callable[[], ContextManager]:
     """A zero-argument factory of the autocast context ``pretrain.amp``/``amp_dtype`` ask for."""
-    if not pretrain_cfg.get("amp", False):
+    if not pretrain_cfg["amp"]:
         return nullcontext
-    name = pretrain_cfg.get("amp_dtype", "bfloat16")
+    name = pretrain_cfg["amp_dtype"]
     if name not in AMP_DTYPES:
         raise ConfigError(f"pretrain.amp_dtype={name!r}; valid values: {', '.join(AMP_DTYPES)}")
     if device.type == "cpu" and name != "bfloat16":
@@ -71,15 +71,15 @@ def build_encoder(model_cfg: Mapping[str, Any]) -> Encoder:
 def build_optimizer(params: Iterator[nn.Parameter],
                     optimizer_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     """SGD with the profile's lr, momentum, weight decay and Nesterov flag."""
-    if optimizer_cfg.get("name", "sgd") not in OPTIMIZERS:
-        raise ConfigError(f"pretrain.optimizer.name={optimizer_cfg.get('name')!r}; supported: "
+    if optimizer_cfg["name"] not in OPTIMIZERS:
+        raise ConfigError(f"pretrain.optimizer.name={optimizer_cfg['name']!r}; supported: "
                           f"{', '.join(OPTIMIZERS)}")
     return torch.optim.SGD(
         params,
         lr=float(optimizer_cfg["lr"]),
-        momentum=float(optimizer_cfg.get("momentum", 0.9)),
-        weight_decay=float(optimizer_cfg.get("weight_decay", 0.0)),
-        nesterov=bool(optimizer_cfg.get("nesterov", False)),
+        momentum=float(optimizer_cfg["momentum"]),
+        weight_decay=float(optimizer_cfg["weight_decay"]),
+        nesterov=bool(optimizer_cfg["nesterov"]),
     )
 
 
@@ -125,7 +125,7 @@ def build_training_parts(cfg: RunConfig, data: PretrainData, device: torch.devic
     pcfg = cfg.pretrain
     seed_everything(int(cfg.seed))
     encoder = build_encoder(cfg.model).to(device)
-    if pcfg.get("channels_last", False):
+    if pcfg["channels_last"]:
         encoder = encoder.to(memory_format=torch.channels_last)
     method: Method = build_method(cfg.method, len(data.train), embed_dim_of(cfg.model)).to(device)
     method.set_diagnostic_labels(data.train_labels.to(device))
@@ -135,7 +135,7 @@ def build_training_parts(cfg: RunConfig, data: PretrainData, device: torch.devic
                          f"{method.views}")
     key_encoder = None if spec is None else KeyEncoder(encoder, spec.bn_splits)
     optimizer = build_optimizer(encoder.parameters(), pcfg.optimizer)
-    use_scaler = bool(pcfg.get("amp", False)) and pcfg.get("amp_dtype") == "float16"
+    use_scaler = bool(pcfg["amp"]) and pcfg["amp_dtype"] == "float16"
     return TrainingParts(encoder, method, key_encoder, optimizer,
                          torch.amp.GradScaler(device.type, enabled=use_scaler))
 

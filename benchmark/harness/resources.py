@@ -12,34 +12,15 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from benchmark.core.config import ConfigError
-from benchmark.core.fields import Anything, Float, Int, MapOf, Nullable, Section, Text
+from benchmark.core.fields import Anything, Float, Int, MapOf, Nullable, Text
+from benchmark.core.settings import setting, settings_section
 
 JOB_KINDS = ("pretrain", "task")
 NON_RESOURCE_KEYS = ("name",) + JOB_KINDS
-# What a job asks the scheduler for; also the launcher.pretrain and
-# launcher.task override blocks.
-RESOURCE_FIELDS = {
-    "partition": Nullable(Text()),
-    "nodes": Int(ge=1),
-    "gpus_per_node": Int(ge=0),
-    "tasks_per_node": Int(ge=0),
-    "cpus_per_task": Int(ge=1),
-    "mem_gb": Nullable(Float(gt=0)),
-    "time_min": Int(ge=1),
-    "account": Nullable(Text()),
-    "qos": Nullable(Text()),
-    "constraint": Nullable(Text()),
-    "array_parallelism": Int(ge=1),
-    "signal_delay_s": Int(ge=0),
-    "max_requeues": Int(ge=0),
-    "sbatch": MapOf(Text(), Anything()),
-}
-
-RESOURCES = Section(RESOURCE_FIELDS)
 RESOURCE_FLAGS = {  # flag -> (type, help); keys are fields of Resources
     "partition": (str, "Slurm partition"),
     "nodes": (int, "nodes per pretraining job"),
@@ -85,20 +66,21 @@ def _check_sbatch_option(key: Any, value: Any) -> None:
 class Resources:
     """What one job asks the scheduler for (one task per GPU; at least one task per node)."""
 
-    partition: str | None = None
-    nodes: int = 1
-    gpus_per_node: int = 0
-    tasks_per_node: int = 0  # processes per node of a pretraining; 0 = one per GPU (at least 1)
-    cpus_per_task: int = 1
-    mem_gb: float | None = None
-    time_min: int = 60
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    array_parallelism: int = 32
-    signal_delay_s: int = 90
-    max_requeues: int = 3
-    sbatch: Mapping[str, Any] = field(default_factory=dict)
+    partition: str | None = setting(None, Nullable(Text()))
+    nodes: int = setting(1, Int(ge=1))
+    gpus_per_node: int = setting(0, Int(ge=0))
+    # processes per node of a pretraining; 0 = one per GPU (at least 1)
+    tasks_per_node: int = setting(0, Int(ge=0))
+    cpus_per_task: int = setting(1, Int(ge=1))
+    mem_gb: float | None = setting(None, Nullable(Float(gt=0)))
+    time_min: int = setting(60, Int(ge=1))
+    account: str | None = setting(None, Nullable(Text()))
+    qos: str | None = setting(None, Nullable(Text()))
+    constraint: str | None = setting(None, Nullable(Text()))
+    array_parallelism: int = setting(32, Int(ge=1))
+    signal_delay_s: int = setting(90, Int(ge=0))
+    max_requeues: int = setting(3, Int(ge=0))
+    sbatch: Mapping[str, Any] = setting(spec=MapOf(Text(), Anything()), factory=dict)
 
     def __post_init__(self) -> None:
         RESOURCES.check({f.name: getattr(self, f.name) for f in fields(self)}, "launcher")
@@ -166,14 +148,16 @@ class Resources:
         return " ".join([text, *extras])
 
 
-RESOURCE_KEYS = tuple(f.name for f in fields(Resources))
+# What a job asks the scheduler for (the launcher section's keys; also the launcher.pretrain and
+# launcher.task override blocks)
+RESOURCES = settings_section(Resources)
+RESOURCE_FIELDS = RESOURCES.fields
 
 
-def _checked(block: Mapping[str, Any], where: str) -> dict[str, Any]:
-    unknown = sorted(set(block) - set(RESOURCE_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: "
-                          f"{', '.join(RESOURCE_KEYS)}")
+def _checked(block: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """``block`` as a dict, once ``RESOURCES`` accepts it (``key``: its dotted place, e.g.
+    ``launcher.pretrain``): an unknown key or a bad value is a ConfigError naming it."""
+    RESOURCES.check(block, key)
     return dict(block)
 
 
@@ -186,11 +170,9 @@ def resources_for(section: Mapping[str, Any] | None, kind: str,
     section = dict(section or {})
     if not isinstance(section.get(kind) or {}, Mapping):
         raise ConfigError(f"launcher.{kind} must be a mapping of resource overrides")
-    common = _checked({k: v for k, v in section.items() if k not in NON_RESOURCE_KEYS},
-                      "the profile's launcher section")
+    common = _checked({k: v for k, v in section.items() if k not in NON_RESOURCE_KEYS}, "launcher")
     merged = {**common, **_checked(section.get(kind) or {}, f"launcher.{kind}")}
-    merged.update(_checked({k: v for k, v in (flags or {}).items() if v is not None},
-                           "the command-line resource flags"))
+    merged.update({k: v for k, v in (flags or {}).items() if v is not None})  # typed by argparse
     merged["sbatch"] = {}
     for where, layer in (("launcher.sbatch", common), (f"launcher.{kind}.sbatch", section.get(kind) or {}),
                          ("--sbatch", flags or {})):

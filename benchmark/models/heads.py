@@ -6,21 +6,22 @@ from typing import Any, Mapping
 from torch import nn
 
 from benchmark.core.config import ConfigError
+from benchmark.core.fields import required
 from benchmark.models.init import initialise
 
 HEADS = ("linear", "mlp")
 
 
 def embed_dim_of(model_cfg: Mapping[str, Any]) -> int:
-    """The width D of the head's embeddings: ``model.embed_dim`` (128 when unset)."""
-    return int(model_cfg.get("embed_dim", 128))
+    """The width D of the head's embeddings: ``model.embed_dim``."""
+    return int(required(model_cfg, "embed_dim", "model"))
 
 
 def build_head(model_cfg: Mapping[str, Any], feature_dim: int) -> nn.Module:
     """``model.head``: ``linear`` -> Linear(feature_dim, embed_dim); ``mlp`` ->
     Linear(feature_dim, feature_dim) -> ReLU -> Linear(feature_dim, embed_dim) (no BN); initialised
     by ``model.init``."""
-    kind = model_cfg.get("head", "linear")
+    kind = required(model_cfg, "head", "model")
     embed_dim = embed_dim_of(model_cfg)
     if kind == "linear":
         head: nn.Module = nn.Linear(feature_dim, embed_dim)
@@ -31,4 +32,4 @@ def build_head(model_cfg: Mapping[str, Any], feature_dim: int) -> nn.Module:
     else:
         raise ConfigError(f"model.head={kind!r} is not a head; use --set model.head="
                           f"{' or '.join(HEADS)}")
-    return initialise(head, model_cfg["init"])
+    return initialise(head, required(model_cfg, "init", "model"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+from benchmark.core.fields import required
 from benchmark.core.registry import Registry
 from benchmark.models.backbone import Backbone
 
@@ -27,5 +28,5 @@ def available_backbones() -> list[str]:
 
 def build_backbone(model_cfg: Mapping[str, Any]) -> Backbone:
     """The backbone named by ``model_cfg['backbone']``, freshly initialised (docs/methods/invp.md §Networks)."""
-    name = str(model_cfg.get("backbone", ""))
+    name = str(required(model_cfg, "backbone", "model"))
     return BACKBONES.get("timm" if name.startswith("timm:") else name)(model_cfg)

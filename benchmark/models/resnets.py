@@ -16,6 +16,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from benchmark.core.config import ConfigError
+from benchmark.core.fields import required
 from benchmark.models.backbone import Backbone
 from benchmark.models.init import initialise
 from benchmark.models.registry import register_backbone
@@ -56,25 +57,26 @@ def cifar_resnet(in_channels: int, width: int, depths: Sequence[int]) -> Backbon
 def mini_resnet(model_cfg: Mapping[str, Any]) -> Backbone:
     """Small CIFAR-style ResNet; ``model.width`` (base width), ``model.depths``, ``model.in_channels``."""
     return initialise(cifar_resnet(
-        int(model_cfg.get("in_channels", 1)),
-        int(model_cfg.get("width", 16)),
-        model_cfg.get("depths", (1, 1, 1, 1)),
-    ), model_cfg["init"])
+        int(required(model_cfg, "in_channels", "model")),
+        int(required(model_cfg, "width", "model")),
+        required(model_cfg, "depths", "model"),
+    ), required(model_cfg, "init", "model"))
 
 
 @register_backbone("resnet18_cifar")
 def resnet18_cifar(model_cfg: Mapping[str, Any]) -> Backbone:
     """The CIFAR ResNet-18 of the official code (``models/resnet_cifar.py``): 512-d features."""
-    return initialise(cifar_resnet(int(model_cfg.get("in_channels", 3)), 64, (2, 2, 2, 2)), model_cfg["init"])
+    return initialise(cifar_resnet(int(required(model_cfg, "in_channels", "model")), 64, (2, 2, 2, 2)),
+                      required(model_cfg, "init", "model"))
 
 
 @register_backbone("resnet50")
 def resnet50(model_cfg: Mapping[str, Any]) -> Backbone:
     """torchvision's ResNet-50 (InvP's models/resnet.py has the same layers), 17 probe points, 2048-d features."""
     net = torchvision.models.resnet50(weights=None)
-    in_channels = int(model_cfg.get("in_channels", 3))
+    in_channels = int(required(model_cfg, "in_channels", "model"))
     if in_channels != 3:
         net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
     stages = [net.layer1, net.layer2, net.layer3, net.layer4]
-    return initialise(Backbone(stem, stages, feature_dim=2048), model_cfg["init"])
+    return initialise(Backbone(stem, stages, feature_dim=2048), required(model_cfg, "init", "model"))

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from benchmark.core.config import ConfigError
+from benchmark.core.fields import required
 from benchmark.models.registry import register_backbone
 
 
@@ -41,6 +42,6 @@ def timm_backbone(model_cfg: Mapping[str, Any]) -> TimmBackbone:
     if not timm.is_model(name):
         raise ConfigError(f"model.backbone=timm:{name}: timm has no model {name!r} (see timm.list_models())")
     model = timm.create_model(
-        name, pretrained=False, num_classes=0, in_chans=int(model_cfg.get("in_channels", 3))
+        name, pretrained=False, num_classes=0, in_chans=int(required(model_cfg, "in_channels", "model"))
     )
     return TimmBackbone(model)

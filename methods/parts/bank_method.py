@@ -15,10 +15,12 @@ from typing import Any, Mapping
 
 import torch
 
-from benchmark.core.settings import require
+from benchmark.core.fields import Float
 from methods.base import LossOutput, Method, pack_output
 from methods.parts.dist_utils import all_gather_cat, broadcast_from_rank0
 from methods.parts.memory_bank import MemoryBank, uniform_bank_init
+
+MEMORY_MOMENTUM = Float(ge=0, lt=1)  # the spec of every bank method's ``memory_momentum`` setting
 
 
 class BankMethod(Method):
@@ -33,10 +35,6 @@ class BankMethod(Method):
             raise ValueError(f"method {self.name!r}: needs at least 2 training samples, got {num_samples}")
         self.bank = MemoryBank.empty(num_samples, embed_dim, self.settings.memory_momentum)
         self._pending: dict[str, torch.Tensor] = {}
-
-    @classmethod
-    def validate_settings(cls, s: Any) -> None:
-        require(0 <= s.memory_momentum < 1, cls.name, f"memory_momentum must be in [0, 1), got {s.memory_momentum}")
 
     def _prepare(self, embeddings: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, MemoryBank]:
         """Check the batch; return (float32 embeddings, int64 indices, bank) on the state's device,

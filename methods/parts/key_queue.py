@@ -40,10 +40,7 @@ class KeyQueue(Stateful):
 
     def fill(self, keys: torch.Tensor) -> None:
         """Set the initial keys (K, D), kept as float32 on the queue's device."""
-        if tuple(keys.shape) != tuple(self.keys.shape):
-            raise ValueError(f"initial queue keys have shape {tuple(keys.shape)} but the queue is "
-                             f"{tuple(self.keys.shape)} (method.queue_size x model.embed_dim)")
-        self.keys = keys.to(self.keys.device, torch.float32)
+        self.keys = self.initial_tensor("keys", keys)
         self.filled = True
 
     @torch.no_grad()

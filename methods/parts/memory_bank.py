@@ -63,10 +63,7 @@ class MemoryBank(Stateful):
 
     def fill(self, rows: torch.Tensor) -> None:
         """Set the initial bank to ``rows`` (n, D), kept as float32 on the bank's device."""
-        if tuple(rows.shape) != tuple(self.weight.shape):
-            raise ValueError(f"initial bank rows have shape {tuple(rows.shape)} but the bank is "
-                             f"{tuple(self.weight.shape)} (training samples x model.embed_dim)")
-        self.weight = rows.to(self.weight.device, torch.float32)
+        self.weight = self.initial_tensor("weight", rows)
         self.filled = True
 
     @torch.no_grad()

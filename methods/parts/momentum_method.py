@@ -13,7 +13,8 @@ from typing import Any, Mapping
 
 import torch
 
-from benchmark.core.settings import require
+from benchmark.core.fields import Choice, Float, Int
+from benchmark.core.settings import require, setting
 from methods.base import KEY_MOMENTUM_SCHEDULES, KeyEncoderSpec, Method
 from methods.parts.dist_utils import all_gather_cat, broadcast_from_rank0
 from methods.parts.key_queue import KeyQueue, random_unit_keys
@@ -25,11 +26,12 @@ QUERY, KEY = "query", "key"
 class MomentumSettings:
     """Options every momentum-encoder method has (defaults: MoCo v2 on ImageNet)."""
 
-    temperature: float = 0.2
-    queue_size: int = 65536
-    key_momentum: float = 0.999
-    key_momentum_schedule: str = "constant"  # constant | cosine (raised to 1 over training)
-    bn_splits: int = 1  # shuffled sub-batches per process with their own BN statistics (keys)
+    temperature: float = setting(0.2, Float(gt=0))
+    queue_size: int = setting(65536, Int(ge=1))
+    key_momentum: float = setting(0.999, Float(ge=0, lt=1))
+    # constant | cosine (raised to 1 over training)
+    key_momentum_schedule: str = setting("constant", Choice(KEY_MOMENTUM_SCHEDULES))
+    bn_splits: int = setting(1, Int(ge=1))  # shuffled sub-batches per process with their own BN statistics (keys)
 
 
 class MomentumMethod(Method):
@@ -50,23 +52,12 @@ class MomentumMethod(Method):
     def __init__(self, config: Mapping[str, Any], num_samples: int, embed_dim: int):
         super().__init__(config, num_samples, embed_dim)
         s = self.settings
-        require(s.queue_size < num_samples, self.name,
-                f"option queue_size must be below the {num_samples} training samples (fewer keys than "
-                f"samples), got {s.queue_size}")
+        require(s.queue_size < num_samples, self.name, "queue_size",
+                f"below the {num_samples} training samples (fewer keys than samples)", s.queue_size)
         self.key_encoder_spec = KeyEncoderSpec((KEY,), s.key_momentum, s.key_momentum_schedule, s.bn_splits)
         self.queue = KeyQueue.empty(s.queue_size, embed_dim)
         self.steps = 0
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    @classmethod
-    def validate_settings(cls, s: MomentumSettings) -> None:
-        require(s.temperature > 0, cls.name, f"option temperature must be > 0, got {s.temperature}")
-        require(s.queue_size >= 1, cls.name, f"option queue_size must be >= 1, got {s.queue_size}")
-        require(0 <= s.key_momentum < 1, cls.name, f"option key_momentum must be in [0, 1), got {s.key_momentum}")
-        require(s.key_momentum_schedule in KEY_MOMENTUM_SCHEDULES, cls.name,
-                f"option key_momentum_schedule must be one of {', '.join(KEY_MOMENTUM_SCHEDULES)}, "
-                f"got {s.key_momentum_schedule!r}")
-        require(s.bn_splits >= 1, cls.name, f"option bn_splits must be >= 1, got {s.bn_splits}")
 
     def _prepare(self, embeddings: Any, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Check the views; return float32 (q, k) and int64 indices, and stash (indices, k); the

@@ -30,82 +30,54 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import FrozenBatchNorm2d, roi_align
 
 from benchmark.core.config import ConfigError
-from benchmark.core.fields import Bool, Choice, Float, Int, ListOf, Section, Spec, Tuple
+from benchmark.core.fields import Bool, Choice, Float, Int, ListOf, Tuple
+from benchmark.core.settings import read_typed, setting, settings_section
 from benchmark.data.augment import IMAGENET_MEAN, IMAGENET_STD
 
 NORMS = ("sync", "frozen")
+PROBABILITY = Float(ge=0, le=1)
 
 
 @dataclass(frozen=True)
 class C4Config:
     """Detector settings; the defaults are detectron2's R50-C4 on VOC (MoCo's recipe)."""
 
-    min_size_train: tuple[int, ...] = tuple(range(480, 801, 32))
-    min_size_test: int = 800
-    max_size: int = 1333
-    pixel_mean: tuple[float, ...] = IMAGENET_MEAN  # images enter in [0, 1]
-    pixel_std: tuple[float, ...] = IMAGENET_STD
-    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
-    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
-    rpn_pre_nms_train: int = 12000
-    rpn_post_nms_train: int = 2000
-    rpn_pre_nms_test: int = 6000
-    rpn_post_nms_test: int = 1000
-    rpn_nms: float = 0.7
-    rpn_batch_per_image: int = 256
-    rpn_positive_fraction: float = 0.5
-    rpn_iou: tuple[float, float] = (0.3, 0.7)
-    roi_size: int = 14
-    box_batch_per_image: int = 512
-    box_positive_fraction: float = 0.25
-    box_iou: float = 0.5
-    score_thresh: float = 0.05
-    box_nms: float = 0.5
-    detections_per_image: int = 100
-    smooth_l1_beta: float = 0.0
-    norm: str = "sync"
-    extra_norm: bool = True
+    min_size_train: tuple[int, ...] = setting(tuple(range(480, 801, 32)), ListOf(Int(ge=1), min_len=1))
+    min_size_test: int = setting(800, Int(ge=1))
+    max_size: int = setting(1333, Int(ge=1))
+    pixel_mean: tuple[float, ...] = setting(IMAGENET_MEAN, ListOf(Float(), min_len=1))  # images enter in [0, 1]
+    pixel_std: tuple[float, ...] = setting(IMAGENET_STD, ListOf(Float(gt=0), min_len=1))
+    anchor_sizes: tuple[int, ...] = setting((32, 64, 128, 256, 512), ListOf(Int(ge=1), min_len=1))
+    aspect_ratios: tuple[float, ...] = setting((0.5, 1.0, 2.0), ListOf(Float(gt=0), min_len=1))
+    rpn_pre_nms_train: int = setting(12000, Int(ge=1))
+    rpn_post_nms_train: int = setting(2000, Int(ge=1))
+    rpn_pre_nms_test: int = setting(6000, Int(ge=1))
+    rpn_post_nms_test: int = setting(1000, Int(ge=1))
+    rpn_nms: float = setting(0.7, PROBABILITY)
+    rpn_batch_per_image: int = setting(256, Int(ge=1))
+    rpn_positive_fraction: float = setting(0.5, PROBABILITY)
+    rpn_iou: tuple[float, float] = setting((0.3, 0.7), Tuple(PROBABILITY, PROBABILITY))
+    roi_size: int = setting(14, Int(ge=1))
+    box_batch_per_image: int = setting(512, Int(ge=1))
+    box_positive_fraction: float = setting(0.25, PROBABILITY)
+    box_iou: float = setting(0.5, PROBABILITY)
+    score_thresh: float = setting(0.05, PROBABILITY)
+    box_nms: float = setting(0.5, PROBABILITY)
+    detections_per_image: int = setting(100, Int(ge=1))
+    smooth_l1_beta: float = setting(0.0, Float(ge=0))
+    norm: str = setting("sync", Choice(NORMS))
+    extra_norm: bool = setting(True, Bool())
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], where: str = "tasks.detection.detector") -> "C4Config":
         """Defaults overridden by ``settings``; unknown keys and bad values name the option."""
-        Section(C4_FIELDS).check(settings, where)
-        values = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in settings.items()}
-        config = cls(**values)
+        config = read_typed(cls, settings, where)
         if len(config.pixel_mean) != len(config.pixel_std):
             raise ConfigError(f"{where}: pixel_mean and pixel_std need one value per channel each")
         return config
 
 
-PROBABILITY = Float(ge=0, le=1)
-# Type and constraint of every C4Config field (the ``tasks.detection.detector`` settings).
-C4_FIELDS: dict[str, Spec] = {
-    "min_size_train": ListOf(Int(ge=1), min_len=1),
-    "min_size_test": Int(ge=1),
-    "max_size": Int(ge=1),
-    "pixel_mean": ListOf(Float(), min_len=1),
-    "pixel_std": ListOf(Float(gt=0), min_len=1),
-    "anchor_sizes": ListOf(Int(ge=1), min_len=1),
-    "aspect_ratios": ListOf(Float(gt=0), min_len=1),
-    "rpn_pre_nms_train": Int(ge=1),
-    "rpn_post_nms_train": Int(ge=1),
-    "rpn_pre_nms_test": Int(ge=1),
-    "rpn_post_nms_test": Int(ge=1),
-    "rpn_nms": PROBABILITY,
-    "rpn_batch_per_image": Int(ge=1),
-    "rpn_positive_fraction": PROBABILITY,
-    "rpn_iou": Tuple(PROBABILITY, PROBABILITY),
-    "roi_size": Int(ge=1),
-    "box_batch_per_image": Int(ge=1),
-    "box_positive_fraction": PROBABILITY,
-    "box_iou": PROBABILITY,
-    "score_thresh": PROBABILITY,
-    "box_nms": PROBABILITY,
-    "detections_per_image": Int(ge=1),
-    "smooth_l1_beta": Float(ge=0),
-    "norm": Choice(NORMS),
-    "extra_norm": Bool(),
-}
+C4_FIELDS = settings_section(C4Config).fields  # the ``tasks.detection.detector`` settings
 
 
 @dataclass

@@ -12,29 +12,29 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from benchmark.core.config import ConfigError
-from benchmark.core.fields import Float, Int, ListOf, Section
+from benchmark.core.fields import Float, Int, ListOf
+from benchmark.core.settings import read_typed, setting, settings_section
 
 
 @dataclass(frozen=True)
 class DetectionSchedule:
     """SGD schedule of a detector: iteration counts, base lr, momentum and weight decay."""
 
-    batch_size: int
-    lr: float
-    iterations: int
-    steps: tuple[int, ...]
-    warmup_iters: int
-    warmup_factor: float = 1e-3
-    gamma: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    weight_decay_norm: float = 0.0
+    batch_size: int = setting(spec=Int(ge=1))
+    lr: float = setting(spec=Float(gt=0))
+    iterations: int = setting(spec=Int(ge=1))
+    steps: tuple[int, ...] = setting(spec=ListOf(Int(ge=1)))
+    warmup_iters: int = setting(spec=Int(ge=0))
+    warmup_factor: float = setting(1e-3, Float(gt=0, le=1))
+    gamma: float = setting(0.1, Float(gt=0))
+    momentum: float = setting(0.9, Float(ge=0, lt=1))
+    weight_decay: float = setting(1e-4, Float(ge=0))
+    weight_decay_norm: float = setting(0.0, Float(ge=0))
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], where: str = "tasks.detection.schedule") -> "DetectionSchedule":
         """Build from a config block; unknown, missing or bad keys name the option."""
-        SCHEDULE_SETTINGS.check(settings, where)
-        schedule = cls(**{k: tuple(v) if k == "steps" else v for k, v in settings.items()})
+        schedule = read_typed(cls, settings, where)
         if list(schedule.steps) != sorted(schedule.steps) or any(s > schedule.iterations for s in schedule.steps):
             raise ConfigError(f"{where}.steps={list(schedule.steps)} must be increasing and <= iterations")
         return schedule
@@ -63,18 +63,6 @@ class DetectionSchedule:
         return (self.warmup_factor * (1 - alpha) + alpha) * decay
 
 
-# Type and constraint of every DetectionSchedule field (the ``tasks.detection.schedule`` block).
-SCHEDULE_SETTINGS = Section({
-    "batch_size": Int(ge=1),
-    "lr": Float(gt=0),
-    "iterations": Int(ge=1),
-    "steps": ListOf(Int(ge=1)),
-    "warmup_iters": Int(ge=0),
-    "warmup_factor": Float(gt=0, le=1),
-    "gamma": Float(gt=0),
-    "momentum": Float(ge=0, lt=1),
-    "weight_decay": Float(ge=0),
-    "weight_decay_norm": Float(ge=0),
-}, required=("batch_size", "lr", "iterations", "steps", "warmup_iters"))
+SCHEDULE_SETTINGS = settings_section(DetectionSchedule)  # the ``tasks.detection.schedule`` block
 
 MOCO_VOC = DetectionSchedule(batch_size=16, lr=0.02, iterations=24000, steps=(18000, 22000), warmup_iters=100)

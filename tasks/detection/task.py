@@ -66,10 +66,6 @@ class DetectionTask(Task):
         if settings["schedule"]:
             DetectionSchedule.from_settings(settings["schedule"])
 
-    @classmethod
-    def datasets(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:
-        """The detection dataset (``voc_detection`` unless the settings name another)."""
-        return (settings.get("dataset", DEFAULTS["dataset"]),)
 
     def run(self, ctx: TaskContext) -> list[Measurement]:
         """Fine-tune on the ``trainval`` split, evaluate on ``test``; values in percent."""
