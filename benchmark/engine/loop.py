@@ -54,7 +54,8 @@ class PretrainRun:
         self.views = ViewRouter(self.parts, data, self.device, self.channels_last, self.autocast,
                                 int(cfg.seed))
         self.loader = build_train_loader(data.train, self.batch_size, dist, int(cfg.seed),
-                                         int(cfg.data.get("num_workers", 0)))
+                                         int(cfg.data.get("num_workers", 0)),
+                                         self.parts.method.samples_with_replacement)
         self.sampler: ResumableDistributedSampler = self.loader.sampler
         self.steps_per_epoch = len(self.loader)
         self.total_steps = self.epochs * self.steps_per_epoch
