@@ -7,9 +7,11 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+import engine_support as es
 from benchmark.data.augment import eval_transform, get_recipe, train_transform
 from benchmark.core.config import ConfigError
 from benchmark.engine.data import ResumableDistributedSampler, SeededAugmentation, split_indices
+from benchmark.engine.pretrain import prepare_run
 
 
 def _images(n: int) -> list[tuple[Image.Image, int]]:
@@ -86,3 +88,9 @@ def test_sampler_with_replacement_draws_n_seeded_indices_per_epoch() -> None:
     for shard in shards:
         shard.set_epoch(3)
     assert [list(s) for s in shards] == [full[0::2], full[1::2]]
+
+
+def test_the_loader_draws_with_replacement_when_the_method_says_so(tmp_path, monkeypatch) -> None:
+    assert not prepare_run(es.tiny_config(tmp_path), tmp_path / "a", resume="never").sampler.replacement
+    monkeypatch.setattr(es.BankDouble, "samples_with_replacement", True)
+    assert prepare_run(es.tiny_config(tmp_path), tmp_path / "b", resume="never").sampler.replacement
