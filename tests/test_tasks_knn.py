@@ -2,6 +2,7 @@
 output, as InvP's main.py::kNN, InsDis and AND classify) and the layer named in the report."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -9,12 +10,15 @@ import torch
 from report_support import record
 from tasks_support import PixelBackbone, make_context
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from benchmark.core.config import resolve
 from benchmark.core.safe_load import LoadError
+from benchmark.engine.monitor import knn_monitor
 from benchmark.models import build_backbone, build_head
 from benchmark.models.encoders import load_encoder_head
 from benchmark.report.frame import TaskInfo, records_frame
+from tasks import knn as knn_task
 from tasks.base import EncoderHandle, get_task
 from tasks.knn_classifier import weighted_knn_scores
 
@@ -23,13 +27,52 @@ def test_sigma_sharpens_the_vote_towards_the_nearest_neighbour() -> None:
     # One class-0 neighbour at cosine 0.99 against two class-1 neighbours at cosine 0.9: with a
     # flat vote (large sigma) the two outvote the one, with sigma 0.07 the nearest one wins
     # (exp(0.99/0.07) > 2 exp(0.9/0.07)). A rule exp(s) without the sigma gives class 1 for both.
-    test = torch.tensor([[1.0, 0.0]])
-    train = torch.tensor([[0.99, (1 - 0.99**2) ** 0.5], [0.9, (1 - 0.81) ** 0.5], [0.9, -(1 - 0.81) ** 0.5]])
-    labels = torch.tensor([0, 1, 1])
+    train, labels, test = _nearest_versus_two()
     sharp = weighted_knn_scores(train, labels, test, 2, k=3, sigma=0.07)
     flat = weighted_knn_scores(train, labels, test, 2, k=3, sigma=10.0)
     assert sharp.argmax(1).item() == 0 and flat.argmax(1).item() == 1
     assert sharp[0, 0].item() == pytest.approx(torch.tensor(0.99 / 0.07).exp().item(), rel=1e-5)
+
+
+def _nearest_versus_two() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One class-0 training row at cosine 0.99 to the test row (1, 0), two class-1 rows at 0.9."""
+    train = torch.tensor([[0.99, (1 - 0.99**2) ** 0.5], [0.9, (1 - 0.81) ** 0.5], [0.9, -(1 - 0.81) ** 0.5]])
+    return train, torch.tensor([0, 1, 1]), torch.tensor([[1.0, 0.0]])
+
+
+def test_monitor_votes_with_its_sigma_on_the_embedding_and_on_backbone_features() -> None:
+    train, labels, test = _nearest_versus_two()
+    args = (TensorDataset(train, labels), labels, TensorDataset(test, torch.tensor([0])), torch.tensor([0]), 2)
+    sharp = knn_monitor(nn.Identity(), nn.Identity(), *args, k=3, sigma=0.07, device=torch.device("cpu"),
+                        autocast=nullcontext)
+    flat = knn_monitor(nn.Identity(), nn.Identity(), *args, k=3, sigma=10.0, device=torch.device("cpu"),
+                       autocast=nullcontext)
+    assert sharp == {"knn_top1": 1.0, "knn_top1_backbone": 1.0}
+    assert flat == {"knn_top1": 0.0, "knn_top1_backbone": 0.0}
+    # A head that maps every image to one point: the embedding's vote is a tie (class 0 wins it),
+    # so a class-1 test image is missed on the embedding and found on the backbone features.
+    constant = nn.Linear(2, 2)
+    nn.init.zeros_(constant.weight)
+    nn.init.ones_(constant.bias)
+    points = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    monitor_args = (TensorDataset(points, torch.tensor([0, 1])), torch.tensor([0, 1]),
+                    TensorDataset(torch.tensor([[0.1, 1.0]]), torch.tensor([1])), torch.tensor([1]), 2)
+    result = knn_monitor(nn.Identity(), constant, *monitor_args, k=2, sigma=0.07, device=torch.device("cpu"),
+                         autocast=nullcontext)
+    assert result == {"knn_top1": 0.0, "knn_top1_backbone": 1.0}
+
+
+def test_knn_task_votes_with_its_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["k"], kwargs["sigma"]))
+        return weighted_knn_scores(*args, **kwargs)
+
+    monkeypatch.setattr(knn_task, "weighted_knn_scores", spy)
+    ctx = make_context(tmp_path, "knn", {"dataset": "digits", "k": 7, "sigma": 0.5})
+    records = get_task("knn").run(ctx)
+    assert seen == [(7, 0.5)] and {(m.extra["k"], m.extra["sigma"]) for m in records} == {(7, 0.5)}
 
 
 def test_knn_task_defaults_to_the_embedding_with_sigma_007(tmp_path: Path) -> None:
