@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from methods_reference import unit_rows
+from methods_support import bank_state
 
 from methods.base import build_method
 from methods.parts.memory_bank import MemoryBank, ema_rows
-from methods_reference import unit_rows
-from methods_support import bank_state
 
 N, D = 60, 8
 
