@@ -186,6 +186,12 @@ class Method(Stateful, ABC):
     def update(self) -> None:
         """Apply the state update prepared by the last ``loss`` call (after the optimizer step)."""
 
+    @property
+    def samples_with_replacement(self) -> bool:
+        """Whether the training loader draws each epoch's N images with replacement (the data
+        config of InterCLR's release) instead of as a permutation (every other method)."""
+        return False
+
     def on_epoch_start(self, epoch: int) -> None:
         """Hook before the first step of ``epoch`` (1-based)."""
 

@@ -34,6 +34,7 @@ from methods.parts.momentum_method import MomentumSettings
 from methods.parts.pseudo_labels import ASSIGN_RULES, PseudoLabels
 
 NEGATIVE_SAMPLING = ("semihard", "hard", "random", "semieasy")
+NEGATIVE_DRAWS = ("redraw", "exclusive")
 MARGIN_TYPES = ("cosine", "arc")
 
 
@@ -52,6 +53,8 @@ class InterCLRSettings(MomentumSettings):
     negatives: int = setting(16384, Int(ge=1))  # K_n inter negatives per anchor
     pool_size: int = setting(128000, Int(ge=1))  # M_s semi-hard (semi-easy) pool
     neg_sampling: str = setting("semihard", Choice(NEGATIVE_SAMPLING))  # semihard | hard | random | semieasy (docs/methods/interclr.md §Sampling)
+    neg_draw: str = setting("redraw", Choice(NEGATIVE_DRAWS))  # redraw (official: redraw same-cluster slots, repeats possible) | exclusive
+    sample_with_replacement: bool = setting(True, Bool())  # each epoch draws N images with replacement (official replace=True)
     margin: float = setting(-0.5, Float(ge=-1, le=1))  # m: the positive logit is cos - m (cosine) or cos(theta + m) (arc)
     margin_type: str = setting("cosine", Choice(MARGIN_TYPES))  # cosine | arc
     intra_weight: float = setting(0.75, Float(ge=0))
@@ -175,16 +178,62 @@ class InterCLR(MoCoV2):
         """This step's sampling generator: a function of (seed, step) only."""
         return torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + self.steps)
 
-    def sample_negatives(self, sims: torch.Tensor, anchor_labels: torch.Tensor,
-                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, K_n) bank indices outside each anchor's cluster and a validity mask (False where
-        fewer candidates exist): ``negatives`` drawn uniformly without replacement from the pool
-        (random keys, top-K_n), or the most similar ones (hard)."""
+    @property
+    def samples_with_replacement(self) -> bool:
+        """Option ``sample_with_replacement`` (official: True, the release's ``replace=True``)."""
+        return bool(self.settings.sample_with_replacement)
+
+    def _pool(self, sims: torch.Tensor) -> torch.Tensor:
+        """(B, P) bank indices the negatives come from: the ``pool_size`` most (semihard) or least
+        (semieasy) similar rows, else every row."""
         s: InterCLRSettings = self.settings  # type: ignore[assignment]
         if s.neg_sampling in ("semihard", "semieasy"):
-            pool = sims.topk(s.pool_size, dim=1, largest=s.neg_sampling == "semihard", sorted=False).indices
-        else:
-            pool = torch.arange(self.num_samples, device=self.device).expand(sims.shape[0], -1)
+            return sims.topk(s.pool_size, dim=1, largest=s.neg_sampling == "semihard", sorted=False).indices
+        return torch.arange(self.num_samples, device=self.device).expand(sims.shape[0], -1)
+
+    def sample_negatives(self, sims: torch.Tensor, anchor_labels: torch.Tensor,
+                         generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K_n) bank indices outside each anchor's cluster and a validity mask (False where a
+        row cannot be filled): ``hard`` takes the most similar outsiders; the others follow
+        ``neg_draw`` (:meth:`redrawn_negatives`, official, or :meth:`exclusive_negatives`)."""
+        s: InterCLRSettings = self.settings  # type: ignore[assignment]
+        if s.neg_sampling == "hard" or s.neg_draw == "exclusive":
+            return self.exclusive_negatives(sims, anchor_labels, generator)
+        return self.redrawn_negatives(sims, anchor_labels, generator)
+
+    def redrawn_negatives(self, sims: torch.Tensor, anchor_labels: torch.Tensor,
+                          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The official draw (mmselfsup 0.x ``interclr_moco.py``, docs/methods/interclr.md §Sampling):
+        ``negatives`` slots drawn from the pool (semihard/semieasy: uniformly without replacement;
+        random: every row, with replacement, as its alias sampler), then, until no slot holds a
+        member of the anchor's cluster, each such slot takes the same slot of a fresh draw, so a
+        row may repeat a negative. Rows whose pool holds no outsider are masked invalid."""
+        s: InterCLRSettings = self.settings  # type: ignore[assignment]
+        pool = self._pool(sims)
+        anchors = anchor_labels.view(-1, 1)
+        fillable = (self.pseudo.labels[pool] != anchors).any(dim=1, keepdim=True)
+
+        def draw() -> torch.Tensor:
+            if s.neg_sampling == "random":
+                return torch.randint(self.num_samples, (pool.shape[0], s.negatives), generator=generator,
+                                     device=self.device)
+            keys = torch.rand(pool.shape, generator=generator, device=self.device)
+            return pool.gather(1, keys.topk(s.negatives, dim=1).indices)
+
+        chosen = draw()
+        inside = (self.pseudo.labels[chosen] == anchors) & fillable
+        while inside.any():
+            chosen = torch.where(inside, draw(), chosen)
+            inside = (self.pseudo.labels[chosen] == anchors) & fillable
+        return chosen, fillable.expand_as(chosen)
+
+    def exclusive_negatives(self, sims: torch.Tensor, anchor_labels: torch.Tensor,
+                            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``negatives`` distinct pool members outside the anchor's cluster, uniformly without
+        replacement (random keys, top-K_n) or the most similar ones (hard); slots beyond the
+        outsiders a pool holds are masked invalid (``neg_draw: exclusive``, the suite's variant)."""
+        s: InterCLRSettings = self.settings  # type: ignore[assignment]
+        pool = self._pool(sims)
         outside = self.pseudo.labels[pool] != anchor_labels.view(-1, 1)
         score = sims.gather(1, pool) if s.neg_sampling == "hard" else \
             torch.rand(pool.shape, generator=generator, device=self.device)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 import torch
 
 from benchmark.core.registry import Registry
-from benchmark.models.encoders import load_encoder_backbone
+from benchmark.models.encoders import load_encoder_backbone, load_encoder_head
 
 if TYPE_CHECKING:
     from benchmark.core.fields import Spec
@@ -45,6 +45,11 @@ class EncoderHandle:
         """The encoder's backbone (features, no projection head) on ``device``, in eval mode."""
         return load_encoder_backbone(self, device)
 
+    def load_head(self, backbone: torch.nn.Module, device: torch.device | str = "cpu") -> torch.nn.Module | None:
+        """The projection head on ``backbone`` (its output: the embedding the method trained), in
+        eval mode on ``device``; None for raw pixels, which have none."""
+        return load_encoder_head(self, backbone, device)
+
 
 @dataclass
 class TaskContext:
@@ -70,6 +75,8 @@ class Task(ABC):
     paper_table: ClassVar[str | None] = None  # e.g. "Table 1"; None for mini-only tasks
     paper_column: ClassVar[str | None] = None
     metrics: ClassVar[tuple[str, ...]] = ()
+    # a setting whose value (from each record's ``extra``) the report's column header shows
+    label_setting: ClassVar[str | None] = None
     protocol: ClassVar[str] = ""
     defaults: ClassVar[Mapping[str, Any]] = {}  # the protocol's settings; profiles override them
     # each setting's type and constraint (tasks/common.py adds the settings every task accepts)

@@ -3,6 +3,8 @@
 A feature layer is named by a short string:
 
 - ``pooled``: the backbone's own pooled output ``backbone(x)``;
+- ``embedding``: the projection head's output ``head(backbone(x))``, the embedding the method
+  trained (needs the encoder's head);
 - ``<block>``: block ``<block>`` of ``backbone.forward_blocks`` averaged globally;
 - ``<block>@<g>``: adaptive average pooling to a g x g grid (InvP's 17-head probe);
 - ``<block>@<k>/<s>/<p>``: AvgPool2d(kernel k, stride s, padding p) (Goyal/VISSL table).
@@ -30,6 +32,7 @@ from tasks.common import EXTRACTION_DEFAULTS, class_balanced_subset, dataset_tar
 from tasks.transforms import eval_transform
 
 CACHE_REMEDY = "It is a feature cache: delete it and the features are extracted again"
+EMBEDDING = "embedding"
 
 
 @dataclass(frozen=True)
@@ -38,12 +41,15 @@ class FeatureLayer:
 
     block: str | None
     pool: tuple[int, ...] = ()
+    embedding: bool = False  # the head's output (block None)
 
     @classmethod
     def parse(cls, text: str) -> "FeatureLayer":
-        """Parse ``pooled``, ``<block>``, ``<block>@<g>`` or ``<block>@<k>/<s>/<p>``."""
+        """Parse ``pooled``, ``embedding``, ``<block>``, ``<block>@<g>`` or ``<block>@<k>/<s>/<p>``."""
         if text == "pooled":
             return cls(None)
+        if text == EMBEDDING:
+            return cls(None, embedding=True)
         block, _, pool = text.partition("@")
         try:
             numbers = tuple(int(v) for v in pool.split("/")) if pool else ()
@@ -51,7 +57,7 @@ class FeatureLayer:
             numbers = (-1,)
         if not block or len(numbers) not in (0, 1, 3) or any(v < 0 for v in numbers):
             raise ValueError(
-                f"bad feature layer {text!r}: use 'pooled', '<block>', '<block>@<grid>' or "
+                f"bad feature layer {text!r}: use 'pooled', 'embedding', '<block>', '<block>@<grid>' or "
                 "'<block>@<kernel>/<stride>/<padding>'"
             )
         return cls(block, numbers)
@@ -59,7 +65,7 @@ class FeatureLayer:
     @property
     def name(self) -> str:
         if self.block is None:
-            return "pooled"
+            return EMBEDDING if self.embedding else "pooled"
         return self.block + ("@" + "/".join(map(str, self.pool)) if self.pool else "")
 
     def reduce(self, fmap: torch.Tensor) -> torch.Tensor:
@@ -76,7 +82,7 @@ class FeatureLayer:
 
 # The settings naming feature layers: one layer, or ``blocks`` / a list (``resolve_layers``), and
 # the grid per block-name prefix that ``blocks`` pools to.
-LAYER = Parses(FeatureLayer.parse, "a feature layer: pooled, <block>, <block>@<grid> or "
+LAYER = Parses(FeatureLayer.parse, "a feature layer: pooled, embedding, <block>, <block>@<grid> or "
                "<block>@<kernel>/<stride>/<padding>")
 LAYERS = AnyOf(LAYER, ListOf(LAYER, min_len=1))
 GRIDS = MapOf(Text(), Int(ge=1))
@@ -88,7 +94,7 @@ def resolve_layers(
     """Expand a layers setting: ``blocks`` = every block of the backbone pooled to the grid of
     its longest matching name prefix in ``grids`` (1 when none matches); otherwise a name or a
     list of names (see the module docstring). The raw-pixels encoder (``kind`` ``pixels``) has
-    no blocks: every layer becomes ``pooled``, its flattened image."""
+    no blocks and no head: every layer becomes ``pooled``, its flattened image."""
     if kind == "pixels":
         return [FeatureLayer(None)]
     if spec == "blocks":
@@ -112,8 +118,10 @@ def extract_features(
     batch_size: int = 256,
     num_workers: int = 0,
     dtype: torch.dtype = torch.float32,
+    head: torch.nn.Module | None = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Run the frozen backbone once over ``dataset``; one (N, D) CPU tensor per layer + labels."""
+    """Run the frozen backbone (and ``head``, for the ``embedding`` layer) once over ``dataset``;
+    one (N, D) CPU tensor per layer + labels."""
     block_names = list(getattr(backbone, "block_names", []))
     wanted = [layer.block for layer in layers if layer.block is not None]
     unknown = sorted(set(wanted) - set(block_names))
@@ -121,7 +129,11 @@ def extract_features(
         raise ValueError(
             f"feature layer block(s) {unknown} not in the backbone; its blocks are {block_names}"
         )
+    if head is None and any(layer.embedding for layer in layers):
+        raise ValueError("feature layer 'embedding' needs the encoder's projection head; none was given")
     backbone.eval()
+    if head is not None:
+        head.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     outputs: list[list[torch.Tensor]] = [[] for _ in layers]
     labels = []
@@ -129,8 +141,12 @@ def extract_features(
         images = images.to(device, non_blocking=True)
         blocks = backbone.forward_blocks(images) if wanted else []
         pooled = backbone(images) if any(layer.block is None for layer in layers) else None
+        embedded = head(pooled) if head is not None and any(layer.embedding for layer in layers) else None
         for out, layer in zip(outputs, layers):
-            vec = pooled if layer.block is None else layer.reduce(blocks[block_names.index(layer.block)])
+            if layer.block is None:
+                vec = embedded if layer.embedding else pooled
+            else:
+                vec = layer.reduce(blocks[block_names.index(layer.block)])
             out.append(vec.to("cpu", dtype))
         labels.append(torch.as_tensor(targets))
     if not labels:
@@ -166,10 +182,11 @@ def cached_features(
     batch_size: int = 256,
     num_workers: int = 0,
     dtype: torch.dtype = torch.float32,
+    head: Callable[[], torch.nn.Module | None] = lambda: None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Features per layer name and labels, from the cache or extracted (then cached).
 
-    ``backbone`` and ``build_dataset`` are called only when some layer is not cached yet.
+    ``backbone``, ``head`` and ``build_dataset`` are called only when some layer is not cached yet.
     """
     paths = {
         layer: feature_cache_path(cache_dir, encoder, dataset_name, split, layer, transform)
@@ -179,7 +196,7 @@ def cached_features(
     missing = [layer for layer in layers if layer not in found]
     if missing:
         feats, labels = extract_features(
-            backbone(), build_dataset(), missing, device, batch_size, num_workers, dtype
+            backbone(), build_dataset(), missing, device, batch_size, num_workers, dtype, head()
         )
         for layer, matrix in zip(missing, feats):
             entry = {"features": matrix, "labels": labels, "layer": layer.name}
@@ -197,9 +214,11 @@ def context_features(
     layers: Sequence[FeatureLayer],
     backbone: torch.nn.Module,
     limit: int = 0,
+    head: torch.nn.Module | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """``cached_features`` for a TaskContext: the task's eval transform, cache dir and encoder.
-    ``limit`` > 0 keeps a deterministic class-balanced draw of that many items (seed 0)."""
+    ``limit`` > 0 keeps a deterministic class-balanced draw of that many items (seed 0); ``head``:
+    the encoder's projection head, needed by the ``embedding`` layer only."""
     transform = eval_transform(dataset, settings)
     extraction = {**EXTRACTION_DEFAULTS, **settings}
 
@@ -219,6 +238,7 @@ def context_features(
         layers,
         backbone=lambda: backbone,
         build_dataset=build,
+        head=lambda: head,
         device=ctx.device,
         batch_size=int(extraction["extract_batch_size"]),
         num_workers=int(ctx.config.data["num_workers"]),

@@ -50,17 +50,28 @@ class PixelBackbone(nn.Module):
 
 @dataclass
 class StandInEncoder:
-    """EncoderHandle-like: ``load`` returns a fresh copy of ``backbone`` in eval mode."""
+    """EncoderHandle-like: ``load`` returns a fresh copy of ``backbone`` in eval mode,
+    ``load_head`` one of ``head`` (a seeded Linear to 8 dimensions unless given; None for pixels)."""
 
     backbone: nn.Module
     config: Any
     kind: str = "pretrained"
     checkpoint_hash: str | None = "standin0001"
     loads: list[int] = field(default_factory=list)
+    head: nn.Module | None = None
 
     def load(self, device: Any = "cpu") -> nn.Module:
         self.loads.append(1)
         return copy.deepcopy(self.backbone).to(device).eval()
+
+    def load_head(self, backbone: nn.Module, device: Any = "cpu") -> nn.Module | None:
+        if self.kind == "pixels":
+            return None
+        if self.head is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(1)
+                self.head = nn.Linear(backbone.feature_dim, 8)
+        return copy.deepcopy(self.head).to(device).eval()
 
 
 def make_context(

@@ -103,13 +103,13 @@ def _profile_copy(tmp_path: Path, old: str, new: str) -> str:
     ("  batch_size: 64\n", "  batch_size: 64\n  batchsize: 32\n",
      r"pretrain: unknown setting\(s\) \['batchsize'\] \(did you mean batch_size\?\)"),
     ("profile: mini\n", "profile: ../../mini\n", r"^profile must be a safe name"),
-    ("sigma: 0.1, train_limit", "sigma: '1e-1', train_limit", None),
+    ("sigma: 0.07, train_limit", "sigma: '7e-2', train_limit", None),
 ])
 def test_a_profile_file_is_checked_like_an_override(tmp_path, old, new, message):
     profile = _profile_copy(tmp_path, old, new)
     if message is None:  # a quoted number stays a string: refused when its task is planned
         cfg = resolve_run(profile, "invp")
-        with pytest.raises(ConfigError, match=r"tasks\.knn\.sigma must be a number > 0, got '1e-1'"):
+        with pytest.raises(ConfigError, match=r"tasks\.knn\.sigma must be a number > 0, got '7e-2'"):
             plan_run(cfg, select_tasks(cfg, "knn"), tmp_path / "runs")
         return
     with pytest.raises(ConfigError, match=message):

@@ -7,9 +7,11 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+import engine_support as es
 from benchmark.data.augment import eval_transform, get_recipe, train_transform
 from benchmark.core.config import ConfigError
 from benchmark.engine.data import ResumableDistributedSampler, SeededAugmentation, split_indices
+from benchmark.engine.pretrain import prepare_run
 
 
 def _images(n: int) -> list[tuple[Image.Image, int]]:
@@ -97,3 +99,27 @@ def test_sampler_resumes_mid_epoch_and_shards_cover_the_data() -> None:
         shard.set_epoch(3)
         shards.append(list(shard))
     assert shards[0] == full[0::2] and shards[1] == full[1::2]
+
+
+def test_sampler_with_replacement_draws_n_seeded_indices_per_epoch() -> None:
+    # mmselfsup 0.x DistributedSampler(replace=True): torch.randint(N, (N,)) seeded by epoch + seed.
+    data = list(range(20))
+    sampler = ResumableDistributedSampler(data, num_replicas=1, rank=0, seed=4, replacement=True)
+    sampler.set_epoch(3)
+    full = list(sampler)
+    assert full == torch.randint(20, (20,), generator=torch.Generator().manual_seed(7)).tolist()
+    assert len(set(full)) < 20  # some images twice, some not at all
+    sampler.start = 5
+    assert list(sampler) == full[5:]
+    sampler.set_epoch(4)
+    assert list(sampler) != full
+    shards = [ResumableDistributedSampler(data, 2, rank, seed=4, replacement=True) for rank in (0, 1)]
+    for shard in shards:
+        shard.set_epoch(3)
+    assert [list(s) for s in shards] == [full[0::2], full[1::2]]
+
+
+def test_the_loader_draws_with_replacement_when_the_method_says_so(tmp_path, monkeypatch) -> None:
+    assert not prepare_run(es.tiny_config(tmp_path), tmp_path / "a", resume="never").sampler.replacement
+    monkeypatch.setattr(es.BankDouble, "samples_with_replacement", True)
+    assert prepare_run(es.tiny_config(tmp_path), tmp_path / "b", resume="never").sampler.replacement

@@ -104,8 +104,8 @@ def test_positives_share_the_label_and_cover_the_cluster():
 
 
 @pytest.mark.parametrize("strategy", ["semihard", "semieasy", "random", "hard"])
-def test_negatives_lie_outside_the_cluster_and_in_their_pool(strategy):
-    method = started(neg_sampling=strategy)
+def test_exclusive_negatives_lie_outside_the_cluster_and_in_their_pool(strategy):
+    method = started(neg_sampling=strategy, neg_draw="exclusive")
     labels, bank = method.pseudo.labels, method.bank.weight
     views, idx = batch(4)
     sims = views["query"] @ bank.T
@@ -125,16 +125,51 @@ def test_negatives_lie_outside_the_cluster_and_in_their_pool(strategy):
             assert picked == outside[:12]
 
 
-def test_negatives_are_masked_when_the_pool_holds_too_few_outsiders():
+@pytest.mark.parametrize("draw", ["redraw", "exclusive"])
+def test_negatives_are_masked_when_the_pool_holds_too_few_outsiders(draw):
     features = torch.cat([unit_rows(1, D, 3).repeat(60, 1), -unit_rows(1, D, 3).repeat(60, 1)])
     features = F.normalize(features + 1e-3 * unit_rows(N, D, 4), dim=1)
-    method = started(features, num_clusters=2, min_cluster=5, negatives=40, pool_size=60)
+    method = started(features, num_clusters=2, min_cluster=5, negatives=40, pool_size=60, neg_draw=draw)
     anchor = torch.tensor([0])
     sims = features[anchor] @ method.bank.weight.T
     _, valid = method.sample_negatives(sims, method.pseudo.labels[anchor], torch.Generator().manual_seed(0))
     assert not valid.any()  # the 60 most similar rows are all in the anchor's own cluster
     out = method.loss({"query": features[:1], "key": features[:1]}, anchor, epoch=1)
     assert math.isfinite(out.loss.item()) and out.logs["loss_inter"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["semihard", "semieasy", "random"])
+def test_official_redraw_keeps_no_cluster_member_and_may_repeat_a_negative(strategy):
+    # mmselfsup 0.x interclr_moco.py: a first draw of K_n slots, then each slot holding a member
+    # of the anchor's cluster takes the same slot of a fresh draw, until none is left; a fresh
+    # slot may repeat one the row already holds. Two clusters of 60 and K_n = 25 of a 70-row pool
+    # (semihard: 10 outsiders at most) make repeats certain; the exclusive variant never repeats.
+    features = torch.cat([unit_rows(1, D, 3).repeat(60, 1), -unit_rows(1, D, 3).repeat(60, 1)])
+    features = F.normalize(features + 0.3 * unit_rows(N, D, 4), dim=1)
+    method = started(features, num_clusters=2, min_cluster=5, negatives=25, pool_size=70, neg_sampling=strategy)
+    assert method.settings.neg_draw == "redraw"  # the official draw is the default
+    labels = method.pseudo.labels
+    anchors = torch.arange(0, N, 3)
+    sims = features[anchors] @ method.bank.weight.T
+    negatives, valid = method.sample_negatives(sims, labels[anchors], torch.Generator().manual_seed(1))
+    fillable = [bool((labels[p] != labels[a]).any()) for p, a in zip(method._pool(sims), anchors)]
+    assert valid.all(dim=1).tolist() == fillable and all(fillable)
+    rows = [row for row, ok in enumerate(fillable) if ok]
+    assert all((labels[negatives[r]] != labels[anchors[r]]).all() for r in rows)
+    assert any(len(set(negatives[r].tolist())) < 25 for r in rows)  # a repeated negative
+    if strategy != "random":
+        pools = method._pool(sims)
+        assert all(set(negatives[r].tolist()) <= set(pools[r].tolist()) for r in rows)
+    exclusive = started(features, num_clusters=2, min_cluster=5, negatives=25, pool_size=70,
+                        neg_sampling=strategy, neg_draw="exclusive")
+    picked, ok = exclusive.sample_negatives(sims, labels[anchors], torch.Generator().manual_seed(1))
+    assert all(len(set(picked[r][ok[r]].tolist())) == int(ok[r].sum()) for r in range(len(anchors)))
+
+
+def test_training_images_are_drawn_with_replacement_by_default():
+    assert started().samples_with_replacement  # official data config: replace=True
+    assert not started(sample_with_replacement=False).samples_with_replacement
+    assert not build_method({"name": "mocov2", "queue_size": 16}, N, D).samples_with_replacement
 
 
 def test_update_writes_keys_relabels_by_dot_product_and_refreshes_centroids_on_schedule():
@@ -346,7 +381,8 @@ def test_profiles_set_the_mlp_head_and_mocov2_recipe():
     ("assign", "cosine"), ("neg_sampling", "easy"), ("negatives", N), ("pool_size", 5), ("margin_type", "sphere"),
     ("margin", 2.0), ("inter_weight", -1.0), ("warmup_epochs", -1), ("bank_momentum", 0.0),
     ("centroid_interval", 0), ("repair_interval", 0), ("kmeans_iterations", 0), ("split_iterations", 0),
-    ("online_labels", "false"), ("online_labels", 0), ("offline_interval", 0),
+    ("online_labels", "false"), ("online_labels", 0), ("offline_interval", 0), ("neg_draw", "unique"),
+    ("sample_with_replacement", "yes"),
 ])
 def test_bad_options_name_the_option(option, value):
     with pytest.raises(ConfigError, match=option):

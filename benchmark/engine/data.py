@@ -76,16 +76,26 @@ class SeededAugmentation(TransformedSubset):
 
 class ResumableDistributedSampler(DistributedSampler):
     """DistributedSampler whose epoch can start after its first ``start`` samples (the position
-    of a mid-epoch checkpoint). ``start`` applies to the next iteration only."""
+    of a mid-epoch checkpoint). ``start`` applies to the next iteration only. ``replacement``:
+    each epoch is N draws with replacement (seeded by seed + epoch, as mmselfsup's sampler with
+    ``replace=True``) instead of a permutation, split over the ranks the same way."""
 
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int):
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, replacement: bool = False):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.replacement = replacement
         self.start = 0
 
     def __iter__(self) -> Iterator[int]:
-        order = list(super().__iter__())[self.start :]
+        order = (self._drawn_with_replacement() if self.replacement else list(super().__iter__()))[self.start :]
         self.start = 0
         return iter(order)
+
+    def _drawn_with_replacement(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        size = len(self.dataset)  # type: ignore[arg-type]
+        drawn = torch.randint(size, (size,), generator=generator).tolist()
+        drawn += drawn[: self.total_size - size]
+        return drawn[self.rank : self.total_size : self.num_replicas]
 
 
 def per_rank_batch_size(global_batch: int, world_size: int) -> int:
@@ -112,13 +122,13 @@ def bn_batch_warning(global_batch: int, world_size: int, recipe_bn_batch: int) -
 
 
 def build_train_loader(train: SeededAugmentation, batch_size: int, dist: DistContext, seed: int,
-                       num_workers: int, drop_last: bool) -> DataLoader:
+                       num_workers: int, drop_last: bool, replacement: bool) -> DataLoader:
     """Batches of ``batch_size`` (per rank) of this rank's share of ``train`` (a
     :class:`ResumableDistributedSampler` seeded by ``seed``, which pads the shares to equal
-    lengths); with ``drop_last`` only full ones (the method's ``Method.drop_last``), else the
-    epoch ends with a partial batch, equal on every rank. Raises ConfigError when an epoch
-    would hold no batch."""
-    sampler = ResumableDistributedSampler(train, dist.world_size, dist.rank, seed)
+    lengths; ``replacement``: the method's ``samples_with_replacement``); with ``drop_last`` only
+    full ones (the method's ``Method.drop_last``), else the epoch ends with a partial batch, equal
+    on every rank. Raises ConfigError when an epoch would hold no batch."""
+    sampler = ResumableDistributedSampler(train, dist.world_size, dist.rank, seed, replacement)
     if drop_last and len(sampler) // batch_size == 0:
         raise ConfigError(f"data.train_subset gives {len(train)} images, fewer than one batch of "
                           f"pretrain.batch_size={batch_size * dist.world_size}; raise the subset or "

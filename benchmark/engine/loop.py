@@ -58,7 +58,8 @@ class PretrainRun:
         self.views = ViewRouter(self.parts, data, self.device, self.channels_last, self.autocast,
                                 int(cfg.seed))
         self.loader = build_train_loader(data.train, self.batch_size, dist, int(cfg.seed),
-                                         int(cfg.data["num_workers"]), self.parts.method.drop_last)
+                                         int(cfg.data["num_workers"]), self.parts.method.drop_last,
+                                         self.parts.method.samples_with_replacement)
         self.sampler: ResumableDistributedSampler = self.loader.sampler
         self.steps_per_epoch = len(self.loader)
         self.total_steps = self.epochs * self.steps_per_epoch

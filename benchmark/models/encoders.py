@@ -2,6 +2,8 @@
 
 ``load_encoder_backbone(handle, device)`` serves ``tasks.base.EncoderHandle.load``; the result
 follows the backbone contract of docs/CONTRACTS.md and is in eval mode on ``device``.
+``load_encoder_head(handle, backbone, device)`` serves ``EncoderHandle.load_head``: the projection
+head whose output is the embedding the methods train (the kNN task's ``layer: embedding``).
 """
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ from torch import nn
 
 from benchmark.core.safe_load import CorruptFile, load_weights_only
 from benchmark.data.augment import get_recipe
-from benchmark.models import build_backbone
+from benchmark.models import build_backbone, build_head
 
 ENCODER_KINDS = ("pretrained", "random", "pixels")
 ENCODER_KEYS = ("backbone", "config")
 ENCODER_REMEDY = "Pretrain it again with `--force` (or delete it)"
+HEAD_REMEDY = "Pretrain it again with `--force`, or use the backbone features (e.g. --set tasks.knn.layer=pooled)"
 
 
 class PixelEncoder(nn.Module):
@@ -61,9 +64,16 @@ def _pretrained(handle: Any) -> nn.Module:
 
 def _random(handle: Any) -> nn.Module:
     """The initial backbone of the run's pretraining (same seed), without touching the caller's RNG."""
+    return _initial_encoder(handle)[0]
+
+
+def _initial_encoder(handle: Any) -> tuple[nn.Module, nn.Module]:
+    """Backbone and head as the run's pretraining builds them before its first step (the run
+    seed, backbone first), without touching the caller's RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(handle.config.seed))
-        return build_backbone(handle.config.model)
+        backbone = build_backbone(handle.config.model)
+        return backbone, build_head(handle.config.model, backbone.feature_dim)
 
 
 def load_encoder_backbone(handle: Any, device: torch.device | str = "cpu") -> nn.Module:
@@ -78,3 +88,23 @@ def load_encoder_backbone(handle: Any, device: torch.device | str = "cpu") -> nn
     else:
         raise ValueError(f"encoder kind {handle.kind!r} is unknown; valid kinds: {', '.join(ENCODER_KINDS)}")
     return encoder.to(device).eval()
+
+
+def load_encoder_head(handle: Any, backbone: nn.Module, device: torch.device | str = "cpu") -> nn.Module | None:
+    """The projection head of ``handle`` on top of ``backbone`` (``pretrained``: the head saved in
+    ``handle.checkpoint``; ``random``: the run's initial head), eval mode; None for ``pixels``,
+    which has no head. An encoder file without a head raises a LoadError naming it."""
+    if handle.kind == "pixels":
+        return None
+    if handle.kind == "pretrained":
+        state = read_encoder_checkpoint(handle.checkpoint)
+        if "head" not in state:
+            raise CorruptFile(handle.checkpoint, "holds no projection head (key `head`), which the "
+                              "embedding layer needs", HEAD_REMEDY)
+        head = build_head(state["config"]["model"], backbone.feature_dim)
+        head.load_state_dict(state["head"])
+    elif handle.kind == "random":
+        head = _initial_encoder(handle)[1]
+    else:
+        raise ValueError(f"encoder kind {handle.kind!r} is unknown; valid kinds: {', '.join(ENCODER_KINDS)}")
+    return head.to(device).eval()

@@ -35,12 +35,13 @@ class TaskInfo:
     paper_table: str | None
     paper_column: str | None
     metrics: tuple[str, ...]
+    label_setting: str | None = None  # shown in the column header, e.g. the kNN task's layer
 
 
 def registry_task_info() -> dict[str, TaskInfo]:
     """TaskInfo of every registered task."""
     return {
-        name: TaskInfo(cls.paper_table, cls.paper_column, tuple(cls.metrics))
+        name: TaskInfo(cls.paper_table, cls.paper_column, tuple(cls.metrics), cls.label_setting)
         for name, cls in available_tasks().items()
     }
 
@@ -87,9 +88,20 @@ def _skip_records(skips: Iterable[Mapping[str, Any]], tasks: Mapping[str, TaskIn
             "seed": config.get("seed"),
             "job_id": job.get("job_id"),
             "skip_reason": str(skip.get("reason", "")).split(":")[0].strip() or "skipped",
+            "extra": settings,
         }
         out.extend({**base, "dataset": str(d), "metric": m} for d in datasets for m in metrics)
     return out
+
+
+def _column_label(rec: Mapping[str, Any], tasks: Mapping[str, TaskInfo]) -> str:
+    """``task: metric (dataset)``, plus the task's ``label_setting`` and its value when the record
+    (or the skipped job's settings) names one: ``knn: top1 (cifar10, layer embedding)``."""
+    info = tasks.get(rec["task"])
+    extra = rec.get("extra")
+    value = extra.get(info.label_setting) if info and info.label_setting and isinstance(extra, Mapping) else None
+    detail = f", {info.label_setting} {value}" if value is not None else ""
+    return f"{rec['task']}: {rec['metric']} ({rec['dataset']}{detail})"
 
 
 def records_frame(
@@ -109,7 +121,7 @@ def records_frame(
         for m, c, e in zip(frame["method"], frame["method_config"], frame["encoder"])
     ]
     _disambiguate_rows(frame)
-    frame["column"] = frame["task"] + ": " + frame["metric"] + " (" + frame["dataset"] + ")"
+    frame["column"] = [_column_label(rec, tasks) for rec in frame.to_dict("records")]
     frame["scale"] = frame.groupby("metric")["value"].transform(
         lambda v: 1.0 if v.name in PERCENT_METRICS or v.abs().max() > 1.0 else 100.0
     )
