@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.core.config import ConfigError
+from benchmark.core.config import PROFILE_DIR, ConfigError
 from benchmark.core.fields import Int
 from benchmark.core.settings import read_settings, setting, settings_section
 from benchmark.harness.cli import main
@@ -95,8 +95,15 @@ STORED_READERS = {
     ("benchmark/engine/checkpoint.py", "config"): "the config stored in a checkpoint file",
     ("methods/parts/top_m.py", "PATH"): "the process environment",
     ("methods/state.py", "state_names"): "a class's own attributes",
+    ("benchmark/harness/completion.py", "records"): "a stored result file",
+    ("benchmark/harness/status.py", "encoder"): "a job entry of the stored sweep state",
+    ("benchmark/harness/status.py", "folder"): "a submission of the stored sweep state",
+    ("benchmark/harness/sweep_state.py", "versions"): "the code versions stored in a sweep state",
+    ("benchmark/harness/submitit_launcher.py", "SUBMITIT_PREEMPT_SIGNAL"): "the process environment",
+    ("benchmark/harness/resources.py", "sbatch"): "an override layer (launcher.<kind>, --sbatch), all optional",
 }
-CONFIG_PACKAGES = ("benchmark/engine", "benchmark/models", "benchmark/data", "methods", "tasks")
+CONFIG_PACKAGES = ("benchmark/engine", "benchmark/models", "benchmark/data", "methods", "tasks",
+                   "benchmark/harness")
 
 
 def config_defaults(source: str) -> list[tuple[int, str, str]]:
@@ -118,7 +125,7 @@ def test_the_scan_finds_config_defaults():
     )] == ["amp", "every"]
 
 
-def test_no_config_default_is_written_in_engine_models_data_methods_or_tasks():
+def test_no_config_default_is_written_in_engine_models_data_methods_tasks_or_harness():
     found = []
     for package in CONFIG_PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
@@ -126,3 +133,24 @@ def test_no_config_default_is_written_in_engine_models_data_methods_or_tasks():
             found += [f"{relative}:{line}: {call}" for line, key, call in config_defaults(path.read_text())
                       if (relative, key) not in STORED_READERS]
     assert not found, "config defaults in code (read the key directly, the profiles hold it):\n" + "\n".join(found)
+
+
+def _without(text: str, line: str) -> str:
+    """``text`` with its one ``line`` (a leading newline kept) left out."""
+    assert text.count(line) == 1
+    return text.replace(line, "\n" if line.startswith("\n") else "")
+
+
+@pytest.mark.parametrize("line, message", [
+    ("\nseed: 0\n", r"the config is missing seed; fix it in .*mini\.yaml"),
+    ("\n  name: local ", r"launcher is missing name; fix it in .*mini\.yaml"),
+])
+def test_sweep_reads_the_profile_seed_and_launcher_without_defaults(tmp_path, capsys, line, message):
+    profile = tmp_path / "mini.yaml"
+    profile.write_text(_without((PROFILE_DIR / "mini.yaml").read_text(), line))
+    code = main(["sweep", "--methods", "invp", "--profile", str(profile), "--dry-run",
+                 "--sweeps", str(tmp_path / "sweeps"), "--out", str(tmp_path / "runs"),
+                 "--results", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert re.search(message, err)
