@@ -72,3 +72,33 @@ def test_probe_weight_init_per_protocol():
     assert cifar.std().item() == pytest.approx((2 / 10) ** 0.5, rel=0.05)  # C = classes
     assert available_tasks()["linear"].defaults["head_init"] == "normal_std_0.01"
     assert load_profile("cifar")["tasks"]["linear"]["head_init"] == "normal_std_sqrt2_over_classes"
+
+
+def test_semisup_schedule_is_the_scripts(monkeypatch):
+    """semi_supervised.py sets the lr after each epoch (decayed lr from 0-based epochs 16, 21,
+    26), never decays the classifier's lr, and keeps the last partial batch."""
+    from tasks.finetune import FinetuneRecipe, fine_tune
+    from tasks.semisup import SemiSupervisedTask
+    from tasks_support import TinyBackbone
+
+    seen = []
+    real_step = torch.optim.SGD.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append([group["lr"] for group in self.param_groups])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    defaults = SemiSupervisedTask.defaults
+    recipe = FinetuneRecipe.from_settings(defaults, lr=1.0, epochs=30,
+                                          milestones=defaults["milestones"])
+    data = torch.utils.data.TensorDataset(torch.randn(130, 1, 8, 8), torch.arange(130) % 3)
+    fine_tune(TinyBackbone(), 3, data, recipe, "cpu", 0)
+    assert len(seen) == 30 * 2  # batch 128: 128 + the last 2 images, every epoch
+    backbone = [lrs[0] for lrs in seen[::2]]
+    assert backbone == pytest.approx([1.0] * 16 + [0.1] * 5 + [0.01] * 5 + [0.001] * 4)
+    assert {lrs[1] for lrs in seen} == {50.0}
+    seen.clear()
+    fixed = FinetuneRecipe(lr=1.0, epochs=3, milestones=(1,), head_lr_mult=50.0, decay_head_lr=True)
+    fine_tune(TinyBackbone(), 3, data, fixed, "cpu", 0)  # the options: classifier decayed too,
+    assert [lrs[1] for lrs in seen] == pytest.approx([50.0, 5.0, 5.0])  # last partial batch dropped
