@@ -103,6 +103,28 @@ def _grid_for(block: str, grids: dict[str, int]) -> int:
     return int(grids[max(matches, key=len)]) if matches else 1
 
 
+def check_layers(backbone: torch.nn.Module, layers: Sequence[FeatureLayer]) -> None:
+    """Raise ValueError naming the blocks of ``layers`` that ``backbone`` does not have."""
+    block_names = list(getattr(backbone, "block_names", []))
+    unknown = sorted({layer.block for layer in layers if layer.block is not None} - set(block_names))
+    if unknown:
+        raise ValueError(
+            f"feature layer block(s) {unknown} not in the backbone; its blocks are {block_names}"
+        )
+
+
+@torch.no_grad()
+def layer_vectors(
+    backbone: torch.nn.Module, images: torch.Tensor, layers: Sequence[FeatureLayer]
+) -> list[torch.Tensor]:
+    """One (B, D) tensor per layer for a batch of images (blocks checked by ``check_layers``)."""
+    block_names = list(getattr(backbone, "block_names", []))
+    blocks = backbone.forward_blocks(images) if any(layer.block for layer in layers) else []
+    pooled = backbone(images) if any(layer.block is None for layer in layers) else None
+    return [pooled if layer.block is None else layer.reduce(blocks[block_names.index(layer.block)])
+            for layer in layers]
+
+
 @torch.no_grad()
 def extract_features(
     backbone: torch.nn.Module,
@@ -114,23 +136,14 @@ def extract_features(
     dtype: torch.dtype = torch.float32,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Run the frozen backbone once over ``dataset``; one (N, D) CPU tensor per layer + labels."""
-    block_names = list(getattr(backbone, "block_names", []))
-    wanted = [layer.block for layer in layers if layer.block is not None]
-    unknown = sorted(set(wanted) - set(block_names))
-    if unknown:
-        raise ValueError(
-            f"feature layer block(s) {unknown} not in the backbone; its blocks are {block_names}"
-        )
+    check_layers(backbone, layers)
     backbone.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     outputs: list[list[torch.Tensor]] = [[] for _ in layers]
     labels = []
     for images, targets in loader:
-        images = images.to(device, non_blocking=True)
-        blocks = backbone.forward_blocks(images) if wanted else []
-        pooled = backbone(images) if any(layer.block is None for layer in layers) else None
-        for out, layer in zip(outputs, layers):
-            vec = pooled if layer.block is None else layer.reduce(blocks[block_names.index(layer.block)])
+        vectors = layer_vectors(backbone, images.to(device, non_blocking=True), layers)
+        for out, vec in zip(outputs, vectors):
             out.append(vec.to("cpu", dtype))
         labels.append(torch.as_tensor(targets))
     if not labels:
