@@ -128,11 +128,12 @@ def train_probe(
         train_on_device = [f.to(device) for f in train_features]
         labels = train_labels.to(device).long()
         generator = torch.Generator().manual_seed(seed)
+        history: dict[str, list[torch.Tensor]] = {name: [] for name in eval_sets}
+
         def score() -> None:
             for name, (feats, y) in eval_sets.items():
                 history[name].append(_score_heads(heads, feats, y, device, 4 * schedule.batch_size))
 
-        history: dict[str, list[torch.Tensor]] = {name: [] for name in eval_sets}
         score()
         for _ in range(schedule.epochs):
             heads.train(batch_stats)  # frozen_stats: eval mode, running statistics never move
