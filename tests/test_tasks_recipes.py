@@ -1,6 +1,6 @@
 """The evaluation recipes follow the official code by default (docs/recipes-vs-original.md,
 Evaluation): the probes' BatchNorm mode and weight init, the official view of the 17-head
-probe, VOC07 BCE's online augmentation and the semi-supervised schedule."""
+probe and the semi-supervised schedule (VOC07 BCE's online augmentation: test_tasks_voc07.py)."""
 from __future__ import annotations
 
 import pytest
@@ -9,8 +9,11 @@ import torch
 import tasks.probe as probe
 from benchmark.core.config import load_profile
 from tasks.base import available_tasks
+from tasks.finetune import FinetuneRecipe, fine_tune
 from tasks.linear import official_view
 from tasks.probe import ProbeSchedule, make_head, train_probe
+from tasks.semisup import SemiSupervisedTask
+from tasks_support import TinyBackbone
 
 
 def _trained_heads(monkeypatch, schedule: ProbeSchedule) -> list[torch.nn.Sequential]:
@@ -77,10 +80,6 @@ def test_probe_weight_init_per_protocol():
 def test_semisup_schedule_is_the_scripts(monkeypatch):
     """semi_supervised.py sets the lr after each epoch (decayed lr from 0-based epochs 16, 21,
     26), never decays the classifier's lr, and keeps the last partial batch."""
-    from tasks.finetune import FinetuneRecipe, fine_tune
-    from tasks.semisup import SemiSupervisedTask
-    from tasks_support import TinyBackbone
-
     seen = []
     real_step = torch.optim.SGD.step
 
