@@ -109,6 +109,34 @@ def _grid_for(block: str, grids: dict[str, int]) -> int:
     return int(grids[max(matches, key=len)]) if matches else 1
 
 
+def check_layers(backbone: torch.nn.Module, layers: Sequence[FeatureLayer],
+                 head: torch.nn.Module | None = None) -> None:
+    """Raise ValueError naming the blocks of ``layers`` that ``backbone`` does not have, or when the
+    ``embedding`` layer is asked for without the encoder's ``head``."""
+    block_names = list(getattr(backbone, "block_names", []))
+    unknown = sorted({layer.block for layer in layers if layer.block is not None} - set(block_names))
+    if unknown:
+        raise ValueError(
+            f"feature layer block(s) {unknown} not in the backbone; its blocks are {block_names}"
+        )
+    if head is None and any(layer.embedding for layer in layers):
+        raise ValueError("feature layer 'embedding' needs the encoder's projection head; none was given")
+
+
+@torch.no_grad()
+def layer_vectors(
+    backbone: torch.nn.Module, images: torch.Tensor, layers: Sequence[FeatureLayer],
+    head: torch.nn.Module | None = None,
+) -> list[torch.Tensor]:
+    """One (B, D) tensor per layer for a batch of images (layers checked by ``check_layers``)."""
+    block_names = list(getattr(backbone, "block_names", []))
+    blocks = backbone.forward_blocks(images) if any(layer.block for layer in layers) else []
+    pooled = backbone(images) if any(layer.block is None for layer in layers) else None
+    embedded = head(pooled) if head is not None and any(layer.embedding for layer in layers) else None
+    return [(embedded if layer.embedding else pooled) if layer.block is None
+            else layer.reduce(blocks[block_names.index(layer.block)]) for layer in layers]
+
+
 @torch.no_grad()
 def extract_features(
     backbone: torch.nn.Module,
@@ -122,15 +150,7 @@ def extract_features(
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Run the frozen backbone (and ``head``, for the ``embedding`` layer) once over ``dataset``;
     one (N, D) CPU tensor per layer + labels."""
-    block_names = list(getattr(backbone, "block_names", []))
-    wanted = [layer.block for layer in layers if layer.block is not None]
-    unknown = sorted(set(wanted) - set(block_names))
-    if unknown:
-        raise ValueError(
-            f"feature layer block(s) {unknown} not in the backbone; its blocks are {block_names}"
-        )
-    if head is None and any(layer.embedding for layer in layers):
-        raise ValueError("feature layer 'embedding' needs the encoder's projection head; none was given")
+    check_layers(backbone, layers, head)
     backbone.eval()
     if head is not None:
         head.eval()
@@ -138,15 +158,8 @@ def extract_features(
     outputs: list[list[torch.Tensor]] = [[] for _ in layers]
     labels = []
     for images, targets in loader:
-        images = images.to(device, non_blocking=True)
-        blocks = backbone.forward_blocks(images) if wanted else []
-        pooled = backbone(images) if any(layer.block is None for layer in layers) else None
-        embedded = head(pooled) if head is not None and any(layer.embedding for layer in layers) else None
-        for out, layer in zip(outputs, layers):
-            if layer.block is None:
-                vec = embedded if layer.embedding else pooled
-            else:
-                vec = layer.reduce(blocks[block_names.index(layer.block)])
+        vectors = layer_vectors(backbone, images.to(device, non_blocking=True), layers, head)
+        for out, vec in zip(outputs, vectors):
             out.append(vec.to("cpu", dtype))
         labels.append(torch.as_tensor(targets))
     if not labels:

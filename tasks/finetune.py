@@ -1,8 +1,9 @@
 """Whole-network fine-tuning: backbone + linear classifier, SGD with two parameter groups.
 
-Used by the semi-supervised and transfer tasks. Both groups follow the same schedule (the
-official semi-supervised script never decays the classifier's lr; that defect is fixed here),
-and the model after the last step is the one evaluated.
+Used by the semi-supervised and transfer tasks. The classifier's lr follows the backbone's
+schedule unless ``decay_head_lr`` is false (the official semi-supervised script never decays
+it); the last partial batch trains unless ``drop_last``; the model after the last step is the
+one evaluated.
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ class FinetuneRecipe:
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
     loss: str = "ce"  # LOSSES: ce | bce (multi-label, VOC values: +1 present, else negative)
+    decay_head_lr: bool = True  # false: the classifier keeps lr x head_lr_mult throughout
+    drop_last: bool = True  # drop the last partial batch of an epoch (when there are two or more)
 
     @classmethod
     def from_settings(cls, s: Mapping[str, Any], **override: Any) -> "FinetuneRecipe":
@@ -65,6 +68,8 @@ RECIPE_FIELDS: dict[str, Spec] = {
     "milestones": ListOf(Int(ge=1)),
     "gamma": Float(gt=0),
     "loss": Choice(LOSSES),
+    "decay_head_lr": Bool(),
+    "drop_last": Bool(),
 }
 
 
@@ -133,12 +138,14 @@ def fine_tune(
         train_set,
         batch_size=recipe.batch_size,
         shuffle=True,
-        drop_last=len(train_set) > recipe.batch_size,
+        drop_last=recipe.drop_last and len(train_set) > recipe.batch_size,
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
     )
     total = recipe.steps if recipe.steps > 0 else recipe.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(recipe, total, len(loader)))
+    factor = _lr_factor(recipe, total, len(loader))
+    head_factor = factor if recipe.decay_head_lr else (lambda step: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [factor, head_factor])
     step = 0
     while step < total:
         for images, targets in loader:

@@ -5,7 +5,13 @@ Protocol as run here: features are extracted once with the evaluation transform 
 (the anchors re-augment every epoch with RandomResizedCrop; this is the suite's documented
 deviation, it is what makes the probe cheap). A held-out part of train selects (lr, head,
 epoch); the test split is reported at that selection. The anchors' "best on the val set"
-(max over heads and epochs of the test number) is reported as ``top1_best_on_test``.
+(max over heads and epochs of the test number) is reported as ``top1_best_on_test``; with
+``layers: blocks`` the official script's own view (its scores taken before each epoch, heads
+14-17) as ``top1_official_view``. Both are labelled secondary numbers, never the selection.
+
+The InvP heads train with their BatchNorm in eval mode (``head_bn: frozen_stats``, as
+``linear_classification.py`` calls ``network.eval()`` in ``train()``); the VISSL/Goyal heads
+normalise with batch statistics (``batch_stats``).
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from benchmark.core.fields import AnyOf, Bool, Choice, Float, Int, ListOf, Name
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import as_tuple, holdout_split, num_classes, task_settings
 from tasks.features import GRIDS, LAYERS, context_features, resolve_layers
-from tasks.probe import PROBE_NORMS, ProbeSchedule, train_probe
+from tasks.probe import HEAD_BN_MODES, HEAD_INITS, PROBE_NORMS, ProbeSchedule, train_probe
 
 INVP_GRIDS = {"stem": 12, "layer1": 6, "layer2": 4, "layer3": 3, "layer4": 1}
 INVP_DEFAULTS: dict[str, Any] = {
@@ -33,6 +39,8 @@ INVP_DEFAULTS: dict[str, Any] = {
     "milestones": [50, 80, 100],
     "gamma": 0.1,
     "norm": "bn",
+    "head_bn": "frozen_stats",  # linear_classification.py trains in network.eval()
+    "head_init": "normal_std_0.01",  # models/LinearModelMulti.py
     "holdout": 10000,
     "split_seed": 0,
     "train_split": "train",
@@ -52,6 +60,8 @@ PROBE_FIELDS = {
     "milestones": ListOf(Int(ge=1)),
     "gamma": Float(gt=0),
     "norm": Choice(PROBE_NORMS),
+    "head_bn": Choice(HEAD_BN_MODES),
+    "head_init": Choice(HEAD_INITS),
     "holdout": Int(ge=1),
     "split_seed": Int(ge=0),
     "train_split": Name(),
@@ -106,9 +116,13 @@ class LinearProbeTask(Task):
             )
             for lr in lrs
         ]
-        holdout = torch.stack([r["holdout"] for r in runs])  # (lrs, epochs, heads, 2)
-        test_acc = torch.stack([r["test"] for r in runs])
-        return self._measurements(dataset, s, names, lrs, holdout, test_acc)
+        # (lrs, epochs, heads, 2) after epochs 1..E; the test scores also before training
+        holdout = torch.stack([r["holdout"] for r in runs])[:, 1:]
+        test_scores = torch.stack([r["test"] for r in runs])
+        out = self._measurements(dataset, s, names, lrs, holdout, test_scores[:, 1:])
+        if s["layers"] == "blocks":
+            out.append(official_view(dataset, s["test_split"], names, lrs, test_scores))
+        return out
 
     @staticmethod
     def _schedule(s: dict[str, Any], lr: float) -> ProbeSchedule:
@@ -122,6 +136,8 @@ class LinearProbeTask(Task):
             milestones=tuple(int(m) for m in s["milestones"]),
             gamma=float(s["gamma"]),
             norm=str(s["norm"]),
+            head_bn=str(s["head_bn"]),
+            head_init=str(s["head_init"]),
         )
 
     def _measurements(
@@ -176,6 +192,35 @@ class LinearProbeTask(Task):
         return out
 
 
+OFFICIAL_VIEW_HEADS = 4  # linear_classification.py scores and prints heads 14-17 of 17 only
+
+
+def official_view(
+    dataset: str, split: str, names: list[str], lrs: tuple[Any, ...], test_scores: torch.Tensor
+) -> Measurement:
+    """``top1_official_view``: the number linear_classification.py shows. It scores the test
+    split *before* each epoch (after 0..E-1 epochs, so never after the last) and only its heads
+    14-17 (here the last four heads); the best of those is read off (test used for selection).
+    ``test_scores`` is (lrs, epochs + 1, heads, 2), row e after e epochs."""
+    first = max(len(names) - OFFICIAL_VIEW_HEADS, 0)
+    lr_i, epoch, head = _argmax3(test_scores[:, :-1, first:, 0])
+    return Measurement(
+        "top1_official_view",
+        test_scores[lr_i, epoch, first + head, 0].item(),
+        dataset,
+        split,
+        {
+            "label": "official view: best top-1 on the test split over the scores taken before "
+            f"each epoch and the last {OFFICIAL_VIEW_HEADS} heads (InvP's heads 14-17), as "
+            "linear_classification.py prints them (test used for selection)",
+            "layer": names[first + head],
+            "head": first + head + 1,
+            "epochs_trained": epoch,
+            "lr": float(lrs[lr_i]),
+        },
+    )
+
+
 def _argmax3(values: torch.Tensor) -> tuple[int, int, int]:
     """Index (i, j, k) of the first maximum of a 3-d tensor."""
     flat = int(values.flatten().argmax())
@@ -209,6 +254,7 @@ class LinearMultilayerTask(LinearProbeTask):
         "nesterov": True,
         "milestones": [8, 16, 24],
         "norm": "bn_noaffine",
+        "head_bn": "batch_stats",
     }
 
 

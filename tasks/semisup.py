@@ -5,8 +5,11 @@ after the last epoch (top-1 and top-5). Subsets come from SimCLR's list files (o
 filename per line, e.g. ``n04235860_14959.JPEG``) given in ``subset_files``; without a file the
 task makes a deterministic class-balanced draw with SimCLR's per-class counts and records so.
 Recipe: the official InvP script (backbone lr 0.0012, classifier 50x, wd 1e-5, batch 128,
-30 epochs, x0.1 at 15/20/25) with its defects fixed: the classifier lr is decayed with the
-backbone's, and the last epoch is the one evaluated.
+30 epochs, no drop_last). Its ``--lr_decay_steps 15,20,25`` are applied after each epoch from
+that epoch's index, so the decayed lr first trains 0-based epochs 16, 21 and 26 (``milestones``
+here name the first epoch at the new lr), and the classifier's lr is never decayed
+(``decay_head_lr: false``; true decays it with the backbone's). Unlike the script, which keeps
+its best even epoch on val, the last epoch is the one evaluated.
 """
 from __future__ import annotations
 
@@ -75,7 +78,7 @@ class SemiSupervisedTask(Task):
     paper_table = "Table 2"
     paper_column = "1% / 10% labels (top-5)"
     metrics = ("top1_1pct", "top5_1pct", "top1_10pct", "top5_10pct")
-    protocol = "InvP semi_supervised.py, classifier lr decayed and last epoch evaluated (docs/protocols.md §Semi-supervised fine-tuning)"
+    protocol = "InvP semi_supervised.py: backbone x0.1 from epochs 16/21/26, classifier lr never decayed, last epoch evaluated (docs/protocols.md §Semi-supervised fine-tuning)"
     defaults: ClassVar[dict[str, Any]] = {
         "dataset": "imagenet",
         "fractions": [0.01, 0.1],
@@ -88,8 +91,10 @@ class SemiSupervisedTask(Task):
         "weight_decay": 1e-5,
         "batch_size": 128,
         "epochs": 30,
-        "milestones": [15, 20, 25],
+        "milestones": [16, 21, 26],  # the script's 15,20,25 set after each epoch: one epoch late
         "gamma": 0.1,
+        "decay_head_lr": False,  # semi_supervised.py decays only the backbone's optimiser
+        "drop_last": False,  # its DataLoader keeps the last partial batch
     }
     settings_fields = {
         **RECIPE_FIELDS,

@@ -5,8 +5,9 @@
   difficult images excluded. (class, cost) fits run in parallel threads and are stored on
   disk, so a re-run skips finished fits. The layer is chosen by mean CV AP (the anchors take
   the best layer on test; that number is kept as ``map_best_layer_on_test``).
-- ``voc07_bce``: the official InvP ``voc_linear.py``: Linear(8192, 20) on layer4's second
-  block pooled to 2x2, BCE with difficult masked, SGD lr 3.0, 1,900 iterations, sklearn AP.
+- ``voc07_bce`` (``tasks/voc07_bce.py``): the official InvP ``voc_linear.py``: Linear(8192, 20)
+  on layer4's second block pooled to 2x2, BCE with difficult masked, SGD lr 3.0, 1,900
+  iterations, sklearn AP, the training images augmented anew at every iteration.
 - ``voc07_lbfgs``: SimCLR's L-BFGS logistic regression, C selected on VOC's val split,
   11-point mAP (the ``transfer_linear`` protocol on VOC07 alone).
 """
@@ -18,8 +19,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
-import torch
-import torch.nn as nn
 from sklearn.model_selection import cross_val_score
 from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
@@ -30,7 +29,6 @@ from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import blas_threads, encoder_key, task_settings
 from tasks.features import (
     GRIDS,
-    LAYER,
     LAYERS,
     FeatureLayer,
     context_features,
@@ -38,8 +36,7 @@ from tasks.features import (
     resolve_layers,
 )
 from tasks.linear import GOYAL_LAYERS
-from tasks.metrics import mean_ap, sklearn_ap, voc_area_ap
-from tasks.probe import single_thread_on_cpu
+from tasks.metrics import mean_ap, voc_area_ap
 from tasks.transfer import TransferLinearTask
 from tasks.transforms import eval_transform
 
@@ -176,85 +173,6 @@ class VOC07SVMTask(VOC07Task):
             for name, r in per_layer.items()
         ]
         return out
-
-
-def train_bce_head(
-    x: torch.Tensor, targets: torch.Tensor, s: Mapping[str, Any], device: torch.device | str,
-    seed: int,
-) -> nn.Linear:
-    """InvP voc_linear.py: Linear on features, BCE over classes with difficult (0) masked,
-    summed over classes and divided by the batch size; SGD with lr x0.5 every ``step_every``."""
-    torch.manual_seed(seed)
-    head = nn.Linear(x.shape[1], targets.shape[1]).to(device)
-    optimizer = torch.optim.SGD(head.parameters(), lr=float(s["lr"]), momentum=float(s["momentum"]),
-                                weight_decay=float(s["weight_decay"]))
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, int(s["step_every"]), float(s["gamma"]))
-    x, targets = x.to(device).float(), targets.to(device)
-    generator = torch.Generator().manual_seed(seed)
-    batch, iterations = int(s["batch_size"]), int(s["iterations"])
-    order = torch.empty(0, dtype=torch.long)
-    for _ in range(iterations):
-        if len(order) < batch:
-            order = torch.cat([order, torch.randperm(len(x), generator=generator)])
-        idx, order = order[:batch].to(device), order[batch:]
-        known = (targets[idx] != 0).float()
-        loss = nn.functional.binary_cross_entropy_with_logits(
-            head(x[idx]), (targets[idx] == 1).float(), weight=known, reduction="sum"
-        ) / len(idx)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-    return head
-
-
-@register
-class VOC07BCETask(VOC07Task):
-    name = "voc07_bce"
-    summary = "InvP's BCE linear layer on layer4.1 pooled 2x2 (8192-d), sklearn mAP"
-    protocol = "InvP voc_linear.py (docs/protocols.md §InvP BCE probe): SGD lr 3.0, batch 16, 1900 it, x0.5 / 760, masked BCE"
-    defaults: ClassVar[dict[str, Any]] = {
-        "layer": "layer4.1@2",
-        "lr": 3.0,
-        "momentum": 0.9,
-        "weight_decay": 1e-6,
-        "batch_size": 16,
-        "iterations": 1900,
-        "step_every": 760,
-        "gamma": 0.5,
-        "dataset": DATASET,
-        "train_split": "trainval",
-        "test_split": "test",
-    }
-    settings_fields = {
-        "layer": LAYER,
-        "lr": Float(gt=0),
-        "momentum": Float(ge=0, lt=1),
-        "weight_decay": Float(ge=0),
-        "batch_size": Int(ge=1),
-        "iterations": Int(ge=1),
-        "step_every": Int(ge=1),
-        "gamma": Float(gt=0),
-        "dataset": Name(),
-        "train_split": Name(),
-        "test_split": Name(),
-    }
-
-    def run(self, ctx: TaskContext) -> list[Measurement]:
-        s = task_settings(self, ctx)
-        backbone = ctx.encoder.load(ctx.device)
-        (layer,) = resolve_layers(s["layer"], backbone, {}, ctx.encoder.kind)
-        dataset = s["dataset"]
-        train, train_t = context_features(ctx, s, dataset, s["train_split"], [layer], backbone)
-        test, test_t = context_features(ctx, s, dataset, s["test_split"], [layer], backbone)
-        with single_thread_on_cpu(ctx.device):
-            head = train_bce_head(train[layer.name], train_t, s, ctx.device, ctx.seed)
-        with torch.no_grad():
-            scores = head(test[layer.name].to(ctx.device).float()).cpu()
-        value, per_class = mean_ap(scores, test_t, sklearn_ap, "exclude")
-        extra = {"layer": layer.name, "iterations": int(s["iterations"]),
-                 "per_class_ap": per_class, "evaluated": "after the last iteration"}
-        return [Measurement("map", value, dataset, s["test_split"], extra)]
 
 
 @register

@@ -7,6 +7,7 @@ import pytest
 
 from benchmark.core.config import ConfigError, resolve
 from benchmark.harness.plan import plan_run, pretrain_id, select_tasks, task_job_id
+from tasks.base import get_task
 
 
 def test_plan_has_pretrain_then_tasks_with_dependencies(tmp_path: Path):
@@ -30,6 +31,17 @@ def test_ids_are_stable_and_depend_on_what_matters():
     insdis = resolve("mini", "insdis")
     assert task_job_id(a, "knn", "random") == task_job_id(insdis, "knn", "random")
     assert task_job_id(a, "knn", "pretrained") != task_job_id(insdis, "knn", "pretrained")
+
+
+def test_a_changed_task_default_is_another_job(monkeypatch):
+    """A task's defaults are part of its job id: a recipe change in code that the profile does not
+    spell out must not reuse the records of the old recipe."""
+    cfg = resolve("mini", "invp")
+    before = task_job_id(cfg, "voc07_bce", "pretrained")
+    assert "crop_scale" not in cfg.tasks["voc07_bce"]  # a key only the task's defaults hold
+    task = get_task("voc07_bce")
+    monkeypatch.setattr(type(task), "defaults", {**task.defaults, "crop_scale": (0.5, 1.0)})
+    assert task_job_id(cfg, "voc07_bce", "pretrained") != before
 
 
 def test_select_tasks():

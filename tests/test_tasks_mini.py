@@ -57,6 +57,9 @@ def test_linear_probe_selects_on_holdout_and_keeps_every_block(tmp_path):
         assert 0 <= test[f"top1@{block}"].value <= 1
     assert test["top1_best_on_test"].value >= test["top1"].value
     assert "test used for selection" in test["top1_best_on_test"].extra["label"]
+    official = test["top1_official_view"]  # layers: blocks (the default): the script's own view
+    assert official.extra["layer"] in ("stem@2", "layer1.0@2", "layer2.0@2")
+    assert official.extra["epochs_trained"] < 6 and "heads 14-17" in official.extra["label"]
 
 
 def test_linear_probe_on_raw_pixels_uses_the_pooled_vector(tmp_path):

@@ -7,6 +7,7 @@ the classes and the mAP of each protocol must be high.
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -157,3 +158,43 @@ def test_raw_pixels_encoder_uses_the_flattened_image(tmp_path, voc_root):
                        data_root=voc_root, kind="pixels")
     (result,) = get_task("voc07_bce").run(ctx)
     assert result.extra["layer"] == "pooled" and 0 <= result.value <= 1
+
+
+class CountingBackbone(TinyBackbone):
+    """TinyBackbone that records the batch size of every trunk pass (shared by its copies)."""
+
+    batches: list[int] = []
+
+    def forward_blocks(self, x):
+        CountingBackbone.batches.append(len(x))
+        return super().forward_blocks(x)
+
+
+def test_bce_augments_every_iteration_by_default(tmp_path, voc_root):
+    """voc_linear.py: every iteration's images are augmented anew and go through the frozen
+    trunk (80 trainval images, batch 16, 7 iterations: one epoch of 5 batches, then 2), the
+    test set once with a random flip; ``features: cached`` is the named deviation."""
+    from tasks.voc07_bce import VOC07BCETask
+
+    assert VOC07BCETask.defaults["features"] == "online"
+    assert VOC07BCETask.defaults["crop_scale"] == [0.2, 1.0]
+    settings = {**SMALL, "layer": "stem@4", "iterations": 7, "lr": 1.0}
+    CountingBackbone.batches = []
+    ctx = make_context(tmp_path, "voc07_bce", settings, CountingBackbone(3), data_root=voc_root)
+    (online,) = get_task("voc07_bce").run(ctx)
+    assert CountingBackbone.batches == [16] * 7 + [40]
+    assert online.extra["features"] == "online"
+    CountingBackbone.batches = []
+    ctx = make_context(tmp_path / "c", "voc07_bce", {**settings, "features": "cached"},
+                       CountingBackbone(3), data_root=voc_root)
+    (cached,) = get_task("voc07_bce").run(ctx)
+    assert sum(CountingBackbone.batches) == 80 + 40  # extracted once
+    assert "deviation" in cached.extra["features"]
+
+
+def test_bce_batches_keep_the_last_partial_batch():
+    from tasks.voc07_bce import cached_batches
+
+    batches = cached_batches(torch.arange(10.0)[:, None], torch.ones(10, 2), 4, seed=0)
+    sizes = [len(next(batches)[0]) for _ in range(6)]
+    assert sizes == [4, 4, 2, 4, 4, 2]

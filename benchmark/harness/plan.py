@@ -44,12 +44,15 @@ def pretrain_id(cfg: RunConfig) -> str:
 
 
 def task_job_id(cfg: RunConfig, task: str, encoder: str) -> str:
-    """Id of one task on one encoder kind."""
+    """Id of one task on one encoder kind: a hash of the task's settings as it runs them (its
+    defaults overlaid with the profile's block, so a changed default is another job) and of the
+    encoder's identity."""
     if encoder == "pretrained":
         basis: dict[str, Any] = {"pretrain": pretrain_id(cfg)}
     else:
         basis = {k: cfg.tree[k] for k in SANITY_SECTIONS if k in cfg.tree}
-    return config_hash({"task": task, "settings": cfg.tasks[task], "encoder": encoder, **basis})
+    settings = checked_settings(get_task(task), cfg.tasks[task], task)
+    return config_hash({"task": task, "settings": settings, "encoder": encoder, **basis})
 
 
 def select_tasks(cfg: RunConfig, spec: str) -> list[str]:
