@@ -25,7 +25,8 @@ from methods.parts.similarity import DenseScores, gathered_similarities
 
 @dataclass(frozen=True)
 class InsDisSettings:
-    """Options of ``insdis``, all set by the profile (official ImageNet values: docs/methods/insdis.md §Hyperparameters)."""
+    """Options of ``insdis``, all set by the profile (official ImageNet values:
+    docs/methods/insdis.md §Hyperparameters)."""
 
     temperature: float = setting(spec=Float(gt=0))
     memory_momentum: float = setting(spec=MEMORY_MOMENTUM)

@@ -41,8 +41,9 @@ MARGIN_TYPES = ("cosine", "arc")
 @dataclass(frozen=True)
 class InterCLRSettings(MomentumSettings):
     """InterCLR's options, set by the profile (release values: mmselfsup
-    interclr-moco_resnet50_8xb32-coslr-200e_in1k, docs/methods/interclr.md §Hyperparameters), but for the two pseudo-label options below, whose
-    defaults the profiles do not yet repeat (adding them changes InterCLR's job ids)."""
+    interclr-moco_resnet50_8xb32-coslr-200e_in1k, docs/methods/interclr.md §Hyperparameters), but
+    for the two pseudo-label options below, whose defaults the profiles do not yet repeat (adding
+    them changes InterCLR's job ids)."""
 
     num_clusters: int = setting(spec=Int(ge=1))
     kmeans_iterations: int = setting(spec=Int(ge=1))  # initial k-means (faiss, no PCA)

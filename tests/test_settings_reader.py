@@ -174,8 +174,8 @@ def test_a_method_block_lacking_a_key_fails_planning_and_build_naming_it(tmp_pat
                rf"add it to the profile's methods\.{method} block .* or --set method\.{key}=\.\.\.")
     out = tmp_path / "out"
     code = main(["sweep", "--methods", method, "--seeds", "0", "--profile", str(profile),
-                 "--launcher", "local", "--dry-run", "--sweeps", str(out / "sweeps"), "--out", str(out / "runs"),
-                 "--results", str(out / "results")])
+                 "--launcher", "local", "--dry-run", "--sweeps", str(out / "sweeps"),
+                 "--out", str(out / "runs"), "--results", str(out / "results")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert re.search(message, err) and not out.exists()
