@@ -190,8 +190,9 @@ def test_a_nested_block_lacking_a_key_is_named_with_its_dotted_key():
 
 
 @pytest.mark.parametrize("line, message", [
-    ("\nseed: 0\n", r"the config is missing seed; fix it in .*mini\.yaml"),
-    ("\n  name: local ", r"launcher is missing name; fix it in .*mini\.yaml"),
+    ("\nseed: 0\n", r"the config is missing seed; fix it in .*mini\.yaml or with --set seed=\.\.\.$"),
+    ("\n  name: local ",
+     r"launcher is missing name; fix it in .*mini\.yaml or with --set launcher\.name=\.\.\.$"),
 ])
 def test_sweep_reads_the_profile_seed_and_launcher_without_defaults(tmp_path, capsys, line, message):
     profile = tmp_path / "mini.yaml"
@@ -201,4 +202,4 @@ def test_sweep_reads_the_profile_seed_and_launcher_without_defaults(tmp_path, ca
                  "--results", str(tmp_path / "results")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert re.search(message, err)
+    assert re.search(message, err.strip())
