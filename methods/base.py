@@ -135,7 +135,7 @@ class Method(Stateful, ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     views: ClassVar[tuple[str, ...]] = ()  # named views per image; () = one unnamed view (a tensor)
-    # frozen dataclass of the options, each field a benchmark.core.settings.setting (default + Spec)
+    # frozen dataclass of the options, each field a benchmark.core.settings.setting (a Spec, no default)
     settings_class: ClassVar[type | None] = None
     # the loader drops an epoch's last partial batch (MoCo's drop_last=True); False trains on it,
     # as the official InvP/InsDis loaders do
@@ -159,7 +159,8 @@ class Method(Stateful, ABC):
     def check_settings(cls, config: Mapping[str, Any]) -> Any:
         """The typed options of ``config`` (a ``settings_class`` instance; None without one),
         checked without building the method: an unknown, mistyped or out-of-range option is a
-        ConfigError naming ``method.<key>`` (the fields' specs), then ``validate_settings``.
+        ConfigError naming ``method.<key>`` (the fields' specs), an absent one names
+        ``methods.<name>.<key>`` of the profile, then ``validate_settings``.
         Checks against the training set's size wait for the build."""
         if cls.settings_class is None:
             return None

@@ -49,24 +49,24 @@ MIX_TARGETS = ("soft", "anchor")
 
 @dataclass(frozen=True)
 class CLIMSettings(MomentumSettings):
-    """CLIM's options; defaults are the ImageNet [suite] values of docs/methods/clim.md §Hyperparameters (none
-    is a verified paper value)."""
+    """CLIM's options, all set by the profile (ImageNet [suite] values: docs/methods/clim.md §Hyperparameters;
+    none is a verified paper value)."""
 
-    k: int = setting(10, Int(ge=1))                 # |N_k(i)|
-    num_clusters: int = setting(1000, Int(ge=1))    # C of k-means
-    kmeans_iterations: int = setting(20, Int(ge=1))
-    kmeans_backend: str = setting("auto", Choice(BACKENDS))  # auto (faiss when importable) | faiss | torch
-    refresh_epochs: int = setting(1, Int(ge=1))     # k-means + kNN + selection every this many epochs
-    require_same_cluster: bool = setting(False, Bool())  # also require a(j) = a(i) in S(i)
-    mix: str = setting("cutmix", Choice((*MIXES, "none")))  # cutmix | mixup | none (no mixed term, no bank)
-    mix_alpha: float = setting(1.0, Float(gt=0))    # lambda ~ Beta(alpha, alpha)
-    mix_target: str = setting("soft", Choice(MIX_TARGETS))  # soft (label interpolation) | anchor
-    mix_weight: float = setting(1.0, Float(ge=0))
-    multires_sizes: tuple[int, ...] = setting((), ListOf(Int(ge=1)))  # sides of the extra query views
-    multires_weight: float = setting(1.0, Float(ge=0))
-    warmup_epochs: int = setting(0, Int(ge=0))      # epochs before the first selection (no mixed term)
+    k: int = setting(spec=Int(ge=1))                 # |N_k(i)|
+    num_clusters: int = setting(spec=Int(ge=1))    # C of k-means
+    kmeans_iterations: int = setting(spec=Int(ge=1))
+    kmeans_backend: str = setting(spec=Choice(BACKENDS))  # auto (faiss when importable) | faiss | torch
+    refresh_epochs: int = setting(spec=Int(ge=1))     # k-means + kNN + selection every this many epochs
+    require_same_cluster: bool = setting(spec=Bool())  # also require a(j) = a(i) in S(i)
+    mix: str = setting(spec=Choice((*MIXES, "none")))  # cutmix | mixup | none (no mixed term, no bank)
+    mix_alpha: float = setting(spec=Float(gt=0))    # lambda ~ Beta(alpha, alpha)
+    mix_target: str = setting(spec=Choice(MIX_TARGETS))  # soft (label interpolation) | anchor
+    mix_weight: float = setting(spec=Float(ge=0))
+    multires_sizes: tuple[int, ...] = setting(spec=ListOf(Int(ge=1)))  # sides of the extra query views
+    multires_weight: float = setting(spec=Float(ge=0))
+    warmup_epochs: int = setting(spec=Int(ge=0))      # epochs before the first selection (no mixed term)
     # beta: row <- normalise((1 - beta) row + beta key); 1 = latest key
-    bank_momentum: float = setting(1.0, Float(gt=0, le=1))
+    bank_momentum: float = setting(spec=Float(gt=0, le=1))
 
 
 @dataclass

@@ -25,14 +25,15 @@ from methods.parts.similarity import DenseScores, gathered_similarities
 
 @dataclass(frozen=True)
 class InsDisSettings:
-    """Options of ``insdis`` (defaults: the official ImageNet values, docs/methods/insdis.md §Hyperparameters)."""
+    """Options of ``insdis``, all set by the profile (official ImageNet values:
+    docs/methods/insdis.md §Hyperparameters)."""
 
-    temperature: float = setting(0.07, Float(gt=0))
-    memory_momentum: float = setting(0.5, MEMORY_MOMENTUM)
-    variant: str = setting("softmax", Choice(("softmax", "nce")))
-    nce_k: int = setting(4096, Int(ge=1))  # noise draws per anchor (nce only)
-    nce_z: str = setting("ema", Choice(("ema", "frozen")))  # nce only
-    nce_z_momentum: float = setting(0.99, Float(ge=0, lt=1))  # EMA momentum of Z (nce_z: ema)
+    temperature: float = setting(spec=Float(gt=0))
+    memory_momentum: float = setting(spec=MEMORY_MOMENTUM)
+    variant: str = setting(spec=Choice(("softmax", "nce")))
+    nce_k: int = setting(spec=Int(ge=1))  # noise draws per anchor (nce only)
+    nce_z: str = setting(spec=Choice(("ema", "frozen")))  # nce only
+    nce_z_momentum: float = setting(spec=Float(ge=0, lt=1))  # EMA momentum of Z (nce_z: ema)
 
 
 def row_normalisers(logits: torch.Tensor, num_samples: int) -> torch.Tensor:

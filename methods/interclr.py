@@ -40,27 +40,30 @@ MARGIN_TYPES = ("cosine", "arc")
 
 @dataclass(frozen=True)
 class InterCLRSettings(MomentumSettings):
-    """Defaults: the released config (mmselfsup interclr-moco_resnet50_8xb32-coslr-200e_in1k, docs/methods/interclr.md §Hyperparameters)."""
+    """InterCLR's options, set by the profile (release values: mmselfsup
+    interclr-moco_resnet50_8xb32-coslr-200e_in1k, docs/methods/interclr.md §Hyperparameters), but
+    for the two pseudo-label options below, whose defaults the profiles do not yet repeat (adding
+    them changes InterCLR's job ids)."""
 
-    num_clusters: int = setting(10000, Int(ge=1))
-    kmeans_iterations: int = setting(20, Int(ge=1))  # initial k-means (faiss, no PCA)
-    kmeans_backend: str = setting("auto", Choice(BACKENDS))  # auto (faiss if importable) | faiss | torch
-    assign: str = setting("dot", Choice(ASSIGN_RULES))  # relabel rule: dot (official, unnormalised mu) | l2 (docs/methods/interclr.md §Pitfalls, item 1)
-    min_cluster: int = setting(20, Int(ge=0))  # small-cluster repair threshold (0 = no repair)
-    centroid_interval: int = setting(10, Int(ge=1))  # steps between centroid refreshes
-    repair_interval: int = setting(1, Int(ge=1))  # steps between small-cluster repairs
-    split_iterations: int = setting(20, Int(ge=1))  # 2-means iterations of a re-seeding split
-    negatives: int = setting(16384, Int(ge=1))  # K_n inter negatives per anchor
-    pool_size: int = setting(128000, Int(ge=1))  # M_s semi-hard (semi-easy) pool
-    neg_sampling: str = setting("semihard", Choice(NEGATIVE_SAMPLING))  # semihard | hard | random | semieasy (docs/methods/interclr.md §Sampling)
-    neg_draw: str = setting("redraw", Choice(NEGATIVE_DRAWS))  # redraw (official: redraw same-cluster slots, repeats possible) | exclusive
-    sample_with_replacement: bool = setting(True, Bool())  # each epoch draws N images with replacement (official replace=True)
-    margin: float = setting(-0.5, Float(ge=-1, le=1))  # m: the positive logit is cos - m (cosine) or cos(theta + m) (arc)
-    margin_type: str = setting("cosine", Choice(MARGIN_TYPES))  # cosine | arc
-    intra_weight: float = setting(0.75, Float(ge=0))
-    inter_weight: float = setting(0.25, Float(ge=0))
-    warmup_epochs: int = setting(0, Int(ge=0))  # first epochs with weights (1, 0) (official hook option, off)
-    bank_momentum: float = setting(1.0, Float(gt=0, le=1))  # beta: row <- normalise((1 - beta) row + beta key); 1 = replace
+    num_clusters: int = setting(spec=Int(ge=1))
+    kmeans_iterations: int = setting(spec=Int(ge=1))  # initial k-means (faiss, no PCA)
+    kmeans_backend: str = setting(spec=Choice(BACKENDS))  # auto (faiss if importable) | faiss | torch
+    assign: str = setting(spec=Choice(ASSIGN_RULES))  # relabel rule: dot (official, unnormalised mu) | l2 (docs/methods/interclr.md §Pitfalls, item 1)
+    min_cluster: int = setting(spec=Int(ge=0))  # small-cluster repair threshold (0 = no repair)
+    centroid_interval: int = setting(spec=Int(ge=1))  # steps between centroid refreshes
+    repair_interval: int = setting(spec=Int(ge=1))  # steps between small-cluster repairs
+    split_iterations: int = setting(spec=Int(ge=1))  # 2-means iterations of a re-seeding split
+    negatives: int = setting(spec=Int(ge=1))  # K_n inter negatives per anchor
+    pool_size: int = setting(spec=Int(ge=1))  # M_s semi-hard (semi-easy) pool
+    neg_sampling: str = setting(spec=Choice(NEGATIVE_SAMPLING))  # semihard | hard | random | semieasy (docs/methods/interclr.md §Sampling)
+    neg_draw: str = setting(spec=Choice(NEGATIVE_DRAWS))  # redraw (official: redraw same-cluster slots, repeats possible) | exclusive
+    sample_with_replacement: bool = setting(spec=Bool())  # each epoch draws N images with replacement (official replace=True)
+    margin: float = setting(spec=Float(ge=-1, le=1))  # m: the positive logit is cos - m (cosine) or cos(theta + m) (arc)
+    margin_type: str = setting(spec=Choice(MARGIN_TYPES))  # cosine | arc
+    intra_weight: float = setting(spec=Float(ge=0))
+    inter_weight: float = setting(spec=Float(ge=0))
+    warmup_epochs: int = setting(spec=Int(ge=0))  # first epochs with weights (1, 0) (official hook option, off)
+    bank_momentum: float = setting(spec=Float(gt=0, le=1))  # beta: row <- normalise((1 - beta) row + beta key); 1 = replace
     # Pseudo-label maintenance (docs/methods/interclr.md §Pseudo-labels). True: online labels (official default). False: the offline
     # ablation (official hook ``online_labels=False``): labels fixed within an epoch, re-clustered
     # at the start of every epoch e > 1 with (e - 1) % offline_interval == 0, i.e. after every

@@ -22,7 +22,7 @@ from typing import Any, Mapping, NamedTuple
 import torch
 
 from benchmark.core.fields import AnyOf, Bool, Choice, Float, Int
-from benchmark.core.settings import require, setting
+from benchmark.core.settings import block, require, setting
 from methods.base import LossOutput, no_autocast, register
 from methods.parts.bank_method import MEMORY_MOMENTUM, BankMethod
 from methods.parts.diagnostics import label_precision, masked_mean, mean_unique
@@ -53,19 +53,20 @@ N_BACKGROUND = AnyOf(Int(ge=1), Choice(("all",)))  # M, or "all" (the whole bank
 
 @dataclass(frozen=True)
 class InvPSettings:
-    """Options of ``invp`` (defaults: the official code's, docs/methods/invp.md §Hyperparameters)."""
+    """Options of ``invp``, all set by the profile (official values: docs/methods/invp.md
+    §Hyperparameters)."""
 
-    temperature: float = setting(0.07, Float(gt=0))
-    memory_momentum: float = setting(0.5, MEMORY_MOMENTUM)
-    k: int = setting(4, Int(ge=1))  # kNN-graph out-degree
-    steps: int = setting(3, Int(ge=1))  # propagation steps l
-    n_pos: int = setting(50, Int(ge=1))  # hard positives P
-    n_background: int | str = setting(4096, N_BACKGROUND)  # M, or "all"
-    exclusive: bool = setting(True, Bool())  # drop the anchor's own term from the L_InvP denominator
-    hard_positive: bool = setting(True, Bool())  # P lowest (true) or P highest (false) candidates
-    propagation: str = setting("concat", Choice(PROPAGATIONS))  # concat (official multiset) | bfs (clean)
-    lam: float = setting(0.6, Float(ge=0))  # lambda, weight of L_InvP
-    ramp: RampSettings = RampSettings()
+    temperature: float = setting(spec=Float(gt=0))
+    memory_momentum: float = setting(spec=MEMORY_MOMENTUM)
+    k: int = setting(spec=Int(ge=1))  # kNN-graph out-degree
+    steps: int = setting(spec=Int(ge=1))  # propagation steps l
+    n_pos: int = setting(spec=Int(ge=1))  # hard positives P
+    n_background: int | str = setting(spec=N_BACKGROUND)  # M, or "all"
+    exclusive: bool = setting(spec=Bool())  # drop the anchor's own term from the L_InvP denominator
+    hard_positive: bool = setting(spec=Bool())  # P lowest (true) or P highest (false) candidates
+    propagation: str = setting(spec=Choice(PROPAGATIONS))  # concat (official multiset) | bfs (clean)
+    lam: float = setting(spec=Float(ge=0))  # lambda, weight of L_InvP
+    ramp: RampSettings = block(RampSettings)
 
 
 def pool_size(n_background: int | str, num_samples: int, k: int, method: str) -> int:

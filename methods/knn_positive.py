@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import torch
 
 from benchmark.core.fields import Bool, Choice, Float, Int
-from benchmark.core.settings import read_settings, require, setting
+from benchmark.core.settings import block, read_settings, require, setting
 from methods.base import LossOutput, Method, no_autocast, register
 from methods.invp import N_BACKGROUND, InvP, InvPSettings
 from methods.parts.anchor_neighbourhoods import bank_entropies_and_neighbours, select_anchors
@@ -31,17 +31,17 @@ from methods.parts.ramp import RampSettings
 class KNNSettings:
     """Options of ``knn``; the and_* ones apply to ``variant: and`` only."""
 
-    variant: str = setting("invp", Choice(("invp", "and")))
-    temperature: float = setting(0.07, Float(gt=0))
-    memory_momentum: float = setting(0.5, MEMORY_MOMENTUM)
-    k: int = setting(4, Int(ge=1))  # K nearest neighbours used as positives (invp variant)
-    n_background: int | str = setting(4096, N_BACKGROUND)
-    exclusive: bool = setting(True, Bool())
-    lam: float = setting(0.6, Float(ge=0))
-    ramp: RampSettings = RampSettings()
-    and_rounds: int = setting(4, Int(ge=1))  # curriculum rounds after round 0
-    and_round_epochs: int = setting(200, Int(ge=1))  # epochs per round
-    and_anchor_k: int = setting(1, Int(ge=1))  # neighbourhood size of an anchor
+    variant: str = setting(spec=Choice(("invp", "and")))
+    temperature: float = setting(spec=Float(gt=0))
+    memory_momentum: float = setting(spec=MEMORY_MOMENTUM)
+    k: int = setting(spec=Int(ge=1))  # K nearest neighbours used as positives (invp variant)
+    n_background: int | str = setting(spec=N_BACKGROUND)
+    exclusive: bool = setting(spec=Bool())
+    lam: float = setting(spec=Float(ge=0))
+    ramp: RampSettings = block(RampSettings)
+    and_rounds: int = setting(spec=Int(ge=1))  # curriculum rounds after round 0
+    and_round_epochs: int = setting(spec=Int(ge=1))  # epochs per round
+    and_anchor_k: int = setting(spec=Int(ge=1))  # neighbourhood size of an anchor
 
 
 def read_knn_settings(config: Mapping[str, Any]) -> KNNSettings:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from benchmark.core.fields import Bool, Choice, Float, Int, ListOf, Spec
+from benchmark.core.settings import setting, settings_section
 from tasks.errors import TaskNotApplicable
 
 SCHEDULES = ("step", "cosine")
@@ -28,21 +29,21 @@ class FinetuneRecipe:
     """Optimisation of one fine-tuning run. Milestones are in epochs (or steps when
     ``steps`` > 0); ``weight_decay_over_lr`` passes wd / lr to SGD (SimCLR/Kornblith grid)."""
 
-    lr: float
-    epochs: int = 30
-    steps: int = 0
-    batch_size: int = 128
-    head_lr_mult: float = 1.0
-    weight_decay: float = 0.0
-    weight_decay_over_lr: bool = False
-    momentum: float = 0.9
-    nesterov: bool = False
-    schedule: str = "step"  # SCHEDULES
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    loss: str = "ce"  # LOSSES: ce | bce (multi-label, VOC values: +1 present, else negative)
-    decay_head_lr: bool = True  # false: the classifier keeps lr x head_lr_mult throughout
-    drop_last: bool = True  # drop the last partial batch of an epoch (when there are two or more)
+    lr: float = setting(spec=Float(gt=0))
+    epochs: int = setting(30, Int(ge=1))
+    steps: int = setting(0, Int(ge=0))
+    batch_size: int = setting(128, Int(ge=1))
+    head_lr_mult: float = setting(1.0, Float(gt=0))
+    weight_decay: float = setting(0.0, Float(ge=0))
+    weight_decay_over_lr: bool = setting(False, Bool())
+    momentum: float = setting(0.9, Float(ge=0, lt=1))
+    nesterov: bool = setting(False, Bool())
+    schedule: str = setting("step", Choice(SCHEDULES))
+    milestones: tuple[int, ...] = setting((), ListOf(Int(ge=1)))
+    gamma: float = setting(0.1, Float(gt=0))
+    loss: str = setting("ce", Choice(LOSSES))  # bce: multi-label, VOC values +1 present, else negative
+    decay_head_lr: bool = setting(True, Bool())  # false: the classifier keeps lr x head_lr_mult throughout
+    drop_last: bool = setting(True, Bool())  # drop an epoch's last partial batch (when there are two or more)
 
     @classmethod
     def from_settings(cls, s: Mapping[str, Any], **override: Any) -> "FinetuneRecipe":
@@ -54,23 +55,7 @@ class FinetuneRecipe:
 
 
 # The settings a fine-tuning task reads into a FinetuneRecipe: type and constraint of each field.
-RECIPE_FIELDS: dict[str, Spec] = {
-    "lr": Float(gt=0),
-    "epochs": Int(ge=1),
-    "steps": Int(ge=0),
-    "batch_size": Int(ge=1),
-    "head_lr_mult": Float(gt=0),
-    "weight_decay": Float(ge=0),
-    "weight_decay_over_lr": Bool(),
-    "momentum": Float(ge=0, lt=1),
-    "nesterov": Bool(),
-    "schedule": Choice(SCHEDULES),
-    "milestones": ListOf(Int(ge=1)),
-    "gamma": Float(gt=0),
-    "loss": Choice(LOSSES),
-    "decay_head_lr": Bool(),
-    "drop_last": Bool(),
-}
+RECIPE_FIELDS: dict[str, Spec] = settings_section(FinetuneRecipe).fields
 
 
 class Classifier(nn.Module):

@@ -3,16 +3,18 @@ import math
 
 import pytest
 import torch
-
-from methods.parts.anchor_neighbourhoods import bank_entropies_and_neighbours, select_anchors
-from methods.base import build_method
-from methods.knn_positive import ANDCurriculum
+from method_configs import method_config
 from methods_reference import unit_rows
 from methods_support import bank_state
 
+from methods.base import build_method
+from methods.knn_positive import ANDCurriculum
+from methods.parts.anchor_neighbourhoods import bank_entropies_and_neighbours, select_anchors
+
 torch.set_num_threads(1)
 N, D = 40, 6
-CONFIG = dict(name="knn", variant="and", temperature=0.1, and_rounds=4, and_round_epochs=2, and_anchor_k=1)
+CONFIG = method_config("knn", variant="and", temperature=0.1, and_rounds=4, and_round_epochs=2,
+                       and_anchor_k=1)
 
 
 def test_entropies_and_neighbours_match_loop():

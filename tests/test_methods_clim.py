@@ -7,15 +7,16 @@ import math
 
 import pytest
 import torch
+from method_configs import method_config
+from methods_reference import unit_rows
+from methods_support import queue_state
 
 from benchmark.core.config import ConfigError
 from methods.base import build_method, method_class
 from methods.parts.centre_selection import bank_knn, centre_wise_selection
-from methods_reference import unit_rows
-from methods_support import queue_state
 
 N, D, Q = 48, 6, 16
-CONFIG = {"name": "clim", "queue_size": Q, "k": 5, "num_clusters": 4, "kmeans_iterations": 5}
+CONFIG = method_config("clim", queue_size=Q, k=5, num_clusters=4, kmeans_iterations=5, multires_sizes=[])
 
 
 def built(**options):
@@ -82,7 +83,7 @@ def test_with_mixing_and_multires_off_the_loss_is_mocov2():
     q, k = unit_rows(8, D, 4).requires_grad_(True), unit_rows(8, D, 5)
     queue = {"queue": queue_state(unit_rows(Q, D, 6)), "steps": 0}
     losses = []
-    for method in (built(mix="none"), build_method({"name": "mocov2", "queue_size": Q}, N, D)):
+    for method in (built(mix="none"), build_method(method_config("mocov2", queue_size=Q), N, D)):
         method.load_state_dict({**method.state_dict(), **queue})
         views = method.prepare_batch({"query": q, "key": k}, torch.arange(8), lambda idx: {})
         out = method.loss(views, torch.arange(8), 1)
@@ -90,7 +91,7 @@ def test_with_mixing_and_multires_off_the_loss_is_mocov2():
         method.update()
     assert torch.equal(losses[0][0], losses[1][0]) and losses[0][1] == losses[1][1]
     assert torch.equal(losses[0][2], losses[1][2])
-    assert method_class("clim").view_sizes({"mix": "none"}) == {"query": None, "key": None}
+    assert method_class("clim").view_sizes({**CONFIG, "mix": "none"}) == {"query": None, "key": None}
 
 
 def _mixed_step(method, q, k, mixed, partners, has, kept):

@@ -5,15 +5,17 @@ import os
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from gloo_support import free_port, join_gloo
+from method_configs import method_config
+from methods_reference import unit_rows
 
 from methods.base import build_method
 from methods.parts.dist_utils import all_gather_cat
-from gloo_support import free_port, join_gloo
-from methods_reference import unit_rows
 
 N, D = 64, 8
-CONFIG = dict(name="invp", temperature=0.1, k=3, steps=2, n_pos=5, n_background=16, ramp={"type": "binary", "length": 1})
-NCE = dict(name="insdis", variant="nce", nce_k=16, nce_z="ema")
+CONFIG = method_config("invp", temperature=0.1, k=3, steps=2, n_pos=5, n_background=16,
+                       ramp={"type": "binary", "length": 1})
+NCE = method_config("insdis", variant="nce", nce_k=16, nce_z="ema")
 SPLIT = 5  # rank 0 takes the first 5 rows of every batch, rank 1 the other 3
 
 

@@ -3,17 +3,19 @@ import math
 
 import pytest
 import torch
-
-from methods.base import build_method
+from method_configs import method_config
 from methods_reference import unit_rows
 from methods_support import bank_state
+
+from methods.base import build_method
 
 torch.set_num_threads(1)
 N, D = 50, 8
 
 
 def make(**config):
-    method = build_method({"name": "insdis", "temperature": 0.1, **config}, N, D)
+    method = build_method(method_config("insdis", **{"temperature": 0.1, "variant": "softmax", **config}),
+                          N, D)
     method.load_state_dict({**method.state_dict(), "bank": bank_state(unit_rows(N, D, 1))})
     return method
 

@@ -9,15 +9,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from method_configs import method_config
+from methods_reference import unit_rows
 
 from benchmark.core.config import ConfigError, resolve
 from methods.base import build_method
 from methods.parts.pseudo_labels import PseudoLabels
-from methods_reference import unit_rows
 
 N, D = 120, 8
-CONFIG = {"name": "interclr", "queue_size": 16, "num_clusters": 6, "min_cluster": 5, "negatives": 12,
-          "pool_size": 30, "kmeans_backend": "torch", "centroid_interval": 3}
+CONFIG = method_config("interclr", queue_size=16, num_clusters=6, min_cluster=5, negatives=12, pool_size=30,
+                       kmeans_backend="torch", centroid_interval=3)
 
 
 def started(features: torch.Tensor | None = None, n: int = N, **options) -> torch.nn.Module:
@@ -169,7 +170,7 @@ def test_official_redraw_keeps_no_cluster_member_and_may_repeat_a_negative(strat
 def test_training_images_are_drawn_with_replacement_by_default():
     assert started().samples_with_replacement  # official data config: replace=True
     assert not started(sample_with_replacement=False).samples_with_replacement
-    assert not build_method({"name": "mocov2", "queue_size": 16}, N, D).samples_with_replacement
+    assert not build_method(method_config("mocov2", queue_size=16), N, D).samples_with_replacement
 
 
 def test_update_writes_keys_relabels_by_dot_product_and_refreshes_centroids_on_schedule():
@@ -320,9 +321,9 @@ def _offline_ddp_worker(rank, port, out_dir):
     import os
 
     import torch.distributed as dist
+    from gloo_support import join_gloo
 
     import methods.interclr
-    from gloo_support import join_gloo
 
     join_gloo(rank, 2, port)
     method = started(online_labels=False)  # every rank: identical bank (same features)
@@ -337,7 +338,6 @@ def _offline_ddp_worker(rank, port, out_dir):
 
 def test_offline_reclustering_under_ddp_comes_from_rank_0(tmp_path):
     import torch.multiprocessing as mp
-
     from gloo_support import free_port
 
     mp.spawn(_offline_ddp_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)

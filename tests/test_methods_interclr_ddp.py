@@ -5,16 +5,17 @@ import os
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
-from methods.base import build_method
-from methods_reference import unit_rows
 from gloo_support import free_port, join_gloo
+from method_configs import method_config
+from methods_reference import unit_rows
 from test_methods_mocov2_ddp import SPLIT
 from test_methods_mocov2_ddp import run_steps as mocov2_steps
 
+from methods.base import build_method
+
 N, D = 64, 8
-CONFIG = dict(name="interclr", queue_size=12, num_clusters=4, min_cluster=10, negatives=6, pool_size=20,
-              centroid_interval=2, kmeans_backend="torch")
+CONFIG = method_config("interclr", queue_size=12, num_clusters=4, min_cluster=10, negatives=6, pool_size=20,
+                       centroid_interval=2, kmeans_backend="torch")
 
 
 def run_steps(rows, global_seed: int):

@@ -4,17 +4,19 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from benchmark.core.config import ConfigError
-from methods.base import build_method
-from methods.parts.diagnostics import masked_mean
-from methods.invp import InvP
+from method_configs import method_config
 from methods_reference import dense_official_losses, official_step_losses, unit_rows
 from methods_support import bank_state
 
+from benchmark.core.config import ConfigError
+from methods.base import build_method
+from methods.invp import InvP
+from methods.parts.diagnostics import masked_mean
+
 torch.set_num_threads(1)
 N, D = 60, 8
-CONFIG = dict(name="invp", temperature=0.1, k=3, steps=2, n_pos=5, n_background=16, ramp={"type": "binary", "length": 2})
+CONFIG = method_config("invp", temperature=0.1, k=3, steps=2, n_pos=5, n_background=16,
+                       ramp={"type": "binary", "length": 2})
 
 
 def make(state_seed=0, **overrides) -> InvP:
@@ -107,7 +109,7 @@ def test_variants_bfs_all_background_and_any_k():
 
 
 def test_knn_variant_equals_invp_with_one_step_and_all_neighbours():
-    knn = build_method(dict(name="knn", variant="invp", temperature=0.1, k=3, n_background=16), N, D)
+    knn = build_method(method_config("knn", variant="invp", temperature=0.1, k=3, n_background=16), N, D)
     invp = make(steps=1, n_pos=3)
     knn.load_state_dict(invp.state_dict())
     v, idx = batch()
@@ -163,9 +165,9 @@ def test_n_background_above_n_is_clamped_with_a_warning():
 def test_losses_at_initialisation_match_spec_simulation(tau, top_m, full):
     """docs/methods/invp.md §Conformance checks, check 3: random anchors against a fresh bank, n = 50 000, M = 4096."""
     torch.manual_seed(0)
-    invp = build_method({"name": "invp", "temperature": tau}, 50000, 128)
+    invp = build_method(method_config("invp", temperature=tau), 50000, 128)
     v, idx = F.normalize(torch.randn(64, 128), dim=1), torch.randint(0, 50000, (64,))
     assert invp.loss(v, idx, epoch=1).logs["loss_ins"] == pytest.approx(top_m, abs=0.25)
-    insdis = build_method({"name": "insdis", "temperature": tau}, 50000, 128)
+    insdis = build_method(method_config("insdis", temperature=tau, variant="softmax"), 50000, 128)
     insdis.load_state_dict({**insdis.state_dict(), "bank": invp.state_dict()["bank"]})
     assert insdis.loss(v, idx, epoch=1).loss.item() == pytest.approx(full, abs=0.25)

@@ -8,19 +8,20 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from benchmark.data.augment import NamedViews, train_transform
-from benchmark.core.config import ConfigError, resolve
-from benchmark.engine.key_encoder import KeyEncoder, shuffle_order
-from benchmark.engine.data import SeededAugmentation
-from methods.base import KeyEncoderSpec, build_method
-from methods.parts.key_queue import KeyQueue
+from method_configs import method_config
 from methods_reference import unit_rows
 from methods_support import queue_state
+from torch import nn
+
+from benchmark.core.config import ConfigError, resolve
+from benchmark.data.augment import NamedViews, train_transform
+from benchmark.engine.data import SeededAugmentation
+from benchmark.engine.key_encoder import KeyEncoder, shuffle_order
+from methods.base import KeyEncoderSpec, build_method
+from methods.parts.key_queue import KeyQueue
 
 N, D, K = 64, 8, 16
-CONFIG = {"name": "mocov2", "temperature": 0.2, "queue_size": K, "key_momentum": 0.99}
+CONFIG = method_config("mocov2", temperature=0.2, queue_size=K, key_momentum=0.99)
 
 
 def built(**options) -> torch.nn.Module:

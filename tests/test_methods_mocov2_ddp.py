@@ -5,15 +5,16 @@ import os
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from gloo_support import free_port, join_gloo
+from method_configs import method_config
+from methods_reference import unit_rows
 from torch import nn
 
 from benchmark.engine.key_encoder import KeyEncoder
 from methods.base import build_method
-from gloo_support import free_port, join_gloo
-from methods_reference import unit_rows
 
 N, D = 64, 8
-CONFIG = dict(name="mocov2", queue_size=12, temperature=0.2)
+CONFIG = method_config("mocov2", queue_size=12, temperature=0.2)
 SPLIT = 4  # each rank takes half of every batch of 8
 
 

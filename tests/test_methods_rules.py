@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from method_configs import method_config
 from methods_reference import unit_rows
 from methods_support import bank_state
 
@@ -24,13 +25,13 @@ def test_bank_ema_keeps_the_momentum_share_of_the_old_row():
 
 
 @pytest.mark.parametrize("config", [
-    {"name": "invp", "n_background": 16, "memory_momentum": 0.8},
-    {"name": "insdis", "memory_momentum": 0.8},
-    {"name": "knn", "n_background": 16, "memory_momentum": 0.8},
-    {"name": "knn", "variant": "and", "memory_momentum": 0.8},
+    method_config("invp", n_background=16, memory_momentum=0.8),
+    method_config("insdis", memory_momentum=0.8, variant="softmax"),
+    method_config("knn", n_background=16, memory_momentum=0.8),
+    method_config("knn", variant="and", memory_momentum=0.8),
 ])
 def test_memory_momentum_is_the_share_of_the_old_row(config):
-    method = build_method({"temperature": 0.1, **config}, N, D)
+    method = build_method({**config, "temperature": 0.1}, N, D)
     old = unit_rows(N, D, 3)
     method.load_state_dict({**method.state_dict(), "bank": bank_state(old.clone())})
     v, idx = unit_rows(4, D, 4), torch.tensor([5, 1, 40, 22])
@@ -41,11 +42,11 @@ def test_memory_momentum_is_the_share_of_the_old_row(config):
 
 @pytest.mark.parametrize("name, extra", [
     ("interclr", {"num_clusters": 4, "min_cluster": 5, "negatives": 12, "pool_size": 30}),
-    ("clim", {"k": 5, "num_clusters": 4, "kmeans_iterations": 5}),
+    ("clim", {"k": 5, "num_clusters": 4, "kmeans_iterations": 5, "multires_sizes": []}),
 ])
 def test_bank_momentum_beta_is_the_share_of_the_new_key(name, extra):
-    method = build_method({"name": name, "queue_size": 16, "kmeans_backend": "torch", "bank_momentum": 0.8,
-                           **extra}, N, D)
+    method = build_method(method_config(name, queue_size=16, kmeans_backend="torch", bank_momentum=0.8,
+                                        **extra), N, D)
     old = unit_rows(N, D, 5)
     torch.manual_seed(0)
     method.on_train_start(lambda: old.clone())
@@ -56,8 +57,8 @@ def test_bank_momentum_beta_is_the_share_of_the_new_key(name, extra):
 
 def test_nce_normaliser_ema_keeps_the_momentum_share_of_the_old_z():
     torch.manual_seed(0)
-    method = build_method({"name": "insdis", "temperature": 0.1, "variant": "nce", "nce_k": 20, "nce_z": "ema",
-                           "nce_z_momentum": 0.9}, N, D)
+    method = build_method(method_config("insdis", temperature=0.1, variant="nce", nce_k=20, nce_z="ema",
+                                        nce_z_momentum=0.9), N, D)
     method.load_state_dict({**method.state_dict(), "bank": bank_state(unit_rows(N, D, 1))})
     method.loss(unit_rows(4, D, 3), torch.arange(4), epoch=1)
     method.update()

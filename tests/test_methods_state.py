@@ -5,25 +5,26 @@ from __future__ import annotations
 
 import pytest
 import torch
+from method_configs import method_config
+from methods_reference import unit_rows
+from methods_support import bank_state
 
 from benchmark.core.config import ConfigError
 from methods.base import build_method, method_class
 from methods.parts.key_queue import random_unit_keys
 from methods.parts.memory_bank import uniform_bank_init
 from methods.state import Stateful
-from methods_reference import unit_rows
-from methods_support import bank_state
 
 N, D = 48, 8
 CONFIGS = {
-    "invp": {"name": "invp", "n_background": 16},
-    "insdis": {"name": "insdis"},
-    "knn": {"name": "knn", "n_background": 16},
-    "and": {"name": "knn", "variant": "and"},
-    "mocov2": {"name": "mocov2", "queue_size": 16},
-    "interclr": {"name": "interclr", "queue_size": 16, "num_clusters": 4, "negatives": 8, "pool_size": 20,
-                 "min_cluster": 2},
-    "clim": {"name": "clim", "queue_size": 16, "k": 4, "num_clusters": 4},
+    "invp": method_config("invp", n_background=16),
+    "insdis": method_config("insdis", variant="softmax"),
+    "knn": method_config("knn", n_background=16),
+    "and": method_config("knn", variant="and"),
+    "mocov2": method_config("mocov2", queue_size=16),
+    "interclr": method_config("interclr", queue_size=16, num_clusters=4, negatives=8, pool_size=20,
+                              min_cluster=2),
+    "clim": method_config("clim", queue_size=16, k=4, num_clusters=4, multires_sizes=[]),
 }
 
 
@@ -132,13 +133,14 @@ def test_to_moves_every_state_tensor_and_the_diagnostic_labels(label):
 
 def test_settings_are_checked_without_building_a_method():
     with pytest.raises(ConfigError, match="method.temperature must be a number > 0, got 'abc'"):
-        method_class("invp").check_settings({"name": "invp", "temperature": "abc"})
+        method_class("invp").check_settings(method_config("invp", temperature="abc"))
     with pytest.raises(ConfigError, match="method.and_rounds must be a positive integer, got 0"):
-        method_class("knn").check_settings({"name": "knn", "variant": "and", "and_rounds": 0})
+        method_class("knn").check_settings(method_config("knn", variant="and", and_rounds=0))
     with pytest.raises(ConfigError, match=r"method.memory_momentum must be a number in \[0, 1\), got 1.0"):
-        method_class("insdis").check_settings({"name": "insdis", "memory_momentum": 1.0})
+        method_class("insdis").check_settings(method_config("insdis", memory_momentum=1.0))
     with pytest.raises(ConfigError, match="mix_alpha"):
-        method_class("clim").check_settings({"name": "clim", "mix_alpha": 0.0})
-    settings = method_class("knn").check_settings({"name": "knn", "k": 7})
+        method_class("clim").check_settings(method_config("clim", mix_alpha=0.0))
+    settings = method_class("knn").check_settings(method_config("knn", k=7))
     assert (settings.steps, settings.n_pos) == (1, 7)  # the InvP settings the knn variant stands for
-    assert method_class("interclr").check_settings({"name": "interclr"}).queue_size == 65536  # no data size needed
+    interclr = method_class("interclr").check_settings(method_config("interclr"))
+    assert interclr.queue_size == 65536  # no data size needed

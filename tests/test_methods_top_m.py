@@ -6,6 +6,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from method_configs import method_config
 
 import methods.parts.top_m as top_m_module
 from methods.base import build_method
@@ -123,7 +124,7 @@ def test_invp_step_is_the_same_with_either_path(monkeypatch):
     for disabled in ("1", "0"):
         monkeypatch.setenv(top_m_module.SWITCH, disabled)
         torch.manual_seed(0)
-        method = build_method({"name": "invp", "n_background": 100, "n_pos": 10, "temperature": 0.2}, 1000, 16)
+        method = build_method(method_config("invp", n_background=100, n_pos=10, temperature=0.2), 1000, 16)
         logs = []
         for step in range(4):
             g = torch.Generator().manual_seed(step)

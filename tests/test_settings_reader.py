@@ -9,12 +9,13 @@ import re
 from pathlib import Path
 
 import pytest
+from method_configs import method_config
 
-from benchmark.core.config import ConfigError
+from benchmark.core.config import PROFILE_DIR, ConfigError
 from benchmark.core.fields import Int
-from benchmark.core.settings import read_settings, setting, settings_section
+from benchmark.core.settings import defaulted_fields, read_settings, setting, settings_section
 from benchmark.harness.cli import main
-from methods.base import METHODS, build_method, method_class
+from methods.base import METHODS, Method, build_method, method_class
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_an_unknown_method_key_is_refused_with_its_close_match(method, typo, meant):
     with pytest.raises(ConfigError, match=rf"^method: unknown setting\(s\) \['{typo}'\] "
                                           rf"\(did you mean {meant}[,?].*; valid: .*{meant}"):
-        method_class(method).check_settings({"name": method, typo: 1})
+        method_class(method).check_settings({**method_config(method), typo: 1})
 
 
 @pytest.mark.parametrize("method, key, value, expected", [
@@ -41,25 +42,26 @@ def test_a_wrong_method_value_names_the_key_and_the_fix(method, key, value, expe
     block = {key.split(".")[0]: {key.split(".")[1]: value}} if "." in key else {key: value}
     with pytest.raises(ConfigError, match=rf"^method\.{key} must be {expected}, got {value!r}; fix it in the "
                                           rf"profile's methods\.{method} block or with --set method\.{key}=\.\.\.$"):
-        method_class(method).check_settings({"name": method, **block})
+        method_class(method).check_settings(method_config(method, **block))
 
 
 def test_rules_across_settings_and_the_data_size_use_the_same_wording():
     with pytest.raises(ConfigError, match=r"^method\.pool_size must be >= negatives=20 for neg_sampling "
                                           r"semihard, got 10; fix it in the profile's methods\.interclr block"):
-        method_class("interclr").check_settings({"name": "interclr", "negatives": 20, "pool_size": 10})
+        method_class("interclr").check_settings(method_config("interclr", negatives=20, pool_size=10))
     with pytest.raises(ConfigError, match=r"^method\.queue_size must be below the 8 training samples .*got 8; "
                                           r"fix it in the profile's methods\.mocov2 block"):
-        build_method({"name": "mocov2", "queue_size": 8}, 8, 4)
+        build_method(method_config("mocov2", queue_size=8), 8, 4)
 
 
 def test_settings_are_typed_and_every_field_declares_its_spec():
     for name, cls in METHODS.items():
         if cls.settings_class is not None:
             settings_section(cls.settings_class)  # raises TypeError for a field without a Spec
-    s = method_class("invp").check_settings({"name": "invp", "temperature": 1, "ramp": {"length": 5}})
+    s = method_class("invp").check_settings(method_config("invp", temperature=1, ramp={"length": 5}))
     assert isinstance(s.temperature, float) and (s.ramp.type, s.ramp.length) == ("binary", 5)
-    assert method_class("clim").check_settings({"name": "clim", "multires_sizes": [8, 6]}).multires_sizes == (8, 6)
+    clim = method_class("clim").check_settings(method_config("clim", multires_sizes=[8, 6]))
+    assert clim.multires_sizes == (8, 6)
 
     @dataclasses.dataclass(frozen=True)
     class Untyped:
@@ -95,8 +97,15 @@ STORED_READERS = {
     ("benchmark/engine/checkpoint.py", "config"): "the config stored in a checkpoint file",
     ("methods/parts/top_m.py", "PATH"): "the process environment",
     ("methods/state.py", "state_names"): "a class's own attributes",
+    ("benchmark/harness/completion.py", "records"): "a stored result file",
+    ("benchmark/harness/status.py", "encoder"): "a job entry of the stored sweep state",
+    ("benchmark/harness/status.py", "folder"): "a submission of the stored sweep state",
+    ("benchmark/harness/sweep_state.py", "versions"): "the code versions stored in a sweep state",
+    ("benchmark/harness/submitit_launcher.py", "SUBMITIT_PREEMPT_SIGNAL"): "the process environment",
+    ("benchmark/harness/resources.py", "sbatch"): "an override layer (launcher.<kind>, --sbatch), all optional",
 }
-CONFIG_PACKAGES = ("benchmark/engine", "benchmark/models", "benchmark/data", "methods", "tasks")
+CONFIG_PACKAGES = ("benchmark/engine", "benchmark/models", "benchmark/data", "methods", "tasks",
+                   "benchmark/harness")
 
 
 def config_defaults(source: str) -> list[tuple[int, str, str]]:
@@ -118,7 +127,7 @@ def test_the_scan_finds_config_defaults():
     )] == ["amp", "every"]
 
 
-def test_no_config_default_is_written_in_engine_models_data_methods_or_tasks():
+def test_no_config_default_is_written_in_engine_models_data_methods_tasks_or_harness():
     found = []
     for package in CONFIG_PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
@@ -126,3 +135,71 @@ def test_no_config_default_is_written_in_engine_models_data_methods_or_tasks():
             found += [f"{relative}:{line}: {call}" for line, key, call in config_defaults(path.read_text())
                       if (relative, key) not in STORED_READERS]
     assert not found, "config defaults in code (read the key directly, the profiles hold it):\n" + "\n".join(found)
+
+
+def _settings_classes() -> dict[str, type]:
+    """The settings class of every registered method and of its variants (``knn``'s two)."""
+    found, todo = {}, list(Method.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls.settings_class is not None:
+            found[cls.settings_class.__name__] = cls.settings_class
+    return found
+
+
+def test_no_settings_field_of_a_registered_method_holds_a_default():
+    classes = _settings_classes()
+    assert {"InvPSettings", "InsDisSettings", "KNNSettings", "MomentumSettings", "InterCLRSettings",
+            "CLIMSettings"} <= set(classes)
+    defaults = {name: fields for name, cls in classes.items() if (fields := defaulted_fields(cls))}
+    # pending: the profiles do not yet set these two, and adding them changes InterCLR's job ids
+    assert defaults == {"InterCLRSettings": ["online_labels", "offline_interval"]}
+
+
+def _without(text: str, line: str) -> str:
+    """``text`` with its one ``line`` (a leading newline kept) left out."""
+    assert text.count(line) == 1
+    return text.replace(line, "\n" if line.startswith("\n") else "")
+
+
+@pytest.mark.parametrize("method, line, key", [
+    ("invp", "    n_pos: 20\n", "n_pos"),
+    ("interclr", "    pool_size: 1000\n", "pool_size"),
+])
+def test_a_method_block_lacking_a_key_fails_planning_and_build_naming_it(tmp_path, capsys, method, line, key):
+    profile = tmp_path / "mini.yaml"
+    profile.write_text(_without((PROFILE_DIR / "mini.yaml").read_text(), line))
+    message = (rf"methods\.{method}\.{key} is missing from the profile \(the run's method\.{key}\); "
+               rf"add it to the profile's methods\.{method} block .* or --set method\.{key}=\.\.\.")
+    out = tmp_path / "out"
+    code = main(["sweep", "--methods", method, "--seeds", "0", "--profile", str(profile),
+                 "--launcher", "local", "--dry-run", "--sweeps", str(out / "sweeps"),
+                 "--out", str(out / "runs"), "--results", str(out / "results")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert re.search(message, err) and not out.exists()
+    block = {k: v for k, v in method_config(method, "mini").items() if k != key}
+    with pytest.raises(ConfigError, match=message):
+        build_method(block, 10000, 128)
+
+
+def test_a_nested_block_lacking_a_key_is_named_with_its_dotted_key():
+    with pytest.raises(ConfigError, match=r"^methods\.knn\.ramp\.length is missing from the profile"):
+        method_class("knn").check_settings({**method_config("knn"), "ramp": {"type": "binary"}})
+
+
+@pytest.mark.parametrize("line, message", [
+    ("\nseed: 0\n", r"the config is missing seed; fix it in .*mini\.yaml or with --set seed=\.\.\.$"),
+    ("\n  name: local ",
+     r"launcher is missing name; fix it in .*mini\.yaml or with --set launcher\.name=\.\.\.$"),
+])
+def test_sweep_reads_the_profile_seed_and_launcher_without_defaults(tmp_path, capsys, line, message):
+    profile = tmp_path / "mini.yaml"
+    profile.write_text(_without((PROFILE_DIR / "mini.yaml").read_text(), line))
+    code = main(["sweep", "--methods", "invp", "--profile", str(profile), "--dry-run",
+                 "--sweeps", str(tmp_path / "sweeps"), "--out", str(tmp_path / "runs"),
+                 "--results", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert re.search(message, err.strip())

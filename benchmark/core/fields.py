@@ -293,7 +293,8 @@ class Section(Spec):
                               f"valid: {', '.join(sorted(self.fields))}")
         missing = [k for k in self.required if k not in value]
         if missing:
-            fail(f"{key or 'the config'} is missing {', '.join(missing)}", key, fix)
+            fail(f"{key or 'the config'} is missing {', '.join(missing)}",
+                 f"{key}.{missing[0]}" if key else missing[0], fix)
         for name, item in value.items():
             if name in self.fields:
                 self.fields[name].check(item, f"{key}.{name}" if key else str(name), fix)

@@ -33,8 +33,8 @@ RUN_CONFIG = Section({
         **RESOURCE_FIELDS,
         "pretrain": Section(RESOURCE_FIELDS),
         "task": Section(RESOURCE_FIELDS),
-    }),
-}, required=("profile", "seed", "device", "threads", "data", "model", "pretrain"))
+    }, required=("name",)),
+}, required=("profile", "seed", "device", "threads", "data", "model", "pretrain", "launcher"))
 
 
 def check_config(tree: Mapping[str, Any], source: str) -> None:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from benchmark.core.config import ConfigError, config_hash, load_profile
+from benchmark.core.config import ConfigError, config_hash
 from benchmark.core.errors import require_writable_folder
 from benchmark.core.fields import safe_name
 from benchmark.data import resolve_data_root
@@ -220,14 +220,14 @@ def show_outcome(outcome: Outcome) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    profile = load_profile(args.profile)
+    profile = resolve_run(args.profile).tree  # checked: its seed and launcher.name are set
     spec = SweepSpec(profile=args.profile,
                      methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
                      tasks=args.tasks,
-                     seeds=tuple(parse_seeds(args.seeds)) if args.seeds else (profile.get("seed", 0),),
+                     seeds=tuple(parse_seeds(args.seeds)) if args.seeds else (profile["seed"],),
                      grid=tuple((k, tuple(v)) for k, v in parse_grid(args.overrides)),
                      sanity=not args.no_sanity)
-    launcher_name = args.launcher or (profile.get("launcher") or {}).get("name", "local")
+    launcher_name = args.launcher or profile["launcher"]["name"]
     if launcher_name not in LAUNCHERS:
         raise ConfigError(f"unknown launcher {launcher_name!r} (--launcher / launcher.name); "
                           f"valid launchers: {', '.join(LAUNCHERS)}")

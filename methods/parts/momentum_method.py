@@ -24,14 +24,15 @@ QUERY, KEY = "query", "key"
 
 @dataclass(frozen=True)
 class MomentumSettings:
-    """Options every momentum-encoder method has (defaults: MoCo v2 on ImageNet)."""
+    """Options every momentum-encoder method has (values: the profile's methods block; MoCo v2 on
+    ImageNet in profiles/methods/imagenet.yaml)."""
 
-    temperature: float = setting(0.2, Float(gt=0))
-    queue_size: int = setting(65536, Int(ge=1))
-    key_momentum: float = setting(0.999, Float(ge=0, lt=1))
+    temperature: float = setting(spec=Float(gt=0))
+    queue_size: int = setting(spec=Int(ge=1))
+    key_momentum: float = setting(spec=Float(ge=0, lt=1))
     # constant | cosine (raised to 1 over training)
-    key_momentum_schedule: str = setting("constant", Choice(KEY_MOMENTUM_SCHEDULES))
-    bn_splits: int = setting(1, Int(ge=1))  # shuffled sub-batches per process with their own BN statistics (keys)
+    key_momentum_schedule: str = setting(spec=Choice(KEY_MOMENTUM_SCHEDULES))
+    bn_splits: int = setting(spec=Int(ge=1))  # shuffled sub-batches per process with their own BN statistics (keys)
 
 
 class MomentumMethod(Method):

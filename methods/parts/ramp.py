@@ -16,8 +16,8 @@ class RampSettings:
     (w = exp(-5 (max(1 - epoch/length, 0))^2), as the official option), or none (w = 1 always;
     the official code calls this ``zero``). ``length``: T in epochs (official: 30)."""
 
-    type: str = setting("binary", Choice(RAMP_TYPES))
-    length: int = setting(30, Int(ge=0))
+    type: str = setting(spec=Choice(RAMP_TYPES))
+    length: int = setting(spec=Int(ge=0))
 
 
 def ramp_weight(epoch: int, ramp: RampSettings) -> float:
