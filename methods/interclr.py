@@ -40,10 +40,8 @@ MARGIN_TYPES = ("cosine", "arc")
 
 @dataclass(frozen=True)
 class InterCLRSettings(MomentumSettings):
-    """InterCLR's options, set by the profile (release values: mmselfsup
-    interclr-moco_resnet50_8xb32-coslr-200e_in1k, docs/methods/interclr.md §Hyperparameters), but
-    for the two pseudo-label options below, whose defaults the profiles do not yet repeat (adding
-    them changes InterCLR's job ids)."""
+    """InterCLR's options, all set by the profile (release values: mmselfsup
+    interclr-moco_resnet50_8xb32-coslr-200e_in1k, docs/methods/interclr.md §Hyperparameters)."""
 
     num_clusters: int = setting(spec=Int(ge=1))
     kmeans_iterations: int = setting(spec=Int(ge=1))  # initial k-means (faiss, no PCA)
@@ -72,8 +70,8 @@ class InterCLRSettings(MomentumSettings):
     # memory bank (the latest key of every sample), since on_epoch_start has no extraction pass.
     # Offline mode also follows the official hook in skipping the per-step centroid refresh and
     # small-cluster repair (they would move labels); the initial clustering is shared with online.
-    online_labels: bool = setting(True, Bool())
-    offline_interval: int = setting(1, Int(ge=1))  # epochs between offline re-clusterings (official ``interval``, default 1)
+    online_labels: bool = setting(spec=Bool())
+    offline_interval: int = setting(spec=Int(ge=1))  # epochs between offline re-clusterings (official ``interval``: 1)
 
 
 def margin_logit(cosine: torch.Tensor, margin: float, kind: str) -> torch.Tensor:
