@@ -11,7 +11,7 @@ from payload_support import Payload
 from test_store import make_record
 
 from benchmark.core import provenance
-from benchmark.core.config import ConfigError
+from benchmark.core.config import ConfigError, resolve
 from benchmark.core.store import ResultStore
 from benchmark.harness.cli import main
 from benchmark.harness.jobs import Outcome, Paths
@@ -77,9 +77,15 @@ def test_the_sweep_name_follows_the_spec():
     assert spec(seeds=(0, 1)).name != spec().name
 
 
+def mini_launcher(**values):
+    """The mini profile's launcher block (every resource key) with ``values`` set."""
+    block = {k: v for k, v in resolve("mini", "invp").tree["launcher"].items() if k != "name"}
+    return {**block, **values}
+
+
 def test_resources_merge_profile_kind_block_and_flags():
-    section = {"partition": "gpu", "cpus_per_task": 4, "gpus_per_node": 8, "time_min": 100,
-               "sbatch": {"comment": "x"}, "task": {"gpus_per_node": 1, "time_min": 10}}
+    section = mini_launcher(partition="gpu", cpus_per_task=4, gpus_per_node=8, time_min=100,
+                            sbatch={"comment": "x"}, task={"gpus_per_node": 1, "time_min": 10})
     pre = resources_for(section, "pretrain", {"time_min": 50, "partition": None})
     task = resources_for(section, "task")
     assert (pre.gpus_per_node, pre.time_min, pre.partition) == (8, 50, "gpu")
@@ -103,6 +109,14 @@ def test_resources_merge_profile_kind_block_and_flags():
 ])
 def test_bad_resources_name_the_key(section, message):
     with pytest.raises(ConfigError, match=message):
+        resources_for(mini_launcher(**section), "pretrain")
+
+
+@pytest.mark.parametrize("key", ["time_min", "tasks_per_node"])
+def test_a_launcher_block_lacking_a_key_is_refused_naming_it(key):
+    section = mini_launcher()
+    del section[key]
+    with pytest.raises(ConfigError, match=f"^launcher is missing {key}; add it to the profile's launcher block"):
         resources_for(section, "pretrain")
 
 

@@ -29,8 +29,8 @@ METHOD_KEY = "method"  # the run config's block the settings come from
 
 def setting(default: Any = dataclasses.MISSING, spec: Spec | None = None,
             factory: Any = dataclasses.MISSING) -> Any:
-    """A settings field with the ``spec`` its values must meet and, for a task's or a launcher's
-    declared default, ``default`` (or a ``factory`` of it, for a mutable one; neither: the key is
+    """A settings field with the ``spec`` its values must meet and, for a task's declared default,
+    ``default`` (or a ``factory`` of it, for a mutable one; neither: the key is
     required, as every method setting is)."""
     return dataclasses.field(default=default, default_factory=factory, metadata={SPEC: spec})
 

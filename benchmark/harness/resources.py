@@ -64,22 +64,23 @@ def _check_sbatch_option(key: Any, value: Any) -> None:
 
 @dataclass(frozen=True)
 class Resources:
-    """What one job asks the scheduler for (one task per GPU; at least one task per node)."""
+    """What one job asks the scheduler for (one task per GPU; at least one task per node). Every
+    value comes from the profile's ``launcher`` block (no defaults here)."""
 
-    partition: str | None = setting(None, Nullable(Text()))
-    nodes: int = setting(1, Int(ge=1))
-    gpus_per_node: int = setting(0, Int(ge=0))
+    partition: str | None = setting(spec=Nullable(Text()))
+    nodes: int = setting(spec=Int(ge=1))
+    gpus_per_node: int = setting(spec=Int(ge=0))
     # processes per node of a pretraining; 0 = one per GPU (at least 1)
-    tasks_per_node: int = setting(0, Int(ge=0))
-    cpus_per_task: int = setting(1, Int(ge=1))
-    mem_gb: float | None = setting(None, Nullable(Float(gt=0)))
-    time_min: int = setting(60, Int(ge=1))
-    account: str | None = setting(None, Nullable(Text()))
-    qos: str | None = setting(None, Nullable(Text()))
-    constraint: str | None = setting(None, Nullable(Text()))
-    array_parallelism: int = setting(32, Int(ge=1))
-    signal_delay_s: int = setting(90, Int(ge=0))
-    max_requeues: int = setting(3, Int(ge=0))
+    tasks_per_node: int = setting(spec=Int(ge=0))
+    cpus_per_task: int = setting(spec=Int(ge=1))
+    mem_gb: float | None = setting(spec=Nullable(Float(gt=0)))
+    time_min: int = setting(spec=Int(ge=1))
+    account: str | None = setting(spec=Nullable(Text()))
+    qos: str | None = setting(spec=Nullable(Text()))
+    constraint: str | None = setting(spec=Nullable(Text()))
+    array_parallelism: int = setting(spec=Int(ge=1))
+    signal_delay_s: int = setting(spec=Int(ge=0))
+    max_requeues: int = setting(spec=Int(ge=0))
     sbatch: Mapping[str, Any] = setting(spec=MapOf(Text(), Anything()), factory=dict)
 
     def __post_init__(self) -> None:
@@ -150,8 +151,9 @@ class Resources:
 
 # What a job asks the scheduler for (the launcher section's keys; also the launcher.pretrain and
 # launcher.task override blocks)
-RESOURCES = settings_section(Resources)
+RESOURCES = settings_section(Resources, required=False)  # checks a block, a partial one too
 RESOURCE_FIELDS = RESOURCES.fields
+COMPLETE_RESOURCES = settings_section(Resources)  # ... and every key present (sbatch aside)
 
 
 def _checked(block: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -181,4 +183,5 @@ def resources_for(section: Mapping[str, Any] | None, kind: str,
             raise ConfigError(f"{where} must be a mapping of extra sbatch options, e.g. "
                               "{exclusive: true, comment: paper}")
         merged["sbatch"].update(options)
+    COMPLETE_RESOURCES.check(merged, "launcher", "add it to the profile's launcher block")
     return Resources(**merged)
