@@ -29,18 +29,25 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmark.core.config import resolve  # noqa: E402
 from methods.base import build_method  # noqa: E402
 from methods.parts.kmeans import cluster_means  # noqa: E402
 from methods.parts.top_m import top_m  # noqa: E402
 
+
+def official_block(name: str, **overrides: Any) -> dict[str, Any]:
+    """The imagenet profile's ``method`` block of ``name`` (the official values) with ``overrides``."""
+    return {**resolve("imagenet", name).to_dict()["method"], **overrides}
+
+
 METHODS: dict[str, dict[str, Any]] = {
-    "invp": {"name": "invp"},
-    "insdis-softmax": {"name": "insdis", "variant": "softmax"},
-    "insdis-nce": {"name": "insdis", "variant": "nce"},
-    "knn": {"name": "knn", "variant": "invp"},
-    "mocov2": {"name": "mocov2"},
-    "interclr": {"name": "interclr"},
-    "clim": {"name": "clim", "k": 4, "multires_sizes": [6, 4]},
+    "invp": official_block("invp"),
+    "insdis-softmax": official_block("insdis", variant="softmax"),
+    "insdis-nce": official_block("insdis", variant="nce"),
+    "knn": official_block("knn", variant="invp"),
+    "mocov2": official_block("mocov2"),
+    "interclr": official_block("interclr"),
+    "clim": official_block("clim", k=4, multires_sizes=[6, 4]),
 }
 
 

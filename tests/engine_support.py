@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 import yaml
+from method_configs import method_config
 from torch import nn
 
 from benchmark.core.config import RunConfig, resolve
@@ -67,11 +68,18 @@ def plain_cnn(model_cfg: Mapping[str, Any]) -> Backbone:
     return Backbone(stem, [stage], feature_dim=16)
 
 
-MOCOV2_TINY = {"queue_size": 64, "key_momentum": 0.99, "bn_splits": 2, "set": {"data.augment": "mini_mocov2"}}
-INTERCLR_TINY = {**MOCOV2_TINY, "num_clusters": 4, "min_cluster": 10, "negatives": 16, "pool_size": 48,
-                 "kmeans_backend": "torch", "centroid_interval": 3}
-CLIM_TINY = {**MOCOV2_TINY, "k": 4, "num_clusters": 6, "kmeans_iterations": 5, "kmeans_backend": "torch",
-             "mix": "cutmix", "multires_sizes": [21, 14]}
+def profile_block(name: str, **overrides: Any) -> dict[str, Any]:
+    """A whole ``methods.<name>`` block for a test profile: the official values (method_config's
+    imagenet block, without ``name``) with ``overrides``; method settings have no code defaults."""
+    return {k: v for k, v in method_config(name, **overrides).items() if k != "name"}
+
+
+TINY_MOCO = {"queue_size": 64, "key_momentum": 0.99, "bn_splits": 2, "set": {"data.augment": "mini_mocov2"}}
+MOCOV2_TINY = profile_block("mocov2", **TINY_MOCO)
+INTERCLR_TINY = profile_block("interclr", **TINY_MOCO, num_clusters=4, min_cluster=10, negatives=16,
+                              pool_size=48, kmeans_backend="torch", centroid_interval=3)
+CLIM_TINY = profile_block("clim", **TINY_MOCO, k=4, num_clusters=6, kmeans_iterations=5, kmeans_backend="torch",
+                          mix="cutmix", multires_sizes=[21, 14])
 
 
 def tiny_profile(tmp_path: Path, **method: Any) -> Path:

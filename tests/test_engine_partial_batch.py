@@ -33,7 +33,7 @@ def _resolve(tmp_path: Path, name: str, block: dict[str, Any] | None):
     path = es.tiny_profile(tmp_path)
     if block is not None:
         tree = yaml.safe_load(path.read_text())
-        tree["methods"][name] = block
+        tree["methods"][name] = es.profile_block(name, **block)
         path.write_text(yaml.safe_dump(tree))
     return resolve(str(path), name, list(PARTIAL))
 

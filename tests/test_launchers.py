@@ -149,4 +149,5 @@ def test_a_local_run_records_each_outcome_as_it_comes(tmp_path, monkeypatch, cap
     monkeypatch.setattr("benchmark.harness.launch.run_job", runner)
     assert main(run_args(tmp_path, "--no-sanity")) == 0
     planned = json.loads(next((tmp_path / "sweeps").glob("*/sweep.json")).read_text())["jobs"]
-    assert seen == [[], [next(iter(planned))]]  # the pretraining's outcome, before its evaluation
+    (pretraining,) = [job_id for job_id, entry in planned.items() if entry["kind"] == "pretrain"]
+    assert seen == [[], [pretraining]]  # the pretraining's outcome, before its evaluation
