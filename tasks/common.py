@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from benchmark.core.config import ConfigError
-from benchmark.core.fields import Choice, Float, Int, Section, Spec, Tuple
+from benchmark.core.fields import Choice, Float, Int, Name, Section, Spec, Tuple
 from benchmark.core.identity import sanity_id
 from benchmark.data import get_dataset
 from benchmark.data.sampling import sample_per_class
@@ -26,6 +26,8 @@ COMMON_FIELDS: dict[str, Spec] = {
     "extract_batch_size": Int(ge=1),
     "feature_dtype": Choice(FEATURE_DTYPES),
 }
+# a task that reads one dataset's train and test splits
+SPLIT_FIELDS: dict[str, Spec] = {"dataset": Name(), "train_split": Name(), "test_split": Name()}
 # the extraction settings a task does not set
 EXTRACTION_DEFAULTS = {"extract_batch_size": 256, "feature_dtype": "float32"}
 TASK_FIX = "fix it in the profile's tasks section or with --set {key}=..."

@@ -23,10 +23,10 @@ from sklearn.model_selection import cross_val_score
 from sklearn.svm import LinearSVC
 from threadpoolctl import threadpool_limits
 
-from benchmark.core.fields import Float, Int, ListOf, Name
+from benchmark.core.fields import Float, Int, ListOf
 from benchmark.core.store import write_json_atomic
 from tasks.base import Measurement, Task, TaskContext, register
-from tasks.common import blas_threads, encoder_key, task_settings
+from tasks.common import SPLIT_FIELDS, blas_threads, encoder_key, task_settings
 from tasks.features import (
     GRIDS,
     LAYERS,
@@ -121,9 +121,7 @@ class VOC07SVMTask(VOC07Task):
         "costs": ListOf(Float(gt=0), min_len=1),
         "folds": Int(ge=2),
         "workers": Int(ge=1),
-        "dataset": Name(),
-        "train_split": Name(),
-        "test_split": Name(),
+        **SPLIT_FIELDS,
     }
 
     def run(self, ctx: TaskContext) -> list[Measurement]:

@@ -20,9 +20,9 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from benchmark.core.fields import Choice, Float, Int, Name
+from benchmark.core.fields import Choice, Float, Int
 from tasks.base import Measurement, TaskContext, register
-from tasks.common import load_split, task_settings
+from tasks.common import SPLIT_FIELDS, load_split, task_settings
 from tasks.features import (
     LAYER,
     FeatureLayer,
@@ -118,9 +118,7 @@ class VOC07BCETask(VOC07Task):
         "iterations": Int(ge=1),
         "step_every": Int(ge=1),
         "gamma": Float(gt=0),
-        "dataset": Name(),
-        "train_split": Name(),
-        "test_split": Name(),
+        **SPLIT_FIELDS,
     }
 
     def run(self, ctx: TaskContext) -> list[Measurement]:
