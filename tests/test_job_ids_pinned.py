@@ -39,7 +39,12 @@ def test_mini_sweep_plans_the_pinned_job_ids(capsys):
 
 def test_committed_mini_results_are_planned_jobs():
     """Every committed mini record of the six methods' sweep is one of the pinned jobs (the
-    Table 5 ablation records are the only others)."""
-    pinned = {line.split()[0] for line in PINNED.read_text().splitlines()}
+    Table 5 ablation records are the only others). The committed results are seed 0 of the sweep
+    (all its seed-0 jobs) and of the two ablations."""
+    rows = [line.split() for line in PINNED.read_text().splitlines()]
+    seed0_pretrain = {row[0] for row in rows if row[1] == "pretrain" and row[-1] == "seed=0"}
+    pinned = {row[0] for row in rows}
+    of_seed0 = {row[0] for row in rows if row[2] in seed0_pretrain}
     committed = {p.stem for p in (REPO_ROOT / "results" / "mini").glob("*.json")}
-    assert len(committed & pinned) == 207  # 220 records: 207 of the sweep, 13 of the ablations
+    assert len(committed) == 73 and len(committed & pinned) == 69  # and 4 of the ablations
+    assert of_seed0 <= committed  # every task of the six seed-0 encoders
