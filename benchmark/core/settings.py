@@ -1,10 +1,10 @@
 """Typed settings dataclasses read from a config block, checked through ``core.fields``.
 
 A settings class is a frozen dataclass whose every field is a :func:`setting`: its
-:class:`~benchmark.core.fields.Spec` (type and constraint) and, for a task's or a launcher's
-declared defaults only, a default. A method's settings hold no default: the profile's
-``methods.<name>`` block holds every value (docs/CONTRACTS.md), and :func:`read_settings` refuses a
-block that lacks one, naming ``methods.<name>.<key>``. A :func:`block` field is a nested block of
+:class:`~benchmark.core.fields.Spec` (type and constraint) and, for a task's declared defaults
+only, a default. Method settings and launcher resources hold no default: the profile's
+``methods.<name>`` and ``launcher`` blocks hold every value (docs/CONTRACTS.md); :func:`read_settings`
+refuses a method block that lacks one, naming ``methods.<name>.<key>``. A :func:`block` field is a nested block of
 another settings class (InvP's ``ramp``). :func:`settings_section` is the
 :class:`~benchmark.core.fields.Section` the fields make and :func:`read_typed` checks a block
 through it, so an unknown key (with close matches), a wrong type or a value out of range is the
