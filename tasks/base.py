@@ -16,6 +16,7 @@ import torch
 
 from benchmark.core.registry import Registry
 from benchmark.models.encoders import load_encoder_backbone, load_encoder_head
+from tasks.progress import CHECKPOINT_EVERY_S, TaskProgress
 
 if TYPE_CHECKING:
     from benchmark.core.fields import Spec
@@ -60,12 +61,23 @@ class TaskContext:
     device: torch.device
     seed: int
     cache_dir: Path
+    # where the task checkpoints its progress (tasks/progress.py); None: no checkpoints
+    progress_dir: Path | None = None
+    progress_every_s: float = CHECKPOINT_EVERY_S
 
     @property
     def settings(self) -> Mapping[str, Any]:
         return self.config.tasks[self.task_name]
 
     task_name: str = ""
+
+    def progress(self, part: str, identity: Mapping[str, Any]) -> TaskProgress:
+        """The checkpoint of one part of this task (see tasks/progress.py); ``identity``: what
+        makes its state valid (the task's settings, the part's own values)."""
+        return TaskProgress(self.progress_dir, part,
+                            {"task": self.task_name, "encoder": self.encoder.checkpoint_hash,
+                             "kind": self.encoder.kind, "seed": self.seed, **identity},
+                            self.progress_every_s)
 
 
 class Task(ABC):

@@ -3,7 +3,7 @@ line, checkpoint), the run's checkpointed state, and the final encoder.
 
 A step embeds the batch (:mod:`benchmark.engine.views`), takes the method's loss behind the
 NaN/inf guard (:mod:`benchmark.engine.guard`), agrees with every rank on a non-finite loss or a
-stop request (:mod:`benchmark.engine.signals`), then steps the optimizer and the method; a
+stop request (:mod:`benchmark.core.stop_request`), then steps the optimizer and the method; a
 checkpoint follows a stop request and every ``pretrain.checkpoint_every_steps`` steps.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from benchmark.engine.epoch_log import EpochLog, EpochMeter
 from benchmark.engine.guard import NonFiniteLoss, any_rank, guarded_loss
 from benchmark.engine.monitor import knn_monitor, monitor_due
 from benchmark.engine.schedule import lr_at_epoch
-from benchmark.engine.signals import stop_requested
+from benchmark.core.stop_request import stop_requested
 from benchmark.engine.views import Batch, ViewRouter
 from benchmark.engine.wiring import autocast_factory, build_training_parts, wrap_for_training
 

@@ -36,7 +36,7 @@ from benchmark.engine.data import build_pretrain_data
 from benchmark.engine.encoder_file import ENCODER_FILE, finished_encoder
 from benchmark.engine.loop import PretrainRun
 from benchmark.engine.run_lock import run_dir_lock
-from benchmark.engine.signals import clear_stop_request, preemption_signals
+from benchmark.core.stop_request import clear_stop_request, preemption_signals
 from methods.base import method_class
 
 
@@ -89,7 +89,7 @@ def pretrain(cfg: RunConfig, run_dir: Path, resume: str = "auto", data_root: str
     ``resume``: ``auto`` continues from the newest valid checkpoint (refusing one of another
     config), ``never`` starts fresh, ``force`` continues even on a config mismatch. The data
     root is ``data_root``, else ``$BENCHMARK_DATA``, else ``./data``. SIGTERM/SIGUSR1 (or
-    :func:`~benchmark.engine.signals.request_stop`) checkpoint after the current step and raise
+    :func:`~benchmark.core.stop_request.request_stop`) checkpoint after the current step and raise
     :class:`~benchmark.core.errors.Preempted`. While another process pretrains into ``run_dir``
     (it holds the folder's lock), this one waits.
     """

@@ -11,7 +11,7 @@ from typing import Iterator
 from benchmark.core.distributed import DistContext, broadcast_from_main
 from benchmark.core.errors import Preempted
 from benchmark.core.folder_lock import FolderLock
-from benchmark.engine.signals import stop_requested
+from benchmark.core.stop_request import stop_requested
 
 LOCK_POLL_SECONDS = 1.0
 # What rank 0 tells every rank about the run folder's lock.

@@ -4,6 +4,8 @@ Top-level functions with picklable arguments, so any launcher (local, submitit) 
 """
 from __future__ import annotations
 
+import os
+import shutil
 import time
 import traceback
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from benchmark.core.config import RunConfig
 from benchmark.core.errors import Preempted, user_error_message
 from benchmark.core.fields import safe_name
 from benchmark.core.runtime import configure_threads, resolve_device, seed_everything
+from benchmark.core.stop_request import clear_stop_request, preemption_signals
 from benchmark.core.store import ResultRecord, ResultStore
 from benchmark.data import get_dataset
 from benchmark.engine.pretrain import pretrain_unless_done
@@ -24,6 +27,11 @@ from benchmark.harness.completion import encoder_path, result_is_current
 from benchmark.harness.plan import Job
 from tasks.base import EncoderHandle, TaskContext, get_task
 from tasks.errors import TaskNotApplicable
+from tasks.progress import CHECKPOINT_EVERY_S
+
+# seconds between a task's progress checkpoints (tasks/progress.py); tests and short
+# allocations set it lower
+CHECKPOINT_ENV = "BENCHMARK_TASK_CHECKPOINT_S"
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,20 @@ class Paths:
 
     def store(self, profile: str) -> ResultStore:
         return ResultStore(self.results / safe_name(profile, "profile"))
+
+    def progress(self, job_id: str) -> Path:
+        """The folder of a task job's progress checkpoints (deleted when its records are stored)."""
+        return self.runs / "progress" / safe_name(job_id, "job id")
+
+
+def checkpoint_every_s() -> float:
+    """``$BENCHMARK_TASK_CHECKPOINT_S`` (seconds), else tasks/progress.py's default."""
+    text = os.environ.get(CHECKPOINT_ENV, "")
+    try:
+        return float(text) if text else CHECKPOINT_EVERY_S
+    except ValueError:
+        raise ValueError(f"${CHECKPOINT_ENV}={text!r} is not a number of seconds; unset it or "
+                         "give one, e.g. 300") from None
 
 
 class OutcomeStatus(StrEnum):
@@ -144,18 +166,24 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
         device=device,
         seed=cfg.seed,
         cache_dir=paths.runs / "cache",
+        progress_dir=paths.progress(job.job_id),
+        progress_every_s=checkpoint_every_s(),
         task_name=job.task,
     )
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     try:
-        measurements = task.run(ctx)
+        with preemption_signals():  # a stop request checkpoints the task's progress and raises
+            measurements = task.run(ctx)
     except TaskNotApplicable as exc:
         store.save_skip(job_meta, f"not applicable: {exc}")
         return Outcome(job.job_id, job.label, OutcomeStatus.SKIPPED, f"not applicable: {exc}")
+    finally:
+        clear_stop_request()  # a stop request belongs to this job only
     records = _records(job, cfg, measurements, checkpoint_hash,
                        provenance.device_description(device), time.perf_counter() - t0, started)
     path = store.save(job_meta, records)
+    shutil.rmtree(paths.progress(job.job_id), ignore_errors=True)  # its records are stored
     return Outcome(job.job_id, job.label, OutcomeStatus.DONE, str(path))
 
 

@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from benchmark.engine.signals import request_stop
+from benchmark.core.stop_request import request_stop
 from benchmark.harness.completion import is_done
 from benchmark.harness.jobs import Outcome, OutcomeStatus, Paths, run_job
 from benchmark.harness.launch_protocol import EARLIER_SUBMISSION, Submission
@@ -56,7 +56,7 @@ class CheckpointablePretrain:
 
     Slurm sends SIGUSR2 ``signal_delay_s`` before the time limit (and on preemption, where the
     cluster sets ``preempt_send_user_signal``). Instead of letting submitit requeue at once,
-    mid-step, the signal asks the engine to stop (:func:`benchmark.engine.signals.request_stop`): it
+    mid-step, the signal asks the engine to stop (:func:`benchmark.core.stop_request.request_stop`): it
     finishes the current step, saves a checkpoint and stops. Then submitit's own handler runs:
     it calls :meth:`checkpoint`, which returns the same job with ``resume="auto"``, requeues it
     and exits; the requeued job continues exactly from that checkpoint.

@@ -1,8 +1,9 @@
-"""Stop requests: SIGTERM/SIGUSR1, or a launcher's own signal hook, ask the running pretraining
-to checkpoint after the current step and raise :class:`~benchmark.core.errors.Preempted`.
+"""Stop requests: SIGTERM/SIGUSR1, or a launcher's own signal hook, ask the running job (a
+pretraining, or a task that checkpoints its progress) to checkpoint after the current step and
+raise :class:`~benchmark.core.errors.Preempted`.
 
 One flag per process: set by :func:`request_stop`, read by the training loop and the run-folder
-lock's wait, cleared when the pretraining call that saw it ends.
+lock's wait, cleared when the job that saw it ends.
 """
 from __future__ import annotations
 

@@ -1,0 +1,74 @@
+"""A long task's progress on disk, so that a stopped, preempted or killed job resumes where it was.
+
+A task that trains (probes, fine-tuning, semi-supervised, transfer grids, detection) keeps one
+:class:`TaskProgress`: it calls :meth:`TaskProgress.step_done` at every step boundary with a
+function returning its state (model, optimizer, scheduler, sampler position, generator states).
+The state is saved every ``every_s`` seconds, and at once when a stop is requested (Slurm's
+time-limit signal, SIGTERM/SIGUSR1: :mod:`benchmark.core.stop_request`), after which
+:class:`~benchmark.core.errors.Preempted` is raised so the launcher requeues the job. On the next
+start :meth:`TaskProgress.load` returns that state and the task continues from it: the same
+batches in the same order, so a resumed task ends with the heads an uninterrupted one would have.
+
+The file lives in the job's own folder (``TaskContext.progress_dir``), is written atomically
+(``benchmark.core.atomic``) and read with ``weights_only=True``; it carries the identity of what
+wrote it (task, settings, encoder), and a file of another identity is refused, never resumed. The
+harness deletes the folder once the job's records are stored.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from benchmark.core.atomic import save_atomic
+from benchmark.core.config import config_hash
+from benchmark.core.errors import Preempted
+from benchmark.core.safe_load import load_weights_only
+from benchmark.core.stop_request import stop_requested
+
+CHECKPOINT_EVERY_S = 300.0  # a killed job loses at most this much work (plus one step)
+PROGRESS_REMEDY = ("It is a task's progress checkpoint: delete it and the task starts from the "
+                   "beginning")
+
+
+class TaskProgress:
+    """Checkpoints of one part of a task (``part``: e.g. ``probe-lr0.1``, ``grid-3``) under
+    ``folder``; ``folder`` None turns checkpointing off (a task run from a notebook)."""
+
+    def __init__(self, folder: Path | None, part: str, identity: Mapping[str, Any],
+                 every_s: float = CHECKPOINT_EVERY_S, clock: Callable[[], float] = time.monotonic):
+        self.path = Path(folder) / f"{part}.pt" if folder is not None else None
+        self.identity = config_hash(dict(identity))
+        self.every_s = every_s
+        self.clock = clock
+        self.last_save = clock()
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state, or None when there is none; a file written for another identity
+        (other settings or encoder) is an error naming the file."""
+        if self.path is None or not self.path.is_file():
+            return None
+        saved = load_weights_only(self.path, PROGRESS_REMEDY)
+        if not isinstance(saved, dict) or saved.get("identity") != self.identity:
+            raise ValueError(f"{self.path} holds the progress of another task configuration "
+                             f"(identity {saved.get('identity') if isinstance(saved, dict) else '?'}, "
+                             f"expected {self.identity}). {PROGRESS_REMEDY}")
+        return saved["state"]
+
+    def save(self, state: Mapping[str, Any]) -> None:
+        """Write ``state`` atomically (a no-op when checkpointing is off)."""
+        if self.path is not None:
+            save_atomic({"identity": self.identity, "state": dict(state)}, self.path)
+            self.last_save = self.clock()
+
+    def step_done(self, state: Callable[[], Mapping[str, Any]], where: str) -> None:
+        """Call at a step boundary: saves ``state()`` when ``every_s`` has passed since the last
+        save; on a stop request saves it and raises Preempted (``where``: e.g. ``epoch 3 step
+        120``, for the message)."""
+        if self.path is None:
+            return
+        stop = stop_requested()
+        if stop or self.clock() - self.last_save >= self.every_s:
+            self.save(state())
+        if stop:
+            raise Preempted(f"stopped at {where}; progress saved in {self.path}")
