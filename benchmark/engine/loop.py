@@ -20,6 +20,7 @@ from benchmark.core.config import RunConfig
 from benchmark.core.distributed import DistContext, barrier
 from benchmark.core.errors import Preempted
 from benchmark.core.identity import identity_fields
+from benchmark.core.stop_request import stop_requested
 from benchmark.engine import checkpoint as ckpt
 from benchmark.engine.data import (
     PretrainData,
@@ -33,7 +34,6 @@ from benchmark.engine.epoch_log import EpochLog, EpochMeter
 from benchmark.engine.guard import NonFiniteLoss, any_rank, guarded_loss
 from benchmark.engine.monitor import knn_monitor, monitor_due
 from benchmark.engine.schedule import lr_at_epoch
-from benchmark.core.stop_request import stop_requested
 from benchmark.engine.views import Batch, ViewRouter
 from benchmark.engine.wiring import autocast_factory, build_training_parts, wrap_for_training
 

@@ -30,13 +30,13 @@ from pathlib import Path
 from benchmark.core.config import ConfigError, RunConfig
 from benchmark.core.distributed import init_distributed
 from benchmark.core.runtime import configure_threads
+from benchmark.core.stop_request import clear_stop_request, preemption_signals
 from benchmark.data import resolve_data_root
 from benchmark.engine.checkpoint import RESUME_MODES
 from benchmark.engine.data import build_pretrain_data
 from benchmark.engine.encoder_file import ENCODER_FILE, finished_encoder
 from benchmark.engine.loop import PretrainRun
 from benchmark.engine.run_lock import run_dir_lock
-from benchmark.core.stop_request import clear_stop_request, preemption_signals
 from methods.base import method_class
 
 
