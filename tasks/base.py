@@ -64,6 +64,8 @@ class TaskContext:
     # where the task checkpoints its progress (tasks/progress.py); None: no checkpoints
     progress_dir: Path | None = None
     progress_every_s: float = CHECKPOINT_EVERY_S
+    # the job's memory (the launcher's mem_gb for this task); None: what the machine has free
+    memory_budget_gb: float | None = None
 
     @property
     def settings(self) -> Mapping[str, Any]:
