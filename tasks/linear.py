@@ -84,6 +84,7 @@ class LinearProbeTask(Task):
     """Heads on several frozen layers; select (lr, head, epoch) on held-out train."""
 
     metrics = ("top1", "top5")
+    resource_kind = "cached_features"  # heads trained on cached frozen features
     defaults: ClassVar[dict[str, Any]] = INVP_DEFAULTS
     settings_fields = PROBE_FIELDS
 

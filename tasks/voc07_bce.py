@@ -91,6 +91,7 @@ def train_bce_head(batches: Batches, s: Mapping[str, Any], device: torch.device 
 @register
 class VOC07BCETask(VOC07Task):
     name = "voc07_bce"
+    resource_kind = "online_probe"  # a head on augmented images through the frozen trunk
     summary = "InvP's BCE linear layer on layer4.1 pooled 2x2 (8192-d), sklearn mAP"
     protocol = "InvP voc_linear.py (docs/protocols.md §InvP BCE probe): SGD lr 3.0, batch 16, 1900 it, x0.5 / 760, masked BCE, augmented every iteration"
     defaults: ClassVar[dict[str, Any]] = {

@@ -18,7 +18,7 @@ from benchmark.harness.jobs import Outcome, Paths
 from benchmark.harness.plan import Job
 from benchmark.harness.resources import resources_for
 from benchmark.harness.status import format_status, resolve_sweep, sweep_status
-from benchmark.harness.submitit_launcher import CheckpointablePretrain, JobFailed, run_job_checked
+from benchmark.harness.submitit_launcher import CheckpointableJob, JobFailed, run_job_checked
 from benchmark.harness.sweep import SweepSpec, expand, open_state, parse_grid, split_values
 from benchmark.harness.sweep_state import SweepState
 
@@ -130,7 +130,7 @@ def test_a_failed_outcome_becomes_a_job_failure(monkeypatch, tmp_path):
 
 def test_checkpoint_requeues_the_same_job_resuming_not_forcing(tmp_path):
     job = expand(spec(methods=("invp",), tasks="none"), tmp_path)[0]
-    delayed = CheckpointablePretrain(job, Paths(tmp_path, tmp_path, tmp_path), force=True,
+    delayed = CheckpointableJob(job, Paths(tmp_path, tmp_path, tmp_path), force=True,
                                      resume="never").checkpoint()
     requeued = delayed.function
     assert (requeued.job, requeued.force, requeued.resume) == (job, False, "auto")
