@@ -20,7 +20,14 @@ from benchmark.data import available_datasets, resolve_data_root
 from benchmark.data.registry import DEFAULT_DATA_ROOT
 from benchmark.harness.jobs import OutcomeStatus, Paths
 from benchmark.harness.schema import resolve_run
-from benchmark.harness.sweep import expand, open_state, show_outcome, single_run, submit_sweep
+from benchmark.harness.sweep import (
+    describe_exclusions,
+    expand,
+    open_state,
+    show_outcome,
+    single_run,
+    submit_sweep,
+)
 from benchmark.harness.sweep_cli import add_status_parser, add_sweep_parser
 from benchmark.report.compare import compare_folders
 from benchmark.report.render import write_report
@@ -184,6 +191,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     require_writable_folder(args.sweeps, "--sweeps")
     print(f"run {cfg.method.name} on profile {cfg.profile} (config {cfg.hash}, seed {cfg.seed}): "
           f"{len(jobs)} jobs", flush=True)
+    exclusions = describe_exclusions(cfg.tree, args.tasks)
+    if exclusions:
+        print(exclusions, flush=True)
     outcomes = submit_sweep(open_state(folder, spec), jobs, paths, args.launcher, force=args.force,
                             on_outcome=show_outcome, resume=args.resume)
     if not args.no_report:

@@ -29,7 +29,7 @@ from benchmark.harness.plan import Job, excluded_tasks, plan_run, select_tasks
 from benchmark.harness.resources import RESOURCE_FLAGS
 from benchmark.harness.schema import resolve_run
 from benchmark.harness.status import ACTIVE, job_status
-from benchmark.harness.submitit_launcher import CLUSTERS
+from benchmark.harness.submitit_launcher import CLUSTERS, array_key
 from benchmark.harness.sweep_state import SweepState, code_version, version_differences
 from methods.base import available_methods
 
@@ -155,15 +155,16 @@ def describe_plan(jobs: Sequence[Job], paths: Paths, launcher: str, flags: dict[
     for job in jobs:
         done = is_done(job, paths.store(job.config["profile"])) and not force
         todo += not done
+        request = job_request(job, flags)
         if job.kind == "task" and not done:
-            arrays.add(job.depends_on[:1])
-        where = job_request(job, flags).describe() if launcher in CLUSTERS else "in this process"
+            arrays.add((job.depends_on[:1], array_key(request)))
+        where = request.describe() if launcher in CLUSTERS else "in this process"
         after = ",".join(job.depends_on) or "-"
         lines.append(f"{job.job_id:<12}  {job.kind:<8}  {'done' if done else 'submit':<9}  "
                      f"{after:<12}  {job.label}\n{'':<48}{where}")
     lines.append(f"{len(jobs)} jobs: {len(jobs) - todo} done, {todo} to submit"
-                 + (f" (task jobs as {len(arrays)} array(s); evaluations wait for their pretraining)"
-                    if launcher in CLUSTERS and arrays else ""))
+                 + (f" (task jobs as {len(arrays)} array(s), one per pretraining and request; "
+                    "evaluations wait for their pretraining)" if launcher in CLUSTERS and arrays else ""))
     return "\n".join(lines)
 
 
