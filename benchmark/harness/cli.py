@@ -46,7 +46,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                        "one-point sweep: its state goes to SWEEPS/<name>/sweep.json, so "
                        "`status` shows its jobs.")
     p.add_argument("--method", required=True, help="method name (see `list`)")
-    p.add_argument("--tasks", default="all", help="all | none | comma-separated task names")
+    p.add_argument("--tasks", default="all",
+                   help="all (every registered task but those the profile's tasks_excluded names) "
+                   "| none | comma-separated task names")
     p.add_argument("--profile", default="mini", help="profile name or YAML path (default: mini)")
     p.add_argument("--seed", type=int, default=None, help="run seed (default: the profile's)")
     p.add_argument("--out", type=Path, default=Path("runs"),
