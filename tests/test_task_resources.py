@@ -124,7 +124,7 @@ def test_an_excluded_task_is_printed_and_refused_by_name_with_its_reason(capsys,
 
     profile = profile_variant(tmp_path, "imagenet", exclude)
     code, out, _ = dry_run(capsys, profile, tmp_path, "--tasks", "all")
-    assert code == 0 and "not run (tasks_excluded in the profile): detection: no VOC here" in out
+    assert code == 0 and "not run (the profile's tasks_excluded):\n  detection: no VOC here\n" in out
     assert "detection [invp]" not in requests(out)
     code, _, err = dry_run(capsys, profile, tmp_path, "--tasks", "knn,detection")
     assert code == 2 and ("task 'detection' is excluded by profile 'imagenet': no VOC here "

@@ -122,12 +122,12 @@ def expand(spec: SweepSpec, runs_root: Path) -> list[Job]:
 
 
 def describe_exclusions(tree: Mapping[str, Any], tasks: str) -> str | None:
-    """For ``--tasks all``: the line naming the tasks the profile excludes, with its reasons."""
+    """For ``--tasks all``: the tasks the profile excludes, one line each with its reason."""
     excluded = excluded_tasks(tree)
     if tasks != "all" or not excluded:
         return None
-    return "not run (tasks_excluded in the profile): " + "; ".join(
-        f"{name}: {reason}" for name, reason in excluded.items())
+    return "\n".join(["not run (the profile's tasks_excluded):",
+                      *(f"  {name}: {reason}" for name, reason in excluded.items())])
 
 
 def resource_flags(args: argparse.Namespace) -> dict[str, Any]:
