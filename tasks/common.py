@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from benchmark.core.config import ConfigError
 from benchmark.core.fields import Choice, Float, Int, Name, Section, Spec, Tuple
@@ -62,6 +62,16 @@ def encoder_key(encoder: Any) -> str:
 def load_split(ctx: TaskContext, dataset: str, split: str, transform: Any = None) -> Dataset:
     """``split`` of registered ``dataset`` under the run's data root."""
     return get_dataset(dataset).build(ctx.data_root, split, transform)
+
+
+def limited_split(ctx: TaskContext, dataset: str, split: str, transform: Any, limit: int = 0) -> Dataset:
+    """``load_split``; ``limit`` > 0 keeps a deterministic class-balanced draw of that many items
+    (seed 0)."""
+    data = load_split(ctx, dataset, split, transform)
+    if limit <= 0 or limit >= len(data):
+        return data
+    keep = class_balanced_subset(dataset_targets(data), limit / len(data), seed=0)
+    return Subset(data, keep.tolist())
 
 
 def num_classes(dataset: str) -> int:
