@@ -15,6 +15,9 @@ from tasks.base import Task, TaskContext
 from tasks.transforms import EVAL_RESIZES, TRANSFORM
 
 FEATURE_DTYPES = ("float32", "float16", "bfloat16")  # the feature_dtype setting: cache precision
+# the features setting of the tasks that train on frozen features: the trunk on every augmented
+# batch (online) or features of the evaluation transform extracted once (cached)
+FEATURE_MODES = ("online", "cached")
 
 # Settings every task accepts: the transform (tasks/transforms.py) and feature extraction.
 COMMON_FIELDS: dict[str, Spec] = {

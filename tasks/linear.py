@@ -22,10 +22,10 @@ import torch
 
 from benchmark.core.fields import AnyOf, Bool, Choice, Float, Int, ListOf, Name
 from tasks.base import Measurement, Task, TaskContext, register
-from tasks.common import as_tuple, num_classes, task_settings
+from tasks.common import FEATURE_MODES, as_tuple, num_classes, task_settings
 from tasks.features import GRIDS, LAYERS, resolve_layers
 from tasks.probe import HEAD_BN_MODES, HEAD_INITS, PROBE_NORMS, ProbeSchedule, train_heads
-from tasks.probe_inputs import FEATURE_SOURCES, HOLDOUT, TEST, probe_source
+from tasks.probe_inputs import HOLDOUT, TEST, probe_source
 
 INVP_GRIDS = {"stem": 12, "layer1": 6, "layer2": 4, "layer3": 3, "layer4": 1}
 INVP_DEFAULTS: dict[str, Any] = {
@@ -70,7 +70,7 @@ PROBE_FIELDS = {
     "train_split": Name(),
     "train_limit": Int(ge=0),
     "test_split": Name(),
-    "features": Choice(FEATURE_SOURCES),
+    "features": Choice(FEATURE_MODES),
 }
 # conv1 of the table is the 112x112 map before max-pooling; the backbone contract exposes the
 # stem after max-pooling (56x56), so conv1 is pooled adaptively to the table's 12x12 grid.

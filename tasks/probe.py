@@ -167,6 +167,7 @@ def train_heads(
         else:
             heads.load_state_dict(saved["heads"])
             optimizer.load_state_dict(saved["optimizer"])
+            optimizer._opt_called = True  # it has stepped (scheduler.step would warn otherwise)
             scheduler.load_state_dict(saved["scheduler"])
             generator.set_state(saved["order_rng"])
             torch.set_rng_state(saved["torch_rng"])

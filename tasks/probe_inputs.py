@@ -20,8 +20,7 @@ from tasks.features import FeatureLayer, context_features
 from tasks.probe_sources import CachedFeatures, FeatureRows, FrozenTrunk
 from tasks.transforms import eval_transform, train_transform
 
-FEATURE_SOURCES = ("online", "cached")  # the probe tasks' ``features`` setting
-HOLDOUT, TEST = "holdout", "test"
+HOLDOUT, TEST = "holdout", "test"  # the evaluation sets
 
 
 class Transformed(Dataset):

@@ -16,13 +16,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from gloo_support import free_port, join_gloo
 from probe_support import SlowSource, digits_trunk, run_probe
+from tasks_support import make_context
 
 from benchmark.core.config import load_profile, resolve
 from benchmark.core.errors import Preempted
 from benchmark.core.stop_request import clear_stop_request, request_stop
 from benchmark.data import get_dataset
 from benchmark.models import build_backbone
-from tasks.base import available_tasks
+from tasks.base import available_tasks, get_task
 from tasks.features import extract_features, resolve_layers
 from tasks.probe import ProbeSchedule, make_head, train_heads, train_probe
 from tasks.probe_sources import CachedFeatures, FeatureRows, FrozenTrunk
@@ -251,3 +252,22 @@ def test_probe_tasks_default_to_online_and_mini_linear_stays_cached():
         for name, settings in load_profile(profile)["tasks"].items():
             if name in PROBE_TASKS:
                 assert {**tasks[name].defaults, **settings}["features"] == "online", (profile, name)
+
+
+def test_the_probe_task_checkpoints_in_its_progress_folder_and_resumes(tmp_path):
+    """An online ``linear`` task stopped at its first step leaves its progress in the job's
+    folder; the rerun resumes from it and reports what an uninterrupted run reports."""
+    settings = {"dataset": "digits", "epochs": 2, "lr": [0.1, 1.0], "holdout": 200,
+                "train_limit": 400, "test_split": "test", "grids": {"": 2}}
+    plain = get_task("linear").run(make_context(tmp_path / "plain", "linear", settings))
+    ctx = make_context(tmp_path / "stopped", "linear", settings)
+    ctx.progress_dir = tmp_path / "progress"
+    request_stop()
+    try:
+        with pytest.raises(Preempted, match="stopped at epoch 1 step 1"):
+            get_task("linear").run(ctx)
+    finally:
+        clear_stop_request()
+    assert (tmp_path / "progress" / "probe.pt").is_file()
+    resumed = get_task("linear").run(ctx)
+    assert [(m.metric, m.split, m.value) for m in resumed] == [(m.metric, m.split, m.value) for m in plain]
