@@ -134,12 +134,16 @@ class FrozenTrunk:
         return self._dims
 
     def batches(self, part: str, index_batches: Sequence[torch.Tensor], epoch: int) -> Iterator[Batch]:
+        for images, labels in self.images(part, index_batches, epoch):
+            yield self.vectors(images), torch.as_tensor(labels).to(self.device, non_blocking=True).long()
+
+    def images(self, part: str, index_batches: Sequence[torch.Tensor], epoch: int) -> Iterator[Any]:
+        """The loader's (images, labels) batches of ``part``, still on the CPU."""
         batches = [idx.tolist() for idx in index_batches]
         if part == TRAIN:
             batches = [[(p, augmentation_seed(self.seed, epoch, p)) for p in b] for b in batches]
         self.samplers[part].batches = batches
-        for images, labels in self.loaders[part]:
-            yield self.vectors(images), torch.as_tensor(labels).to(self.device, non_blocking=True).long()
+        return iter(self.loaders[part])
 
     @torch.no_grad()
     def vectors(self, images: torch.Tensor) -> list[torch.Tensor]:
