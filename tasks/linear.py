@@ -4,8 +4,8 @@
 Protocol as run here: ``features: online`` (the default) trains every head in one pass per
 batch through the frozen trunk on the protocol's augmented images, as the anchors do;
 ``features: cached`` trains on features extracted once with the evaluation transform (cheap;
-the mini profile's ``linear``, whose committed results are made so). A held-out part of train selects (lr, head,
-epoch); the test split is reported at that selection. The anchors' "best on the val set"
+the mini profile's ``linear``, whose committed results are made so). A held-out part of train
+selects (lr, head, epoch); the test split is reported at that selection. The anchors' "best on the val set"
 (max over heads and epochs of the test number) is reported as ``top1_best_on_test``; with
 ``layers: blocks`` the official script's own view (its scores taken before each epoch, heads
 14-17) as ``top1_official_view``. Both are labelled secondary numbers, never the selection.

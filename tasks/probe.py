@@ -191,7 +191,8 @@ def train_heads(
                 optimizer.step()
                 if progress is not None:
                     state = _state_fn(heads, optimizer, scheduler, order_rng, history, epoch, k + 1)
-                    _step_boundary(progress, state, f"epoch {epoch + 1} step {k + 1}", rank, world)
+                    _step_boundary(progress, state, f"epoch {epoch + 1} step {k + 1}", rank, world,
+                                   labels.device)
             scheduler.step()
             score()
         scores = {name: torch.stack(rows).transpose(0, 1).contiguous() for name, rows in history.items()}
@@ -226,21 +227,19 @@ def _score(heads: nn.ModuleList, source: FeatureSource, name: str, size: int, ba
            rank: int, world: int) -> torch.Tensor:
     """(lrs, heads, 2) top-1 and top-5 accuracy of every head on evaluation set ``name``."""
     heads.eval()
-    hits = None
+    device = next(heads.parameters()).device
+    hits = torch.zeros(len(heads), len(heads[0]), 2, dtype=torch.long, device=device)
     positions = torch.arange(rank, size, world)
     for feats, labels in source.batches(name, positions.split(batch), 0):
-        if hits is None:
-            hits = torch.zeros(len(heads), len(feats), 2, dtype=torch.long, device=labels.device)
         for g, group in enumerate(heads):
             for h, (head, f) in enumerate(zip(group, feats)):
                 logits = head(f)
                 top = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
                 hits[g, h, 0] += top[:, 0].sum()
                 hits[g, h, 1] += top.any(dim=1).sum()
-    counts = hits.cpu() if hits is not None else torch.zeros(len(heads), len(heads[0]), 2, dtype=torch.long)
     if world > 1:
-        dist.all_reduce(counts)
-    return counts.float() / max(size, 1)
+        dist.all_reduce(hits)  # on the heads' device: NCCL reduces CUDA tensors only
+    return hits.cpu().float() / max(size, 1)
 
 
 def _state_fn(heads: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
@@ -256,11 +255,14 @@ def _state_fn(heads: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
 
 
 def _step_boundary(progress: TaskProgress, state: Callable[[], Mapping[str, Any]], where: str,
-                   rank: int, world: int) -> None:
+                   rank: int, world: int, device: torch.device) -> None:
     """``progress.step_done`` on rank 0; with several ranks a stop request seen by any rank
-    stops every rank at the same step (rank 0 saves the state, which all ranks share)."""
+    stops every rank at the same step (rank 0 saves the state, which all ranks share); without
+    a progress folder nothing is saved and nothing stops."""
+    if progress.path is None:
+        return
     if world > 1:
-        flag = torch.tensor([int(stop_requested())])
+        flag = torch.tensor([int(stop_requested())], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         if flag.item() and not stop_requested():
             request_stop()

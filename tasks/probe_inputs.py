@@ -49,8 +49,9 @@ def probe_source(ctx: TaskContext, s: dict[str, Any], layers: Sequence[FeatureLa
     evaluation = eval_transform(dataset, s)
     evals = {HOLDOUT: Transformed(Subset(train, held_out.tolist()), evaluation),
              TEST: load_split(ctx, dataset, s["test_split"], evaluation)}
-    return FrozenTrunk(backbone, layers, Transformed(Subset(train, fit.tolist()), train_transform(dataset, s)),
-                       evals, ctx.device, ctx.seed, num_workers=int(ctx.config.data["num_workers"]),
+    augmented = Transformed(Subset(train, fit.tolist()), train_transform(dataset, s))
+    return FrozenTrunk(backbone, layers, augmented, evals, ctx.device, ctx.seed,
+                       num_workers=int(ctx.config.data["num_workers"]),
                        channels_last=bool(ctx.config.pretrain["channels_last"]))
 
 
