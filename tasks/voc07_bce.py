@@ -22,7 +22,7 @@ from torchvision import transforms as T
 
 from benchmark.core.fields import Choice, Float, Int
 from tasks.base import Measurement, TaskContext, register
-from tasks.common import SPLIT_FIELDS, load_split, task_settings
+from tasks.common import FEATURE_MODES, SPLIT_FIELDS, load_split, task_settings
 from tasks.features import (
     LAYER,
     FeatureLayer,
@@ -37,7 +37,6 @@ from tasks.probe import single_thread_on_cpu
 from tasks.transforms import eval_transform, train_transform
 from tasks.voc07 import DATASET, VOC07Task
 
-FEATURE_MODES = ("online", "cached")
 TEST_BATCH = 256  # voc_linear.py's test loader
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 
