@@ -243,8 +243,8 @@ def test_probe_tasks_default_to_online_and_mini_linear_stays_cached():
     tasks = available_tasks()
     for name in PROBE_TASKS:
         assert tasks[name].defaults["features"] == "online"
-        assert tasks[name].resource_kind({}) == "online_probe"
-        assert tasks[name].resource_kind({"features": "cached"}) == "cached_features"
+        assert tasks[name].resource_kind_for({}) == "online_probe"
+        assert tasks[name].resource_kind_for({"features": "cached"}) == "cached_features"
     mini = load_profile("mini")["tasks"]
     assert mini["linear"]["features"] == "cached"
     assert all(mini[name]["features"] == "online" for name in PROBE_TASKS[1:])
