@@ -20,6 +20,7 @@ Disk: N x D x sizeof(feature_dtype) + N x label bytes per (layer, split).
 from __future__ import annotations
 
 import json
+import math
 import os
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ import torch
 from benchmark.core.atomic import fsync_directory
 from benchmark.core.errors import BadFileError
 from benchmark.core.store import write_json_atomic
+from tasks.feature_budget import dtype_size
 
 FORMAT = "invp-bench feature shards 1"
 SHARD_BYTES = 64 * 2**20  # feature bytes of one shard (its rows: SHARD_BYTES // row bytes)
@@ -71,15 +73,13 @@ class CacheIndex:
         return missing[0] * self.shard_rows if missing else self.rows
 
 
-def _size(dtype: str) -> int:
-    return torch.empty(0, dtype=getattr(torch, dtype)).element_size()
+def dtype_name(dtype: torch.dtype) -> str:
+    """``float16`` for ``torch.float16``: how the index (and the cache folder) names a dtype."""
+    return str(dtype).removeprefix("torch.")
 
 
 def _label_width(index: CacheIndex) -> int:
-    width = 1
-    for d in index.label_shape:
-        width *= int(d)
-    return width
+    return math.prod(int(d) for d in index.label_shape)
 
 
 def read_index(folder: Path, identity: dict[str, str], rows: int | None = None) -> CacheIndex | None:
@@ -104,9 +104,9 @@ def open_cache(folder: Path, index: CacheIndex) -> tuple[torch.Tensor, torch.Ten
     """The memory-mapped (rows, dim) features and the labels of a complete cache entry; every
     shard's CRC is checked (a read of the file, nothing kept)."""
     features, labels = folder / FEATURES, folder / LABELS
-    row_bytes = index.dim * _size(index.dtype)
+    row_bytes = index.dim * dtype_size(index.dtype)
     label_count = index.rows * _label_width(index)
-    for path, expected in ((features, index.rows * row_bytes), (labels, label_count * _size(index.label_dtype))):
+    for path, expected in ((features, index.rows * row_bytes), (labels, label_count * dtype_size(index.label_dtype))):
         found = path.stat().st_size if path.is_file() else None
         if found != expected:
             raise FeatureCacheError(f"{path} has {found} bytes, its index {folder / INDEX} says {expected}; "
@@ -190,16 +190,16 @@ class ShardWriter:
         return index
 
     def _create(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        dtype = str(features.dtype).removeprefix("torch.")
+        dtype = dtype_name(features.dtype)
         dim = int(features.shape[1])
         self.index = CacheIndex(
             identity=self.identity, rows=self.rows, dim=dim, dtype=dtype,
-            label_dtype=str(labels.dtype).removeprefix("torch."), label_shape=list(labels.shape[1:]),
-            shard_rows=max(1, SHARD_BYTES // (dim * _size(dtype))),
+            label_dtype=dtype_name(labels.dtype), label_shape=list(labels.shape[1:]),
+            shard_rows=max(1, SHARD_BYTES // (dim * dtype_size(dtype))),
         )
         self.folder.mkdir(parents=True, exist_ok=True)
-        for name, size in ((FEATURES, self.rows * dim * _size(dtype)),
-                           (LABELS, self.rows * _label_width(self.index) * _size(self.index.label_dtype))):
+        for name, size in ((FEATURES, self.rows * dim * dtype_size(dtype)),
+                           (LABELS, self.rows * _label_width(self.index) * dtype_size(self.index.label_dtype))):
             fd = os.open(self.folder / name, os.O_RDWR | os.O_CREAT, 0o666)  # never truncated: resumable
             try:
                 if os.fstat(fd).st_size < size:
@@ -213,8 +213,8 @@ class ShardWriter:
         index = self.index
         start = shard * index.shard_rows
         raw = _raw(features)
-        for name, data, offset in ((FEATURES, raw, start * index.dim * _size(index.dtype)),
-                                   (LABELS, _raw(labels), start * _label_width(index) * _size(index.label_dtype))):
+        for name, data, offset in ((FEATURES, raw, start * index.dim * dtype_size(index.dtype)),
+                                   (LABELS, _raw(labels), start * _label_width(index) * dtype_size(index.label_dtype))):
             fd = os.open(self.folder / name, os.O_RDWR)
             try:
                 written = 0

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from benchmark.core.fields import AnyOf, Int, ListOf, MapOf, Parses, Text
 from tasks.common import EXTRACTION_DEFAULTS, class_balanced_subset, dataset_targets, encoder_key, load_split
 from tasks.feature_budget import check_feature_budget
-from tasks.feature_cache import CacheIndex, ShardWriter, open_cache, read_index
+from tasks.feature_cache import CacheIndex, ShardWriter, dtype_name, open_cache, read_index
 from tasks.transforms import eval_input_shape, eval_transform
 
 EMBEDDING = "embedding"
@@ -238,11 +238,11 @@ def cached_features(
     ``backbone``, ``head`` and ``build_dataset`` are called only when some layer is not cached
     yet. ``budget`` = (check, input shape): ``check(N, D per layer)`` runs before any image is read
     (D of a layer not cached yet from one all-zero input of that shape)."""
-    dtype_name = str(dtype).removeprefix("torch.")
-    folders = {layer: feature_cache_path(cache_dir, encoder, dataset_name, split, layer, transform) / dtype_name
+    precision = dtype_name(dtype)
+    folders = {layer: feature_cache_path(cache_dir, encoder, dataset_name, split, layer, transform) / precision
                for layer in layers}
     identities = {layer: {"encoder": encoder, "dataset": dataset_name, "split": split, "layer": layer.name,
-                          "transform": _digest(repr(transform)), "dtype": dtype_name} for layer in layers}
+                          "transform": _digest(repr(transform)), "dtype": precision} for layer in layers}
     indexes = {layer: read_index(folders[layer], identities[layer]) for layer in layers}
     missing = [layer for layer in layers if indexes[layer] is None or not indexes[layer].complete]
     dataset = build_dataset() if missing else None
