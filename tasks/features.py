@@ -9,29 +9,31 @@ A feature layer is named by a short string:
 - ``<block>@<g>``: adaptive average pooling to a g x g grid (InvP's 17-head probe);
 - ``<block>@<k>/<s>/<p>``: AvgPool2d(kernel k, stride s, padding p) (Goyal/VISSL table).
 
-Features are cached under ``cache_dir/features/<encoder>/<dataset>/<split>/`` in one file per
-(layer, transform), keyed by the encoder's checkpoint hash, so every frozen-feature task and
-every probe epoch reads the cache instead of running the backbone again. Files are written to
-a temporary name and renamed, so a crash never leaves a half-written cache entry.
+Features are cached under ``cache_dir/features/<encoder>/<dataset>/<split>/`` in one folder per
+(layer, transform) and feature dtype, keyed by the encoder's checkpoint hash, so every
+frozen-feature task and every probe epoch reads the cache instead of running the backbone again.
+The folder holds memory-mapped shards (``tasks/feature_cache.py``): a crash never leaves a
+half-written entry, an interrupted extraction resumes at its first missing shard, and reading
+pages rows in as they are touched. Tasks that keep every row resident refuse, before extracting,
+features that do not fit the job's memory (``tasks/feature_budget.py``).
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from benchmark.core.atomic import save_atomic
 from benchmark.core.fields import AnyOf, Int, ListOf, MapOf, Parses, Text
-from benchmark.core.safe_load import load_weights_only
 from tasks.common import EXTRACTION_DEFAULTS, encoder_key, limited_split
-from tasks.transforms import eval_transform
+from tasks.feature_budget import check_feature_budget
+from tasks.feature_cache import CacheIndex, ShardWriter, dtype_name, open_cache, read_index
+from tasks.transforms import eval_input_shape, eval_transform
 
-CACHE_REMEDY = "It is a feature cache: delete it and the features are extracted again"
 EMBEDDING = "embedding"
 
 
@@ -138,6 +140,28 @@ def layer_vectors(
 
 
 @torch.no_grad()
+def feature_batches(
+    backbone: torch.nn.Module,
+    dataset: Dataset,
+    layers: Sequence[FeatureLayer],
+    device: torch.device | str,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    dtype: torch.dtype = torch.float32,
+    head: torch.nn.Module | None = None,
+) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
+    """Run the frozen backbone (and ``head``, for the ``embedding`` layer) over ``dataset`` in
+    order: per batch, one (B, D) CPU tensor per layer in ``dtype`` + the labels."""
+    check_layers(backbone, layers, head)
+    backbone.eval()
+    if head is not None:
+        head.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    for images, targets in loader:
+        vectors = layer_vectors(backbone, images.to(device, non_blocking=True), layers, head)
+        yield [vec.to("cpu", dtype) for vec in vectors], torch.as_tensor(targets)
+
+
 def extract_features(
     backbone: torch.nn.Module,
     dataset: Dataset,
@@ -148,23 +172,28 @@ def extract_features(
     dtype: torch.dtype = torch.float32,
     head: torch.nn.Module | None = None,
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Run the frozen backbone (and ``head``, for the ``embedding`` layer) once over ``dataset``;
-    one (N, D) CPU tensor per layer + labels."""
-    check_layers(backbone, layers, head)
-    backbone.eval()
-    if head is not None:
-        head.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    """:func:`feature_batches` gathered in memory: one (N, D) CPU tensor per layer + labels."""
     outputs: list[list[torch.Tensor]] = [[] for _ in layers]
     labels = []
-    for images, targets in loader:
-        vectors = layer_vectors(backbone, images.to(device, non_blocking=True), layers, head)
+    for vectors, targets in feature_batches(backbone, dataset, layers, device, batch_size, num_workers,
+                                            dtype, head):
         for out, vec in zip(outputs, vectors):
-            out.append(vec.to("cpu", dtype))
-        labels.append(torch.as_tensor(targets))
+            out.append(vec)
+        labels.append(targets)
     if not labels:
         raise ValueError("cannot extract features of an empty dataset")
     return [torch.cat(out) for out in outputs], torch.cat(labels)
+
+
+@torch.no_grad()
+def layer_dims(backbone: torch.nn.Module, layers: Sequence[FeatureLayer], input_shape: Sequence[int],
+               head: torch.nn.Module | None = None) -> list[int]:
+    """Width D of each layer's vectors, from one all-zero input of ``input_shape`` (no image read)."""
+    check_layers(backbone, layers, head)
+    backbone.eval()
+    device = next(iter(backbone.parameters()), torch.empty(0)).device
+    zeros = torch.zeros(1, *input_shape, device=device)
+    return [int(v.shape[1]) for v in layer_vectors(backbone, zeros, layers, head)]
 
 
 def _digest(text: str) -> str:
@@ -174,12 +203,17 @@ def _digest(text: str) -> str:
 def feature_cache_path(
     cache_dir: Path, encoder: str, dataset: str, split: str, layer: FeatureLayer, transform: Any
 ) -> Path:
-    """Where one (encoder, dataset, split, layer, transform) feature matrix is cached."""
+    """The folder of one (encoder, dataset, split, layer, transform) cache entry (one sub-folder
+    per feature dtype inside)."""
     slug = layer.name.replace("/", "-").replace("@", "_at_")
     return (
         Path(cache_dir) / "features" / encoder / dataset / split
-        / f"{slug}-{_digest(repr(transform))}.pt"
+        / f"{slug}-{_digest(repr(transform))}.shards"
     )
+
+
+# what a resident consumer checks before extracting: (rows, width per layer) -> raises when too big
+BudgetCheck = Callable[[int, Sequence[int]], None]
 
 
 def cached_features(
@@ -196,27 +230,52 @@ def cached_features(
     num_workers: int = 0,
     dtype: torch.dtype = torch.float32,
     head: Callable[[], torch.nn.Module | None] = lambda: None,
+    budget: tuple[BudgetCheck, Sequence[int]] | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Features per layer name and labels, from the cache or extracted (then cached).
+    """Features per layer name (memory-mapped (N, D) tensors, rows paged in when touched) and
+    labels, from the cache or extracted (then cached; an interrupted extraction resumes).
 
-    ``backbone``, ``head`` and ``build_dataset`` are called only when some layer is not cached yet.
-    """
-    paths = {
-        layer: feature_cache_path(cache_dir, encoder, dataset_name, split, layer, transform)
-        for layer in layers
-    }
-    found = {layer: load_weights_only(p, CACHE_REMEDY) for layer, p in paths.items() if p.is_file()}
-    missing = [layer for layer in layers if layer not in found]
+    ``backbone``, ``head`` and ``build_dataset`` are called only when some layer is not cached
+    yet. ``budget`` = (check, input shape): ``check(N, D per layer)`` runs before any image is read
+    (D of a layer not cached yet from one all-zero input of that shape)."""
+    precision = dtype_name(dtype)
+    folders = {layer: feature_cache_path(cache_dir, encoder, dataset_name, split, layer, transform) / precision
+               for layer in layers}
+    identities = {layer: {"encoder": encoder, "dataset": dataset_name, "split": split, "layer": layer.name,
+                          "transform": _digest(repr(transform)), "dtype": precision} for layer in layers}
+    indexes = {layer: read_index(folders[layer], identities[layer]) for layer in layers}
+    missing = [layer for layer in layers if indexes[layer] is None or not indexes[layer].complete]
+    dataset = build_dataset() if missing else None
+    if budget is not None:
+        check, input_shape = budget
+        rows = len(dataset) if dataset is not None else next(iter(indexes.values())).rows
+        new = dict(zip(missing, layer_dims(backbone(), missing, input_shape, head()))) if missing else {}
+        check(rows, [new[layer] if layer in new else indexes[layer].dim for layer in layers])
     if missing:
-        feats, labels = extract_features(
-            backbone(), build_dataset(), missing, device, batch_size, num_workers, dtype, head()
-        )
-        for layer, matrix in zip(missing, feats):
-            entry = {"features": matrix, "labels": labels, "layer": layer.name}
-            save_atomic(entry, paths[layer])
-            found[layer] = entry
-    labels = next(iter(found.values()))["labels"]
-    return {layer.name: found[layer]["features"] for layer in layers}, labels
+        indexes.update(_extract_into(
+            {layer: ShardWriter(folders[layer], identities[layer], len(dataset),
+                                read_index(folders[layer], identities[layer], len(dataset))) for layer in missing},
+            backbone(), dataset, device, batch_size, num_workers, dtype, head(),
+        ))
+    opened = {layer: open_cache(folders[layer], indexes[layer]) for layer in layers}
+    return {layer.name: opened[layer][0] for layer in layers}, opened[layers[0]][1]
+
+
+def _extract_into(writers: dict[FeatureLayer, ShardWriter], backbone: torch.nn.Module, dataset: Dataset,
+                  device: torch.device | str, batch_size: int, num_workers: int, dtype: torch.dtype,
+                  head: torch.nn.Module | None) -> dict[FeatureLayer, CacheIndex]:
+    """Extract the layers of ``writers`` from the first row any of them lacks, shard by shard."""
+    if len(dataset) == 0:
+        raise ValueError("cannot extract features of an empty dataset")
+    start = min(writer.start_row() for writer in writers.values())
+    for writer in writers.values():
+        writer.begin(start)
+    layers = list(writers)
+    rest = Subset(dataset, range(start, len(dataset))) if start else dataset
+    for vectors, targets in feature_batches(backbone, rest, layers, device, batch_size, num_workers, dtype, head):
+        for layer, vec in zip(layers, vectors):
+            writers[layer].add(vec, targets)
+    return {layer: writer.finish() for layer, writer in writers.items()}
 
 
 def context_features(
@@ -228,18 +287,27 @@ def context_features(
     backbone: torch.nn.Module,
     limit: int = 0,
     head: torch.nn.Module | None = None,
+    resident: bool = True,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """``cached_features`` for a TaskContext: the task's eval transform, cache dir and encoder.
     ``limit`` > 0 keeps a deterministic class-balanced draw of that many items (seed 0); ``head``:
-    the encoder's projection head, needed by the ``embedding`` layer only."""
+    the encoder's projection head, needed by the ``embedding`` layer only. ``resident``: the task
+    holds every row (probe, SVM fits), so the rows + their float32 copy are checked against
+    ``ctx.memory_budget_gb`` before extracting (``check_feature_budget``); a task that streams the
+    rows in chunks (kNN) passes False."""
     transform = eval_transform(dataset, settings)
     extraction = {**EXTRACTION_DEFAULTS, **settings}
+    split_name = f"{split}-balanced{limit}" if limit > 0 else split
+
+    def check(rows: int, dims: Sequence[int]) -> None:
+        check_feature_budget(rows, dims, extraction["feature_dtype"], ctx.memory_budget_gb,
+                             f"tasks.{ctx.task_name}: {dataset} {split_name} features", ctx.task_name)
 
     return cached_features(
         ctx.cache_dir,
         encoder_key(ctx.encoder),
         dataset,
-        f"{split}-balanced{limit}" if limit > 0 else split,
+        split_name,
         transform,
         layers,
         backbone=lambda: backbone,
@@ -249,4 +317,5 @@ def context_features(
         batch_size=int(extraction["extract_batch_size"]),
         num_workers=int(ctx.config.data["num_workers"]),
         dtype=getattr(torch, extraction["feature_dtype"]),
+        budget=(check, eval_input_shape(dataset, settings)) if resident else None,
     )

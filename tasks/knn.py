@@ -3,17 +3,24 @@
 By default on the L2-normalised embedding (the projection head's output) with k = 200 and
 sigma = 0.07, as InvP's ``main.py::kNN`` does; ``layer: pooled`` (or a block) classifies the
 backbone's features instead. The layer is in each record's ``extra`` and in the report's column.
+The cached train and test features stay memory-mapped: the search streams them in chunks sized
+from the job's memory (``tasks/knn_classifier.py``), so nothing of size N_train x D is resident.
 """
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import torch
+
 from benchmark.core.fields import Float, Int, Name
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import num_classes, task_settings
+from tasks.feature_budget import budget_bytes
 from tasks.features import EMBEDDING, LAYER, context_features, resolve_layers
-from tasks.knn_classifier import weighted_knn_scores
+from tasks.knn_classifier import train_chunk_rows, weighted_knn_scores
 from tasks.metrics import topk_accuracy
+
+TEST_BATCH = 4096  # test rows per search batch (memory and time: tasks/knn_classifier.py)
 
 
 @register
@@ -52,19 +59,27 @@ class KNNTask(Task):
         (layer,) = resolve_layers(s["layer"], backbone, {}, ctx.encoder.kind)
         head = ctx.encoder.load_head(backbone, ctx.device) if layer.embedding else None
         train, train_y = context_features(
-            ctx, s, dataset, s["train_split"], [layer], backbone, int(s["train_limit"]), head
+            ctx, s, dataset, s["train_split"], [layer], backbone, int(s["train_limit"]), head, resident=False
         )
-        test, test_y = context_features(ctx, s, dataset, s["test_split"], [layer], backbone, head=head)
+        test, test_y = context_features(ctx, s, dataset, s["test_split"], [layer], backbone, head=head,
+                                        resident=False)
+        features = train[layer.name]
+        chunk = train_chunk_rows(search_budget(ctx), features.shape[1], features.element_size(), TEST_BATCH,
+                                 int(s["k"]))
         scores = weighted_knn_scores(
-            train[layer.name].to(ctx.device),
-            train_y.to(ctx.device),
-            test[layer.name].to(ctx.device),
-            num_classes(dataset),
-            k=int(s["k"]),
-            sigma=float(s["sigma"]),
+            features, train_y, test[layer.name], num_classes(dataset), k=int(s["k"]), sigma=float(s["sigma"]),
+            chunk_size=TEST_BATCH, train_chunk=chunk, device=ctx.device,
         )
         extra = {"k": int(s["k"]), "sigma": float(s["sigma"]), "layer": layer.name}
         return [
             Measurement(metric, topk_accuracy(scores, test_y, k), dataset, s["test_split"], extra)
             for metric, k in (("top1", 1), ("top5", 5))
         ]
+
+
+def search_budget(ctx: TaskContext) -> int:
+    """Bytes the search may use: the job's memory, and on a GPU no more than its free memory."""
+    budget = budget_bytes(ctx.memory_budget_gb)
+    if ctx.device.type == "cuda":
+        budget = min(budget, torch.cuda.mem_get_info(ctx.device)[0])
+    return budget

@@ -87,6 +87,17 @@ def eval_transform(dataset: str, settings: Mapping[str, Any] | None = None) -> T
     return T.Compose([convert, *geometry, T.ToTensor(), normalize])
 
 
+def eval_input_shape(dataset: str, settings: Mapping[str, Any] | None = None) -> tuple[int, int, int]:
+    """(channels, height, width) of the tensors ``eval_transform`` gives, known without reading an
+    image: the recipe's input shape, or the crop on the family's channels."""
+    settings = transform_settings(dataset, settings)
+    family = _family(settings)
+    if family.startswith("recipe:"):
+        return get_recipe(family.split(":", 1)[1]).input_shape
+    crop = int(settings["crop"])
+    return (1 if family == "gray" else 3, crop, crop)
+
+
 def train_transform(dataset: str, settings: Mapping[str, Any] | None = None) -> T.Compose:
     """Training augmentation for fine-tuning: random crop (+ flip for colour images)."""
     settings = transform_settings(dataset, settings)

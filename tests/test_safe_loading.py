@@ -1,11 +1,12 @@
 """Loading a file never executes code: every reader of torch files refuses a pickle whose
 ``__reduce__`` would create a marker file, naming the file, and the marker never appears. What
-the engine writes (checkpoints with RNG states, ``encoder.pt``) loads with ``weights_only=True``."""
+the engine writes (checkpoints with RNG states, ``encoder.pt``) loads with ``weights_only=True``.
+The feature cache holds raw arrays and JSON, no pickle (tests/test_tasks_features.py plants one)."""
 from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -24,7 +25,6 @@ from benchmark.engine.pretrain import pretrain_unless_done
 from benchmark.core.safe_load import CorruptFile, UnsafeFile, load_weights_only
 from tasks.base import EncoderHandle
 from tasks.detection.export import export_detectron2
-from tasks.features import FeatureLayer, cached_features, feature_cache_path
 from benchmark.core.atomic import save_atomic
 
 
@@ -33,10 +33,6 @@ def plant(path: Path, marker: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"backbone": {"weight": Payload(marker)}, "head": {}, "config": {"model": {}}}, path)
     return path
-
-
-def _never_called() -> Any:
-    raise AssertionError("the loader went on past the refused file")
 
 
 LOADERS: dict[str, Callable[[Path, Path], Path]] = {}
@@ -82,14 +78,6 @@ def _reused(tmp: Path, marker: Path) -> Path:
 def _export(tmp: Path, marker: Path) -> Path:
     path = plant(tmp / "encoder.pt", marker)
     export_detectron2(path, tmp / "out.pkl")
-    return path
-
-
-@loader("feature cache")
-def _features(tmp: Path, marker: Path) -> Path:
-    layer = FeatureLayer(None)
-    path = plant(feature_cache_path(tmp / "cache", "enc", "digits", "test", layer, "t"), marker)
-    cached_features(tmp / "cache", "enc", "digits", "test", "t", [layer], _never_called, _never_called, "cpu")
     return path
 
 

@@ -105,7 +105,8 @@ def test_a_per_task_block_overrides_its_kind(capsys, tmp_path):
         knn={"time_min": 90, "mem_gb": 200}))
     request = requests(dry_run(capsys, profile, tmp_path, "--tasks", "knn,linear")[1])
     assert "mem=200G time=90m" in request["knn [invp]"]
-    assert "mem=64G time=1440m" in request["linear [invp]"]
+    assert "mem=64G time=4320m" in request["linear [invp]"]  # its kind's (online_probe)
+    assert "kind=online_probe" in request["linear [invp]"]
 
 
 def test_tasks_all_refuses_a_task_the_profile_neither_configures_nor_excludes(capsys, tmp_path):

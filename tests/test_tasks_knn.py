@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from report_support import record
 from tasks_support import PixelBackbone, make_context
 from torch import nn
@@ -19,6 +20,7 @@ from benchmark.models import build_backbone, build_head
 from benchmark.models.encoders import load_encoder_head
 from benchmark.report.frame import TaskInfo, records_frame
 from tasks import knn as knn_task
+from tasks import knn_classifier
 from tasks.base import EncoderHandle, get_task
 from tasks.knn_classifier import weighted_knn_scores
 
@@ -87,7 +89,7 @@ def test_knn_task_defaults_to_the_embedding_with_sigma_007(tmp_path: Path) -> No
     on_embedding = {m.metric: m for m in task.run(ctx)}
     assert on_embedding["top1"].extra["layer"] == "embedding"
     assert on_embedding["top1"].value < 0.2  # 10 classes: one class's share
-    assert [p.name.split("-")[0] for p in (tmp_path / "cache").rglob("*.pt")] == ["embedding"] * 2
+    assert [p.parent.parent.name.split("-")[0] for p in (tmp_path / "cache").rglob("index.json")] == ["embedding"] * 2
 
     pooled = make_context(tmp_path / "b", "knn", {"dataset": "digits", "k": 20, "layer": "pooled"})
     on_backbone = {m.metric: m for m in task.run(pooled)}
@@ -131,3 +133,71 @@ def test_report_column_names_the_knn_layer() -> None:
     frame = records_frame(rows, [skip], tasks)
     assert sorted(set(frame["column"])) == ["knn: top1 (cifar10, layer embedding)", "knn: top1 (cifar10, layer pooled)",
                                             "knn: top5 (cifar10, layer embedding)"]
+
+
+def dense_knn_scores(train_features, train_labels, test_features, num_classes, k=200, sigma=0.1, chunk_size=4096):
+    """The kNN vote as it was before the streamed search (whole train matrix, dense product)."""
+    k = min(k, train_features.shape[0])
+    train = F.normalize(train_features.float(), dim=1)
+    test = F.normalize(test_features.float(), dim=1)
+    labels = train_labels.to(train.device).long()
+    scores = []
+    for start in range(0, test.shape[0], chunk_size):
+        sims, idx = (test[start : start + chunk_size] @ train.T).topk(k, dim=1)
+        weights = (sims / sigma).exp()
+        votes = torch.zeros(sims.shape[0], num_classes, device=train.device)
+        votes.scatter_add_(1, labels[idx], weights)
+        scores.append(votes)
+    return torch.cat(scores) if scores else torch.zeros(0, num_classes)
+
+
+def _tied_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """300 random rows each present three times with one label (exact ties in every top-k), and
+    test rows that include scaled copies of training rows (ties at similarity 1)."""
+    g = torch.Generator().manual_seed(0)
+    base, base_labels = torch.randn(300, 16, generator=g), torch.randint(0, 7, (300,), generator=g)
+    test = torch.cat([torch.randn(90, 16, generator=g), 2 * base[:30]])
+    return base.repeat(3, 1), base_labels.repeat(3), test
+
+
+@pytest.mark.parametrize("search", ["faiss", "torch"])
+@pytest.mark.parametrize("train_chunk", [None, 1, 64, 250, 899, 900, 5000])
+@pytest.mark.parametrize("k", [5, 200])
+def test_streamed_search_gives_the_dense_scores(search, train_chunk, k, monkeypatch):
+    calls = []
+    if search == "faiss":
+        pytest.importorskip("faiss")
+        faiss_topk = knn_classifier._faiss_topk
+        monkeypatch.setattr(knn_classifier, "_faiss_topk", lambda *a: calls.append(1) or faiss_topk(*a))
+    else:
+        monkeypatch.setattr(knn_classifier, "faiss", None)
+    train, labels, test = _tied_data()
+    expected = dense_knn_scores(train, labels, test, 7, k=k, sigma=0.07)
+    scores = weighted_knn_scores(train, labels, test, 7, k=k, sigma=0.07, chunk_size=50, train_chunk=train_chunk)
+    assert torch.allclose(scores, expected, rtol=1e-5, atol=0) and torch.equal(scores.argmax(1), expected.argmax(1))
+    streamed = train_chunk is not None and train_chunk < len(train)
+    assert bool(calls) == (search == "faiss" and streamed)  # faiss searches the chunks of a streamed search
+    if not streamed:  # one chunk: today's computation, bit for bit
+        assert torch.equal(scores, expected)
+
+
+def test_knn_task_streams_memory_mapped_features_in_chunks_of_its_budget(tmp_path, monkeypatch):
+    seen = []
+
+    def spy(train, *args, **kwargs):
+        seen.append((kwargs["train_chunk"], train.shape[0], str(train.device), Path("/proc/self/maps").read_text()))
+        return weighted_knn_scores(train, *args, **kwargs)
+
+    monkeypatch.setattr(knn_task, "weighted_knn_scores", spy)
+    # the torch search, exact across chunkings; faiss rounds the products its own way (ulps, which
+    # flip near-ties of this tiny encoder's embedding), its agreement is tested above
+    monkeypatch.setattr(knn_classifier, "faiss", None)
+    roomy = make_context(tmp_path, "knn", {"dataset": "digits", "k": 20})
+    expected = {m.metric: m.value for m in get_task("knn").run(roomy)}
+    small = make_context(tmp_path, "knn", {"dataset": "digits", "k": 20})
+    small.memory_budget_gb = 1e-6  # 1 kB: chunks of k rows
+    assert {m.metric: m.value for m in get_task("knn").run(small)} == expected
+    (chunk_roomy, rows, _, _), (chunk_small, _, device, maps) = seen
+    assert chunk_roomy >= rows and chunk_small == 20 < rows and device == "cpu"
+    features = next((tmp_path / "cache").rglob("train/embedding-*/float32/features.bin"))
+    assert str(features) in maps  # the search is handed a mapping of the cache, not a copy

@@ -1,8 +1,8 @@
 """Reading torch files without running code.
 
-Every ``.pt`` file the benchmark reads (training checkpoints, ``encoder.pt``, export inputs,
-feature caches) goes through :func:`load_weights_only`: ``torch.load(weights_only=True)``, which
-rebuilds tensors, containers and plain values only. A pickle that names any other callable (a
+Every ``.pt`` file the benchmark reads (training checkpoints, ``encoder.pt``, export inputs)
+goes through :func:`load_weights_only`: ``torch.load(weights_only=True)``, which rebuilds
+tensors, containers and plain values only (the feature cache is raw arrays + JSON, no pickle). A pickle that names any other callable (a
 crafted ``__reduce__`` that runs a command, or simply a numpy array) is refused, never executed.
 """
 from __future__ import annotations

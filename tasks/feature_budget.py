@@ -1,0 +1,86 @@
+"""How much memory cached features take, and the refusal when a job cannot hold them.
+
+Sizes, for N rows and per-layer widths D_1..D_L in a dtype of s bytes (float32 4, float16 and
+bfloat16 2):
+
+- the on-disk cache of a split: ``N x sum(D_l) x s`` bytes of features (plus 8 bytes a row of
+  labels per layer); it is memory-mapped when read, so it counts against the disk, not the RAM;
+- a consumer that needs every row resident (the cached linear probe's L-BFGS/SGD passes, the
+  VOC07 SVM fits, transfer-linear) pages the whole mapping in and works on a float32 copy:
+  ``N x sum(D_l) x (s + 4)`` bytes (``s + 4`` -> ``4`` when the cache is float32), which
+  :func:`check_feature_budget` compares with the job's memory before any image is read;
+- a consumer that streams the rows in chunks (the kNN task, ``tasks/knn_classifier.py``) holds
+  ``O(chunk x D)``: it is not checked here, its chunk is sized from the same budget
+  (:func:`budget_bytes`).
+
+GB here means GiB (2**30 bytes), as the launcher's ``mem_gb`` (Slurm ``--mem`` in MiB / 1024).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from benchmark.core.fields import ConfigError
+
+GIB = 2**30
+MEMINFO = Path("/proc/meminfo")
+WORKING_DTYPE = "float32"  # what resident consumers compute in
+
+
+class FeatureBudgetError(ConfigError):
+    """The features a task would hold do not fit the job's memory (a user error: exit 2)."""
+
+
+def dtype_size(dtype: str) -> int:
+    """Bytes per element of the torch dtype called ``dtype`` (``float16``, ``float32``, ...)."""
+    return torch.empty(0, dtype=getattr(torch, dtype)).element_size()
+
+
+def feature_bytes(n: int, dims: Sequence[int], dtype: str) -> int:
+    """``n x sum(dims) x sizeof(dtype)``: the bytes of ``n`` rows of every layer in ``dims``."""
+    return int(n) * sum(int(d) for d in dims) * dtype_size(dtype)
+
+
+def resident_bytes(n: int, dims: Sequence[int], dtype: str) -> int:
+    """What a consumer holding every row keeps: the mapped rows plus their float32 working copy
+    (one copy when the cache already is float32)."""
+    extra = feature_bytes(n, dims, WORKING_DTYPE) if dtype != WORKING_DTYPE else 0
+    return feature_bytes(n, dims, dtype) + extra
+
+
+def available_memory_gb() -> float:
+    """The machine's free memory: ``MemAvailable`` of /proc/meminfo, else free pages x page size."""
+    if MEMINFO.is_file():
+        for line in MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024 / GIB
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / GIB
+
+
+def budget_bytes(budget_gb: float | None) -> int:
+    """The job's memory in bytes: ``budget_gb`` (``TaskContext.memory_budget_gb``), or when None
+    what the machine has free (:func:`available_memory_gb`)."""
+    return int((available_memory_gb() if budget_gb is None else float(budget_gb)) * GIB)
+
+
+def check_feature_budget(n: int, dims: Sequence[int], dtype: str, budget_gb: float | None, what: str,
+                         task: str | None = None) -> None:
+    """Raise :class:`FeatureBudgetError` when holding ``n`` rows of ``dims`` cached in ``dtype``
+    (:func:`resident_bytes`) exceeds the budget; the message gives N, D per layer, the dtype, the
+    GB needed against the budget and the alternatives. ``what`` names the features (e.g.
+    ``tasks.linear: imagenet train``), ``task`` the task whose ``mem_gb`` the fix names."""
+    needed, budget = resident_bytes(n, dims, dtype), budget_bytes(budget_gb)
+    if needed <= budget:
+        return
+    source = "the job's mem_gb" if budget_gb is not None else "free memory on this machine"
+    held = "the rows" if dtype == WORKING_DTYPE else f"the rows + their {WORKING_DTYPE} copy"
+    layers = ", ".join(str(int(d)) for d in dims)
+    raise FeatureBudgetError(
+        f"{what}: {int(n):,} rows x D [{layers}] (sum {sum(int(d) for d in dims):,}) cached in {dtype} "
+        f"need {needed / GIB:,.1f} GB resident ({held}), above the "
+        f"{budget / GIB:,.1f} GB budget ({source}); use features: online (the online probe) or ask "
+        f"for more memory: launcher.tasks.{task or '<task>'}.mem_gb"
+    )
