@@ -9,7 +9,7 @@ from tasks_support import PixelBackbone, make_context
 from torch.utils.data import Dataset
 
 from benchmark.core.errors import explain_failure
-from tasks import feature_budget, features
+from tasks import common, feature_budget, features
 from tasks.feature_budget import FeatureBudgetError, check_feature_budget, feature_bytes
 from tasks.features import FeatureLayer, context_features
 
@@ -49,7 +49,7 @@ def test_an_imagenet_shaped_request_is_refused_with_the_numbers(capsys):
 
 
 def test_a_task_refuses_before_reading_any_image(tmp_path, monkeypatch):
-    monkeypatch.setattr(features, "load_split", lambda *args: ImageNetShaped())
+    monkeypatch.setattr(common, "load_split", lambda *args: ImageNetShaped())
     ctx = make_context(tmp_path, "linear", {"dataset": "imagenet", "feature_dtype": "float16"}, kind="pixels")
     ctx.memory_budget_gb = 64
     pixels = 3 * 224 * 224  # the raw-pixel sanity row: the eval crop, flattened
@@ -60,7 +60,7 @@ def test_a_task_refuses_before_reading_any_image(tmp_path, monkeypatch):
 
 def test_features_within_the_budget_pass_and_a_streaming_task_is_not_checked(tmp_path, monkeypatch):
     check_feature_budget(1000, [512, 256], "float16", 1, "fits")  # 4.6 MB of 1 GB
-    monkeypatch.setattr(features, "load_split", lambda *args: ImageNetShaped())
+    monkeypatch.setattr(common, "load_split", lambda *args: ImageNetShaped())
     ctx = make_context(tmp_path, "knn", {"dataset": "imagenet", "feature_dtype": "float16"}, kind="pixels")
     ctx.memory_budget_gb = 64
     with pytest.raises(AssertionError, match="image 0 was read"):  # it went on to extract
