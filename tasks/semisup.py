@@ -9,7 +9,8 @@ Recipe: the official InvP script (backbone lr 0.0012, classifier 50x, wd 1e-5, b
 that epoch's index, so the decayed lr first trains 0-based epochs 16, 21 and 26 (``milestones``
 here name the first epoch at the new lr), and the classifier's lr is never decayed
 (``decay_head_lr: false``; true decays it with the backbone's). Unlike the script, which keeps
-its best even epoch on val, the last epoch is the one evaluated.
+its best even epoch on val, the last epoch is the one evaluated. Every fine-tune checkpoints
+its steps and every finished fraction its scores (tasks/progress.py): a requeued job resumes.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import class_balanced_subset, dataset_targets, load_split, num_classes, task_settings
 from tasks.finetune import RECIPE_FIELDS, FinetuneRecipe, fine_tune, predict, require_trainable
 from tasks.metrics import topk_accuracy
+from tasks.progress import TaskProgress
 from tasks.transforms import eval_transform, train_transform
 
 
@@ -115,32 +117,47 @@ class SemiSupervisedTask(Task):
         require_trainable(ctx.encoder.load("cpu"), ctx.encoder.kind)
         train = load_split(ctx, dataset, s["train_split"], train_transform(dataset, s))
         test = load_split(ctx, dataset, s["test_split"], eval_transform(dataset, s))
+        # each finished fraction's scores, saved as it finishes: a resumed job skips it
+        finished = ctx.progress("fractions", {"settings": s})
+        scores_of: dict[str, dict[str, float]] = finished.load() or {}
         out = []
         for fraction in s["fractions"]:
             indices, how = self._subset(ctx, s, float(fraction), train)
-            recipe = FinetuneRecipe.from_settings(
-                s,
-                lr=float(s["lr"]),
-                epochs=int(per_fraction(s["epochs"], fraction)),
-                milestones=per_fraction(s["milestones"], fraction),
-            )
-            model = fine_tune(
-                ctx.encoder.load(ctx.device),
-                num_classes(dataset),
-                Subset(train, indices.tolist()),
-                recipe,
-                ctx.device,
-                ctx.seed,
-            )
-            scores, targets = predict(model, test, ctx.device)
+            percent = _percent(float(fraction))
+            if percent not in scores_of:
+                fit = ctx.progress(f"fit-{percent}", {"settings": s, "fraction": float(fraction)})
+                scores_of[percent] = self._fine_tune_and_score(
+                    ctx, s, float(fraction), Subset(train, indices.tolist()), test, fit)
+                finished.save(scores_of)
+                fit.discard()
             extra = {"fraction": float(fraction), "labelled_images": len(indices), "subset": how,
                      "evaluated": "after the last epoch"}
-            for k in (1, 5):
-                out.append(
-                    Measurement(f"top{k}_{_percent(float(fraction))}",
-                                topk_accuracy(scores, targets, k), dataset, s["test_split"], extra)
-                )
+            out.extend(Measurement(metric, value, dataset, s["test_split"], extra)
+                       for metric, value in scores_of[percent].items())
         return out
+
+    @staticmethod
+    def _fine_tune_and_score(ctx: TaskContext, s: dict[str, Any], fraction: float,
+                             labelled: Dataset, test: Dataset, fit: TaskProgress) -> dict[str, float]:
+        """Top-1 and top-5 on ``test`` after fine-tuning on ``labelled`` (checkpointed in ``fit``)."""
+        recipe = FinetuneRecipe.from_settings(
+            s,
+            lr=float(s["lr"]),
+            epochs=int(per_fraction(s["epochs"], fraction)),
+            milestones=per_fraction(s["milestones"], fraction),
+        )
+        percent = _percent(fraction)
+        model = fine_tune(
+            ctx.encoder.load(ctx.device),
+            num_classes(s["dataset"]),
+            labelled,
+            recipe,
+            ctx.device,
+            ctx.seed,
+            progress=fit,
+        )
+        scores, targets = predict(model, test, ctx.device)
+        return {f"top{k}_{percent}": topk_accuracy(scores, targets, k) for k in (1, 5)}
 
     @staticmethod
     def _subset(
