@@ -115,6 +115,13 @@ class Task(ABC):
         return dict(settings)
 
     @classmethod
+    def missing_inputs(cls, settings: Mapping[str, Any], data_root: Path) -> list[str]:
+        """Inputs under ``data_root`` without which a job of this task must not start, each a
+        message naming the file and the fix (checked when planning, before any job takes its
+        GPUs); none by default: a missing dataset is a recorded skip."""
+        return []
+
+    @classmethod
     def check_settings(cls, settings: Mapping[str, Any]) -> None:
         """Checks across settings that the fields cannot state (run at planning time, after the
         fields' checks); none by default."""

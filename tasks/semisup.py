@@ -22,6 +22,8 @@ from torch.utils.data import Dataset, Subset
 
 from benchmark.core.config import ConfigError
 from benchmark.core.fields import AnyOf, Float, Int, ListOf, MapOf, Name, Spec, Text
+from benchmark.data import get_dataset
+from benchmark.data.imagenet import SUBSET_FIX
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import class_balanced_subset, dataset_targets, load_split, num_classes, task_settings
 from tasks.finetune import RECIPE_FIELDS, FinetuneRecipe, fine_tune, predict, require_trainable
@@ -47,6 +49,12 @@ def read_subset_list(path: Path, dataset: Dataset) -> torch.Tensor:
             f"e.g. {', '.join(absent[:5])}"
         )
     return torch.tensor(sorted(index[Path(name).name] for name in wanted))
+
+
+def subset_path(data_root: Path, name: str) -> Path:
+    """Where a ``subset_files`` entry points: an absolute path, or one under the data root."""
+    path = Path(name)
+    return path if path.is_absolute() else Path(data_root) / path
 
 
 def per_fraction(value: Any, fraction: float) -> Any:
@@ -111,6 +119,18 @@ class SemiSupervisedTask(Task):
     }
 
 
+    @classmethod
+    def missing_inputs(cls, settings: Mapping[str, Any], data_root: Path) -> list[str]:
+        """The dataset and every subset list file: a job without them fails at planning."""
+        spec = get_dataset(settings["dataset"])
+        problems = [f"tasks.semisup.dataset {spec.name}: {problem} "
+                    f"(get it: {spec.how_to_get})" for problem in spec.check(data_root)]
+        for fraction, name in dict(settings["subset_files"]).items():
+            path = subset_path(data_root, name)
+            if not path.is_file():
+                problems.append(f"tasks.semisup.subset_files {fraction}: {path} not found; {SUBSET_FIX}")
+        return problems
+
     def run(self, ctx: TaskContext) -> list[Measurement]:
         s = task_settings(self, ctx)
         dataset = s["dataset"]
@@ -165,8 +185,7 @@ class SemiSupervisedTask(Task):
     ) -> tuple[torch.Tensor, str]:
         files = {float(k): v for k, v in dict(s["subset_files"]).items()}
         if fraction in files:
-            path = Path(files[fraction])
-            path = path if path.is_absolute() else ctx.data_root / path
+            path = subset_path(ctx.data_root, files[fraction])
             return read_subset_list(path, train), f"list file {path}"
         indices = class_balanced_subset(dataset_targets(train), fraction, int(s["subset_seed"]))
         return indices, (

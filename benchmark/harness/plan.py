@@ -136,3 +136,14 @@ def plan_run(
                     )
                 )
     return jobs
+
+
+def missing_inputs(job: Job, data_root: Path) -> list[str]:
+    """What a task job needs under ``data_root`` and lacks (``Task.missing_inputs`` of its
+    settings); [] for a pretraining."""
+    if job.kind != "task" or job.task is None:
+        return []
+    runner = get_task(job.task)
+    settings = checked_settings(runner, job.config["tasks"][job.task], job.task)
+    return runner.missing_inputs(settings, data_root)
+
