@@ -3,7 +3,10 @@
 A task takes an encoder (a pretrained checkpoint, or one of the two sanity encoders: a randomly
 initialised network and raw pixels) and returns Measurements; the harness turns them into
 ResultRecords with provenance (``benchmark/core/store.py``). A task's settings live in the run
-config under ``tasks.<name>``; ``--tasks all`` runs the tasks the profile configures.
+config under ``tasks.<name>``; ``--tasks all`` runs every registered task (a profile configures
+each, or excludes it with a reason). A task declares the kind of job it is
+(:data:`RESOURCE_KINDS`), which the profile's ``launcher.task_kinds`` sizes, and how many
+processes (one per GPU) its job can use.
 """
 from __future__ import annotations
 
@@ -20,6 +23,10 @@ from tasks.progress import CHECKPOINT_EVERY_S, TaskProgress
 
 if TYPE_CHECKING:
     from benchmark.core.fields import Spec
+
+# the kinds of task job a profile sizes (launcher.task_kinds): frozen features cached once; a
+# frozen trunk training heads on augmented images; fine-tuning the network; detection; a CPU fit
+RESOURCE_KINDS = ("cached_features", "online_probe", "finetune", "detection", "cpu_fit")
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,19 @@ class Task(ABC):
     defaults: ClassVar[Mapping[str, Any]] = {}  # the protocol's settings; profiles override them
     # each setting's type and constraint (tasks/common.py adds the settings every task accepts)
     settings_fields: ClassVar[Mapping[str, "Spec"]] = {}
+    resource_kind: ClassVar[str]  # one of RESOURCE_KINDS: the launcher.task_kinds block sizing it
+    # processes (one per GPU) a job of this task can use; a task that runs DDP raises it
+    max_processes: ClassVar[int] = 1
+
+    @classmethod
+    def resource_kind_for(cls, settings: Mapping[str, Any]) -> str:
+        """The resource kind of this task's job under ``settings`` (over its ``defaults``)."""
+        return cls.resource_kind
+
+    @classmethod
+    def max_processes_for(cls, settings: Mapping[str, Any]) -> int:
+        """Processes (one per GPU) this task's job can use under ``settings``."""
+        return cls.max_processes
 
     @classmethod
     def datasets(cls, settings: Mapping[str, Any]) -> tuple[str, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from benchmark.core.config import ConfigError
 from benchmark.core.fields import Choice, Float, Int, Name, Section, Spec, Tuple
@@ -15,6 +15,9 @@ from tasks.base import Task, TaskContext
 from tasks.transforms import EVAL_RESIZES, TRANSFORM
 
 FEATURE_DTYPES = ("float32", "float16", "bfloat16")  # the feature_dtype setting: cache precision
+# the features setting of the tasks that train on frozen features: the trunk on every augmented
+# batch (online) or features of the evaluation transform extracted once (cached)
+FEATURE_MODES = ("online", "cached")
 
 # Settings every task accepts: the transform (tasks/transforms.py) and feature extraction.
 COMMON_FIELDS: dict[str, Spec] = {
@@ -62,6 +65,16 @@ def encoder_key(encoder: Any) -> str:
 def load_split(ctx: TaskContext, dataset: str, split: str, transform: Any = None) -> Dataset:
     """``split`` of registered ``dataset`` under the run's data root."""
     return get_dataset(dataset).build(ctx.data_root, split, transform)
+
+
+def limited_split(ctx: TaskContext, dataset: str, split: str, transform: Any, limit: int = 0) -> Dataset:
+    """``load_split``; ``limit`` > 0 keeps a deterministic class-balanced draw of that many items
+    (seed 0)."""
+    data = load_split(ctx, dataset, split, transform)
+    if limit <= 0 or limit >= len(data):
+        return data
+    keep = class_balanced_subset(dataset_targets(data), limit / len(data), seed=0)
+    return Subset(data, keep.tolist())
 
 
 def num_classes(dataset: str) -> int:

@@ -23,12 +23,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from benchmark.core.atomic import save_atomic
 from benchmark.core.fields import AnyOf, Int, ListOf, MapOf, Parses, Text
 from benchmark.core.safe_load import load_weights_only
-from tasks.common import EXTRACTION_DEFAULTS, class_balanced_subset, dataset_targets, encoder_key, load_split
+from tasks.common import EXTRACTION_DEFAULTS, encoder_key, limited_split
 from tasks.transforms import eval_transform
 
 CACHE_REMEDY = "It is a feature cache: delete it and the features are extracted again"
@@ -235,13 +235,6 @@ def context_features(
     transform = eval_transform(dataset, settings)
     extraction = {**EXTRACTION_DEFAULTS, **settings}
 
-    def build() -> Dataset:
-        data = load_split(ctx, dataset, split, transform)
-        if limit <= 0 or limit >= len(data):
-            return data
-        keep = class_balanced_subset(dataset_targets(data), limit / len(data), seed=0)
-        return Subset(data, keep.tolist())
-
     return cached_features(
         ctx.cache_dir,
         encoder_key(ctx.encoder),
@@ -250,7 +243,7 @@ def context_features(
         transform,
         layers,
         backbone=lambda: backbone,
-        build_dataset=build,
+        build_dataset=lambda: limited_split(ctx, dataset, split, transform, limit),
         head=lambda: head,
         device=ctx.device,
         batch_size=int(extraction["extract_batch_size"]),

@@ -21,6 +21,7 @@ class KNNTask(Task):
     """Train features = clean (eval-transform) features of the train split; vote on test."""
 
     name = "knn"
+    resource_kind = "cached_features"  # frozen features of train and test, cached
     summary = "weighted kNN (k=200, sigma=0.07) on the frozen embedding (or backbone features), top-1/top-5"
     metrics = ("top1", "top5")
     label_setting = "layer"

@@ -1,10 +1,11 @@
 """Linear probes on frozen features: InvP's per-block probe and Goyal/VISSL's multi-layer heads
 (docs/protocols.md §Linear probes, §Places205 linear), on ImageNet, Places205 and the mini profile's Fashion-MNIST.
 
-Protocol as run here: features are extracted once with the evaluation transform and cached
-(the anchors re-augment every epoch with RandomResizedCrop; this is the suite's documented
-deviation, it is what makes the probe cheap). A held-out part of train selects (lr, head,
-epoch); the test split is reported at that selection. The anchors' "best on the val set"
+Protocol as run here: ``features: online`` (the default) trains every head in one pass per
+batch through the frozen trunk on the protocol's augmented images, as the anchors do;
+``features: cached`` trains on features extracted once with the evaluation transform (cheap;
+the mini profile's ``linear``, whose committed results are made so). A held-out part of train
+selects (lr, head, epoch); the test split is reported at that selection. The anchors' "best on the val set"
 (max over heads and epochs of the test number) is reported as ``top1_best_on_test``; with
 ``layers: blocks`` the official script's own view (its scores taken before each epoch, heads
 14-17) as ``top1_official_view``. Both are labelled secondary numbers, never the selection.
@@ -15,15 +16,16 @@ normalise with batch statistics (``batch_stats``).
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 
 from benchmark.core.fields import AnyOf, Bool, Choice, Float, Int, ListOf, Name
 from tasks.base import Measurement, Task, TaskContext, register
-from tasks.common import as_tuple, holdout_split, num_classes, task_settings
-from tasks.features import GRIDS, LAYERS, context_features, resolve_layers
-from tasks.probe import HEAD_BN_MODES, HEAD_INITS, PROBE_NORMS, ProbeSchedule, train_probe
+from tasks.common import FEATURE_MODES, as_tuple, num_classes, task_settings
+from tasks.features import GRIDS, LAYERS, resolve_layers
+from tasks.probe import HEAD_BN_MODES, HEAD_INITS, PROBE_NORMS, ProbeSchedule, train_heads
+from tasks.probe_inputs import HOLDOUT, TEST, probe_source
 
 INVP_GRIDS = {"stem": 12, "layer1": 6, "layer2": 4, "layer3": 3, "layer4": 1}
 INVP_DEFAULTS: dict[str, Any] = {
@@ -46,6 +48,7 @@ INVP_DEFAULTS: dict[str, Any] = {
     "train_split": "train",
     "train_limit": 0,  # > 0: class-balanced draw of that many train images (seed 0)
     "test_split": "val",
+    "features": "online",  # online: the frozen trunk on augmented batches; cached: feature cache
 }
 PROBE_FIELDS = {
     "dataset": Name(),
@@ -67,6 +70,7 @@ PROBE_FIELDS = {
     "train_split": Name(),
     "train_limit": Int(ge=0),
     "test_split": Name(),
+    "features": Choice(FEATURE_MODES),
 }
 # conv1 of the table is the 112x112 map before max-pooling; the backbone contract exposes the
 # stem after max-pooling (56x56), so conv1 is pooled adaptively to the table's 12x12 grid.
@@ -84,9 +88,14 @@ class LinearProbeTask(Task):
     """Heads on several frozen layers; select (lr, head, epoch) on held-out train."""
 
     metrics = ("top1", "top5")
+    resource_kind = "online_probe"  # the default features: online; cached_features when cached
     defaults: ClassVar[dict[str, Any]] = INVP_DEFAULTS
     settings_fields = PROBE_FIELDS
 
+    @classmethod
+    def resource_kind_for(cls, settings: Mapping[str, Any]) -> str:
+        """``online_probe`` (the trunk runs every epoch: the node's GPUs) or ``cached_features``."""
+        return "online_probe" if {**cls.defaults, **settings}["features"] == "online" else "cached_features"
 
     def run(self, ctx: TaskContext) -> list[Measurement]:
         s = task_settings(self, ctx)
@@ -94,31 +103,13 @@ class LinearProbeTask(Task):
         backbone = ctx.encoder.load(ctx.device)
         layers = resolve_layers(s["layers"], backbone, dict(s["grids"]), ctx.encoder.kind)
         names = [layer.name for layer in layers]
-        train, train_y = context_features(
-            ctx, s, dataset, s["train_split"], layers, backbone, int(s["train_limit"])
-        )
-        test, test_y = context_features(ctx, s, dataset, s["test_split"], layers, backbone)
-        fit_idx, val_idx = holdout_split(len(train_y), int(s["holdout"]), int(s["split_seed"]))
-        eval_sets = {
-            "holdout": ([train[n][val_idx] for n in names], train_y[val_idx]),
-            "test": ([test[n] for n in names], test_y),
-        }
         lrs = as_tuple(s["lr"])
-        runs = [
-            train_probe(
-                [train[n][fit_idx] for n in names],
-                train_y[fit_idx],
-                eval_sets,
-                num_classes(dataset),
-                self._schedule(s, float(lr)),
-                ctx.device,
-                ctx.seed,
-            )
-            for lr in lrs
-        ]
+        source = probe_source(ctx, s, layers, backbone)
+        progress = ctx.progress("probe", {"settings": s})
+        run = train_heads(source, num_classes(dataset), self._schedule(s, float(lrs[0])),
+                          [float(lr) for lr in lrs], ctx.device, ctx.seed, progress)
         # (lrs, epochs, heads, 2) after epochs 1..E; the test scores also before training
-        holdout = torch.stack([r["holdout"] for r in runs])[:, 1:]
-        test_scores = torch.stack([r["test"] for r in runs])
+        holdout, test_scores = run.scores[HOLDOUT][:, 1:], run.scores[TEST]
         out = self._measurements(dataset, s, names, lrs, holdout, test_scores[:, 1:])
         if s["layers"] == "blocks":
             out.append(official_view(dataset, s["test_split"], names, lrs, test_scores))

@@ -84,6 +84,7 @@ def _percent(fraction: float) -> str:
 @register
 class SemiSupervisedTask(Task):
     name = "semisup"
+    resource_kind = "finetune"
     summary = "fine-tune the whole network on 1 % / 10 % of the labels, top-1/top-5"
     paper_table = "Table 2"
     paper_column = "1% / 10% labels (top-5)"

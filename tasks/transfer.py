@@ -131,6 +131,7 @@ class TransferTaskBase(Task):
 @register
 class TransferFinetuneTask(TransferTaskBase):
     name = "transfer"
+    resource_kind = "finetune"
     summary = "fine-tune to 7 datasets with the (lr, wd) grid, select on val, retrain, test once"
     protocol = "SimCLR/Kornblith fine-tune (docs/protocols.md §Transfer fine-tuning): lr x wd grid, wd/lr, retrain on train+val"
     defaults = {
@@ -231,6 +232,7 @@ def logistic_scores(
 @register
 class TransferLinearTask(TransferTaskBase):
     name = "transfer_linear"
+    resource_kind = "cached_features"
     paper_table = None  # SimCLR's Table B.5 protocol; the InvP paper prints no linear transfer
     paper_column = None
     summary = "L-BFGS logistic regression on frozen features of the 7 transfer datasets"

@@ -102,6 +102,7 @@ def svm_store(ctx: TaskContext, s: Mapping[str, Any], dataset: str, layer: Featu
 @register
 class VOC07SVMTask(VOC07Task):
     name = "voc07_svm"
+    resource_kind = "cpu_fit"  # features once, then SVMs on the CPUs
     summary = "Goyal/VISSL linear SVMs per class and layer, cost sweep + 3-fold CV, VOC area mAP"
     protocol = "Goyal/VISSL VOC07 SVM (docs/protocols.md §Goyal VISSL SVM): LinearSVC, class_weight 2:1, CV AP, area AP"
     defaults: ClassVar[dict[str, Any]] = {

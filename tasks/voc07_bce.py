@@ -22,7 +22,7 @@ from torchvision import transforms as T
 
 from benchmark.core.fields import Choice, Float, Int
 from tasks.base import Measurement, TaskContext, register
-from tasks.common import SPLIT_FIELDS, load_split, task_settings
+from tasks.common import FEATURE_MODES, SPLIT_FIELDS, load_split, task_settings
 from tasks.features import (
     LAYER,
     FeatureLayer,
@@ -37,7 +37,6 @@ from tasks.probe import single_thread_on_cpu
 from tasks.transforms import eval_transform, train_transform
 from tasks.voc07 import DATASET, VOC07Task
 
-FEATURE_MODES = ("online", "cached")
 TEST_BATCH = 256  # voc_linear.py's test loader
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 
@@ -91,6 +90,7 @@ def train_bce_head(batches: Batches, s: Mapping[str, Any], device: torch.device 
 @register
 class VOC07BCETask(VOC07Task):
     name = "voc07_bce"
+    resource_kind = "online_probe"  # a head on augmented images through the frozen trunk
     summary = "InvP's BCE linear layer on layer4.1 pooled 2x2 (8192-d), sklearn mAP"
     protocol = "InvP voc_linear.py (docs/protocols.md §InvP BCE probe): SGD lr 3.0, batch 16, 1900 it, x0.5 / 760, masked BCE, augmented every iteration"
     defaults: ClassVar[dict[str, Any]] = {

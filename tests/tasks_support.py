@@ -85,7 +85,8 @@ def make_context(
     """A TaskContext for ``task`` with ``settings`` and a seeded TinyBackbone by default."""
     torch.manual_seed(0)
     config = RunConfig.from_dict(
-        {"profile": "test", "seed": 0, "threads": 1, "data": {"num_workers": 0}, "tasks": {task: settings}}
+        {"profile": "test", "seed": 0, "threads": 1, "data": {"num_workers": 0},
+         "pretrain": {"channels_last": False}, "tasks": {task: settings}}
     )
     encoder = StandInEncoder(backbone or TinyBackbone(), config, kind=kind,
                              checkpoint_hash="standin0001" if kind == "pretrained" else None)

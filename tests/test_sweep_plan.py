@@ -18,7 +18,7 @@ from benchmark.harness.jobs import Outcome, Paths
 from benchmark.harness.plan import Job
 from benchmark.harness.resources import resources_for
 from benchmark.harness.status import format_status, resolve_sweep, sweep_status
-from benchmark.harness.submitit_launcher import CheckpointablePretrain, JobFailed, run_job_checked
+from benchmark.harness.submitit_launcher import CheckpointableJob, JobFailed, run_job_checked
 from benchmark.harness.sweep import SweepSpec, expand, open_state, parse_grid, split_values
 from benchmark.harness.sweep_state import SweepState
 
@@ -85,11 +85,18 @@ def mini_launcher(**values):
 
 def test_resources_merge_profile_kind_block_and_flags():
     section = mini_launcher(partition="gpu", cpus_per_task=4, gpus_per_node=8, time_min=100,
-                            sbatch={"comment": "x"}, task={"gpus_per_node": 1, "time_min": 10})
+                            nodes=2, sbatch={"comment": "x"}, task={"qos": "eval"},
+                            task_kinds={"cached_features": {"gpus_per_node": 1, "cpus_per_task": 3,
+                                                            "mem_gb": 8, "time_min": 10}})
     pre = resources_for(section, "pretrain", {"time_min": 50, "partition": None})
-    task = resources_for(section, "task")
-    assert (pre.gpus_per_node, pre.time_min, pre.partition) == (8, 50, "gpu")
-    assert (task.gpus_per_node, task.time_min) == (1, 10)
+    task = resources_for(section, "task", {"time_min": 50, "account": "lab"}, task="knn",
+                         task_kind="cached_features")
+    assert (pre.gpus_per_node, pre.time_min, pre.partition, pre.nodes) == (8, 50, "gpu", 2)
+    # a task job: its kind's size (not the pretraining's, nor the size flags), one node, the
+    # placing keys and flags of every job
+    assert (task.gpus_per_node, task.cpus_per_task, task.mem_gb, task.time_min, task.nodes) == \
+        (1, 3, 8, 10, 1)
+    assert (task.partition, task.qos, task.account) == ("gpu", "eval", "lab")
     params = pre.executor_parameters()
     assert params["tasks_per_node"] == 8 and params["slurm_partition"] == "gpu"
     assert params["slurm_additional_parameters"] == {"kill_on_invalid_dep": "yes", "comment": "x"}
@@ -130,7 +137,7 @@ def test_a_failed_outcome_becomes_a_job_failure(monkeypatch, tmp_path):
 
 def test_checkpoint_requeues_the_same_job_resuming_not_forcing(tmp_path):
     job = expand(spec(methods=("invp",), tasks="none"), tmp_path)[0]
-    delayed = CheckpointablePretrain(job, Paths(tmp_path, tmp_path, tmp_path), force=True,
+    delayed = CheckpointableJob(job, Paths(tmp_path, tmp_path, tmp_path), force=True,
                                      resume="never").checkpoint()
     requeued = delayed.function
     assert (requeued.job, requeued.force, requeued.resume) == (job, False, "auto")

@@ -45,7 +45,7 @@ def test_knn_beats_chance_and_reuses_the_cache(tmp_path):
 
 def test_linear_probe_selects_on_holdout_and_keeps_every_block(tmp_path):
     settings = {"dataset": "digits", "epochs": 6, "lr": [0.1, 0.01], "holdout": 200,
-                "grids": {"": 2}, "test_split": "test", "milestones": [4]}
+                "grids": {"": 2}, "test_split": "test", "milestones": [4], "features": "cached"}
     ctx = make_context(tmp_path, "linear", settings)
     out = get_task("linear").run(ctx)
     test, holdout = _by_metric(out), _by_metric(out, "holdout")

@@ -22,6 +22,7 @@ from benchmark.data.registry import DEFAULT_DATA_ROOT
 from benchmark.harness.jobs import OutcomeStatus, Paths
 from benchmark.harness.schema import resolve_run
 from benchmark.harness.sweep import (
+    describe_exclusions,
     expand,
     open_state,
     require_inputs,
@@ -47,7 +48,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                        "one-point sweep: its state goes to SWEEPS/<name>/sweep.json, so "
                        "`status` shows its jobs.")
     p.add_argument("--method", required=True, help="method name (see `list`)")
-    p.add_argument("--tasks", default="all", help="all | none | comma-separated task names")
+    p.add_argument("--tasks", default="all",
+                   help="all (every registered task but those the profile's tasks_excluded names) "
+                   "| none | comma-separated task names")
     p.add_argument("--profile", default="mini", help="profile name or YAML path (default: mini)")
     p.add_argument("--seed", type=int, default=None, help="run seed (default: the profile's)")
     p.add_argument("--out", type=Path, default=Path("runs"),
@@ -196,6 +199,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     require_writable_folder(args.sweeps, "--sweeps")
     print(f"run {cfg.method.name} on profile {cfg.profile} (config {cfg.hash}, seed {cfg.seed}): "
           f"{len(jobs)} jobs", flush=True)
+    exclusions = describe_exclusions(cfg.tree, args.tasks)
+    if exclusions:
+        print(exclusions, flush=True)
     outcomes = submit_sweep(open_state(folder, spec), jobs, paths, args.launcher, force=args.force,
                             on_outcome=show_outcome, resume=args.resume)
     if not args.no_report:

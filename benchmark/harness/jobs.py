@@ -24,6 +24,7 @@ from benchmark.core.store import ResultRecord, ResultStore
 from benchmark.data import get_dataset
 from benchmark.engine.pretrain import pretrain_unless_done
 from benchmark.harness.completion import encoder_path, result_is_current
+from benchmark.harness.job_request import job_request
 from benchmark.harness.plan import Job
 from tasks.base import EncoderHandle, TaskContext, get_task
 from tasks.errors import TaskNotApplicable
@@ -129,11 +130,17 @@ def _records(job: Job, cfg: RunConfig, measurements: list[Any], checkpoint_hash:
 
 
 def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
-    """Run one task on one encoder and store its records atomically (skip if already stored)."""
+    """Run one task on one encoder and store its records atomically (skip if already stored).
+    The task runs within its job's request (``job_request``): its memory is the task's budget,
+    its data-loader workers fit its CPUs."""
     store = paths.store(job.config["profile"])
     if result_is_current(job, store) and not force:
         return Outcome(job.job_id, job.label, OutcomeStatus.CACHED, str(store.path(job.job_id)))
+    request = job_request(job)
     cfg = job.run_config
+    if request.num_workers != cfg.data["num_workers"]:
+        cfg = RunConfig.from_dict({**job.config, "data": {**job.config["data"],
+                                                         "num_workers": request.num_workers}})
     task = get_task(job.task)
     job_meta = {"job_id": job.job_id, "task": job.task, "encoder": job.encoder,
                 "label": job.label, "method": cfg.method.name, "config": job.config,
@@ -168,6 +175,7 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
         cache_dir=paths.runs / "cache",
         progress_dir=paths.progress(job.job_id),
         progress_every_s=checkpoint_every_s(),
+        memory_budget_gb=request.resources.mem_gb,
         task_name=job.task,
     )
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -4,8 +4,8 @@
 ``local`` runs every job in this process, in plan order. ``slurm``, ``submitit-local`` and
 ``debug`` hand them to submitit with ``cluster=slurm|local|debug`` (always explicit: with Slurm
 installed submitit would otherwise pick it on its own). Under Slurm one command submits a whole
-plan: pretraining jobs first, then each pretraining's task jobs as one job array that waits for it
-(``afterok``); the other clusters run the pretraining, then its tasks.
+plan: pretraining jobs first, then each pretraining's task jobs as job arrays (one per resource
+request) that wait for it (``afterok``); the other clusters run the pretraining, then its tasks.
 """
 from __future__ import annotations
 

@@ -75,17 +75,37 @@ def unit_tree(tree: Mapping[str, Any], task: str, unit: Mapping[str, Any]) -> di
     return {**tree, "tasks": tasks}
 
 
+def excluded_tasks(tree: Mapping[str, Any]) -> dict[str, str]:
+    """The tasks a run config's profile excludes (``tasks_excluded``), each with its reason."""
+    return dict(tree["tasks_excluded"]) if "tasks_excluded" in tree else {}
+
+
 def select_tasks(cfg: RunConfig, spec: str) -> list[str]:
-    """``all`` -> every task the profile configures; ``none`` -> []; else a checked list. A
-    task the profile configures that is not registered is an error (a typo, not a skip)."""
+    """``all`` -> every registered task, in the profile's order: the profile configures each one
+    or excludes it with a reason (``tasks_excluded``); ``none`` -> []; else a checked list. A task
+    the profile neither configures nor excludes, under ``all``, is an error naming it and the fix;
+    so is an excluded task asked for by name (with the reason), and a configured one that is not
+    registered (a typo, not a skip)."""
 
     registered = available_tasks()
     unregistered = [name for name in cfg.tasks if name not in registered]
     if unregistered:
         raise ConfigError(f"tasks.{unregistered[0]} in profile {cfg.profile!r} is not a task; "
                           f"valid tasks: {', '.join(registered)}")
+    excluded = excluded_tasks(cfg.tree)
+    both = [name for name in excluded if name in cfg.tasks]
+    if both:
+        raise ConfigError(f"profile {cfg.profile!r} both configures and excludes task {both[0]!r}; "
+                          f"remove tasks.{both[0]} or tasks_excluded.{both[0]}")
     configured = list(cfg.tasks)
     if spec == "all":
+        missing = [name for name in registered if name not in cfg.tasks and name not in excluded]
+        if missing:
+            raise ConfigError(
+                f"--tasks all: task {missing[0]!r} has no settings in profile {cfg.profile!r}"
+                + (f" (nor has {', '.join(missing[1:])})" if missing[1:] else "")
+                + f"; add tasks.{missing[0]}: {{}} (its defaults) or settings to the profile, or "
+                f"exclude it with the reason: tasks_excluded: {{{missing[0]}: \"why\"}}")
         return configured
     if spec in ("", "none"):
         return []
@@ -93,6 +113,10 @@ def select_tasks(cfg: RunConfig, spec: str) -> list[str]:
     for name in names:
         if name not in registered:
             raise ConfigError(f"unknown task {name!r}; valid tasks: {', '.join(registered)}")
+        if name in excluded:
+            raise ConfigError(f"task {name!r} is excluded by profile {cfg.profile!r}: "
+                              f"{excluded[name]} (tasks_excluded.{name}); to run it anyway, "
+                              f"replace tasks_excluded.{name} with tasks.{name} settings")
         if name not in cfg.tasks:
             raise ConfigError(
                 f"task {name!r} has no settings in profile {cfg.profile!r} (tasks.{name}); "

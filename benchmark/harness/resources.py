@@ -1,8 +1,12 @@
 """Cluster resources of a job: read from the profile's ``launcher:`` section and CLI flags.
 
 ``launcher:`` holds the resources shared by every job, plus optional ``pretrain:`` and ``task:``
-blocks that override them for one job kind (pretraining wants GPUs and days; an evaluation wants
-one GPU and an hour). Flags given on the command line override both.
+blocks that override them for one job kind. A task job is sized on its own: its task's resource
+kind (``tasks.base.RESOURCE_KINDS``) has a ``task_kinds.<kind>:`` block that sets every
+:data:`TASK_SIZE_KEYS` (so no task job takes the pretraining's GPU count or time), optionally
+overridden for one task by ``tasks.<task>:``; a task job runs on one node. Flags given on the
+command line override the profile: every flag for pretraining jobs, the placing ones
+(partition, account, ...; not :data:`SIZE_FLAGS`) for task jobs too.
 
 Every text that reaches the generated batch script (partition, account, qos, constraint, extra
 sbatch options) is checked here, where resources are built, to be one line: a line break in a value
@@ -20,14 +24,20 @@ from benchmark.core.fields import Anything, Float, Int, MapOf, Nullable, Text
 from benchmark.core.settings import setting, settings_section
 
 JOB_KINDS = ("pretrain", "task")
-NON_RESOURCE_KEYS = ("name",) + JOB_KINDS
+TASK_BLOCKS = ("task_kinds", "tasks")  # launcher.task_kinds.<kind>, launcher.tasks.<task>
+NON_RESOURCE_KEYS = ("name",) + JOB_KINDS + TASK_BLOCKS
+# what every launcher.task_kinds.<kind> block sets: the size of a task job of that kind
+TASK_SIZE_KEYS = ("gpus_per_node", "cpus_per_task", "mem_gb", "time_min")
+# flags that size pretraining jobs only (a task job's size is its kind's block)
+SIZE_FLAGS = ("nodes", "gpus_per_node", "cpus_per_task", "mem_gb", "time_min")
+PRETRAIN_ONLY = " of pretraining jobs (task jobs: launcher.task_kinds)"
 RESOURCE_FLAGS = {  # flag -> (type, help); keys are fields of Resources
     "partition": (str, "Slurm partition"),
-    "nodes": (int, "nodes per pretraining job"),
-    "gpus_per_node": (int, "GPUs per node (pretraining runs one process per GPU)"),
-    "cpus_per_task": (int, "CPUs per process"),
-    "mem_gb": (float, "memory per node in GB"),
-    "time_min": (int, "time limit in minutes (pretraining requeues itself at the limit)"),
+    "nodes": (int, "nodes per pretraining job (task jobs run on one node)"),
+    "gpus_per_node": (int, "GPUs per node" + PRETRAIN_ONLY + "; one process per GPU"),
+    "cpus_per_task": (int, "CPUs per process" + PRETRAIN_ONLY),
+    "mem_gb": (float, "memory per node in GB" + PRETRAIN_ONLY),
+    "time_min": (int, "time limit in minutes" + PRETRAIN_ONLY + "; jobs requeue at the limit"),
     "account": (str, "Slurm account"),
     "qos": (str, "Slurm QOS"),
     "constraint": (str, "Slurm node constraint"),
@@ -163,21 +173,68 @@ def _checked(block: Mapping[str, Any], key: str) -> dict[str, Any]:
     return dict(block)
 
 
+def _optional_block(section: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    """``section[key]``, an optional override block ({} when absent), once it is a mapping."""
+    block = section[key] if key in section and section[key] is not None else {}
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"{where} must be a mapping of resource overrides")
+    return block
+
+
+def task_layers(section: Mapping[str, Any], task: str, task_kind: str) -> list[tuple[str, Mapping[str, Any]]]:
+    """The override blocks of one task job, in order: ``launcher.task``, its kind's
+    ``launcher.task_kinds.<kind>`` (which must set every :data:`TASK_SIZE_KEYS`) and
+    ``launcher.tasks.<task>``; none may ask for more than one node."""
+    kinds = _optional_block(section, "task_kinds", "launcher.task_kinds")
+    where = f"launcher.task_kinds.{task_kind}"
+    if task_kind not in kinds:
+        raise ConfigError(f"launcher.task_kinds has no {task_kind} block (the resource kind of task "
+                          f"{task!r}); add {where}: {{{', '.join(k + ': ...' for k in TASK_SIZE_KEYS)}}} "
+                          "to the profile's launcher section")
+    sized = _optional_block(kinds, task_kind, where)
+    missing = [key for key in TASK_SIZE_KEYS if key not in sized]
+    if missing:
+        raise ConfigError(f"{where} is missing {', '.join(missing)}; set it there (a task job takes "
+                          "no size from the pretraining's launcher keys)")
+    layers = [("launcher.task", _optional_block(section, "task", "launcher.task")), (where, sized),
+              (f"launcher.tasks.{task}", _optional_block(
+                  _optional_block(section, "tasks", "launcher.tasks"), task, f"launcher.tasks.{task}"))]
+    for name, block in layers:
+        if "nodes" in block and block["nodes"] != 1:
+            raise ConfigError(f"{name}.nodes is {block['nodes']!r}: a task job runs on one node; "
+                              "set 1 or remove it")
+    return [(name, _checked(block, name)) for name, block in layers]
+
+
 def resources_for(section: Mapping[str, Any] | None, kind: str,
-                  flags: Mapping[str, Any] | None = None) -> Resources:
+                  flags: Mapping[str, Any] | None = None, task: str | None = None,
+                  task_kind: str | None = None) -> Resources:
     """Resources of a ``kind`` job: profile ``launcher:`` keys, then its ``launcher.<kind>:``
-    block, then non-None ``flags`` (from the command line)."""
+    block, then non-None ``flags`` (from the command line). A task job (``task`` and its
+    ``task_kind`` given) takes :func:`task_layers` instead, runs on one node and takes only the
+    placing flags (not :data:`SIZE_FLAGS`)."""
     if kind not in JOB_KINDS:
         raise ValueError(f"job kind {kind!r}; valid kinds: {', '.join(JOB_KINDS)}")
     section = dict(section or {})
-    if not isinstance(section.get(kind) or {}, Mapping):
-        raise ConfigError(f"launcher.{kind} must be a mapping of resource overrides")
     common = _checked({k: v for k, v in section.items() if k not in NON_RESOURCE_KEYS}, "launcher")
-    merged = {**common, **_checked(section.get(kind) or {}, f"launcher.{kind}")}
-    merged.update({k: v for k, v in (flags or {}).items() if v is not None})  # typed by argparse
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}  # typed by argparse
+    if kind == "task":
+        if task is None or task_kind is None:
+            raise ValueError("a task job's resources need its task and resource kind")
+        layers = [("launcher", common), *task_layers(section, task, task_kind)]
+        flags = {k: v for k, v in flags.items() if k not in SIZE_FLAGS}
+    else:
+        layers = [("launcher", common),
+                  (f"launcher.{kind}", _checked(_optional_block(section, kind, f"launcher.{kind}"),
+                                                f"launcher.{kind}"))]
+    merged: dict[str, Any] = {}
+    for _, layer in layers:
+        merged.update(layer)
+    merged.update(flags)
+    if kind == "task":
+        merged["nodes"] = 1
     merged["sbatch"] = {}
-    for where, layer in (("launcher.sbatch", common), (f"launcher.{kind}.sbatch", section.get(kind) or {}),
-                         ("--sbatch", flags or {})):
+    for where, layer in (*((f"{name}.sbatch", block) for name, block in layers), ("--sbatch", flags)):
         options = layer.get("sbatch") or {}
         if not isinstance(options, Mapping):
             raise ConfigError(f"{where} must be a mapping of extra sbatch options, e.g. "

@@ -11,12 +11,15 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from benchmark.core.config import RunConfig, profile_path, resolve
-from benchmark.core.fields import Choice, Int, MapOf, Name, Pattern, Section
+from benchmark.core.fields import Choice, Int, MapOf, Name, Pattern, Section, Text
 from benchmark.data.settings import DATA_FIELDS
 from benchmark.engine.settings import PRETRAIN_FIELDS
 from benchmark.harness.launch import LAUNCHERS
 from benchmark.harness.resources import RESOURCE_FIELDS
 from benchmark.models.settings import MODEL_FIELDS
+from tasks.base import RESOURCE_KINDS, available_tasks
+
+TASK_NAME = Choice(lambda: list(available_tasks()))
 
 RUN_CONFIG = Section({
     "profile": Name(),
@@ -28,11 +31,15 @@ RUN_CONFIG = Section({
     "pretrain": PRETRAIN_FIELDS,
     "method": Section({"name": Name()}, closed=False),  # the rest: the method's settings
     "tasks": MapOf(Name(), Section({}, closed=False)),  # each: its task's settings
+    # tasks the profile does not run, each with the reason (`--tasks all` prints them)
+    "tasks_excluded": MapOf(TASK_NAME, Text()),
     "launcher": Section({
         "name": Choice(LAUNCHERS.names),
         **RESOURCE_FIELDS,
         "pretrain": Section(RESOURCE_FIELDS),
         "task": Section(RESOURCE_FIELDS),
+        "task_kinds": MapOf(Choice(RESOURCE_KINDS), Section(RESOURCE_FIELDS)),
+        "tasks": MapOf(TASK_NAME, Section(RESOURCE_FIELDS)),
     }, required=("name",)),
 }, required=("profile", "seed", "device", "threads", "data", "model", "pretrain", "launcher"))
 

@@ -1,7 +1,8 @@
 """The submitit launchers (``slurm``, ``submitit-local``, ``debug``): one command submits a whole
-plan; under Slurm the pretraining jobs first, then each pretraining's task jobs as one job array
-that waits for it (``afterok``); the other clusters run the pretraining, then its tasks. A
-pretraining requeues itself at the time limit and resumes from its checkpoint."""
+plan; under Slurm the pretraining jobs first, then each pretraining's task jobs as job arrays
+(one per resource request) that wait for it (``afterok``); the other clusters run the pretraining,
+then its tasks. Every job, pretraining or task, requeues itself at the time limit and resumes from
+its checkpoint (a task: its progress checkpoint, tasks/progress.py)."""
 from __future__ import annotations
 
 import os
@@ -15,10 +16,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 from benchmark.core.stop_request import request_stop
 from benchmark.harness.completion import is_done
+from benchmark.harness.job_request import JobRequest, job_request
 from benchmark.harness.jobs import Outcome, OutcomeStatus, Paths, run_job
 from benchmark.harness.launch_protocol import EARLIER_SUBMISSION, Submission
 from benchmark.harness.plan import Job
-from benchmark.harness.resources import Resources, resources_for, script_text
+from benchmark.harness.resources import script_text
 from benchmark.harness.slurm_check import check_resources, require_slurm
 
 LOG_TAIL_LINES = 15  # log lines `status` shows for a failed job
@@ -51,15 +53,17 @@ def distributed_port(scheduler_job_id: str) -> int:
     return 20000 + zlib.crc32(str(scheduler_job_id).encode()) % 12000
 
 
-class CheckpointablePretrain:
-    """Submitit callable of one pretraining job, checkpointed and requeued on SIGUSR2.
+class CheckpointableJob:
+    """Submitit callable of one job (pretraining or task), checkpointed and requeued on SIGUSR2.
 
     Slurm sends SIGUSR2 ``signal_delay_s`` before the time limit (and on preemption, where the
     cluster sets ``preempt_send_user_signal``). Instead of letting submitit requeue at once,
-    mid-step, the signal asks the engine to stop (:func:`benchmark.core.stop_request.request_stop`): it
-    finishes the current step, saves a checkpoint and stops. Then submitit's own handler runs:
-    it calls :meth:`checkpoint`, which returns the same job with ``resume="auto"``, requeues it
-    and exits; the requeued job continues exactly from that checkpoint.
+    mid-step, the signal asks the job to stop (:func:`benchmark.core.stop_request.request_stop`):
+    the engine, or a task that checkpoints its progress (tasks/progress.py), finishes the current
+    step, saves a checkpoint and raises ``Preempted``. Then submitit's own handler runs: it calls
+    :meth:`checkpoint`, which returns the same job with ``resume="auto"``, requeues it and exits;
+    the requeued job continues exactly from that checkpoint. A task that finishes before it
+    stops keeps its outcome.
     """
 
     def __init__(self, job: Job, paths: Paths, force: bool = False, resume: str = "auto",
@@ -99,21 +103,14 @@ class CheckpointablePretrain:
         return outcome
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        """The requeued submission: same job, resuming (never forcing a fresh start)."""
+        """The requeued submission: same job, resuming. A pretraining never forces a fresh start
+        again (its ``force`` means: train from scratch); a task keeps ``force`` (replace the
+        stored result), so a forced re-run is not taken as done from its old record, and resumes
+        from its progress checkpoint either way."""
         from submitit.helpers import DelayedSubmission
 
-        return DelayedSubmission(
-            CheckpointablePretrain(self.job, self.paths, False, "auto", self.runner))
-
-
-def job_resources(job: Job, flags: Mapping[str, Any] | None = None) -> Resources:
-    """The resources of ``job`` from its config's ``launcher`` section and ``flags``."""
-    return resources_for(job.config.get("launcher"), job.kind, flags)
-
-
-def processes(job: Job, resources: Resources) -> int:
-    """Processes per node: one per GPU for pretraining (DDP); tasks run as one process."""
-    return resources.processes_per_node if job.kind == "pretrain" else 1
+        force = self.force and self.job.kind == "task"
+        return DelayedSubmission(CheckpointableJob(self.job, self.paths, force, "auto", self.runner))
 
 
 def log_tail(handle: Any, lines: int = LOG_TAIL_LINES) -> str:
@@ -154,6 +151,12 @@ def await_outcome(sub: Submission) -> Outcome:
     return sub.outcome
 
 
+def array_key(request: JobRequest) -> tuple[Any, ...]:
+    """Jobs with equal keys share one array: the same batch-script options and requeue limit."""
+    return (*request.resources.sbatch_args(request.processes), request.resources.max_requeues,
+            request.resources.signal_delay_s, request.resources.array_parallelism)
+
+
 class SubmititLauncher:
     """Submit jobs through submitit to ``cluster`` (``slurm``, ``local`` or ``debug``).
 
@@ -186,10 +189,11 @@ class SubmititLauncher:
     def parameters(self, job: Job, dependency: str | None) -> dict[str, Any]:
         """submitit's parameters for ``job`` (``dependency``: a scheduler id it waits for);
         every text that becomes a batch-script line is checked to be one line."""
-        res = job_resources(job, self.flags)
+        request = job_request(job, self.flags)
         name = script_text(f"bench-{job.kind}-{job.config['profile']}",
                            "the job name (from the profile's `profile:` key or file name)")
-        params = {**res.executor_parameters(), "tasks_per_node": processes(job, res), "name": name}
+        params = {**request.resources.executor_parameters(), "tasks_per_node": request.processes,
+                  "name": name}
         if dependency:
             sid = script_text(dependency, "the scheduler job id (from the sweep's sweep.json)")
             params["slurm_dependency"] = f"afterok:{sid}"
@@ -199,7 +203,7 @@ class SubmititLauncher:
         import submitit
 
         ex = submitit.AutoExecutor(folder=folder / "%j", cluster=self.cluster,
-                                   slurm_max_num_timeout=job_resources(job, self.flags).max_requeues)
+                                   slurm_max_num_timeout=job_request(job, self.flags).resources.max_requeues)
         ex.update_parameters(**self.parameters(job, dependency))
         return ex
 
@@ -211,8 +215,8 @@ class SubmititLauncher:
             self.parameters(job, None)
         if self.cluster == "slurm" and jobs:
             require_slurm()
-            requests = [(job_resources(job, self.flags), job) for job in jobs]
-            check_resources((res, processes(job, res)) for res, job in requests)
+            requests = [job_request(job, self.flags) for job in jobs]
+            check_resources((request.resources, request.processes) for request in requests)
 
     def submit(self, jobs: Sequence[Job], paths: Paths,
                running: Mapping[str, str] | None = None) -> list[Submission]:
@@ -232,8 +236,7 @@ class SubmititLauncher:
         self.job_logs = str(folder / "%j")
         for job in (j for j in todo if j.kind == "pretrain"):
             ex = self._executor(folder, job, None)
-            subs[job.job_id].handle = ex.submit(
-                CheckpointablePretrain(job, paths, self.force, self.resume, self.runner))
+            subs[job.job_id].handle = ex.submit(self.callable(job, paths))
         groups: dict[tuple[str | None, tuple[str, ...]], list[Job]] = defaultdict(list)
         for job in (j for j in todo if j.kind != "pretrain"):
             dependency = self._dependency(job, subs, running)
@@ -242,17 +245,20 @@ class SubmititLauncher:
                 subs[job.job_id].outcome = Outcome(job.job_id, job.label, OutcomeStatus.FAILED,
                                                    f"not started: dependency {failed} failed")
                 continue
-            res = job_resources(job, self.flags)
-            key = (dependency, tuple(res.sbatch_args(processes(job, res))))
+            key = (dependency, array_key(job_request(job, self.flags)))
             groups[key].append(job)
         for (dependency, _), group in groups.items():
             ex = self._executor(folder, group[0], dependency)
-            handles = ex.map_array(self.runner, group, [paths] * len(group),
-                                   [self.force] * len(group))
+            with ex.batch():  # one job array; each element checkpointed and requeued on its own
+                handles = [ex.submit(self.callable(job, paths)) for job in group]
             for job, handle in zip(group, handles):
                 subs[job.job_id].handle = handle
         self.submissions = [subs[job.job_id] for job in jobs]
         return self.submissions
+
+    def callable(self, job: Job, paths: Paths) -> CheckpointableJob:
+        """What the scheduled process of ``job`` runs."""
+        return CheckpointableJob(job, paths, self.force, self.resume, self.runner)
 
     def _dependency(self, job: Job, subs: Mapping[str, Submission],
                     running: Mapping[str, str]) -> str | None | bool:

@@ -14,21 +14,22 @@ import itertools
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from benchmark.core.config import ConfigError, config_hash
 from benchmark.core.errors import require_writable_folder
 from benchmark.core.fields import safe_name
 from benchmark.data import resolve_data_root
 from benchmark.harness.completion import is_done
+from benchmark.harness.job_request import job_request
 from benchmark.harness.jobs import Outcome, OutcomeStatus, Paths
 from benchmark.harness.launch import LAUNCHERS, build_launcher
 from benchmark.harness.launch_protocol import LaunchSettings
-from benchmark.harness.plan import Job, missing_inputs, plan_run, select_tasks
+from benchmark.harness.plan import Job, excluded_tasks, missing_inputs, plan_run, select_tasks
 from benchmark.harness.resources import RESOURCE_FLAGS
 from benchmark.harness.schema import resolve_run
 from benchmark.harness.status import ACTIVE, job_status
-from benchmark.harness.submitit_launcher import CLUSTERS, job_resources, processes
+from benchmark.harness.submitit_launcher import CLUSTERS, array_key
 from benchmark.harness.sweep_state import SweepState, code_version, version_differences
 from methods.base import available_methods
 
@@ -103,7 +104,8 @@ def single_run(profile: str, method: str, tasks: str, seed: int, overrides: Sequ
 
 
 def expand(spec: SweepSpec, runs_root: Path) -> list[Job]:
-    """The sweep's jobs, each once, every dependency before its dependents."""
+    """The sweep's jobs, each once, every dependency before its dependents; each job's resource
+    request is checked here too (a task kind the profile does not size fails planning)."""
     valid = available_methods()
     unknown = [m for m in spec.methods if m not in valid]
     if unknown:
@@ -114,7 +116,18 @@ def expand(spec: SweepSpec, runs_root: Path) -> list[Job]:
         cfg = resolve_run(spec.profile, method, point, seed)
         for job in plan_run(cfg, select_tasks(cfg, spec.tasks), runs_root, sanity=spec.sanity):
             jobs.setdefault(job.job_id, job)
+    for job in jobs.values():
+        job_request(job)
     return list(jobs.values())
+
+
+def describe_exclusions(tree: Mapping[str, Any], tasks: str) -> str | None:
+    """For ``--tasks all``: the tasks the profile excludes, one line each with its reason."""
+    excluded = excluded_tasks(tree)
+    if tasks != "all" or not excluded:
+        return None
+    return "\n".join(["not run (the profile's tasks_excluded):",
+                      *(f"  {name}: {reason}" for name, reason in excluded.items())])
 
 
 def resource_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -135,25 +148,25 @@ def _sbatch_option(item: str) -> tuple[str, Any]:
 
 def describe_plan(jobs: Sequence[Job], paths: Paths, launcher: str, flags: dict[str, Any],
                   force: bool) -> str:
-    """The dry-run table: id, kind, done or to submit, what it waits for, resources, label."""
+    """The dry-run table: id, kind, done or to submit, what it waits for, label, then the job's
+    request (resources, processes per node; a task's kind, GPU cap and data-loader workers)."""
     lines = [f"{'job id':<12}  {'kind':<8}  {'state':<9}  {'after':<12}  resources / label"]
     todo, arrays = 0, set()
     for job in jobs:
         done = is_done(job, paths.store(job.config["profile"])) and not force
         todo += not done
+        request = job_request(job, flags)
         if job.kind == "task" and not done:
-            arrays.add(job.depends_on[:1])
-        res = job_resources(job, flags)
-        where = (f"{res.describe()} tasks/node={processes(job, res)}"
-                 if launcher in CLUSTERS else "in this process")
+            arrays.add((job.depends_on[:1], array_key(request)))
+        where = request.describe() if launcher in CLUSTERS else "in this process"
         after = ",".join(job.depends_on) or "-"
         lacking = [] if done else missing_inputs(job, paths.data_root)
         where += f"\n{'':<48}MISSING INPUT: {lacking[0]}" if lacking else ""
         lines.append(f"{job.job_id:<12}  {job.kind:<8}  {'done' if done else 'submit':<9}  "
                      f"{after:<12}  {job.label}\n{'':<48}{where}")
     lines.append(f"{len(jobs)} jobs: {len(jobs) - todo} done, {todo} to submit"
-                 + (f" (task jobs as {len(arrays)} array(s); evaluations wait for their pretraining)"
-                    if launcher in CLUSTERS and arrays else ""))
+                 + (f" (task jobs as {len(arrays)} array(s), one per pretraining and request; "
+                    "evaluations wait for their pretraining)" if launcher in CLUSTERS and arrays else ""))
     return "\n".join(lines)
 
 
@@ -249,6 +262,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     folder = Path(args.sweeps) / safe_name(args.name or spec.name, "--name")
     print(f"sweep {folder}: {len(spec.methods)} method(s) x {len(spec.seeds)} seed(s) x "
           f"{len(spec.points())} grid point(s) -> {len(jobs)} jobs, launcher {launcher_name}")
+    exclusions = describe_exclusions(profile, spec.tasks)
+    if exclusions:
+        print(exclusions)
     if args.dry_run:
         print(describe_plan(jobs, paths, launcher_name, flags, args.force))
         return 0

@@ -13,11 +13,13 @@ from benchmark.harness.sweep import cmd_sweep
 def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="submit methods x seeds x a --set grid (Slurm job arrays)",
                        description="Plan every (method, seed, grid point) run and submit the jobs "
-                       "not done yet: pretraining first, then each pretraining's tasks as a job "
-                       "array that waits for it (afterok). Re-submitting runs only failed or "
-                       "missing jobs.")
+                       "not done yet: pretraining first, then each pretraining's tasks as job "
+                       "arrays (one per resource request) that wait for it (afterok). "
+                       "Re-submitting runs only failed or missing jobs.")
     p.add_argument("--methods", required=True, help="comma-separated methods, e.g. invp,insdis,knn")
-    p.add_argument("--tasks", default="all", help="all | none | comma-separated task names")
+    p.add_argument("--tasks", default="all",
+                   help="all (every registered task but those the profile's tasks_excluded names) "
+                   "| none | comma-separated task names")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=V1,V2",
                    help="a grid axis (or a single override), e.g. --set method.temperature=0.1,0.2")
@@ -31,7 +33,8 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sbatch", action="append", default=[], metavar="OPTION[=VALUE]",
                    help="extra sbatch option, e.g. --sbatch exclusive --sbatch comment=x")
     p.add_argument("--dry-run", action="store_true",
-                   help="print jobs, dependencies, resources and what is done; submit nothing")
+                   help="print jobs, dependencies, each job's request (resources, processes; a "
+                   "task's kind, GPU cap, data-loader workers) and what is done; submit nothing")
     p.add_argument("--wait", action="store_true", help="with slurm: block until every job ends")
     p.add_argument("--force", action="store_true", help="re-run jobs that already have results")
     p.add_argument("--no-sanity", action="store_true",

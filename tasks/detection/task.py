@@ -47,6 +47,7 @@ class DetectionTask(Task):
     """Faster R-CNN R50-C4 fine-tuned on VOC07+12 trainval, evaluated on VOC07 test."""
 
     name = "detection"
+    resource_kind = "detection"
     summary = "Faster R-CNN C4 fine-tuned from the encoder; VOC07 AP, AP50, AP75 (detectron2 definitions)"
     paper_table = "Table 4"
     paper_column = "VOC07+12 detection"
