@@ -122,6 +122,26 @@ class Task(ABC):
         return ({**cls.defaults, **settings}["dataset"],)
 
     @classmethod
+    def units(cls, settings: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The jobs this task runs as under ``settings`` (checked, over its ``defaults``): one
+        (unit name, settings overrides) pair per job, e.g. one per dataset or per trial. Default:
+        one unit, no overrides."""
+        return [("", {})]
+
+    @classmethod
+    def identity_settings(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings of one unit that its job id hashes; default: all of them (a task drops a
+        setting that only says how it splits into units)."""
+        return dict(settings)
+
+    @classmethod
+    def missing_inputs(cls, settings: Mapping[str, Any], data_root: Path) -> list[str]:
+        """Inputs under ``data_root`` without which a job of this task must not start, each a
+        message naming the file and the fix (checked when planning, before any job takes its
+        GPUs); none by default: a missing dataset is a recorded skip."""
+        return []
+
+    @classmethod
     def check_settings(cls, settings: Mapping[str, Any]) -> None:
         """Checks across settings that the fields cannot state (run at planning time, after the
         fields' checks); none by default."""

@@ -14,11 +14,12 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 from benchmark.core.fields import Bool, Choice, Float, Int, ListOf, Spec
 from benchmark.core.settings import setting, settings_section
 from tasks.errors import TaskNotApplicable
+from tasks.progress import TaskProgress
 
 SCHEDULES = ("step", "cosine")
 LOSSES = ("ce", "bce")
@@ -96,6 +97,16 @@ def _loss(recipe: FinetuneRecipe, logits: torch.Tensor, targets: torch.Tensor) -
     raise ValueError(f"fine-tune loss must be 'ce' or 'bce', not {recipe.loss!r}")
 
 
+def epoch_batches(size: int, batch_size: int, drop_last: bool,
+                  generator: torch.Generator) -> list[list[int]]:
+    """The index batches of one epoch, as ``DataLoader(shuffle=True, generator=generator)``
+    draws them (it takes its workers' base seed from ``generator`` before shuffling), so that an
+    epoch can be rebuilt from the generator's state at its start and resumed at any batch."""
+    torch.empty((), dtype=torch.int64).random_(generator=generator)
+    order = RandomSampler(range(size), generator=generator)
+    return list(BatchSampler(order, batch_size, drop_last))
+
+
 def fine_tune(
     backbone: nn.Module,
     num_classes: int,
@@ -104,8 +115,14 @@ def fine_tune(
     device: torch.device | str,
     seed: int,
     num_workers: int = 0,
+    progress: TaskProgress | None = None,
 ) -> Classifier:
-    """Fine-tune ``backbone`` + a new linear head on ``train_set``; returns the final model."""
+    """Fine-tune ``backbone`` + a new linear head on ``train_set``; returns the final model.
+
+    With ``progress`` the run checkpoints after every optimizer step (model, optimizer,
+    scheduler, step, the epoch's shuffle and the augmentation RNG; tasks/progress.py) and a
+    saved state is resumed exactly (with ``num_workers`` 0: the workers' augmentation RNG
+    restarts at a resumed epoch)."""
     torch.manual_seed(seed)
     model = Classifier(backbone, num_classes).to(device).train()
     wd = recipe.weight_decay / recipe.lr if recipe.weight_decay_over_lr else recipe.weight_decay
@@ -119,29 +136,44 @@ def fine_tune(
         weight_decay=wd,
         nesterov=recipe.nesterov,
     )
-    loader = DataLoader(
-        train_set,
-        batch_size=recipe.batch_size,
-        shuffle=True,
-        drop_last=recipe.drop_last and len(train_set) > recipe.batch_size,
-        num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    total = recipe.steps if recipe.steps > 0 else recipe.epochs * len(loader)
-    factor = _lr_factor(recipe, total, len(loader))
+    drop_last = recipe.drop_last and len(train_set) > recipe.batch_size
+    per_epoch = len(train_set) // recipe.batch_size if drop_last else math.ceil(len(train_set) / recipe.batch_size)
+    total = recipe.steps if recipe.steps > 0 else recipe.epochs * per_epoch
+    factor = _lr_factor(recipe, total, per_epoch)
     head_factor = factor if recipe.decay_head_lr else (lambda step: 1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [factor, head_factor])
-    step = 0
+    shuffle = torch.Generator().manual_seed(seed)
+    step, position = 0, 0
+    saved = progress.load() if progress is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        step, position = int(saved["step"]), int(saved["position"])
+        shuffle.set_state(saved["epoch_shuffle"])
+        torch.set_rng_state(saved["rng"])
     while step < total:
+        epoch_start = shuffle.get_state()
+        batches = epoch_batches(len(train_set), recipe.batch_size, drop_last, shuffle)
+        loader = DataLoader(train_set, batch_sampler=batches[position:], num_workers=num_workers,
+                            generator=torch.Generator().manual_seed(seed + step))
         for images, targets in loader:
             loss = _loss(recipe, model(images.to(device)), targets.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            step += 1
+            step, position = step + 1, position + 1
+            if progress is not None:
+                progress.step_done(lambda: {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "step": step,
+                    "position": position % len(batches), "rng": torch.get_rng_state(),
+                    "epoch_shuffle": shuffle.get_state() if position == len(batches) else epoch_start,
+                }, f"fine-tune step {step} of {total}")
             if step >= total:
                 break
+        position = 0
     return model.eval()
 
 

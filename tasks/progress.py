@@ -61,6 +61,11 @@ class TaskProgress:
             save_atomic({"identity": self.identity, "state": dict(state)}, self.path)
             self.last_save = self.clock()
 
+    def discard(self) -> None:
+        """Delete the saved state (the part is finished and its result saved elsewhere)."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
     def step_done(self, state: Callable[[], Mapping[str, Any]], where: str) -> None:
         """Call at a step boundary: saves ``state()`` when ``every_s`` has passed since the last
         save; on a stop request saves it and raises Preempted (``where``: e.g. ``epoch 3 step

@@ -9,7 +9,8 @@ Recipe: the official InvP script (backbone lr 0.0012, classifier 50x, wd 1e-5, b
 that epoch's index, so the decayed lr first trains 0-based epochs 16, 21 and 26 (``milestones``
 here name the first epoch at the new lr), and the classifier's lr is never decayed
 (``decay_head_lr: false``; true decays it with the backbone's). Unlike the script, which keeps
-its best even epoch on val, the last epoch is the one evaluated.
+its best even epoch on val, the last epoch is the one evaluated. Every fine-tune checkpoints
+its steps and every finished fraction its scores (tasks/progress.py): a requeued job resumes.
 """
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ from torch.utils.data import Dataset, Subset
 
 from benchmark.core.config import ConfigError
 from benchmark.core.fields import AnyOf, Float, Int, ListOf, MapOf, Name, Spec, Text
+from benchmark.data import get_dataset
+from benchmark.data.imagenet import SUBSET_FIX
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import class_balanced_subset, dataset_targets, load_split, num_classes, task_settings
 from tasks.finetune import RECIPE_FIELDS, FinetuneRecipe, fine_tune, predict, require_trainable
 from tasks.metrics import topk_accuracy
+from tasks.progress import TaskProgress
 from tasks.transforms import eval_transform, train_transform
 
 
@@ -45,6 +49,12 @@ def read_subset_list(path: Path, dataset: Dataset) -> torch.Tensor:
             f"e.g. {', '.join(absent[:5])}"
         )
     return torch.tensor(sorted(index[Path(name).name] for name in wanted))
+
+
+def subset_path(data_root: Path, name: str) -> Path:
+    """Where a ``subset_files`` entry points: an absolute path, or one under the data root."""
+    path = Path(name)
+    return path if path.is_absolute() else Path(data_root) / path
 
 
 def per_fraction(value: Any, fraction: float) -> Any:
@@ -110,38 +120,65 @@ class SemiSupervisedTask(Task):
     }
 
 
+    @classmethod
+    def missing_inputs(cls, settings: Mapping[str, Any], data_root: Path) -> list[str]:
+        """The dataset and every subset list file: a job without them fails at planning."""
+        spec = get_dataset(settings["dataset"])
+        problems = [f"tasks.semisup.dataset {spec.name}: {problem} "
+                    f"(get it: {spec.how_to_get})" for problem in spec.check(data_root)]
+        for fraction, name in dict(settings["subset_files"]).items():
+            path = subset_path(data_root, name)
+            if not path.is_file():
+                problems.append(f"tasks.semisup.subset_files {fraction}: {path} not found; {SUBSET_FIX}")
+        return problems
+
     def run(self, ctx: TaskContext) -> list[Measurement]:
         s = task_settings(self, ctx)
         dataset = s["dataset"]
         require_trainable(ctx.encoder.load("cpu"), ctx.encoder.kind)
         train = load_split(ctx, dataset, s["train_split"], train_transform(dataset, s))
         test = load_split(ctx, dataset, s["test_split"], eval_transform(dataset, s))
+        # each finished fraction's scores, saved as it finishes: a resumed job skips it
+        finished = ctx.progress("fractions", {"settings": s})
+        scores_of: dict[str, dict[str, float]] = finished.load() or {}
         out = []
         for fraction in s["fractions"]:
             indices, how = self._subset(ctx, s, float(fraction), train)
-            recipe = FinetuneRecipe.from_settings(
-                s,
-                lr=float(s["lr"]),
-                epochs=int(per_fraction(s["epochs"], fraction)),
-                milestones=per_fraction(s["milestones"], fraction),
-            )
-            model = fine_tune(
-                ctx.encoder.load(ctx.device),
-                num_classes(dataset),
-                Subset(train, indices.tolist()),
-                recipe,
-                ctx.device,
-                ctx.seed,
-            )
-            scores, targets = predict(model, test, ctx.device)
+            percent = _percent(float(fraction))
+            if percent not in scores_of:
+                fit = ctx.progress(f"fit-{percent}", {"settings": s, "fraction": float(fraction)})
+                scores_of[percent] = self._fine_tune_and_score(
+                    ctx, s, float(fraction), Subset(train, indices.tolist()), test, fit)
+                finished.save(scores_of)
+                fit.discard()
             extra = {"fraction": float(fraction), "labelled_images": len(indices), "subset": how,
                      "evaluated": "after the last epoch"}
-            for k in (1, 5):
-                out.append(
-                    Measurement(f"top{k}_{_percent(float(fraction))}",
-                                topk_accuracy(scores, targets, k), dataset, s["test_split"], extra)
-                )
+            out.extend(Measurement(metric, value, dataset, s["test_split"], extra)
+                       for metric, value in scores_of[percent].items())
         return out
+
+    @staticmethod
+    def _fine_tune_and_score(ctx: TaskContext, s: dict[str, Any], fraction: float,
+                             labelled: Dataset, test: Dataset, fit: TaskProgress) -> dict[str, float]:
+        """Top-1 and top-5 on ``test`` after fine-tuning on ``labelled`` (checkpointed in ``fit``)."""
+        recipe = FinetuneRecipe.from_settings(
+            s,
+            lr=float(s["lr"]),
+            epochs=int(per_fraction(s["epochs"], fraction)),
+            milestones=per_fraction(s["milestones"], fraction),
+        )
+        percent = _percent(fraction)
+        model = fine_tune(
+            ctx.encoder.load(ctx.device),
+            num_classes(s["dataset"]),
+            labelled,
+            recipe,
+            ctx.device,
+            ctx.seed,
+            progress=fit,
+        )
+        scores, targets = predict(model, test, ctx.device)
+        return {f"top{k}_{percent}": topk_accuracy(scores, targets, k) for k in (1, 5)}
 
     @staticmethod
     def _subset(
@@ -149,8 +186,7 @@ class SemiSupervisedTask(Task):
     ) -> tuple[torch.Tensor, str]:
         files = {float(k): v for k, v in dict(s["subset_files"]).items()}
         if fraction in files:
-            path = Path(files[fraction])
-            path = path if path.is_absolute() else ctx.data_root / path
+            path = subset_path(ctx.data_root, files[fraction])
             return read_subset_list(path, train), f"list file {path}"
         indices = class_balanced_subset(dataset_targets(train), fraction, int(s["subset_seed"]))
         return indices, (

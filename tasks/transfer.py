@@ -2,7 +2,9 @@
 
 ``transfer``: SimCLR/Kornblith fine-tuning. For every (lr, wd) of the grid, fine-tune on the
 training part and score the validation part (the creators' val split for VOC07 and Flowers,
-otherwise a seeded 20 % of train); retrain on train+val with the best pair; test once.
+otherwise a seeded 20 % of train); retrain on train+val with the best pair; test once. Each
+dataset is its own job (``units``); its grid points are saved as they finish and every fine-tune
+checkpoints its steps (tasks/progress.py), so a requeued job resumes where it stopped.
 ``transfer_linear``: L-BFGS multinomial logistic regression on frozen pooled features, C = 1/wd
 over a log-spaced wd grid, same split and selection rules (VOC07: one binary logistic per
 class). Metrics: top-1 (CIFAR, Cars, digits), mean per-class accuracy (Pets, Caltech101,
@@ -13,7 +15,7 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 import torch
@@ -149,6 +151,11 @@ class TransferFinetuneTask(TransferTaskBase):
         "weight_decays": ListOf(Float(ge=0), min_len=1),
     }
 
+    @classmethod
+    def units(cls, settings: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """One job per dataset (``transfer:<dataset>``): a dataset's grid is a day's work."""
+        return [(f":{name}", {"datasets": [name]}) for name in settings["datasets"]]
+
     def run_dataset(self, ctx: TaskContext, s: dict[str, Any], dataset: str) -> list[Measurement]:
         require_trainable(ctx.encoder.load("cpu"), ctx.encoder.kind)
         rule, classes = transfer_splits(dataset), num_classes(dataset)
@@ -157,21 +164,38 @@ class TransferFinetuneTask(TransferTaskBase):
         _, val_eval, _ = _split_parts(ctx, s, dataset, eval_transform(dataset, s))
         test = load_split(ctx, dataset, rule.test, eval_transform(dataset, s))
 
-        def train_and_score(train_set: Dataset, eval_set: Dataset, lr: float, wd: float) -> float:
-            recipe = FinetuneRecipe.from_settings(s, lr=lr, weight_decay=wd, loss=loss)
-            model = fine_tune(ctx.encoder.load(ctx.device), classes, train_set, recipe,
-                              ctx.device, ctx.seed)
-            return transfer_score(rule.metric, *predict(model, eval_set, ctx.device), classes)
-
         grid = [(float(lr), float(wd)) for lr in s["lrs"] for wd in s["weight_decays"]]
-        val_scores = [train_and_score(fit_aug, val_eval, lr, wd) for lr, wd in grid]
+        # the finished grid points' validation scores and the retrained model's test score, saved
+        # as each finishes: a resumed job skips what is done
+        grid_state = ctx.progress(f"{dataset}-grid", {"settings": s, "dataset": dataset})
+        done = grid_state.load() or {"val_scores": [], "test": None}
+
+        def train_and_score(train_set: Dataset, eval_set: Dataset, lr: float, wd: float,
+                            part: str, record: Callable[[float], None]) -> None:
+            """Fine-tune at (lr, wd), checkpointed as ``part``; ``record`` its metric on
+            ``eval_set`` and save the grid's state."""
+            recipe = FinetuneRecipe.from_settings(s, lr=lr, weight_decay=wd, loss=loss)
+            fit = ctx.progress(f"{dataset}-{part}", {"settings": s, "dataset": dataset,
+                                                      "lr": lr, "weight_decay": wd})
+            model = fine_tune(ctx.encoder.load(ctx.device), classes, train_set, recipe,
+                              ctx.device, ctx.seed, progress=fit)
+            record(transfer_score(rule.metric, *predict(model, eval_set, ctx.device), classes))
+            grid_state.save(done)
+            fit.discard()
+
+        val_scores: list[float] = done["val_scores"]
+        for index in range(len(val_scores), len(grid)):
+            train_and_score(fit_aug, val_eval, *grid[index], f"point{index}", val_scores.append)
         best = int(np.argmax(val_scores))
         lr, wd = grid[best]
+        if done["test"] is None:
+            train_and_score(all_aug, test, lr, wd, "test", lambda score: done.update(test=score))
+        test_score = done["test"]
         extra = {"lr": lr, "weight_decay": wd, "val": val_scores[best], "grid_size": len(grid),
                  "val_split": rule.val or f"{float(s['val_fraction']):g} of {rule.train}",
                  "selection": "best val score; retrained on train+val; test scored once"}
         return [
-            Measurement(rule.metric, train_and_score(all_aug, test, lr, wd), dataset, rule.test, extra),
+            Measurement(rule.metric, test_score, dataset, rule.test, extra),
             Measurement(rule.metric, val_scores[best], dataset, SELECTION_SPLIT, extra),
         ]
 

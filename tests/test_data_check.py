@@ -20,7 +20,7 @@ from benchmark.harness.cli import main
 from benchmark.core.config import PROFILE_DIR
 from benchmark.data import get_dataset
 from benchmark.data.fashion_mnist import RAW_FILES, raw_dir
-from benchmark.data.imagenet import SUBSET_LISTS
+from benchmark.data.imagenet import SUBSET_FIX, SUBSET_LISTS
 from benchmark.data.integrity import md5_problems
 from benchmark.data.voc07_cls import VOC_CLASSES
 from benchmark.data.mini_det import MiniDetParams, prepare_mini_det
@@ -190,12 +190,8 @@ def test_imagenet_class_folders_and_semisup_subset_lists(tmp_path):
         f"corrupt: {base / 'val'}, 4 of 1000 class folders hold no image, e.g. n00000000, "
         f"n00000001, n00000002, ...; move {base / 'val'} away and put ILSVRC2012_img_val.tar "
         f"into {base} (the next load unpacks it)",
-        f"corrupt: {one_percent}, expected 12811 lines, found 12000; copy it from imagenet_subsets/ "
-        "of github.com/google-research/simclr, or run semisup with --set "
-        "tasks.semisup.subset_files={} (a class-balanced draw instead)",
-        f"missing: {ten_percent} (128116 lines); copy it from imagenet_subsets/ of "
-        "github.com/google-research/simclr, or run semisup with --set "
-        "tasks.semisup.subset_files={} (a class-balanced draw instead)",
+        f"corrupt: {one_percent}, expected 12811 lines, found 12000; {SUBSET_FIX}",
+        f"missing: {ten_percent} (128116 lines); {SUBSET_FIX}",
     ]
 
 

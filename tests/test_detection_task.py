@@ -32,6 +32,7 @@ class Handle:
 
     def __init__(self, kind: str):
         self.kind = kind
+        self.checkpoint_hash = "standin" if kind == "pretrained" else None
 
     def load(self, device="cpu"):
         torch.manual_seed(1)
@@ -113,3 +114,33 @@ def test_two_processes_train_in_step_and_share_the_evaluation(mini_root, tmp_pat
     np.testing.assert_equal(ranks[0]["metrics"], ranks[1]["metrics"])  # both scored every test image
     initial = torch.cat([p.detach().flatten() for p in Handle("pretrained").load().parameters()])
     assert not torch.equal(ranks[0]["weights"][: initial.numel()], initial)
+
+
+def test_a_stopped_fine_tune_resumes_to_the_same_metrics(mini_root, tmp_path, monkeypatch):
+    """A stop request at iteration 2 of 4 saves the training state; the re-run resumes there
+    (sampler position, RNG, optimizer) and ends with the uninterrupted run's AP and losses."""
+    from dataclasses import replace
+
+    from benchmark.core.errors import Preempted
+    from benchmark.core.stop_request import clear_stop_request, request_stop
+    from tasks.progress import TaskProgress
+
+    uninterrupted = DetectionTask().run(context(mini_root, SETTINGS))
+    ctx = replace(context(mini_root, SETTINGS), progress_dir=tmp_path, progress_every_s=1e9)
+    original = TaskProgress.step_done
+
+    def stop_at_iteration_2(self, state, where):
+        if where.startswith("detection iteration 2 "):
+            request_stop()
+        return original(self, state, where)
+
+    monkeypatch.setattr(TaskProgress, "step_done", stop_at_iteration_2)
+    try:
+        with pytest.raises(Preempted, match="detection iteration 2 of 4"):
+            DetectionTask().run(ctx)
+    finally:
+        clear_stop_request()
+    resumed = DetectionTask().run(ctx)
+    assert [(m.metric, m.value) for m in resumed] == [(m.metric, m.value) for m in uninterrupted]
+    assert resumed[0].extra["final_losses"] == uninterrupted[0].extra["final_losses"]
+    assert uninterrupted[0].extra["trial"] == 0 and uninterrupted[0].extra["trial_seed"] == 0

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from benchmark.core.config import ConfigError, resolve
+from benchmark.core.config import ConfigError, RunConfig, resolve
 from benchmark.harness.plan import plan_run, pretrain_id, select_tasks, task_job_id
 from tasks.base import get_task
 
@@ -61,3 +62,34 @@ def test_plan_checks_the_method_settings_before_any_job(tmp_path: Path, override
     with pytest.raises(ConfigError, match=option):
         plan_run(resolve("mini", method, [override]), [], tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def _with_task_settings(cfg: RunConfig, task: str, **settings: Any) -> RunConfig:
+    tree = cfg.to_dict()
+    tree["tasks"][task] = {**tree["tasks"][task], **settings}
+    return RunConfig.from_dict(tree)
+
+
+def test_transfer_is_one_job_per_dataset_with_its_own_settings(tmp_path: Path):
+    cfg = resolve("imagenet", "invp")
+    jobs = [j for j in plan_run(cfg, ["transfer"], tmp_path) if j.kind == "task" and j.encoder == "pretrained"]
+    datasets = list(get_task("transfer").defaults["datasets"])
+    assert [j.label for j in jobs] == [f"transfer:{d} [invp]" for d in datasets]
+    assert [j.config["tasks"]["transfer"]["datasets"] for j in jobs] == [[d] for d in datasets]
+    # a unit's id is the id of the task configured with that one dataset
+    one = _with_task_settings(cfg, "transfer", datasets=["flowers102"])
+    assert jobs[datasets.index("flowers102")].job_id == task_job_id(one, "transfer", "pretrained")
+    assert len({j.job_id for j in jobs}) == len(datasets)
+
+
+def test_detection_trials_are_jobs_and_trial_0_keeps_the_single_trial_id(tmp_path: Path):
+    single = resolve("mini", "invp")
+    five = resolve("mini", "invp", ["tasks.detection.trials=5"])  # mini.yaml spells trials: 1
+    jobs = [j for j in plan_run(five, ["detection"], tmp_path) if j.kind == "task" and j.encoder == "pretrained"]
+    assert [j.label for j in jobs] == [f"detection#{t} [invp]" for t in range(5)]
+    assert jobs[0].job_id == task_job_id(single, "detection", "pretrained")
+    assert len({j.job_id for j in jobs}) == 5
+    assert [j.config["tasks"]["detection"].get("trial") for j in jobs] == [None, 1, 2, 3, 4]
+    # trial 2 of 5 is trial 2 of 3: the count does not enter a trial's id
+    three = resolve("mini", "invp", ["tasks.detection.trials=3"])
+    assert jobs[2].job_id == plan_run(three, ["detection"], tmp_path)[3].job_id

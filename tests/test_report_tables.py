@@ -240,3 +240,13 @@ def test_related_methods_numbers_are_listed_with_their_protocol_only_beside_the_
     assert "| CLIM | ImageNet linear top-1 (ResNet-50) | 75.5 | epochs, batch" in section
     assert "docs/methods/clim.md §Reported numbers" in section
     assert "Numbers the related methods report" not in render(seeds([0.68] * 3), profile="mini")
+
+
+def test_detection_trials_of_one_encoder_pool_into_mean_and_std() -> None:
+    """Each trial is its own job (tasks/detection: seed + trial); the report pools the trials of
+    every seed into the cell's mean ± sample std, as MoCo averages its 5 trials."""
+    trials = [record(task="detection", dataset="voc_detection", split="test", metric="AP",
+                     value=v, job_id=f"det-trial{t}", extra={"trial": t, "trials": 5})
+              for t, v in enumerate([54.0, 55.0, 56.0, 57.0, 58.0])]
+    ours = cell(table(render(trials), "Table 4"), "InvP", "AP ours")
+    assert ours.startswith("56.00 ± 1.58 (n=1)")

@@ -17,6 +17,7 @@ from benchmark.core.errors import (
 from benchmark.core.fields import safe_name
 from benchmark.core.store import write_text_atomic
 from benchmark.data import available_datasets, resolve_data_root
+from benchmark.data.imagenet import SUBSET_FIX, SUBSETS, prepare_subset_lists, subset_list_states
 from benchmark.data.registry import DEFAULT_DATA_ROOT
 from benchmark.harness.jobs import OutcomeStatus, Paths
 from benchmark.harness.schema import resolve_run
@@ -24,6 +25,7 @@ from benchmark.harness.sweep import (
     describe_exclusions,
     expand,
     open_state,
+    require_inputs,
     show_outcome,
     single_run,
     submit_sweep,
@@ -99,8 +101,11 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     check.set_defaults(func=cmd_data_check)
     prep = dsub.add_parser("prepare", help="create a dataset that can be made locally",
                            description="Create DATASET under the data root (idempotent).")
-    prep.add_argument("dataset", help="dataset name, e.g. fashion_mnist")
+    prep.add_argument("dataset", help=f"dataset name, e.g. fashion_mnist, or {SUBSETS} (SimCLR's "
+                      "semi-supervised label lists)")
     prep.add_argument("--data-root", default=None, help="data root")
+    prep.add_argument("--download", action="store_true",
+                      help=f"{SUBSETS}: fetch the lists from SimCLR's repository (needs a network)")
     prep.set_defaults(func=cmd_data_prepare)
 
 
@@ -183,6 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                       sanity=not args.no_sanity)
     paths = Paths(results=args.results, runs=args.out, data_root=resolve_data_root(args.data_root))
     jobs = expand(spec, paths.runs)  # checks task settings
+    require_inputs(jobs, paths, args.force)
     folder = Path(args.sweeps) / safe_name(spec.name, "the run's sweep name (from --profile)",
                                            "name the profile file with letters, digits, '_', "
                                            "'.' and '-' only")
@@ -251,6 +257,13 @@ def cmd_data_check(args: argparse.Namespace) -> int:
             print(f"      how to get it: {spec.how_to_get}")
         if damage:
             corrupt.append(name)
+    for path, lines, found in subset_list_states(root):
+        state = "MISSING" if found is None else "found" if found == lines else "CORRUPT"
+        print(f"  {SUBSETS:<14} {state:<8} {path} ({found or 0:,} of {lines:,} lines)")
+        if state != "found":
+            print(f"      how to get it: {SUBSET_FIX}")
+        if state == "CORRUPT":
+            corrupt.append(str(path))
     if corrupt:
         print(f"error: corrupt or incomplete: {', '.join(corrupt)} (the fix follows each file "
               "above)", file=sys.stderr)
@@ -259,6 +272,9 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
+    if args.dataset == SUBSETS:
+        print(f"{SUBSETS}: ready at {prepare_subset_lists(resolve_data_root(args.data_root), args.download)}")
+        return 0
     registry = available_datasets()
     spec = registry.get(args.dataset)
     if spec is None:

@@ -1,4 +1,4 @@
-"""Expand a run into jobs: one pretraining job, then one job per (task, encoder).
+"""Expand a run into jobs: one pretraining job, then one job per (task unit, encoder).
 
 Every job's id is a hash of the resolved configuration it depends on, so a re-run (or a
 re-submitted sweep) recognises finished jobs by id and skips them. The sanity encoders (random
@@ -43,16 +43,36 @@ def pretrain_id(cfg: RunConfig) -> str:
     return pretrain_hash(cfg.tree)
 
 
-def task_job_id(cfg: RunConfig, task: str, encoder: str) -> str:
-    """Id of one task on one encoder kind: a hash of the task's settings as it runs them (its
-    defaults overlaid with the profile's block, so a changed default is another job) and of the
-    encoder's identity."""
+def task_job_id(cfg: RunConfig, task: str, encoder: str,
+                unit: Mapping[str, Any] | None = None) -> str:
+    """Id of one task (one of its units: ``unit`` holds the unit's settings overrides) on one
+    encoder kind: a hash of the unit's settings as it runs them (the task's defaults overlaid
+    with the profile's block and the unit's overrides, so a changed default is another job;
+    ``Task.identity_settings`` of them) and of the encoder's identity."""
     if encoder == "pretrained":
         basis: dict[str, Any] = {"pretrain": pretrain_id(cfg)}
     else:
         basis = {k: cfg.tree[k] for k in SANITY_SECTIONS if k in cfg.tree}
-    settings = checked_settings(get_task(task), cfg.tasks[task], task)
-    return config_hash({"task": task, "settings": settings, "encoder": encoder, **basis})
+    runner = get_task(task)
+    settings = checked_settings(runner, {**cfg.tasks[task], **(unit or {})}, task)
+    return config_hash({"task": task, "settings": runner.identity_settings(settings),
+                        "encoder": encoder, **basis})
+
+
+def task_units(cfg: RunConfig, task: str) -> list[tuple[str, dict[str, Any]]]:
+    """``task``'s units under ``cfg`` (``Task.units``): (name, settings overrides) per job."""
+    runner = get_task(task)
+    return runner.units(checked_settings(runner, cfg.tasks[task], task))
+
+
+def unit_tree(tree: Mapping[str, Any], task: str, unit: Mapping[str, Any]) -> dict[str, Any]:
+    """The run config tree of one unit's job: ``tree`` with the unit's overrides in
+    ``tasks.<task>`` (``tree`` itself when there are none)."""
+    if not unit:
+        return dict(tree)
+    tasks = dict(tree["tasks"])
+    tasks[task] = {**tasks[task], **unit}
+    return {**tree, "tasks": tasks}
 
 
 def excluded_tasks(tree: Mapping[str, Any]) -> dict[str, str]:
@@ -123,17 +143,31 @@ def plan_run(
     ]
     encoders = ENCODER_KINDS if sanity else ("pretrained",)
     for task in task_names:
+        units = task_units(cfg, task)
         for encoder in encoders:
-            jobs.append(
-                Job(
-                    job_id=task_job_id(cfg, task, encoder),
-                    kind="task",
-                    label=f"{task} [{cfg.method.name if encoder == 'pretrained' else encoder}]",
-                    config=tree,
-                    pretrain_dir=pretrain_dir,
-                    task=task,
-                    encoder=encoder,
-                    depends_on=(pid,) if encoder == "pretrained" else (),
+            for name, unit in units:
+                shown = f"{task}{name}" if len(units) > 1 else task
+                jobs.append(
+                    Job(
+                        job_id=task_job_id(cfg, task, encoder, unit),
+                        kind="task",
+                        label=f"{shown} [{cfg.method.name if encoder == 'pretrained' else encoder}]",
+                        config=unit_tree(tree, task, unit),
+                        pretrain_dir=pretrain_dir,
+                        task=task,
+                        encoder=encoder,
+                        depends_on=(pid,) if encoder == "pretrained" else (),
+                    )
                 )
-            )
     return jobs
+
+
+def missing_inputs(job: Job, data_root: Path) -> list[str]:
+    """What a task job needs under ``data_root`` and lacks (``Task.missing_inputs`` of its
+    settings); [] for a pretraining."""
+    if job.kind != "task" or job.task is None:
+        return []
+    runner = get_task(job.task)
+    settings = checked_settings(runner, job.config["tasks"][job.task], job.task)
+    return runner.missing_inputs(settings, data_root)
+

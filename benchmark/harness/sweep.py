@@ -25,7 +25,7 @@ from benchmark.harness.job_request import job_request
 from benchmark.harness.jobs import Outcome, OutcomeStatus, Paths
 from benchmark.harness.launch import LAUNCHERS, build_launcher
 from benchmark.harness.launch_protocol import LaunchSettings
-from benchmark.harness.plan import Job, excluded_tasks, plan_run, select_tasks
+from benchmark.harness.plan import Job, excluded_tasks, missing_inputs, plan_run, select_tasks
 from benchmark.harness.resources import RESOURCE_FLAGS
 from benchmark.harness.schema import resolve_run
 from benchmark.harness.status import ACTIVE, job_status
@@ -160,12 +160,24 @@ def describe_plan(jobs: Sequence[Job], paths: Paths, launcher: str, flags: dict[
             arrays.add((job.depends_on[:1], array_key(request)))
         where = request.describe() if launcher in CLUSTERS else "in this process"
         after = ",".join(job.depends_on) or "-"
+        lacking = [] if done else missing_inputs(job, paths.data_root)
+        where += f"\n{'':<48}MISSING INPUT: {lacking[0]}" if lacking else ""
         lines.append(f"{job.job_id:<12}  {job.kind:<8}  {'done' if done else 'submit':<9}  "
                      f"{after:<12}  {job.label}\n{'':<48}{where}")
     lines.append(f"{len(jobs)} jobs: {len(jobs) - todo} done, {todo} to submit"
                  + (f" (task jobs as {len(arrays)} array(s), one per pretraining and request; "
                     "evaluations wait for their pretraining)" if launcher in CLUSTERS and arrays else ""))
     return "\n".join(lines)
+
+
+def require_inputs(jobs: Sequence[Job], paths: Paths, force: bool) -> None:
+    """Planning's last check: a job still to run whose inputs are missing (``missing_inputs``) is
+    a ConfigError naming the job, the file and the fix, before any job is submitted."""
+    for job in jobs:
+        if force or not is_done(job, paths.store(job.config["profile"])):
+            lacking = missing_inputs(job, paths.data_root)
+            if lacking:
+                raise ConfigError(f"{job.label}: {lacking[0]}")
 
 
 def active_jobs(state: SweepState, results_root: Path) -> dict[str, str]:
@@ -256,6 +268,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe_plan(jobs, paths, launcher_name, flags, args.force))
         return 0
+    require_inputs(jobs, paths, args.force)
     for option, output in (("--sweeps", args.sweeps), ("--out", args.out),
                            ("--results", args.results)):
         require_writable_folder(output, option)

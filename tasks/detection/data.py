@@ -36,17 +36,25 @@ def collate_detection(batch: Sequence[tuple[Any, Any]]) -> tuple[tuple[Any, ...]
 class EndlessShardedSampler(Sampler[int]):
     """Indices of ``indices`` reshuffled every pass, forever; rank r of w takes every w-th one.
 
-    Every rank draws the same permutation from ``seed``, so the shards never overlap.
+    Every rank draws the same permutation from ``seed``, so the shards never overlap. ``start``
+    skips that many of this rank's first indices (a resumed run continues the same stream).
     """
 
-    def __init__(self, indices: Sequence[int], seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, indices: Sequence[int], seed: int, rank: int = 0, world_size: int = 1,
+                 start: int = 0):
         if len(indices) == 0:
             raise ValueError("no training image has a box; the detection training set is empty")
         self.indices = torch.as_tensor(list(indices), dtype=torch.int64)
-        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.seed, self.rank, self.world_size, self.start = seed, rank, world_size, start
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed)
+        skip = self.start
         while True:
             order = self.indices[torch.randperm(len(self.indices), generator=generator)]
-            yield from order[self.rank :: self.world_size].tolist()
+            shard = order[self.rank :: self.world_size]
+            if skip >= len(shard):
+                skip -= len(shard)
+                continue
+            yield from shard[skip:].tolist()
+            skip = 0

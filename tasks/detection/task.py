@@ -5,7 +5,9 @@ Settings (``tasks.detection``, defaults in ``DEFAULTS``): ``dataset`` (``voc_det
 batch size, moved to ``batch_size`` by the linear rule; MoCo's VOC schedule when null), ``detector``
 (:class:`~tasks.detection.model.C4Config` keys), ``precise_bn_iters`` (BN statistics recomputed
 over that many training batches after training, MoCo's 200; 0 = off), ``eval_batch_size``,
-``num_workers``.
+``num_workers``, ``trials`` (independent fine-tunes, one job each, seeded seed + trial; the
+report pools them with the seeds as mean ± std; MoCo averages 5) and ``trial`` (set by planning).
+Training checkpoints every iteration (tasks/progress.py), so a requeued job resumes.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from tasks.detection.data import DetectionInput
 from tasks.detection.evaluate import evaluate_detector
 from tasks.detection.model import C4_FIELDS, C4Config, build_c4_detector, split_c4
 from tasks.detection.schedule import MOCO_VOC, SCHEDULE_SETTINGS, DetectionSchedule
-from tasks.detection.train import train_detector
+from tasks.detection.train import rank_and_world, train_detector
 from tasks.errors import TaskNotApplicable
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ DEFAULTS = {
     "precise_bn_iters": 200,
     "eval_batch_size": 4,
     "num_workers": 0,
+    "trials": 1,  # independent fine-tunes, each its own job seeded seed + trial (MoCo averages 5)
+    "trial": 0,  # which trial a job is (set by planning, one per unit)
 }
 
 
@@ -58,7 +62,21 @@ class DetectionTask(Task):
         "precise_bn_iters": Int(ge=0),
         "eval_batch_size": Int(ge=1),
         "num_workers": Int(ge=0),
+        "trials": Int(ge=1),
+        "trial": Int(ge=0),
     }
+
+    @classmethod
+    def units(cls, settings: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """One job per trial (``detection#<trial>``); trial 0 is the job of a single trial."""
+        return [(f"#{trial}", {"trial": trial} if trial else {}) for trial in range(int(settings["trials"]))]
+
+    @classmethod
+    def identity_settings(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """A trial's id does not depend on how many trials there are, and trial 0's is the id of
+        the detection job from before trials (its settings without ``trials`` and ``trial``)."""
+        kept = {k: v for k, v in settings.items() if k not in ("trials", "trial")}
+        return {**kept, "trial": settings["trial"]} if settings["trial"] else kept
 
     @classmethod
     def check_settings(cls, settings: Mapping[str, Any]) -> None:
@@ -74,7 +92,9 @@ class DetectionTask(Task):
             raise TaskNotApplicable("detection fine-tunes a backbone; the raw-pixels encoder has none")
         settings = task_settings(self, ctx)
         spec = get_dataset(settings["dataset"])
-        seed_everything(ctx.seed)
+        trial = int(settings["trial"])
+        seed = ctx.seed + trial
+        seed_everything(seed)
         backbone = ctx.encoder.load(ctx.device).requires_grad_(True)
         parts = split_c4(backbone)
         model = build_c4_detector(parts, spec.num_classes, C4Config.from_settings(settings["detector"]))
@@ -82,10 +102,12 @@ class DetectionTask(Task):
         schedule = base.scaled_to(int(settings["batch_size"]))
         train_set = spec.build(ctx.data_root, "trainval", DetectionInput(parts.in_channels, flip=True))
         test_set = spec.build(ctx.data_root, "test", DetectionInput(parts.in_channels, flip=False))
+        rank, _ = rank_and_world()
         stats = train_detector(
-            model, train_set, schedule, ctx.device, ctx.seed,
+            model, train_set, schedule, ctx.device, seed,
             num_workers=int(settings["num_workers"]),
             precise_bn_iters=int(settings["precise_bn_iters"]),
+            progress=ctx.progress(f"train-rank{rank}", {"settings": settings}),
         )
         result = evaluate_detector(model, test_set, ctx.device, int(settings["eval_batch_size"]))
         log.info(
@@ -94,6 +116,9 @@ class DetectionTask(Task):
             stats.iterations_per_s, result.images_per_s,
         )
         extra = {
+            "trial": trial,
+            "trials": int(settings["trials"]),
+            "trial_seed": seed,
             "iterations": stats.iterations,
             "batch_size": schedule.batch_size,
             "lr": schedule.lr,

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from tasks.detection.data import EndlessShardedSampler, collate_detection
 from tasks.detection.schedule import DetectionSchedule
+from tasks.progress import TaskProgress
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ def recompute_bn_statistics(model: nn.Module, batches: Iterator[tuple[list, list
         m.momentum = momentum
 
 
-def _world() -> tuple[int, int]:
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of this process under torch.distributed; (0, 1) without it."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -87,6 +89,7 @@ def train_detector(
     seed: int,
     num_workers: int = 0,
     precise_bn_iters: int = 0,
+    progress: TaskProgress | None = None,
 ) -> TrainStats:
     """Train ``model`` (a torchvision detection model) for ``schedule.iterations`` steps.
 
@@ -94,26 +97,38 @@ def train_detector(
     share of every batch and the model is wrapped in DistributedDataParallel. Images without
     a box are left out, as detectron2 does. ``precise_bn_iters`` > 0 then recomputes the BN
     statistics over that many batches (MoCo's ``TEST.PRECISE_BN``; SyncBN keeps ranks equal).
+    With ``progress`` (one per rank) every iteration checkpoints (model, optimizer, scheduler,
+    iteration, sampler position, RNG; tasks/progress.py) and a saved state is resumed exactly
+    (with ``num_workers`` 0; workers restart their flip RNG).
     """
-    rank, world = _world()
+    rank, world = rank_and_world()
     if schedule.batch_size % world:
         raise ValueError(f"tasks.detection.batch_size={schedule.batch_size} must divide by the {world} processes")
     with_boxes = [i for i in range(len(dataset)) if len(dataset.target(i)["boxes"]) > 0]
-    loader = DataLoader(
-        dataset,
-        batch_size=schedule.batch_size // world,
-        sampler=EndlessShardedSampler(with_boxes, seed, rank, world),
-        collate_fn=collate_detection,
-        num_workers=num_workers,
-    )
+    per_rank = schedule.batch_size // world
     model.to(device).train()
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimizer = torch.optim.SGD(_param_groups(model, schedule), lr=schedule.lr, momentum=schedule.momentum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_factor)
-    batches = _on_device(loader, device)
-    losses: dict[str, float] = {}
-    start = time.perf_counter()
-    for iteration in tqdm(range(schedule.iterations), desc="detection", disable=rank != 0, leave=False):
+    done, losses, seconds = 0, {}, 0.0
+    saved = progress.load() if progress is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        done, losses, seconds = int(saved["iteration"]), dict(saved["losses"]), float(saved["seconds"])
+    loader = DataLoader(
+        dataset,
+        batch_size=per_rank,
+        sampler=EndlessShardedSampler(with_boxes, seed, rank, world, start=done * per_rank),
+        collate_fn=collate_detection,
+        num_workers=num_workers,
+    )
+    batches = _on_device(iter(loader), device)  # the loader draws its base seed from torch's RNG
+    if saved is not None:
+        torch.set_rng_state(saved["rng"])  # after that draw: the RNG as the saved step left it
+    start = time.perf_counter() - seconds
+    for iteration in tqdm(range(done, schedule.iterations), desc="detection", disable=rank != 0, leave=False):
         images, targets = next(batches)
         loss_dict = net(images, targets)
         loss = sum(loss_dict.values())
@@ -126,6 +141,12 @@ def train_detector(
         losses = {k: v.item() for k, v in loss_dict.items()}
         if rank == 0 and (iteration + 1) % max(1, schedule.iterations // 10) == 0:
             log.info("detection iter %d/%d loss %.4f %s", iteration + 1, schedule.iterations, loss.item(), losses)
+        if progress is not None:
+            progress.step_done(lambda: {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "iteration": iteration + 1, "losses": losses,
+                "seconds": time.perf_counter() - start, "rng": torch.get_rng_state(),
+            }, f"detection iteration {iteration + 1} of {schedule.iterations}")
     seconds = time.perf_counter() - start
     recompute_bn_statistics(net, batches, precise_bn_iters)
     return TrainStats(schedule.iterations, seconds, losses)
