@@ -9,7 +9,7 @@ from tasks_support import PixelBackbone, make_context
 from torch.utils.data import Dataset
 
 from benchmark.core.errors import explain_failure
-from tasks import common, feature_budget, features
+from tasks import common, feature_budget
 from tasks.feature_budget import FeatureBudgetError, check_feature_budget, feature_bytes
 from tasks.features import FeatureLayer, context_features
 
