@@ -10,7 +10,9 @@ again (same decode cost, less disk). Prints one row per N (peak RSS from
 ``resource.getrusage``, images per wall second and per CPU second of both passes; without
 data-loader workers the ratio is taken on CPU seconds, which a busy machine does not skew) and
 the two goals: peak RSS at the largest N within 1.2x of the smallest, probe throughput >= 85 %
-of inference-only.
+of inference-only. Last, the cached path's answer to an ImageNet-shaped request (the InvP
+17-block probe's 131,072 dims for 1,281,167 images in float16 against the imagenet profile's
+64 GB): refused before any image is read, with the numbers (tasks/feature_budget.py).
 
     python speed/probe_memory.py [--sizes 5000,20000,80000] [--scale 0.25] [--threads 1]
 """
@@ -34,6 +36,7 @@ from torchvision.datasets import ImageFolder
 
 from benchmark.core.config import resolve
 from benchmark.models import build_backbone
+from tasks.feature_budget import FeatureBudgetError, check_feature_budget
 from tasks.features import resolve_layers
 from tasks.probe import ProbeSchedule, train_heads
 from tasks.probe_sources import FrozenTrunk
@@ -118,6 +121,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+IMAGENET_TRAIN, INVP_PROBE_DIMS, PROFILE_MEM_GB = 1_281_167, 131_072, 64.0
+
+
+def cached_path_refusal() -> str:
+    """The cached path's refusal of an ImageNet-shaped 17-block probe (its message)."""
+    try:
+        check_feature_budget(IMAGENET_TRAIN, [INVP_PROBE_DIMS], "float16", PROFILE_MEM_GB,
+                             "tasks.linear: imagenet train features", "linear")
+    except FeatureBudgetError as refusal:
+        return str(refusal)
+    raise SystemExit("the cached path accepted an ImageNet-shaped 17-block probe within 64 GB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="5000,20000,80000", help="dataset sizes N")
@@ -157,6 +173,7 @@ def main() -> None:
         "throughput_measured_in": unit,
         "threads": args.threads, "workers": args.workers, "image_size": args.image_size,
     }))
+    print(json.dumps({"cached_path_imagenet_shaped": cached_path_refusal()}))
 
 
 if __name__ == "__main__":
