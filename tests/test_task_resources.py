@@ -59,14 +59,15 @@ def test_the_imagenet_dry_run_sizes_every_task_on_its_own(capsys, tmp_path):
     code, out, _ = dry_run(capsys, "imagenet", tmp_path, "--tasks", "all")
     assert code == 0
     request = requests(out)
-    assert {label.split(" [")[0] for label in request if "[" in label} == set(available_tasks())
+    assert {re.split(r"[#:]", label.split(" [")[0])[0] for label in request if "[" in label} \
+        == set(available_tasks())  # units: transfer:<dataset>, detection#<trial>
     assert "gpus=4 " in request["pretrain invp seed=0"]  # the pretraining asks the node
     assert "gpus=1 " in request["knn [invp]"] and "kind=cached_features" in request["knn [invp]"]
     assert "gpus=0 cpus/task=32" in request["voc07_svm [invp]"]
     # a kind asking more GPUs than its one-process task can use is capped, and says so
-    assert "gpus=1 " in request["detection [invp]"]
-    assert "gpus capped 8->1 (detection runs 1 process)" in request["detection [invp]"]
-    assert "gpus capped 4->1 (transfer runs 1 process)" in request["transfer [invp]"]
+    assert "gpus=1 " in request["detection#0 [invp]"]
+    assert "gpus capped 8->1 (detection runs 1 process)" in request["detection#0 [invp]"]
+    assert "gpus capped 4->1 (transfer runs 1 process)" in request["transfer:cifar10 [invp]"]
     assert all("nodes=1 " in line for line in request.values())
     assert "data.num_workers 10->9 (cpus/task - 1)" in request["knn [invp]"]
 
