@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from benchmark.core.fields import AnyOf, Int, ListOf, MapOf, Parses, Text
+from benchmark.models.backbone import Backbone
 from tasks.common import EXTRACTION_DEFAULTS, encoder_key, limited_split
 from tasks.feature_budget import check_feature_budget
 from tasks.feature_cache import CacheIndex, ShardWriter, dtype_name, open_cache, read_index
@@ -133,7 +134,11 @@ def layer_vectors(
     """One (B, D) tensor per layer for a batch of images (layers checked by ``check_layers``)."""
     block_names = list(getattr(backbone, "block_names", []))
     blocks = backbone.forward_blocks(images) if any(layer.block for layer in layers) else []
-    pooled = backbone(images) if any(layer.block is None for layer in layers) else None
+    pooled = None
+    if any(layer.block is None for layer in layers):
+        # a Backbone's pooled output is its last block averaged: no second trunk pass
+        pooled = (torch.flatten(F.adaptive_avg_pool2d(blocks[-1], 1), 1)
+                  if blocks and isinstance(backbone, Backbone) else backbone(images))
     embedded = head(pooled) if head is not None and any(layer.embedding for layer in layers) else None
     return [(embedded if layer.embedding else pooled) if layer.block is None
             else layer.reduce(blocks[block_names.index(layer.block)]) for layer in layers]

@@ -15,9 +15,11 @@ from tasks_support import PixelBackbone, TinyBackbone
 from torch.utils.data import TensorDataset
 from torchvision import transforms as T
 
+from benchmark.core.config import resolve
 from benchmark.core.errors import explain_failure
+from benchmark.models import build_backbone
 from tasks import feature_cache
-from tasks.features import FeatureLayer, cached_features, extract_features, resolve_layers
+from tasks.features import FeatureLayer, cached_features, extract_features, layer_vectors, resolve_layers
 
 
 def _data(n: int = 10) -> TensorDataset:
@@ -236,3 +238,19 @@ def test_a_corrupt_or_foreign_cache_file_is_named_with_the_fix(damage, says, tmp
     assert message.startswith(str(path)) and f"delete the folder {folder} and the features are extracted" in message
     assert explain_failure(info.value, debug=False) == 2 and "Traceback" not in capsys.readouterr().err
     assert not (tmp_path / "MARKER").exists()  # nothing in the cache is unpickled
+
+
+def test_pooled_beside_block_taps_is_read_off_the_last_block_in_one_trunk_pass():
+    """A Backbone's pooled vector is its last block averaged, so asking for it beside block taps
+    must not run the trunk a second time, and must equal ``backbone(x)``."""
+    torch.manual_seed(0)
+    backbone = build_backbone(resolve("mini", "invp").model).eval()
+    stem_calls = []
+    backbone.stem.register_forward_hook(lambda *args: stem_calls.append(1))
+    images = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        expected = backbone(images)
+        stem_calls.clear()
+        block, pooled = layer_vectors(backbone, images, [FeatureLayer("layer2.0", (2,)), FeatureLayer(None)])
+    assert len(stem_calls) == 1
+    assert torch.equal(pooled, expected) and block.shape[0] == 5
