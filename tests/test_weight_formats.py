@@ -193,3 +193,21 @@ def test_a_format_given_that_does_not_fit_names_the_missing_level(mini_source, t
 def test_a_missing_file_is_a_weights_error(tmp_path):
     with pytest.raises(WeightsError, match=r"absent\.pth is not a file"):
         load_weights(tmp_path / "absent.pth", MINI_CFG)
+
+
+@pytest.mark.parametrize("name, classifier", [("resnet10t", 2), ("test_convnext", 2)])
+def test_a_timm_state_dict_loads_with_its_classifier_dropped(name, classifier, tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(4)
+    source = _randomise_batchnorm(timm.create_model(name, pretrained=False, num_classes=10))
+    path = tmp_path / "timm.pth"
+    torch.save(source.state_dict(), path)
+    model_cfg = {"backbone": f"timm:{name}", "in_channels": 3}
+    loaded = load_weights(path, model_cfg)
+    assert (loaded.format, loaded.dropped, loaded.missing, loaded.unexpected) == (
+        "timm", {"classifier": classifier}, (), ())
+    with torch.no_grad():
+        expected = source.forward_head(source.forward_features(_batch()), pre_logits=True)
+    torch.testing.assert_close(_loaded_features(loaded), expected, rtol=0, atol=1e-5)
+    with pytest.raises(WeightsError, match="fits none of"):  # no torchvision ResNet keys, no timm backbone
+        load_weights(path, MINI_CFG)
