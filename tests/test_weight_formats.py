@@ -211,3 +211,22 @@ def test_a_timm_state_dict_loads_with_its_classifier_dropped(name, classifier, t
     torch.testing.assert_close(_loaded_features(loaded), expected, rtol=0, atol=1e-5)
     with pytest.raises(WeightsError, match="fits none of"):  # no torchvision ResNet keys, no timm backbone
         load_weights(path, MINI_CFG)
+
+
+def test_a_safetensors_file_loads_as_its_state_dict(mini_source, tmp_path):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    path = tmp_path / "model.safetensors"  # how the Hugging Face hub ships timm and torchvision weights
+    safetensors_torch.save_file({**mini_source.trunk, "fc.weight": mini_source.fc["weight"],
+                                 "fc.bias": mini_source.fc["bias"]}, str(path))
+    loaded = load_weights(path, MINI_CFG)
+    assert (loaded.format, loaded.dropped) == ("torchvision", {"classifier": 2})
+    torch.testing.assert_close(_loaded_features(loaded), mini_source.features, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["cut.pth", "cut.safetensors"])
+def test_a_cut_file_is_a_weights_error_saying_download_it_again(mini_source, name, tmp_path):
+    whole = save("torchvision", mini_source.trunk, mini_source.fc, tmp_path / "whole.pth").read_bytes()
+    path = tmp_path / name
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(WeightsError, match=rf"{name} is unreadable \(.*download it again if it was cut"):
+        load_weights(path, MINI_CFG)
