@@ -230,3 +230,18 @@ def test_a_cut_file_is_a_weights_error_saying_download_it_again(mini_source, nam
     path.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(WeightsError, match=rf"{name} is unreadable \(.*download it again if it was cut"):
         load_weights(path, MINI_CFG)
+
+
+def test_a_whole_pickled_model_loads_only_when_trusted(tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(5)
+    net = _randomise_batchnorm(timm.create_model("resnet10t", pretrained=False, num_classes=0))
+    path = tmp_path / "model.pt"
+    torch.save(net, path)  # torch.save(model): the module itself, not its state dict
+    cfg = {"backbone": "timm:resnet10t", "in_channels": 3}
+    with pytest.raises(WeightsError, match=r"refers to timm\.models\.resnet\.ResNet.*--trust-weights"):
+        load_weights(path, cfg)
+    loaded = load_weights(path, cfg, trust_weights=True)
+    assert loaded.format == "timm" and loaded.unpickled
+    with torch.no_grad():
+        torch.testing.assert_close(_loaded_features(loaded), net(_batch()), rtol=0, atol=1e-5)

@@ -96,7 +96,8 @@ def file_sha256(path: str | Path) -> str:
 def read_checkpoint(path: Path, trust_weights: bool = False) -> tuple[Any, bool]:
     """The file's contents and whether full unpickling was needed: a ``.safetensors`` file (tensors
     only), else ``torch.load(weights_only=True)``; a file that needs full unpickling raises a
-    WeightsError saying why and naming --trust-weights, unless ``trust_weights``."""
+    WeightsError saying why and naming --trust-weights, unless ``trust_weights`` (then a whole
+    pickled model comes back as its state dict)."""
     if path.suffix == SAFETENSORS:
         return _read_safetensors(path), False
     try:
@@ -106,7 +107,12 @@ def read_checkpoint(path: Path, trust_weights: bool = False) -> tuple[Any, bool]
             raise WeightsError(path, exc.reason, TRUST_REMEDY) from None
     except CorruptFile as exc:
         raise WeightsError(path, exc.reason, UNREADABLE_REMEDY) from None
-    return torch.load(path, map_location="cpu", weights_only=False), True
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001  (unpickling runs the file's code: any error may come out)
+        raise WeightsError(path, f"could not be unpickled ({type(exc).__name__}: {exc})",
+                           "Install what it needs (often the training code's packages) or re-save its state dict") from None
+    return (obj.state_dict() if isinstance(obj, nn.Module) else obj), True  # a whole pickled model
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
