@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.core.config import resolve
+from benchmark.core.config import ConfigError, resolve
 from benchmark.models import build_backbone
 from tasks.base import get_task
 from tasks.detection.model import split_c4
@@ -79,5 +79,6 @@ def test_a_timm_model_without_the_resnet_layout_has_stage_taps_and_no_c4_split()
     with pytest.raises(TaskNotApplicable, match=r"stem \+ stages backbone.*TimmBackbone is none "
                                                 r"\(its blocks: stages\.0, stages\.1"):
         split_c4(backbone)
-    with pytest.raises(ValueError, match=r"\['layer1\.2'\] not in the backbone; its blocks are \['stages\.0'"):
+    with pytest.raises(ConfigError, match=r"\['layer1\.2'\] not in the backbone; its blocks are \['stages\.0'.*"
+                                          r"set the task's layers"):
         check_layers(backbone, [FeatureLayer.parse("layer1.2@16/8/0")])
