@@ -16,7 +16,9 @@ mean 0 and variance 1) or normalises with batch statistics (``batch_stats``: VIS
 Under ``torch.distributed`` (world > 1) every rank draws the same permutation each epoch and takes
 its share of every batch; the losses are scaled to the whole batch's mean and the head gradients
 summed, so the heads are those of one process (up to float summation order, with
-``frozen_stats``). Scores are counted per rank and summed. With a :class:`TaskProgress` the state
+``frozen_stats``; with ``batch_stats`` each rank normalises its share of the batch, as
+per-GPU BatchNorm under DDP does, and the running statistics are averaged over ranks after
+every step). Scores are counted per rank and summed. With a :class:`TaskProgress` the state
 (heads, optimizer, scheduler, epoch, position in the epoch, generator states, score history) is
 checkpointed after optimizer steps and resumed exactly.
 """
@@ -189,6 +191,8 @@ def train_heads(
                 if world > 1:
                     _sum_gradients(heads)
                 optimizer.step()
+                if world > 1 and batch_stats:
+                    _average_statistics(heads, world)
                 if progress is not None:
                     state = _state_fn(heads, optimizer, scheduler, order_rng, history, epoch, k + 1)
                     _step_boundary(progress, state, f"epoch {epoch + 1} step {k + 1}", rank, world,
@@ -213,13 +217,27 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, batch_size: int) -> torch.
     return F.cross_entropy(logits, labels, reduction="sum") / batch_size
 
 
+def _all_reduce_in_place(tensors: Sequence[torch.Tensor], scale: float = 1.0) -> None:
+    """Replace every tensor by its sum over ranks times ``scale``, in one all-reduce."""
+    if not tensors:
+        return
+    flat = torch.cat([t.flatten() for t in tensors])
+    dist.all_reduce(flat)
+    for tensor, part in zip(tensors, flat.mul_(scale).split([t.numel() for t in tensors])):
+        tensor.copy_(part.view_as(tensor))
+
+
 def _sum_gradients(heads: nn.Module) -> None:
     """Sum every head gradient across ranks (the losses are already scaled to the whole batch)."""
-    grads = [p.grad for p in heads.parameters() if p.grad is not None]
-    flat = torch.cat([g.flatten() for g in grads])
-    dist.all_reduce(flat)
-    for grad, part in zip(grads, flat.split([g.numel() for g in grads])):
-        grad.copy_(part.view_as(grad))
+    _all_reduce_in_place([p.grad for p in heads.parameters() if p.grad is not None])
+
+
+def _average_statistics(heads: nn.Module, world: int) -> None:
+    """Average the heads' BatchNorm running statistics over ranks (with batch statistics each
+    rank normalises its own share of a batch), so that every rank holds, scores and saves the
+    same heads. The running-statistics update is linear, so averaging after every step gives
+    the average of the ranks' own running statistics."""
+    _all_reduce_in_place([b for b in heads.buffers() if b.is_floating_point()], 1.0 / world)
 
 
 @torch.no_grad()
