@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 import torch.nn.functional as F
 from gloo_support import free_port, join_gloo
-from probe_support import SlowSource, digits_trunk, run_probe
+from probe_support import LRS, SCHEDULE, SlowSource, digits_trunk, run_probe
 from tasks_support import make_context
 
 from benchmark.core.config import load_profile, resolve
@@ -239,6 +240,27 @@ def test_two_gloo_ranks_train_the_heads_of_one_process(tmp_path, uninterrupted):
         assert torch.allclose(saved["heads"][key], value, atol=1e-5, rtol=0), key
     for name, scores in uninterrupted["scores"].items():
         assert torch.allclose(saved["scores"][name], scores, atol=1 / 60 + 1e-6)
+
+
+def _batch_stats_worker(rank: int, world: int, port: int, out: Path) -> None:
+    join_gloo(rank, world, port)
+    try:
+        schedule = replace(SCHEDULE, norm="bn_noaffine", head_bn="batch_stats")
+        run = train_heads(digits_trunk(), 10, schedule, LRS, "cpu", 0)
+        torch.save(run.heads.state_dict(), out / f"rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_ranks_with_batch_statistics_end_with_the_same_heads(tmp_path):
+    """Each rank normalises its half of every batch, so its BN running statistics are its own;
+    averaged over the ranks after every step, both ranks hold (score, save) the same heads."""
+    mp.spawn(_batch_stats_worker, args=(2, free_port(), tmp_path), nprocs=2, join=True)
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert any(key.endswith("running_mean") for key in rank0)
+    for key, value in rank0.items():
+        assert torch.equal(value, rank1[key]), key
 
 
 def test_probe_tasks_default_to_online_and_mini_linear_stays_cached():
