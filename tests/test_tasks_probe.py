@@ -23,13 +23,14 @@ from benchmark.core.config import load_profile, resolve
 from benchmark.core.errors import Preempted
 from benchmark.core.stop_request import clear_stop_request, request_stop
 from benchmark.data import get_dataset
+from benchmark.data.augment import CIFAR_MEAN, CIFAR_STD
 from benchmark.models import build_backbone
 from tasks.base import available_tasks, get_task
 from tasks.features import extract_features, resolve_layers
 from tasks.probe import ProbeSchedule, make_head, train_heads, train_probe
 from tasks.probe_sources import CachedFeatures, FeatureRows, FrozenTrunk
 from tasks.progress import TaskProgress
-from tasks.transforms import eval_transform
+from tasks.transforms import eval_transform, train_transform
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE_TASKS = ("linear", "linear_multilayer", "places205_linear", "places205_linear_multilayer")
@@ -295,3 +296,13 @@ def test_the_probe_task_checkpoints_in_its_progress_folder_and_resumes(tmp_path)
     assert (tmp_path / "progress" / "probe.pt").is_file()
     resumed = get_task("linear").run(ctx)
     assert [(m.metric, m.split, m.value) for m in resumed] == [(m.metric, m.split, m.value) for m in plain]
+
+
+def test_the_cifar_probe_trains_on_flips_only_as_the_official_script():
+    """InvP's datasets/cifar.py get_linear_dataloader: flip, ToTensor, Normalize (no crop); the
+    small-image recipes' default (the mini's probes) keeps RandomCrop with padding."""
+    settings = {**get_task("linear").defaults, **load_profile("cifar")["tasks"]["linear"]}
+    augment = train_transform("cifar10", settings).transforms
+    assert [type(t).__name__ for t in augment] == ["RandomHorizontalFlip", "ToTensor", "Normalize"]
+    assert (tuple(augment[-1].mean), tuple(augment[-1].std)) == (CIFAR_MEAN, CIFAR_STD)
+    assert type(train_transform("digits").transforms[0]).__name__ == "RandomCrop"
