@@ -97,6 +97,11 @@ def _loss(recipe: FinetuneRecipe, logits: torch.Tensor, targets: torch.Tensor) -
     raise ValueError(f"fine-tune loss must be 'ce' or 'bce', not {recipe.loss!r}")
 
 
+def pin_memory(device: torch.device | str) -> bool:
+    """Whether a loader feeding ``device`` pins its batches (CUDA: faster, asynchronous copies)."""
+    return torch.device(device).type == "cuda"
+
+
 def epoch_batches(size: int, batch_size: int, drop_last: bool,
                   generator: torch.Generator) -> list[list[int]]:
     """The index batches of one epoch, as ``DataLoader(shuffle=True, generator=generator)``
@@ -118,6 +123,8 @@ def fine_tune(
     progress: TaskProgress | None = None,
 ) -> Classifier:
     """Fine-tune ``backbone`` + a new linear head on ``train_set``; returns the final model.
+    ``num_workers`` data-loader processes (the job's CPUs less one, see
+    benchmark/harness/job_request.py) read it, into pinned memory on CUDA.
 
     With ``progress`` the run checkpoints after every optimizer step (model, optimizer,
     scheduler, step, the epoch's shuffle and the augmentation RNG; tasks/progress.py) and a
@@ -156,9 +163,11 @@ def fine_tune(
         epoch_start = shuffle.get_state()
         batches = epoch_batches(len(train_set), recipe.batch_size, drop_last, shuffle)
         loader = DataLoader(train_set, batch_sampler=batches[position:], num_workers=num_workers,
+                            pin_memory=pin_memory(device),
                             generator=torch.Generator().manual_seed(seed + step))
         for images, targets in loader:
-            loss = _loss(recipe, model(images.to(device)), targets.to(device))
+            loss = _loss(recipe, model(images.to(device, non_blocking=True)),
+                         targets.to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -184,9 +193,10 @@ def predict(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores (N, classes) and targets of ``dataset`` under ``model`` in eval mode."""
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=pin_memory(device))
     scores, targets = [], []
     for images, target in loader:
-        scores.append(model(images.to(device)).float().cpu())
+        scores.append(model(images.to(device, non_blocking=True)).float().cpu())
         targets.append(torch.as_tensor(target))
     return torch.cat(scores), torch.cat(targets)

@@ -175,9 +175,11 @@ class SemiSupervisedTask(Task):
             recipe,
             ctx.device,
             ctx.seed,
+            num_workers=int(ctx.config.data["num_workers"]),
             progress=fit,
         )
-        scores, targets = predict(model, test, ctx.device)
+        scores, targets = predict(model, test, ctx.device,
+                                  num_workers=int(ctx.config.data["num_workers"]))
         return {f"top{k}_{percent}": topk_accuracy(scores, targets, k) for k in (1, 5)}
 
     @staticmethod

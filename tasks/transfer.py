@@ -165,6 +165,7 @@ class TransferFinetuneTask(TransferTaskBase):
         test = load_split(ctx, dataset, rule.test, eval_transform(dataset, s))
 
         grid = [(float(lr), float(wd)) for lr in s["lrs"] for wd in s["weight_decays"]]
+        workers = int(ctx.config.data["num_workers"])  # the job's CPUs less one (job_request)
         # the finished grid points' validation scores and the retrained model's test score, saved
         # as each finishes: a resumed job skips what is done
         grid_state = ctx.progress(f"{dataset}-grid", {"settings": s, "dataset": dataset})
@@ -178,8 +179,9 @@ class TransferFinetuneTask(TransferTaskBase):
             fit = ctx.progress(f"{dataset}-{part}", {"settings": s, "dataset": dataset,
                                                       "lr": lr, "weight_decay": wd})
             model = fine_tune(ctx.encoder.load(ctx.device), classes, train_set, recipe,
-                              ctx.device, ctx.seed, progress=fit)
-            record(transfer_score(rule.metric, *predict(model, eval_set, ctx.device), classes))
+                              ctx.device, ctx.seed, num_workers=workers, progress=fit)
+            record(transfer_score(rule.metric, *predict(model, eval_set, ctx.device,
+                                                        num_workers=workers), classes))
             grid_state.save(done)
             fit.discard()
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 import os
 import re
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 from slurm_fixtures import tiny_runner
+from tasks_support import make_context
 
-from benchmark.core.config import profile_path, resolve
+import tasks.finetune as finetune_module
+from benchmark.core.config import RunConfig, profile_path, resolve
 from benchmark.data import get_dataset, resolve_data_root
 from benchmark.harness.cli import main
 from benchmark.harness.job_request import job_request
@@ -218,3 +221,27 @@ def test_a_task_stopped_by_the_requeue_signal_saves_progress_and_its_requeue_res
     assert outcome.status == "done" and steps == [1, 2, 3, 4, 5]
     stored = Paths(tmp_path / "results", tmp_path / "runs", data_root).store("mini")
     assert stored.load_job(job.job_id)["records"][0]["value"] == 5.0
+
+
+@pytest.mark.parametrize("task, settings", [
+    ("transfer", {"datasets": ["digits"], "lrs": [0.1], "weight_decays": [0.0], "steps": 2,
+                  "batch_size": 32}),
+    ("semisup", {"dataset": "digits", "fractions": [0.2], "test_split": "test", "epochs": 1,
+                 "lr": 0.05, "batch_size": 64}),
+])
+def test_fine_tuning_tasks_read_with_the_jobs_data_loader_workers(task, settings, tmp_path,
+                                                                  monkeypatch):
+    """semisup and transfer fine-tune and predict with the job's data.num_workers (its CPUs
+    less one, set by run_task_job), pinned memory on CUDA only."""
+    loaders, real = [], finetune_module.DataLoader
+
+    def recording(*args, **kwargs):
+        loaders.append((kwargs["num_workers"], kwargs["pin_memory"]))
+        return real(*args, **{**kwargs, "num_workers": 0})  # the test itself stays in-process
+
+    monkeypatch.setattr(finetune_module, "DataLoader", recording)
+    ctx = make_context(tmp_path, task, settings)
+    tree = {**ctx.config.to_dict(), "data": {"num_workers": 3}}
+    get_task(task).run(replace(ctx, config=RunConfig.from_dict(tree)))
+    assert len(loaders) >= 2 and set(loaders) == {(3, False)}  # fine-tune and predict
+    assert finetune_module.pin_memory("cuda:0") and not finetune_module.pin_memory("cpu")
