@@ -13,6 +13,9 @@ selects (lr, head, epoch); the test split is reported at that selection. The anc
 The InvP heads train with their BatchNorm in eval mode (``head_bn: frozen_stats``, as
 ``linear_classification.py`` calls ``network.eval()`` in ``train()``); the VISSL/Goyal heads
 normalise with batch statistics (``batch_stats``).
+
+Online, a job runs one process per GPU of its request (tasks/probe.py shards every batch over
+the ranks); cached, one process.
 """
 from __future__ import annotations
 

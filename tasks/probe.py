@@ -33,8 +33,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.core.errors import Preempted
-from benchmark.core.stop_request import request_stop, stop_requested
+from benchmark.core.distributed import all_reduce_in_place, rank_and_world
 from tasks.probe_sources import Batch, CachedFeatures, FeatureRows
 from tasks.progress import TaskProgress
 
@@ -119,13 +118,6 @@ class ProbeRun:
     heads: nn.ModuleList
 
 
-def rank_and_world() -> tuple[int, int]:
-    """This process's rank and the world size (0, 1 without torch.distributed)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def train_heads(
     source: FeatureSource,
     num_classes: int,
@@ -195,8 +187,8 @@ def train_heads(
                     _average_statistics(heads, world)
                 if progress is not None:
                     state = _state_fn(heads, optimizer, scheduler, order_rng, history, epoch, k + 1)
-                    _step_boundary(progress, state, f"epoch {epoch + 1} step {k + 1}", rank, world,
-                                   labels.device)
+                    progress.step_done_together(state, f"epoch {epoch + 1} step {k + 1}",
+                                                labels.device)
             scheduler.step()
             score()
         scores = {name: torch.stack(rows).transpose(0, 1).contiguous() for name, rows in history.items()}
@@ -217,19 +209,9 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, batch_size: int) -> torch.
     return F.cross_entropy(logits, labels, reduction="sum") / batch_size
 
 
-def _all_reduce_in_place(tensors: Sequence[torch.Tensor], scale: float = 1.0) -> None:
-    """Replace every tensor by its sum over ranks times ``scale``, in one all-reduce."""
-    if not tensors:
-        return
-    flat = torch.cat([t.flatten() for t in tensors])
-    dist.all_reduce(flat)
-    for tensor, part in zip(tensors, flat.mul_(scale).split([t.numel() for t in tensors])):
-        tensor.copy_(part.view_as(tensor))
-
-
 def _sum_gradients(heads: nn.Module) -> None:
     """Sum every head gradient across ranks (the losses are already scaled to the whole batch)."""
-    _all_reduce_in_place([p.grad for p in heads.parameters() if p.grad is not None])
+    all_reduce_in_place([p.grad for p in heads.parameters() if p.grad is not None])
 
 
 def _average_statistics(heads: nn.Module, world: int) -> None:
@@ -237,7 +219,7 @@ def _average_statistics(heads: nn.Module, world: int) -> None:
     rank normalises its own share of a batch), so that every rank holds, scores and saves the
     same heads. The running-statistics update is linear, so averaging after every step gives
     the average of the ranks' own running statistics."""
-    _all_reduce_in_place([b for b in heads.buffers() if b.is_floating_point()], 1.0 / world)
+    all_reduce_in_place([b for b in heads.buffers() if b.is_floating_point()], 1.0 / world)
 
 
 @torch.no_grad()
@@ -270,25 +252,6 @@ def _state_fn(heads: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
         "torch_rng": torch.get_rng_state(), "history": {n: list(r) for n, r in history.items()},
         "epoch": epoch, "step": step,
     }
-
-
-def _step_boundary(progress: TaskProgress, state: Callable[[], Mapping[str, Any]], where: str,
-                   rank: int, world: int, device: torch.device) -> None:
-    """``progress.step_done`` on rank 0; with several ranks a stop request seen by any rank
-    stops every rank at the same step (rank 0 saves the state, which all ranks share); without
-    a progress folder nothing is saved and nothing stops."""
-    if progress.path is None:
-        return
-    if world > 1:
-        flag = torch.tensor([int(stop_requested())], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() and not stop_requested():
-            request_stop()
-        if rank != 0:
-            if stop_requested():
-                raise Preempted(f"stopped at {where}; rank 0 saved the progress")
-            return
-    progress.step_done(state, where)
 
 
 def train_probe(

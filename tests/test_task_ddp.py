@@ -1,15 +1,18 @@
 """A task job run by several processes (one per GPU, here 2 gloo ranks on the CPU): every rank
 runs the online probe on its share of every batch, only rank 0 writes the progress checkpoints
-and the records, and the records equal those of the one-process run; the sweep asks the job's
-GPUs for it, one process per GPU."""
+and the records, and the records equal those of the one-process run; fine-tuning (semisup,
+transfer) trains the one-process model under DDP; the sweep asks the job's GPUs for these
+tasks, one process per GPU."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn as nn
 from gloo_support import free_port, join_gloo
 
 from benchmark.core.config import resolve
@@ -17,6 +20,7 @@ from benchmark.core.store import ResultStore
 from benchmark.harness.job_request import job_request
 from benchmark.harness.jobs import CHECKPOINT_ENV, Paths, run_job, run_task_job
 from benchmark.harness.plan import Job, plan_run
+from tasks.finetune import FinetuneRecipe, fine_tune
 from tasks.progress import TaskProgress
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,13 +100,79 @@ def test_a_one_process_task_refuses_a_larger_world(tmp_path, monkeypatch):
     assert outcome.message.startswith("task 'knn' runs 1 process(es) but was launched with 2")
 
 
+class PlainBackbone(nn.Module):
+    """A BatchNorm-free trunk (on the CPU, where gloo has no SyncBatchNorm, each rank's BN would
+    normalise its own share of a batch)."""
+
+    feature_dim = 8
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+
+# 69 images in batches of 16, the last of 5 (shared 3 + 2): the loss is the whole batch's mean
+RECIPE = FinetuneRecipe(lr=0.1, epochs=2, batch_size=16, milestones=(1,), drop_last=False)
+
+
+class CountedReads(torch.utils.data.TensorDataset):
+    """Tensors that count the items read from them."""
+
+    def __init__(self, *tensors: torch.Tensor):
+        super().__init__(*tensors)
+        self.reads = 0
+
+    def __getitem__(self, index):
+        self.reads += 1
+        return super().__getitem__(index)
+
+
+def _fine_tuned(progress: TaskProgress | None = None) -> tuple[dict, int]:
+    """The fine-tuned model's state and the number of images this process read."""
+    generator = torch.Generator().manual_seed(0)
+    data = CountedReads(torch.randn(69, 1, 8, 8, generator=generator),
+                        torch.randint(0, 3, (69,), generator=generator))
+    torch.manual_seed(0)
+    model = fine_tune(PlainBackbone(), 3, data, RECIPE, "cpu", 0, progress=progress)
+    return model.state_dict(), data.reads
+
+
+def _fine_tune_rank(rank: int, world: int, port: int, root: Path) -> None:
+    join_gloo(rank, world, port)
+    try:
+        state, reads = _fine_tuned(TaskProgress(root / "progress", "fit", {"test": 1}, every_s=0.0))
+        torch.save({"state": state, "reads": reads}, root / f"model{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_fine_tune_the_one_process_model(tmp_path):
+    mp.spawn(_fine_tune_rank, args=(2, free_port(), tmp_path), nprocs=2, join=True)
+    single, reads = _fine_tuned()
+    saved = [torch.load(tmp_path / f"model{r}.pt", weights_only=True) for r in range(2)]
+    # each rank read its share of every batch (8 + 8 + 8 + 8 + 3 or 2, twice), one process all
+    assert (reads, saved[0]["reads"], saved[1]["reads"]) == (138, 70, 68)
+    ranks = [rank["state"] for rank in saved]
+    for key, value in single.items():
+        assert torch.equal(ranks[0][key], ranks[1][key]), key  # DDP kept the ranks equal
+        assert torch.allclose(ranks[0][key], value, atol=1e-5, rtol=0), key
+    saved = torch.load(tmp_path / "progress" / "fit.pt", weights_only=True)["state"]
+    assert saved["step"] == 10  # rank 0 checkpointed every step: 5 batches x 2 epochs
+
+
 @pytest.mark.parametrize("profile", ["imagenet", "imagenet-mlp", "cifar"])
-def test_online_probe_jobs_ask_the_nodes_gpus_one_process_each(profile, tmp_path):
+def test_probe_and_fine_tune_jobs_ask_the_nodes_gpus_one_process_each(profile, tmp_path):
     cfg = resolve(profile, "invp")
-    gpus = cfg.tree["launcher"]["task_kinds"]["online_probe"]["gpus_per_node"]
-    probes = ("linear", "linear_multilayer", "places205_linear", "places205_linear_multilayer")
-    names = [name for name in probes if name in cfg.tasks]
+    kinds = cfg.tree["launcher"]["task_kinds"]
+    tasks = ("linear", "linear_multilayer", "places205_linear", "places205_linear_multilayer",
+             "semisup", "transfer")
+    names = [name for name in tasks if name in cfg.tasks]
     for job in plan_run(cfg, names, tmp_path / "runs"):
         if job.kind == "task":
             request = job_request(job)
+            gpus = kinds["finetune" if job.task in ("semisup", "transfer") else "online_probe"]["gpus_per_node"]
             assert (request.resources.gpus_per_node, request.processes) == (gpus, gpus), job.label

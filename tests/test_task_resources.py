@@ -67,12 +67,23 @@ def test_the_imagenet_dry_run_sizes_every_task_on_its_own(capsys, tmp_path):
     assert "gpus=4 " in request["pretrain invp seed=0"]  # the pretraining asks the node
     assert "gpus=1 " in request["knn [invp]"] and "kind=cached_features" in request["knn [invp]"]
     assert "gpus=0 cpus/task=32" in request["voc07_svm [invp]"]
-    # a kind asking more GPUs than its one-process task can use is capped, and says so
-    assert "gpus=1 " in request["detection#0 [invp]"]
-    assert "gpus capped 8->1 (detection runs 1 process)" in request["detection#0 [invp]"]
-    assert "gpus capped 4->1 (transfer runs 1 process)" in request["transfer:cifar10 [invp]"]
+    # the DDP tasks ask their kind's GPUs, one process each; the one-process ones ask one GPU
+    for label in ("linear [invp]", "linear_multilayer [invp]", "semisup [invp]",
+                  "transfer:cifar10 [invp]"):
+        assert "gpus=4 " in request[label] and "tasks/node=4 " in request[label], label
+    for label in ("detection#0 [invp]", "voc07_bce [invp]"):
+        assert "gpus=1 " in request[label] and "tasks/node=1 " in request[label], label
+    assert not any("capped" in line for line in request.values())
     assert all("nodes=1 " in line for line in request.values())
     assert "data.num_workers 10->9 (cpus/task - 1)" in request["knn [invp]"]
+
+
+def test_a_kind_asking_more_gpus_than_its_one_process_task_uses_is_capped(capsys, tmp_path):
+    profile = profile_variant(tmp_path, "imagenet", lambda t: t["launcher"]["task_kinds"][
+        "detection"].update(gpus_per_node=8))
+    request = requests(dry_run(capsys, profile, tmp_path, "--tasks", "detection")[1])
+    assert "gpus=1 " in request["detection#0 [invp]"]
+    assert "gpus capped 8->1 (detection runs 1 process)" in request["detection#0 [invp]"]
 
 
 def test_size_flags_size_the_pretraining_only(capsys, tmp_path):
