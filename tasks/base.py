@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 # the kinds of task job a profile sizes (launcher.task_kinds): frozen features cached once; a
 # frozen trunk training heads on augmented images; fine-tuning the network; detection; a CPU fit
 RESOURCE_KINDS = ("cached_features", "online_probe", "finetune", "detection", "cpu_fit")
+# ``max_processes`` of a task whose job runs one DDP process per GPU it is given, however many
+EVERY_GPU = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class Task(ABC):
     settings_fields: ClassVar[Mapping[str, "Spec"]] = {}
     resource_kind: ClassVar[str]  # one of RESOURCE_KINDS: the launcher.task_kinds block sizing it
     # processes (one per GPU) a job of this task can use; a task that runs DDP raises it
+    # (EVERY_GPU: all of its job's); its job then runs one process per GPU, only rank 0 stores
     max_processes: ClassVar[int] = 1
 
     @classmethod

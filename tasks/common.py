@@ -12,7 +12,7 @@ from benchmark.core.identity import sanity_id
 from benchmark.data import get_dataset
 from benchmark.data.sampling import sample_per_class
 from tasks.base import Task, TaskContext
-from tasks.transforms import EVAL_RESIZES, TRANSFORM
+from tasks.transforms import EVAL_RESIZES, RECIPE_AUGMENTS, TRANSFORM
 
 FEATURE_DTYPES = ("float32", "float16", "bfloat16")  # the feature_dtype setting: cache precision
 # the features setting of the tasks that train on frozen features: the trunk on every augmented
@@ -26,6 +26,7 @@ COMMON_FIELDS: dict[str, Spec] = {
     "crop": Int(ge=1),
     "crop_scale": Tuple(Float(gt=0, le=1), Float(gt=0, le=1)),
     "eval_resize": Choice(EVAL_RESIZES),
+    "recipe_augment": Choice(RECIPE_AUGMENTS),
     "extract_batch_size": Int(ge=1),
     "feature_dtype": Choice(FEATURE_DTYPES),
 }

@@ -16,9 +16,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
+from benchmark.core.distributed import broadcast_in_place, rank_and_world
 from benchmark.core.fields import Bool, Choice, Float, Int, ListOf, Spec
 from benchmark.core.settings import setting, settings_section
 from tasks.errors import TaskNotApplicable
+from tasks.probe_sources import augmentation_seed
 from tasks.progress import TaskProgress
 
 SCHEDULES = ("step", "cosine")
@@ -89,12 +91,35 @@ def _lr_factor(recipe: FinetuneRecipe, total_steps: int, steps_per_epoch: int):
     raise ValueError(f"fine-tune schedule must be 'step' or 'cosine', not {recipe.schedule!r}")
 
 
-def _loss(recipe: FinetuneRecipe, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _loss(recipe: FinetuneRecipe, logits: torch.Tensor, targets: torch.Tensor,
+          batch_size: int) -> torch.Tensor:
+    """The loss of a batch of ``batch_size`` items as the mean over all of them, of which
+    ``logits`` are this rank's share (all of them in one process)."""
+    reduction = "mean" if len(targets) == batch_size else "sum"
     if recipe.loss == "bce":
-        return F.binary_cross_entropy_with_logits(logits, (targets == 1).float())
+        loss = F.binary_cross_entropy_with_logits(logits, (targets == 1).float(), reduction=reduction)
+        return loss if reduction == "mean" else loss / (batch_size * logits.shape[1])
     if recipe.loss == "ce":
-        return F.cross_entropy(logits, targets.long())
+        loss = F.cross_entropy(logits, targets.long(), reduction=reduction)
+        return loss if reduction == "mean" else loss / batch_size
     raise ValueError(f"fine-tune loss must be 'ce' or 'bce', not {recipe.loss!r}")
+
+
+def _distributed(model: Classifier, device: torch.device | str, world: int) -> nn.Module:
+    """The module a rank trains: ``model`` itself alone; else DistributedDataParallel on it (its
+    BatchNorm synchronised across ranks on CUDA, so that it normalises over the whole batch as
+    one process does; gloo has no SyncBatchNorm)."""
+    if world == 1:
+        return model
+    if torch.device(device).type == "cuda":
+        model.backbone = nn.SyncBatchNorm.convert_sync_batchnorm(model.backbone)
+        return nn.parallel.DistributedDataParallel(model, device_ids=[torch.device(device)])
+    return nn.parallel.DistributedDataParallel(model)
+
+
+def pin_memory(device: torch.device | str) -> bool:
+    """Whether a loader feeding ``device`` pins its batches (CUDA: faster, asynchronous copies)."""
+    return torch.device(device).type == "cuda"
 
 
 def epoch_batches(size: int, batch_size: int, drop_last: bool,
@@ -118,13 +143,24 @@ def fine_tune(
     progress: TaskProgress | None = None,
 ) -> Classifier:
     """Fine-tune ``backbone`` + a new linear head on ``train_set``; returns the final model.
+    ``num_workers`` data-loader processes (the job's CPUs less one, see
+    benchmark/harness/job_request.py) read it, into pinned memory on CUDA.
 
     With ``progress`` the run checkpoints after every optimizer step (model, optimizer,
     scheduler, step, the epoch's shuffle and the augmentation RNG; tasks/progress.py) and a
     saved state is resumed exactly (with ``num_workers`` 0: the workers' augmentation RNG
-    restarts at a resumed epoch)."""
+    restarts at a resumed epoch).
+
+    Under torch.distributed every rank draws the same batches and trains on its share of each
+    (``batch[rank::world]``) under DistributedDataParallel, the loss scaled to the whole batch's
+    mean: the same steps as one process (with the same BatchNorm statistics on CUDA, where it is
+    synchronised). Each rank draws its own augmentation (torch's RNG seeded by seed, step and
+    rank where it starts or resumes); rank 0 saves the progress, all ranks load it; the
+    BatchNorm statistics of rank 0 are given to every rank at the end, so all return one model."""
+    rank, world = rank_and_world()
     torch.manual_seed(seed)
     model = Classifier(backbone, num_classes).to(device).train()
+    net = _distributed(model, device, world)
     wd = recipe.weight_decay / recipe.lr if recipe.weight_decay_over_lr else recipe.weight_decay
     optimizer = torch.optim.SGD(
         [
@@ -138,6 +174,10 @@ def fine_tune(
     )
     drop_last = recipe.drop_last and len(train_set) > recipe.batch_size
     per_epoch = len(train_set) // recipe.batch_size if drop_last else math.ceil(len(train_set) / recipe.batch_size)
+    smallest = recipe.batch_size if drop_last else (len(train_set) % recipe.batch_size or recipe.batch_size)
+    if smallest < world:
+        raise ValueError(f"a fine-tune batch of {smallest} images cannot be shared by {world} "
+                         "processes; set drop_last: true or a batch_size that leaves no such batch")
     total = recipe.steps if recipe.steps > 0 else recipe.epochs * per_epoch
     factor = _lr_factor(recipe, total, per_epoch)
     head_factor = factor if recipe.decay_head_lr else (lambda step: 1.0)
@@ -152,28 +192,35 @@ def fine_tune(
         step, position = int(saved["step"]), int(saved["position"])
         shuffle.set_state(saved["epoch_shuffle"])
         torch.set_rng_state(saved["rng"])
+    if world > 1:  # each rank its own augmentation draws, from where it starts
+        torch.manual_seed(augmentation_seed(seed, step, rank))
     while step < total:
         epoch_start = shuffle.get_state()
         batches = epoch_batches(len(train_set), recipe.batch_size, drop_last, shuffle)
-        loader = DataLoader(train_set, batch_sampler=batches[position:], num_workers=num_workers,
-                            generator=torch.Generator().manual_seed(seed + step))
-        for images, targets in loader:
-            loss = _loss(recipe, model(images.to(device)), targets.to(device))
+        loader = DataLoader(train_set, batch_sampler=[b[rank::world] for b in batches[position:]],
+                            num_workers=num_workers, pin_memory=pin_memory(device),
+                            generator=torch.Generator().manual_seed((seed + step) * world + rank))
+        for batch, (images, targets) in zip(batches[position:], loader):
+            loss = _loss(recipe, net(images.to(device, non_blocking=True)),
+                         targets.to(device, non_blocking=True), len(batch))
+            if world > 1:
+                loss = loss * world  # DDP averages the ranks' gradients: their sum is wanted
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             step, position = step + 1, position + 1
             if progress is not None:
-                progress.step_done(lambda: {
+                progress.step_done_together(lambda: {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "step": step,
                     "position": position % len(batches), "rng": torch.get_rng_state(),
                     "epoch_shuffle": shuffle.get_state() if position == len(batches) else epoch_start,
-                }, f"fine-tune step {step} of {total}")
+                }, f"fine-tune step {step} of {total}", device)
             if step >= total:
                 break
         position = 0
+    broadcast_in_place([b for b in model.buffers() if b.is_floating_point()])
     return model.eval()
 
 
@@ -184,9 +231,10 @@ def predict(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Scores (N, classes) and targets of ``dataset`` under ``model`` in eval mode."""
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=pin_memory(device))
     scores, targets = [], []
     for images, target in loader:
-        scores.append(model(images.to(device)).float().cpu())
+        scores.append(model(images.to(device, non_blocking=True)).float().cpu())
         targets.append(torch.as_tensor(target))
     return torch.cat(scores), torch.cat(targets)

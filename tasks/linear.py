@@ -13,6 +13,9 @@ selects (lr, head, epoch); the test split is reported at that selection. The anc
 The InvP heads train with their BatchNorm in eval mode (``head_bn: frozen_stats``, as
 ``linear_classification.py`` calls ``network.eval()`` in ``train()``); the VISSL/Goyal heads
 normalise with batch statistics (``batch_stats``).
+
+Online, a job runs one process per GPU of its request (tasks/probe.py shards every batch over
+the ranks); cached, one process.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from typing import Any, ClassVar, Mapping
 import torch
 
 from benchmark.core.fields import AnyOf, Bool, Choice, Float, Int, ListOf, Name
-from tasks.base import Measurement, Task, TaskContext, register
+from tasks.base import EVERY_GPU, Measurement, Task, TaskContext, register
 from tasks.common import FEATURE_MODES, as_tuple, num_classes, task_settings
 from tasks.features import GRIDS, LAYERS, resolve_layers
 from tasks.probe import HEAD_BN_MODES, HEAD_INITS, PROBE_NORMS, ProbeSchedule, train_heads
@@ -96,6 +99,12 @@ class LinearProbeTask(Task):
     def resource_kind_for(cls, settings: Mapping[str, Any]) -> str:
         """``online_probe`` (the trunk runs every epoch: the node's GPUs) or ``cached_features``."""
         return "online_probe" if {**cls.defaults, **settings}["features"] == "online" else "cached_features"
+
+    @classmethod
+    def max_processes_for(cls, settings: Mapping[str, Any]) -> int:
+        """Online: one process per GPU of the job (``train_heads`` shards every batch over the
+        ranks); cached: one (the feature cache is extracted by one process)."""
+        return EVERY_GPU if cls.resource_kind_for(settings) == "online_probe" else 1
 
     def run(self, ctx: TaskContext) -> list[Measurement]:
         s = task_settings(self, ctx)

@@ -16,7 +16,9 @@ mean 0 and variance 1) or normalises with batch statistics (``batch_stats``: VIS
 Under ``torch.distributed`` (world > 1) every rank draws the same permutation each epoch and takes
 its share of every batch; the losses are scaled to the whole batch's mean and the head gradients
 summed, so the heads are those of one process (up to float summation order, with
-``frozen_stats``). Scores are counted per rank and summed. With a :class:`TaskProgress` the state
+``frozen_stats``; with ``batch_stats`` each rank normalises its share of the batch, as
+per-GPU BatchNorm under DDP does, and the running statistics are averaged over ranks after
+every step). Scores are counted per rank and summed. With a :class:`TaskProgress` the state
 (heads, optimizer, scheduler, epoch, position in the epoch, generator states, score history) is
 checkpointed after optimizer steps and resumed exactly.
 """
@@ -31,8 +33,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmark.core.errors import Preempted
-from benchmark.core.stop_request import request_stop, stop_requested
+from benchmark.core.distributed import all_reduce_in_place, rank_and_world
 from tasks.probe_sources import Batch, CachedFeatures, FeatureRows
 from tasks.progress import TaskProgress
 
@@ -117,13 +118,6 @@ class ProbeRun:
     heads: nn.ModuleList
 
 
-def rank_and_world() -> tuple[int, int]:
-    """This process's rank and the world size (0, 1 without torch.distributed)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def train_heads(
     source: FeatureSource,
     num_classes: int,
@@ -189,10 +183,12 @@ def train_heads(
                 if world > 1:
                     _sum_gradients(heads)
                 optimizer.step()
+                if world > 1 and batch_stats:
+                    _average_statistics(heads, world)
                 if progress is not None:
                     state = _state_fn(heads, optimizer, scheduler, order_rng, history, epoch, k + 1)
-                    _step_boundary(progress, state, f"epoch {epoch + 1} step {k + 1}", rank, world,
-                                   labels.device)
+                    progress.step_done_together(state, f"epoch {epoch + 1} step {k + 1}",
+                                                labels.device)
             scheduler.step()
             score()
         scores = {name: torch.stack(rows).transpose(0, 1).contiguous() for name, rows in history.items()}
@@ -215,11 +211,15 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, batch_size: int) -> torch.
 
 def _sum_gradients(heads: nn.Module) -> None:
     """Sum every head gradient across ranks (the losses are already scaled to the whole batch)."""
-    grads = [p.grad for p in heads.parameters() if p.grad is not None]
-    flat = torch.cat([g.flatten() for g in grads])
-    dist.all_reduce(flat)
-    for grad, part in zip(grads, flat.split([g.numel() for g in grads])):
-        grad.copy_(part.view_as(grad))
+    all_reduce_in_place([p.grad for p in heads.parameters() if p.grad is not None])
+
+
+def _average_statistics(heads: nn.Module, world: int) -> None:
+    """Average the heads' BatchNorm running statistics over ranks (with batch statistics each
+    rank normalises its own share of a batch), so that every rank holds, scores and saves the
+    same heads. The running-statistics update is linear, so averaging after every step gives
+    the average of the ranks' own running statistics."""
+    all_reduce_in_place([b for b in heads.buffers() if b.is_floating_point()], 1.0 / world)
 
 
 @torch.no_grad()
@@ -252,25 +252,6 @@ def _state_fn(heads: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
         "torch_rng": torch.get_rng_state(), "history": {n: list(r) for n, r in history.items()},
         "epoch": epoch, "step": step,
     }
-
-
-def _step_boundary(progress: TaskProgress, state: Callable[[], Mapping[str, Any]], where: str,
-                   rank: int, world: int, device: torch.device) -> None:
-    """``progress.step_done`` on rank 0; with several ranks a stop request seen by any rank
-    stops every rank at the same step (rank 0 saves the state, which all ranks share); without
-    a progress folder nothing is saved and nothing stops."""
-    if progress.path is None:
-        return
-    if world > 1:
-        flag = torch.tensor([int(stop_requested())], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() and not stop_requested():
-            request_stop()
-        if rank != 0:
-            if stop_requested():
-                raise Preempted(f"stopped at {where}; rank 0 saved the progress")
-            return
-    progress.step_done(state, where)
 
 
 def train_probe(

@@ -9,6 +9,9 @@ time-limit signal, SIGTERM/SIGUSR1: :mod:`benchmark.core.stop_request`), after w
 start :meth:`TaskProgress.load` returns that state and the task continues from it: the same
 batches in the same order, so a resumed task ends with the heads an uninterrupted one would have.
 
+In a job of several processes (one per GPU) only rank 0 writes or deletes the file and every
+rank loads it (:meth:`TaskProgress.step_done_together` stops all ranks at the same step).
+
 The file lives in the job's own folder (``TaskContext.progress_dir``), is written atomically
 (``benchmark.core.atomic``) and read with ``weights_only=True``; it carries the identity of what
 wrote it (task, settings, encoder), and a file of another identity is refused, never resumed. The
@@ -20,11 +23,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import torch
+import torch.distributed as dist
+
 from benchmark.core.atomic import save_atomic
 from benchmark.core.config import config_hash
+from benchmark.core.distributed import is_main_process, rank_and_world
 from benchmark.core.errors import Preempted
 from benchmark.core.safe_load import load_weights_only
-from benchmark.core.stop_request import stop_requested
+from benchmark.core.stop_request import request_stop, stop_requested
 
 CHECKPOINT_EVERY_S = 300.0  # a killed job loses at most this much work (plus one step)
 PROGRESS_REMEDY = ("It is a task's progress checkpoint: delete it and the task starts from the "
@@ -56,14 +63,16 @@ class TaskProgress:
         return saved["state"]
 
     def save(self, state: Mapping[str, Any]) -> None:
-        """Write ``state`` atomically (a no-op when checkpointing is off)."""
-        if self.path is not None:
+        """Write ``state`` atomically (a no-op when checkpointing is off, and on every rank but
+        rank 0 of a distributed job: the ranks share one state)."""
+        if self.path is not None and is_main_process():
             save_atomic({"identity": self.identity, "state": dict(state)}, self.path)
             self.last_save = self.clock()
 
     def discard(self) -> None:
-        """Delete the saved state (the part is finished and its result saved elsewhere)."""
-        if self.path is not None:
+        """Delete the saved state (the part is finished and its result saved elsewhere); rank 0
+        only."""
+        if self.path is not None and is_main_process():
             self.path.unlink(missing_ok=True)
 
     def step_done(self, state: Callable[[], Mapping[str, Any]], where: str) -> None:
@@ -73,7 +82,21 @@ class TaskProgress:
         if self.path is None:
             return
         stop = stop_requested()
-        if stop or self.clock() - self.last_save >= self.every_s:
+        if is_main_process() and (stop or self.clock() - self.last_save >= self.every_s):
             self.save(state())
         if stop:
             raise Preempted(f"stopped at {where}; progress saved in {self.path}")
+
+    def step_done_together(self, state: Callable[[], Mapping[str, Any]], where: str,
+                           device: torch.device | str) -> None:
+        """:meth:`step_done` for a loop that every rank of a distributed job runs in step: a stop
+        request seen by any rank stops every rank at the same step (one all-reduce on
+        ``device``), rank 0 saves the state they share. Alone, just :meth:`step_done`."""
+        if self.path is None:
+            return
+        if rank_and_world()[1] > 1:
+            flag = torch.tensor([int(stop_requested())], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() and not stop_requested():
+                request_stop()
+        self.step_done(state, where)

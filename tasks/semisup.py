@@ -24,7 +24,7 @@ from benchmark.core.config import ConfigError
 from benchmark.core.fields import AnyOf, Float, Int, ListOf, MapOf, Name, Spec, Text
 from benchmark.data import get_dataset
 from benchmark.data.imagenet import SUBSET_FIX
-from tasks.base import Measurement, Task, TaskContext, register
+from tasks.base import EVERY_GPU, Measurement, Task, TaskContext, register
 from tasks.common import class_balanced_subset, dataset_targets, load_split, num_classes, task_settings
 from tasks.finetune import RECIPE_FIELDS, FinetuneRecipe, fine_tune, predict, require_trainable
 from tasks.metrics import topk_accuracy
@@ -85,6 +85,7 @@ def _percent(fraction: float) -> str:
 class SemiSupervisedTask(Task):
     name = "semisup"
     resource_kind = "finetune"
+    max_processes = EVERY_GPU  # fine_tune shards every batch over the job's GPUs (DDP)
     summary = "fine-tune the whole network on 1 % / 10 % of the labels, top-1/top-5"
     paper_table = "Table 2"
     paper_column = "1% / 10% labels (top-5)"
@@ -175,9 +176,11 @@ class SemiSupervisedTask(Task):
             recipe,
             ctx.device,
             ctx.seed,
+            num_workers=int(ctx.config.data["num_workers"]),
             progress=fit,
         )
-        scores, targets = predict(model, test, ctx.device)
+        scores, targets = predict(model, test, ctx.device,
+                                  num_workers=int(ctx.config.data["num_workers"]))
         return {f"top{k}_{percent}": topk_accuracy(scores, targets, k) for k in (1, 5)}
 
     @staticmethod

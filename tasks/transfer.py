@@ -24,8 +24,9 @@ from threadpoolctl import threadpool_limits
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from benchmark.core.config import ConfigError
+from benchmark.core.distributed import broadcast_from_main
 from benchmark.core.fields import AnyOf, Choice, Float, Int, ListOf, Section, Tuple
-from tasks.base import Measurement, Task, TaskContext, register
+from tasks.base import EVERY_GPU, Measurement, Task, TaskContext, register
 from tasks.common import blas_threads, holdout_split, load_split, num_classes, task_settings
 from tasks.features import LAYER, context_features, resolve_layers
 from tasks.finetune import RECIPE_FIELDS, FinetuneRecipe, fine_tune, predict, require_trainable
@@ -132,6 +133,7 @@ class TransferTaskBase(Task):
 class TransferFinetuneTask(TransferTaskBase):
     name = "transfer"
     resource_kind = "finetune"
+    max_processes = EVERY_GPU  # fine_tune shards every batch over the job's GPUs (DDP)
     summary = "fine-tune to 7 datasets with the (lr, wd) grid, select on val, retrain, test once"
     protocol = "SimCLR/Kornblith fine-tune (docs/protocols.md §Transfer fine-tuning): lr x wd grid, wd/lr, retrain on train+val"
     defaults = {
@@ -165,6 +167,7 @@ class TransferFinetuneTask(TransferTaskBase):
         test = load_split(ctx, dataset, rule.test, eval_transform(dataset, s))
 
         grid = [(float(lr), float(wd)) for lr in s["lrs"] for wd in s["weight_decays"]]
+        workers = int(ctx.config.data["num_workers"])  # the job's CPUs less one (job_request)
         # the finished grid points' validation scores and the retrained model's test score, saved
         # as each finishes: a resumed job skips what is done
         grid_state = ctx.progress(f"{dataset}-grid", {"settings": s, "dataset": dataset})
@@ -178,8 +181,10 @@ class TransferFinetuneTask(TransferTaskBase):
             fit = ctx.progress(f"{dataset}-{part}", {"settings": s, "dataset": dataset,
                                                       "lr": lr, "weight_decay": wd})
             model = fine_tune(ctx.encoder.load(ctx.device), classes, train_set, recipe,
-                              ctx.device, ctx.seed, progress=fit)
-            record(transfer_score(rule.metric, *predict(model, eval_set, ctx.device), classes))
+                              ctx.device, ctx.seed, num_workers=workers, progress=fit)
+            score = transfer_score(rule.metric, *predict(model, eval_set, ctx.device,
+                                                         num_workers=workers), classes)
+            record(float(broadcast_from_main(float(score), ctx.device)))  # ranks choose alike
             grid_state.save(done)
             fit.discard()
 

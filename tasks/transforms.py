@@ -9,8 +9,10 @@ A task's ``transform`` setting picks the family:
 - ``gray``: the same geometry on one channel with Fashion-MNIST mean/std (the mini profile's
   backbone on the mini detection set's grayscale canvases).
 - ``recipe:<name>``: the clean transform of pretraining recipe ``<name>`` in
-  ``benchmark/data/augment.py`` (e.g. ``recipe:cifar``); training adds RandomCrop with padding
-  (+ flip for colour images). Fashion-MNIST and digits default to ``recipe:mini``.
+  ``benchmark/data/augment.py`` (e.g. ``recipe:cifar``); training adds, per ``recipe_augment``,
+  RandomCrop with padding (+ flip for colour images; ``pad_crop_flip``, the default) or a
+  horizontal flip only (``flip``: InvP's CIFAR linear probe, ``datasets/cifar.py``
+  ``get_linear_dataloader``). Fashion-MNIST and digits default to ``recipe:mini``.
 
 Each transform's ``repr`` is part of the feature-cache key.
 """
@@ -33,8 +35,10 @@ from benchmark.data.augment import (
 RECIPE_DEFAULTS = {"fashion_mnist": "recipe:mini", "digits": "recipe:mini"}
 TRANSFORM = Pattern(r"imagenet|gray|recipe:.+", "imagenet, gray or recipe:<name>")  # the setting
 EVAL_RESIZES = ("center_crop", "warp")
+RECIPE_AUGMENTS = ("pad_crop_flip", "flip")  # the training augmentation of the recipe family
 # the geometry settings a task does not set: the ImageNet protocol's (Resize 256, crop 224)
-TRANSFORM_DEFAULTS = {"resize": 256, "crop": 224, "crop_scale": (0.08, 1.0), "eval_resize": "center_crop"}
+TRANSFORM_DEFAULTS = {"resize": 256, "crop": 224, "crop_scale": (0.08, 1.0), "eval_resize": "center_crop",
+                      "recipe_augment": "pad_crop_flip"}
 
 
 class ConvertMode:
@@ -99,12 +103,18 @@ def eval_input_shape(dataset: str, settings: Mapping[str, Any] | None = None) ->
 
 
 def train_transform(dataset: str, settings: Mapping[str, Any] | None = None) -> T.Compose:
-    """Training augmentation for fine-tuning: random crop (+ flip for colour images)."""
+    """Training augmentation (fine-tuning, online probes): random crop (+ flip for colour
+    images), or for a recipe family its ``recipe_augment``."""
     settings = transform_settings(dataset, settings)
     family = _family(settings)
     if family.startswith("recipe:"):
         recipe = get_recipe(family.split(":", 1)[1])
         channels, size, _ = recipe.input_shape
+        augment = settings["recipe_augment"]
+        if augment == "flip":
+            return T.Compose([T.RandomHorizontalFlip(), *recipe.eval().transforms])
+        if augment != "pad_crop_flip":
+            raise ValueError(f"recipe_augment must be one of {', '.join(RECIPE_AUGMENTS)}, not {augment!r}")
         flip = [T.RandomHorizontalFlip()] if channels == 3 else []
         return T.Compose([T.RandomCrop(size, padding=size // 8), *flip, *recipe.eval().transforms])
     crop = int(settings["crop"])

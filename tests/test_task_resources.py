@@ -6,13 +6,16 @@ from __future__ import annotations
 import os
 import re
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 from slurm_fixtures import tiny_runner
+from tasks_support import make_context
 
-from benchmark.core.config import profile_path, resolve
+import tasks.finetune as finetune_module
+from benchmark.core.config import RunConfig, profile_path, resolve
 from benchmark.data import get_dataset, resolve_data_root
 from benchmark.harness.cli import main
 from benchmark.harness.job_request import job_request
@@ -64,12 +67,23 @@ def test_the_imagenet_dry_run_sizes_every_task_on_its_own(capsys, tmp_path):
     assert "gpus=4 " in request["pretrain invp seed=0"]  # the pretraining asks the node
     assert "gpus=1 " in request["knn [invp]"] and "kind=cached_features" in request["knn [invp]"]
     assert "gpus=0 cpus/task=32" in request["voc07_svm [invp]"]
-    # a kind asking more GPUs than its one-process task can use is capped, and says so
-    assert "gpus=1 " in request["detection#0 [invp]"]
-    assert "gpus capped 8->1 (detection runs 1 process)" in request["detection#0 [invp]"]
-    assert "gpus capped 4->1 (transfer runs 1 process)" in request["transfer:cifar10 [invp]"]
+    # the DDP tasks ask their kind's GPUs, one process each; the one-process ones ask one GPU
+    for label in ("linear [invp]", "linear_multilayer [invp]", "semisup [invp]",
+                  "transfer:cifar10 [invp]"):
+        assert "gpus=4 " in request[label] and "tasks/node=4 " in request[label], label
+    for label in ("detection#0 [invp]", "voc07_bce [invp]"):
+        assert "gpus=1 " in request[label] and "tasks/node=1 " in request[label], label
+    assert not any("capped" in line for line in request.values())
     assert all("nodes=1 " in line for line in request.values())
     assert "data.num_workers 10->9 (cpus/task - 1)" in request["knn [invp]"]
+
+
+def test_a_kind_asking_more_gpus_than_its_one_process_task_uses_is_capped(capsys, tmp_path):
+    profile = profile_variant(tmp_path, "imagenet", lambda t: t["launcher"]["task_kinds"][
+        "detection"].update(gpus_per_node=8))
+    request = requests(dry_run(capsys, profile, tmp_path, "--tasks", "detection")[1])
+    assert "gpus=1 " in request["detection#0 [invp]"]
+    assert "gpus capped 8->1 (detection runs 1 process)" in request["detection#0 [invp]"]
 
 
 def test_size_flags_size_the_pretraining_only(capsys, tmp_path):
@@ -218,3 +232,27 @@ def test_a_task_stopped_by_the_requeue_signal_saves_progress_and_its_requeue_res
     assert outcome.status == "done" and steps == [1, 2, 3, 4, 5]
     stored = Paths(tmp_path / "results", tmp_path / "runs", data_root).store("mini")
     assert stored.load_job(job.job_id)["records"][0]["value"] == 5.0
+
+
+@pytest.mark.parametrize("task, settings", [
+    ("transfer", {"datasets": ["digits"], "lrs": [0.1], "weight_decays": [0.0], "steps": 2,
+                  "batch_size": 32}),
+    ("semisup", {"dataset": "digits", "fractions": [0.2], "test_split": "test", "epochs": 1,
+                 "lr": 0.05, "batch_size": 64}),
+])
+def test_fine_tuning_tasks_read_with_the_jobs_data_loader_workers(task, settings, tmp_path,
+                                                                  monkeypatch):
+    """semisup and transfer fine-tune and predict with the job's data.num_workers (its CPUs
+    less one, set by run_task_job), pinned memory on CUDA only."""
+    loaders, real = [], finetune_module.DataLoader
+
+    def recording(*args, **kwargs):
+        loaders.append((kwargs["num_workers"], kwargs["pin_memory"]))
+        return real(*args, **{**kwargs, "num_workers": 0})  # the test itself stays in-process
+
+    monkeypatch.setattr(finetune_module, "DataLoader", recording)
+    ctx = make_context(tmp_path, task, settings)
+    tree = {**ctx.config.to_dict(), "data": {"num_workers": 3}}
+    get_task(task).run(replace(ctx, config=RunConfig.from_dict(tree)))
+    assert len(loaders) >= 2 and set(loaders) == {(3, False)}  # fine-tune and predict
+    assert finetune_module.pin_memory("cuda:0") and not finetune_module.pin_memory("cpu")

@@ -1,9 +1,15 @@
-"""Long tasks resume where a stop request left them (tasks/progress.py): transfer skips the grid
-points it finished, fine-tuning and semi-supervised fine-tuning resume mid-run exactly."""
+"""Long tasks resume where a stop request or a kill -9 left them (tasks/progress.py): transfer
+skips the grid points it finished, fine-tuning and semi-supervised fine-tuning resume mid-run
+exactly."""
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +22,8 @@ from benchmark.core.stop_request import clear_stop_request, request_stop
 from tasks.base import get_task
 from tasks.finetune import FinetuneRecipe, epoch_batches, fine_tune
 from tasks.progress import TaskProgress
+
+REPO = Path(__file__).resolve().parent.parent
 
 TRANSFER = {"datasets": ["digits"], "lrs": [0.01, 0.1], "weight_decays": [0.0, 1e-4],
             "steps": 12, "batch_size": 32}
@@ -109,6 +117,39 @@ def test_transfer_stopped_after_two_grid_points_resumes_at_the_third(tmp_path, m
     resumed = get_task("transfer").run(ctx)
     assert fitted == ["digits-point2", "digits-point3", "digits-test"]
     assert _values(resumed) == _values(uninterrupted)
+
+
+def _finished_points(grid_file: Path) -> int:
+    """Grid points a transfer job's grid checkpoint holds as done (0 while it is absent)."""
+    if not grid_file.is_file():
+        return 0
+    try:
+        return len(torch.load(grid_file, weights_only=True)["state"]["val_scores"])
+    except (EOFError, RuntimeError):  # never half-written (atomic), but be safe while polling
+        return 0
+
+
+def test_a_transfer_job_killed_after_two_grid_points_resumes_at_the_third(tmp_path):
+    """SIGKILL (no chance to save anything) once the grid checkpoint holds 2 finished points, in
+    the third point's fine-tune; the rerun fits points 3 and 4 and the retrain only, and ends
+    with the records of an uninterrupted run."""
+    script = [sys.executable, str(REPO / "tests" / "transfer_support.py")]
+    progress = tmp_path / "progress"
+    killed = subprocess.Popen([*script, str(tmp_path / "killed.json"), str(progress), "0.25"])
+    deadline = time.monotonic() + 300
+    while _finished_points(progress / "digits-grid.pt") < 2 and killed.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed.kill()
+    assert killed.wait() == -9 and not (tmp_path / "killed.json").exists()
+    assert _finished_points(progress / "digits-grid.pt") == 2
+    subprocess.run([*script, str(tmp_path / "resumed.json"), str(progress)], check=True, timeout=600)
+    subprocess.run([*script, str(tmp_path / "plain.json")], check=True, timeout=600)
+    resumed = json.loads((tmp_path / "resumed.json").read_text())
+    plain = json.loads((tmp_path / "plain.json").read_text())
+    assert resumed["fitted"] == ["digits-point2", "digits-point3", "digits-test"]
+    assert plain["fitted"] == [""] * 5  # no progress folder: checkpointing off
+    assert resumed["values"] == plain["values"]
 
 
 def test_semisup_stopped_mid_run_ends_with_the_same_scores(tmp_path, monkeypatch):

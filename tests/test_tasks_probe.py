@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,20 +16,21 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 import torch.nn.functional as F
 from gloo_support import free_port, join_gloo
-from probe_support import SlowSource, digits_trunk, run_probe
+from probe_support import LRS, SCHEDULE, SlowSource, digits_trunk, run_probe
 from tasks_support import make_context
 
 from benchmark.core.config import load_profile, resolve
 from benchmark.core.errors import Preempted
 from benchmark.core.stop_request import clear_stop_request, request_stop
 from benchmark.data import get_dataset
+from benchmark.data.augment import CIFAR_MEAN, CIFAR_STD
 from benchmark.models import build_backbone
 from tasks.base import available_tasks, get_task
 from tasks.features import extract_features, resolve_layers
 from tasks.probe import ProbeSchedule, make_head, train_heads, train_probe
 from tasks.probe_sources import CachedFeatures, FeatureRows, FrozenTrunk
 from tasks.progress import TaskProgress
-from tasks.transforms import eval_transform
+from tasks.transforms import eval_transform, train_transform
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE_TASKS = ("linear", "linear_multilayer", "places205_linear", "places205_linear_multilayer")
@@ -241,6 +243,27 @@ def test_two_gloo_ranks_train_the_heads_of_one_process(tmp_path, uninterrupted):
         assert torch.allclose(saved["scores"][name], scores, atol=1 / 60 + 1e-6)
 
 
+def _batch_stats_worker(rank: int, world: int, port: int, out: Path) -> None:
+    join_gloo(rank, world, port)
+    try:
+        schedule = replace(SCHEDULE, norm="bn_noaffine", head_bn="batch_stats")
+        run = train_heads(digits_trunk(), 10, schedule, LRS, "cpu", 0)
+        torch.save(run.heads.state_dict(), out / f"rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_ranks_with_batch_statistics_end_with_the_same_heads(tmp_path):
+    """Each rank normalises its half of every batch, so its BN running statistics are its own;
+    averaged over the ranks after every step, both ranks hold (score, save) the same heads."""
+    mp.spawn(_batch_stats_worker, args=(2, free_port(), tmp_path), nprocs=2, join=True)
+    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert any(key.endswith("running_mean") for key in rank0)
+    for key, value in rank0.items():
+        assert torch.equal(value, rank1[key]), key
+
+
 def test_probe_tasks_default_to_online_and_mini_linear_stays_cached():
     tasks = available_tasks()
     for name in PROBE_TASKS:
@@ -273,3 +296,13 @@ def test_the_probe_task_checkpoints_in_its_progress_folder_and_resumes(tmp_path)
     assert (tmp_path / "progress" / "probe.pt").is_file()
     resumed = get_task("linear").run(ctx)
     assert [(m.metric, m.split, m.value) for m in resumed] == [(m.metric, m.split, m.value) for m in plain]
+
+
+def test_the_cifar_probe_trains_on_flips_only_as_the_official_script():
+    """InvP's datasets/cifar.py get_linear_dataloader: flip, ToTensor, Normalize (no crop); the
+    small-image recipes' default (the mini's probes) keeps RandomCrop with padding."""
+    settings = {**get_task("linear").defaults, **load_profile("cifar")["tasks"]["linear"]}
+    augment = train_transform("cifar10", settings).transforms
+    assert [type(t).__name__ for t in augment] == ["RandomHorizontalFlip", "ToTensor", "Normalize"]
+    assert (tuple(augment[-1].mean), tuple(augment[-1].std)) == (CIFAR_MEAN, CIFAR_STD)
+    assert type(train_transform("digits").transforms[0]).__name__ == "RandomCrop"

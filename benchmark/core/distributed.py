@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -76,13 +77,49 @@ def barrier() -> None:
         dist.barrier()
 
 
-def broadcast_from_main(value: int, device: torch.device) -> int:
-    """Rank 0's ``value`` on every rank (``value`` itself when not distributed)."""
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the world size ((0, 1) when not distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (always, when not distributed)."""
+    return rank_and_world()[0] == 0
+
+
+def broadcast_from_main(value: int | float, device: torch.device | str) -> int | float:
+    """Rank 0's ``value`` (an int, or a float sent as float64) on every rank (``value`` itself
+    when not distributed)."""
     if not (dist.is_available() and dist.is_initialized()):
         return value
-    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    kind = float if isinstance(value, float) else int
+    tensor = torch.tensor([value], dtype=torch.float64 if kind is float else torch.int64,
+                          device=device)
     dist.broadcast(tensor, src=0)
-    return int(tensor.item())
+    return kind(tensor.item())
+
+
+def all_reduce_in_place(tensors: Sequence[torch.Tensor], scale: float = 1.0) -> None:
+    """Replace every tensor by its sum over ranks times ``scale``, in one all-reduce (on the
+    tensors' device: NCCL reduces CUDA tensors only)."""
+    if not tensors:
+        return
+    flat = torch.cat([t.flatten() for t in tensors])
+    dist.all_reduce(flat)
+    for tensor, part in zip(tensors, flat.mul_(scale).split([t.numel() for t in tensors])):
+        tensor.copy_(part.view_as(tensor))
+
+
+def broadcast_in_place(tensors: Sequence[torch.Tensor]) -> None:
+    """Replace every tensor by rank 0's, in one broadcast (no-op when not distributed)."""
+    if not tensors or not (dist.is_available() and dist.is_initialized()):
+        return
+    flat = torch.cat([t.flatten() for t in tensors])
+    dist.broadcast(flat, src=0)
+    for tensor, part in zip(tensors, flat.split([t.numel() for t in tensors])):
+        tensor.copy_(part.view_as(tensor))
 
 
 def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.core import provenance
-from benchmark.core.config import RunConfig
+from benchmark.core.config import ConfigError, RunConfig
+from benchmark.core.distributed import DistContext, init_distributed, launched_world_size
 from benchmark.core.errors import Preempted, user_error_message
 from benchmark.core.fields import safe_name
-from benchmark.core.runtime import configure_threads, resolve_device, seed_everything
+from benchmark.core.runtime import configure_threads, seed_everything
 from benchmark.core.stop_request import clear_stop_request, preemption_signals
 from benchmark.core.store import ResultRecord, ResultStore
 from benchmark.data import get_dataset
@@ -129,10 +130,31 @@ def _records(job: Job, cfg: RunConfig, measurements: list[Any], checkpoint_hash:
     ]
 
 
+def _skip(store: ResultStore, job: Job, job_meta: dict[str, Any], reason: str,
+          is_main: bool) -> Outcome:
+    """Record (on rank 0 only) that ``job`` did not run because of ``reason``."""
+    if is_main:
+        store.save_skip(job_meta, reason)
+    return Outcome(job.job_id, job.label, OutcomeStatus.SKIPPED, reason)
+
+
+def _process_group(task_name: str, most: int, device: str) -> DistContext:
+    """Join the job's process group (one process per GPU under Slurm or torchrun; none alone);
+    a world larger than the task can use (``most``) is an error naming the task."""
+    world = launched_world_size()
+    if world > most:
+        raise ConfigError(f"task {task_name!r} runs {most} process(es) but was launched with "
+                          f"{world} (WORLD_SIZE / SLURM_NTASKS); launch it with {most} (the "
+                          "sweep's task jobs ask that many)")
+    return init_distributed(device)
+
+
 def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
     """Run one task on one encoder and store its records atomically (skip if already stored).
     The task runs within its job's request (``job_request``): its memory is the task's budget,
-    its data-loader workers fit its CPUs."""
+    its data-loader workers fit its CPUs. Launched as several processes (one per GPU: a task
+    whose ``max_processes_for`` allows it), every rank runs the task; only rank 0 writes the
+    records, the skip notes and the progress checkpoints, and deletes the progress folder."""
     store = paths.store(job.config["profile"])
     if result_is_current(job, store) and not force:
         return Outcome(job.job_id, job.label, OutcomeStatus.CACHED, str(store.path(job.job_id)))
@@ -146,6 +168,7 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
                 "label": job.label, "method": cfg.method.name, "config": job.config,
                 "pretrain_dir": job.pretrain_dir}
     settings = cfg.tasks[job.task]
+    dist = _process_group(job.task, task.max_processes_for(settings), str(cfg.device))
     missing = {name: get_dataset(name).check(paths.data_root) for name in task.datasets(settings)}
     missing = {name: problems for name, problems in missing.items() if problems}
     if missing:
@@ -154,8 +177,7 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
             f"(get it: {get_dataset(name).how_to_get})"
             for name, p in missing.items()
         )
-        store.save_skip(job_meta, f"dataset missing: {details}")
-        return Outcome(job.job_id, job.label, OutcomeStatus.SKIPPED, f"dataset missing: {details}")
+        return _skip(store, job, job_meta, f"dataset missing: {details}", dist.is_main)
     checkpoint, checkpoint_hash = None, None
     if job.encoder == "pretrained":
         checkpoint = encoder_path(job.pretrain_dir)
@@ -165,12 +187,11 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
         checkpoint_hash = provenance.file_hash(checkpoint)
     configure_threads(cfg.threads)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
     ctx = TaskContext(
         config=cfg,
         encoder=EncoderHandle(job.encoder, cfg, checkpoint, checkpoint_hash),
         data_root=paths.data_root,
-        device=device,
+        device=dist.device,
         seed=cfg.seed,
         cache_dir=paths.runs / "cache",
         progress_dir=paths.progress(job.job_id),
@@ -184,12 +205,17 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
         with preemption_signals():  # a stop request checkpoints the task's progress and raises
             measurements = task.run(ctx)
     except TaskNotApplicable as exc:
-        store.save_skip(job_meta, f"not applicable: {exc}")
-        return Outcome(job.job_id, job.label, OutcomeStatus.SKIPPED, f"not applicable: {exc}")
+        return _skip(store, job, job_meta, f"not applicable: {exc}", dist.is_main)
     finally:
         clear_stop_request()  # a stop request belongs to this job only
-    records = _records(job, cfg, measurements, checkpoint_hash,
-                       provenance.device_description(device), time.perf_counter() - t0, started)
+    if not dist.is_main:
+        return Outcome(job.job_id, job.label, OutcomeStatus.DONE,
+                       f"rank {dist.rank} of {dist.world_size}: rank 0 stores the records")
+    device = provenance.device_description(dist.device)
+    if dist.enabled:
+        device = f"{device} x {dist.world_size} processes"
+    records = _records(job, cfg, measurements, checkpoint_hash, device,
+                       time.perf_counter() - t0, started)
     path = store.save(job_meta, records)
     shutil.rmtree(paths.progress(job.job_id), ignore_errors=True)  # its records are stored
     return Outcome(job.job_id, job.label, OutcomeStatus.DONE, str(path))
