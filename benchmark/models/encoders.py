@@ -15,7 +15,8 @@ from torch import nn
 
 from benchmark.core.safe_load import CorruptFile, load_weights_only
 from benchmark.data.augment import get_recipe
-from benchmark.models import build_backbone, build_head
+from benchmark.models.heads import build_head
+from benchmark.models.registry import build_backbone
 
 ENCODER_KINDS = ("pretrained", "random", "pixels")
 ENCODER_KEYS = ("backbone", "config")
