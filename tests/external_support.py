@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+import weight_formats_support
 
 from benchmark.models import build_backbone
 from benchmark.models.weight_formats import torchvision_name
@@ -17,8 +18,7 @@ def torchvision_file(path: Path, model_cfg: Mapping[str, Any], drop: str | None 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         backbone = build_backbone(model_cfg)
-        state = {torchvision_name(key): value for key, value in backbone.state_dict().items()}
-        state.update({"fc.weight": torch.randn(10, backbone.feature_dim), "fc.bias": torch.zeros(10)})
-    state.pop(drop, None)
-    torch.save(state, path)
-    return path
+        fc = {"weight": torch.randn(10, backbone.feature_dim), "bias": torch.zeros(10)}
+    trunk = {torchvision_name(key): value for key, value in backbone.state_dict().items()}
+    trunk.pop(drop, None)
+    return weight_formats_support.save("torchvision", trunk, fc, path)
