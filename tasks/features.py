@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from benchmark.core.fields import AnyOf, Int, ListOf, MapOf, Parses, Text
+from benchmark.core.fields import AnyOf, ConfigError, Int, ListOf, MapOf, Parses, Text
 from benchmark.models.backbone import Backbone
 from tasks.common import EXTRACTION_DEFAULTS, encoder_key, limited_split
 from tasks.feature_budget import check_feature_budget
@@ -114,13 +114,15 @@ def _grid_for(block: str, grids: dict[str, int]) -> int:
 
 def check_layers(backbone: torch.nn.Module, layers: Sequence[FeatureLayer],
                  head: torch.nn.Module | None = None) -> None:
-    """Raise ValueError naming the blocks of ``layers`` that ``backbone`` does not have, or when the
-    ``embedding`` layer is asked for without the encoder's ``head``."""
+    """Raise a ConfigError (a user error) naming the blocks of ``layers`` that ``backbone`` does not
+    have and the ones it has, or a ValueError when the ``embedding`` layer is asked for without the
+    encoder's ``head``."""
     block_names = list(getattr(backbone, "block_names", []))
     unknown = sorted({layer.block for layer in layers if layer.block is not None} - set(block_names))
     if unknown:
-        raise ValueError(
-            f"feature layer block(s) {unknown} not in the backbone; its blocks are {block_names}"
+        raise ConfigError(
+            f"feature layer block(s) {unknown} not in the backbone; its blocks are {block_names}: "
+            "set the task's layers (tasks.<task>.layers or .layer) to some of them, or to blocks"
         )
     if head is None and any(layer.embedding for layer in layers):
         raise ValueError("feature layer 'embedding' needs the encoder's projection head; none was given")

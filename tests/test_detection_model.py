@@ -16,6 +16,7 @@ from tasks.detection.export import CheckpointMismatch, detectron2_key, export_de
 from tasks.detection.model import C4Config, L1RegionProposalNetwork, build_c4_detector, split_c4
 from tasks.detection.schedule import MOCO_VOC, DetectionSchedule
 from tasks.detection.train import recompute_bn_statistics
+from tasks.errors import TaskNotApplicable
 
 MINI = {"backbone": "mini_resnet", "width": 8, "depths": [1, 1, 1, 1], "in_channels": 1, "init": "kaiming_xavier"}
 MINI_DETECTOR = C4Config(
@@ -37,7 +38,7 @@ def test_split_reads_stride_and_channels_off_the_backbone():
     assert (r50.in_channels, r50.trunk_channels, r50.head_channels, r50.stride) == (3, 1024, 2048, 16)
     # ResNet-50's trunk is conv1/bn1/relu/maxpool + layer1-3; the head is layer4 (stride-2 first block)
     assert r50.head[0].conv2.stride == (2, 2) and len(r50.trunk) == 4
-    with pytest.raises(TypeError, match="stem \\+ stages"):
+    with pytest.raises(TaskNotApplicable, match="stem \\+ stages backbone.*Conv2d is none"):
         split_c4(nn.Conv2d(1, 1, 1))
 
 

@@ -193,3 +193,55 @@ def test_a_format_given_that_does_not_fit_names_the_missing_level(mini_source, t
 def test_a_missing_file_is_a_weights_error(tmp_path):
     with pytest.raises(WeightsError, match=r"absent\.pth is not a file"):
         load_weights(tmp_path / "absent.pth", MINI_CFG)
+
+
+@pytest.mark.parametrize("name, classifier", [("resnet10t", 2), ("test_convnext", 2)])
+def test_a_timm_state_dict_loads_with_its_classifier_dropped(name, classifier, tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(4)
+    source = _randomise_batchnorm(timm.create_model(name, pretrained=False, num_classes=10))
+    path = tmp_path / "timm.pth"
+    torch.save(source.state_dict(), path)
+    model_cfg = {"backbone": f"timm:{name}", "in_channels": 3}
+    loaded = load_weights(path, model_cfg)
+    assert (loaded.format, loaded.dropped, loaded.missing, loaded.unexpected) == (
+        "timm", {"classifier": classifier}, (), ())
+    with torch.no_grad():
+        expected = source.forward_head(source.forward_features(_batch()), pre_logits=True)
+    torch.testing.assert_close(_loaded_features(loaded), expected, rtol=0, atol=1e-5)
+    with pytest.raises(WeightsError, match="fits none of"):  # no torchvision ResNet keys, no timm backbone
+        load_weights(path, MINI_CFG)
+
+
+def test_a_safetensors_file_loads_as_its_state_dict(mini_source, tmp_path):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    path = tmp_path / "model.safetensors"  # how the Hugging Face hub ships timm and torchvision weights
+    safetensors_torch.save_file({**mini_source.trunk, "fc.weight": mini_source.fc["weight"],
+                                 "fc.bias": mini_source.fc["bias"]}, str(path))
+    loaded = load_weights(path, MINI_CFG)
+    assert (loaded.format, loaded.dropped) == ("torchvision", {"classifier": 2})
+    torch.testing.assert_close(_loaded_features(loaded), mini_source.features, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["cut.pth", "cut.safetensors"])
+def test_a_cut_file_is_a_weights_error_saying_download_it_again(mini_source, name, tmp_path):
+    whole = save("torchvision", mini_source.trunk, mini_source.fc, tmp_path / "whole.pth").read_bytes()
+    path = tmp_path / name
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(WeightsError, match=rf"{name} is unreadable \(.*download it again if it was cut"):
+        load_weights(path, MINI_CFG)
+
+
+def test_a_whole_pickled_model_loads_only_when_trusted(tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(5)
+    net = _randomise_batchnorm(timm.create_model("resnet10t", pretrained=False, num_classes=0))
+    path = tmp_path / "model.pt"
+    torch.save(net, path)  # torch.save(model): the module itself, not its state dict
+    cfg = {"backbone": "timm:resnet10t", "in_channels": 3}
+    with pytest.raises(WeightsError, match=r"refers to timm\.models\.resnet\.ResNet.*--trust-weights"):
+        load_weights(path, cfg)
+    loaded = load_weights(path, cfg, trust_weights=True)
+    assert loaded.format == "timm" and loaded.unpickled
+    with torch.no_grad():
+        torch.testing.assert_close(_loaded_features(loaded), net(_batch()), rtol=0, atol=1e-5)

@@ -1,7 +1,7 @@
 """Loading a published checkpoint as the suite's backbone: read, fingerprint, recognise, load strictly.
 
-``load_weights(path, model_cfg)`` reads the file without running code (``weights_only=True``;
-full unpickling only with ``trust_weights``), tells its format by its keys (``fmt="auto"``),
+``load_weights(path, model_cfg)`` reads the file without running code (``weights_only=True``,
+or a ``.safetensors`` file; full unpickling only with ``trust_weights``), tells its format by its keys (``fmt="auto"``),
 builds the backbone ``model_cfg`` names (a suite ``encoder.pt`` brings its own) and loads the
 trunk: every trunk parameter and buffer must be in the file and nothing unexpected may be,
 unless ``allow_missing_keys``. Heads, momentum copies and queues are dropped and counted.
@@ -17,10 +17,9 @@ import torch
 from torch import nn
 
 from benchmark.core.fields import required
-from benchmark.core.safe_load import UnsafeFile, load_weights_only
+from benchmark.core.safe_load import CorruptFile, UnsafeFile, load_weights_only
 from benchmark.models.registry import build_backbone
 from benchmark.models.weight_formats import (
-    FORMAT_HINT,
     READERS,
     RESNET_FORMATS,
     WEIGHT_FORMATS,
@@ -34,6 +33,8 @@ AUTO = "auto"
 STEP_COUNTER = "num_batches_tracked"  # BatchNorm's step count: unused at evaluation, absent in old files
 LISTED_KEYS = 5  # how many missing/unexpected keys an error message names
 CHUNK_BYTES = 1 << 20
+SAFETENSORS = ".safetensors"
+UNREADABLE_REMEDY = "Check that it is a whole torch.save or .safetensors file (download it again if it was cut)"
 TRUST_REMEDY = ("If you trust where the file comes from, pass --trust-weights (trust_weights=True in "
                 "Python), which unpickles it fully")
 STRICT_REMEDY = ("Check that the profile's backbone (model.backbone) is the checkpoint's architecture "
@@ -93,14 +94,37 @@ def file_sha256(path: str | Path) -> str:
 
 
 def read_checkpoint(path: Path, trust_weights: bool = False) -> tuple[Any, bool]:
-    """The file's contents and whether full unpickling was needed; without ``trust_weights`` a
-    file that needs it raises a WeightsError saying why and naming --trust-weights."""
+    """The file's contents and whether full unpickling was needed: a ``.safetensors`` file (tensors
+    only), else ``torch.load(weights_only=True)``; a file that needs full unpickling raises a
+    WeightsError saying why and naming --trust-weights, unless ``trust_weights`` (then a whole
+    pickled model comes back as its state dict)."""
+    if path.suffix == SAFETENSORS:
+        return _read_safetensors(path), False
     try:
-        return load_weights_only(path, FORMAT_HINT), False
+        return load_weights_only(path), False
     except UnsafeFile as exc:
         if not trust_weights:
             raise WeightsError(path, exc.reason, TRUST_REMEDY) from None
-    return torch.load(path, map_location="cpu", weights_only=False), True
+    except CorruptFile as exc:
+        raise WeightsError(path, exc.reason, UNREADABLE_REMEDY) from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001  (unpickling runs the file's code: any error may come out)
+        raise WeightsError(path, f"could not be unpickled ({type(exc).__name__}: {exc})",
+                           "Install what it needs (often the training code's packages) or re-save its state dict") from None
+    return (obj.state_dict() if isinstance(obj, nn.Module) else obj), True  # a whole pickled model
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise WeightsError(path, "is a safetensors file, which needs the safetensors package",
+                           "Install it: pip install safetensors (timm brings it)") from None
+    try:
+        return load_file(path, device="cpu")
+    except Exception as exc:  # noqa: BLE001  (a cut or foreign file: safetensors' own error types vary)
+        raise WeightsError(path, f"is unreadable ({type(exc).__name__}: {exc})", UNREADABLE_REMEDY) from None
 
 
 def _fill_counters(found: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> int:

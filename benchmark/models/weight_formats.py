@@ -91,8 +91,9 @@ def _container(obj: Any, keys: Sequence[str], path: Path, fmt: str) -> Mapping[s
             raise WeightsError(path, f"is not a {fmt} checkpoint: it has no {where}", FORMAT_HINT)
         found = found[key]
     if not isinstance(found, Mapping):
-        raise WeightsError(path, f"is not a {fmt} checkpoint: {' -> '.join(keys)} is a "
-                           f"{type(found).__name__}, not a state dict", FORMAT_HINT)
+        what = " -> ".join(keys) or "its content"
+        raise WeightsError(path, f"is not a {fmt} checkpoint: {what} is a {type(found).__name__}, "
+                           "not a state dict", FORMAT_HINT)
     return found
 
 
@@ -133,8 +134,8 @@ def read_moco(obj: Any, path: Path, backbone: nn.Module) -> Split:
     state = unwrap(_container(obj, ["state_dict"], path, "moco"))
     if any(key.startswith("base_encoder.") for key in state):
         return split_state(state, "base_encoder.", [
-            ("base_encoder.fc.", "projection head"), ("base_encoder.head.", "projection head"),
-            ("momentum_encoder.", "momentum encoder"), ("predictor.", "predictor")])
+            ("base_encoder.fc.", "projection head"), ("momentum_encoder.", "momentum encoder"),
+            ("predictor.", "predictor")])
     return split_state(state, "encoder_q.", [
         ("encoder_q.fc.", "projection head"), ("encoder_k.", "momentum encoder"), ("queue", "queue")])
 
@@ -163,7 +164,7 @@ def read_solo_learn(obj: Any, path: Path, backbone: nn.Module) -> Split:
     """solo-learn's Lightning checkpoint: ``backbone.`` is the trunk (its ``fc`` is an Identity);
     every other top-level module of the method (projector, momentum copies, queues) is dropped."""
     state = _container(obj, ["state_dict"], path, "solo-learn")
-    return split_state(state, "backbone.", [("backbone.fc.", "classifier")],
+    return split_state(state, "backbone.", [],
                        other_part=lambda key: SOLO_LEARN_PARTS.get(key.split(".")[0], key.split(".")[0]))
 
 

@@ -33,6 +33,7 @@ from benchmark.core.config import ConfigError
 from benchmark.core.fields import Bool, Choice, Float, Int, ListOf, Tuple
 from benchmark.core.settings import read_typed, setting, settings_section
 from benchmark.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from tasks.errors import TaskNotApplicable
 
 NORMS = ("sync", "frozen")
 PROBABILITY = Float(ge=0, le=1)
@@ -96,12 +97,15 @@ def split_c4(backbone: nn.Module, probe_size: int = 64) -> C4Parts:
     """Split a stem+stages backbone: trunk = stem + all stages but the last, head = last stage.
 
     Channel counts and the trunk's stride are read off one forward pass of a blank
-    ``probe_size`` image in eval mode (no BN statistics change).
+    ``probe_size`` image in eval mode (no BN statistics change). A backbone without that split
+    (a non-ResNet timm model) raises TaskNotApplicable: the job is recorded as skipped, with why.
     """
     if not (hasattr(backbone, "stem") and hasattr(backbone, "stages") and len(backbone.stages) >= 2):
-        raise TypeError(
-            f"{type(backbone).__name__} is not a stem + stages backbone; build it with "
-            "benchmark.models.build_backbone (the Backbone contract in docs/CONTRACTS.md)"
+        blocks = getattr(backbone, "block_names", None)
+        raise TaskNotApplicable(
+            f"the C4 detector splits a stem + stages backbone (the suite's ResNets, a timm ResNet; "
+            f"docs/CONTRACTS.md), and {type(backbone).__name__} is none"
+            + (f" (its blocks: {', '.join(map(str, blocks))})" if blocks else "")
         )
     trunk = nn.Sequential(backbone.stem, *backbone.stages[:-1])
     head = backbone.stages[-1]
