@@ -1,7 +1,7 @@
 """The interface every evaluation task implements, and the task registry.
 
-A task takes an encoder (a pretrained checkpoint, or one of the two sanity encoders: a randomly
-initialised network and raw pixels) and returns Measurements; the harness turns them into
+A task takes an encoder (a pretrained checkpoint, external weights given by ``run --weights``, or
+one of the two sanity encoders: a randomly initialised network and raw pixels) and returns Measurements; the harness turns them into
 ResultRecords with provenance (``benchmark/core/store.py``). A task's settings live in the run
 config under ``tasks.<name>``; ``--tasks all`` runs every registered task (a profile configures
 each, or excludes it with a reason). A task declares the kind of job it is
@@ -19,6 +19,8 @@ import torch
 
 from benchmark.core.registry import Registry
 from benchmark.models.encoders import load_encoder_backbone, load_encoder_head
+from benchmark.models.external_encoder import EXTERNAL, ExternalWeights, load_external_backbone
+from tasks.errors import TaskNotApplicable
 from tasks.progress import CHECKPOINT_EVERY_S, TaskProgress
 
 if TYPE_CHECKING:
@@ -43,21 +45,32 @@ class Measurement:
 
 @dataclass(frozen=True)
 class EncoderHandle:
-    """What a task evaluates. ``kind`` is ``pretrained`` (``checkpoint`` set), ``random`` or
-    ``pixels``; ``load()`` builds the frozen-or-trainable feature extractor."""
+    """What a task evaluates. ``kind`` is ``pretrained`` (``checkpoint`` set), ``external``
+    (``weights`` set; ``checkpoint_hash`` = their sha256), ``random`` or ``pixels``; ``load()``
+    builds the frozen-or-trainable feature extractor."""
 
     kind: str
     config: Any  # RunConfig of the run (model section says how to build the backbone)
     checkpoint: Path | None = None
     checkpoint_hash: str | None = None
+    weights: ExternalWeights | None = None
 
     def load(self, device: torch.device | str = "cpu") -> torch.nn.Module:
         """The encoder's backbone (features, no projection head) on ``device``, in eval mode."""
+        if self.kind == EXTERNAL:
+            if self.weights is None:
+                raise ValueError("an external EncoderHandle needs `weights` (an ExternalWeights)")
+            return load_external_backbone(self.weights, self.config.model).to(device).eval()
         return load_encoder_backbone(self, device)
 
     def load_head(self, backbone: torch.nn.Module, device: torch.device | str = "cpu") -> torch.nn.Module | None:
         """The projection head on ``backbone`` (its output: the embedding the method trained), in
-        eval mode on ``device``; None for raw pixels, which have none."""
+        eval mode on ``device``; None for raw pixels, which have none. External weights have none
+        here either: asking for it raises TaskNotApplicable (the job is a recorded skip)."""
+        if self.kind == EXTERNAL:
+            raise TaskNotApplicable("external weights (--weights) are evaluated without their "
+                                    "projection head, which feature layer 'embedding' needs; use "
+                                    "the backbone's features, e.g. --set tasks.knn.layer=pooled")
         return load_encoder_head(self, backbone, device)
 
 

@@ -28,7 +28,7 @@ class ResultRecord:
 
     method: str
     method_config: dict[str, Any]
-    encoder: str  # pretrained | random | pixels
+    encoder: str  # pretrained | random | pixels | external
     backbone: str
     pretrain_epochs: int
     task: str

@@ -14,22 +14,11 @@ from benchmark.core.errors import (
     explain_failure,
     require_writable_folder,
 )
-from benchmark.core.fields import safe_name
 from benchmark.core.store import write_text_atomic
 from benchmark.data import available_datasets, resolve_data_root
 from benchmark.data.imagenet import SUBSET_FIX, SUBSETS, prepare_subset_lists, subset_list_states
 from benchmark.data.registry import DEFAULT_DATA_ROOT
-from benchmark.harness.jobs import OutcomeStatus, Paths
-from benchmark.harness.schema import resolve_run
-from benchmark.harness.sweep import (
-    describe_exclusions,
-    expand,
-    open_state,
-    require_inputs,
-    show_outcome,
-    single_run,
-    submit_sweep,
-)
+from benchmark.harness.run_cli import add_run_parser
 from benchmark.harness.sweep_cli import add_status_parser, add_sweep_parser
 from benchmark.report.compare import compare_folders
 from benchmark.report.render import write_report
@@ -38,41 +27,6 @@ from tasks.base import available_tasks
 from tasks.detection.export import CheckpointMismatch, export_detectron2
 
 DEBUG_HELP = f"show the traceback of every error (also: {DEBUG_ENV}=1)"
-
-
-def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="pretrain a method and run tasks on it (plus sanity rows)",
-                       description="Pretrain METHOD under PROFILE, then run TASKS on the encoder "
-                       "and on the two sanity encoders (random init, raw pixels); records go to "
-                       "RESULTS/<profile>/ and the report to REPORTS/<profile>.md. A run is a "
-                       "one-point sweep: its state goes to SWEEPS/<name>/sweep.json, so "
-                       "`status` shows its jobs.")
-    p.add_argument("--method", required=True, help="method name (see `list`)")
-    p.add_argument("--tasks", default="all",
-                   help="all (every registered task but those the profile's tasks_excluded names) "
-                   "| none | comma-separated task names")
-    p.add_argument("--profile", default="mini", help="profile name or YAML path (default: mini)")
-    p.add_argument("--seed", type=int, default=None, help="run seed (default: the profile's)")
-    p.add_argument("--out", type=Path, default=Path("runs"),
-                   help="folder for pretraining runs and caches (default: runs)")
-    p.add_argument("--results", type=Path, default=Path("results"), help="result records root")
-    p.add_argument("--reports", type=Path, default=Path("reports"), help="report folder")
-    p.add_argument("--sweeps", type=Path, default=Path("sweeps"),
-                   help="sweeps root, where the run's state for `status` goes (default: sweeps)")
-    p.add_argument("--data-root", default=None,
-                   help=f"data root (default: $BENCHMARK_DATA, else ./{DEFAULT_DATA_ROOT})")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set pretrain.epochs=3 (repeatable)")
-    p.add_argument("--launcher", default="local",
-                   help="local (this process, the default), or through submitit slurm, "
-                   "submitit-local or debug")
-    p.add_argument("--resume", default="auto", choices=["auto", "never", "force"],
-                   help="pretraining checkpoint resume policy (default: auto)")
-    p.add_argument("--force", action="store_true", help="re-run jobs that already have results")
-    p.add_argument("--no-sanity", action="store_true",
-                   help="skip the random-init and raw-pixel sanity rows")
-    p.add_argument("--no-report", action="store_true", help="do not regenerate the report")
-    p.set_defaults(func=cmd_run)
 
 
 def _add_list(sub: argparse._SubParsersAction) -> None:
@@ -161,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_run, _add_list, _add_data, _add_report, _add_compare, _add_export,
+    for add in (add_run_parser, _add_list, _add_data, _add_report, _add_compare, _add_export,
                 add_sweep_parser,
                 add_status_parser):
         add(sub)
@@ -177,42 +131,6 @@ def _accept_debug_after_command(sub: argparse._SubParsersAction) -> None:
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
                 _accept_debug_after_command(action)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    valid = available_methods()
-    if args.method not in valid:
-        raise UsageError(f"unknown method {args.method!r}; valid methods: {', '.join(valid)}")
-    cfg = resolve_run(args.profile, args.method, args.overrides, args.seed)
-    spec = single_run(args.profile, args.method, args.tasks, cfg.seed, args.overrides,
-                      sanity=not args.no_sanity)
-    paths = Paths(results=args.results, runs=args.out, data_root=resolve_data_root(args.data_root))
-    jobs = expand(spec, paths.runs)  # checks task settings
-    require_inputs(jobs, paths, args.force)
-    folder = Path(args.sweeps) / safe_name(spec.name, "the run's sweep name (from --profile)",
-                                           "name the profile file with letters, digits, '_', "
-                                           "'.' and '-' only")
-    require_writable_folder(args.out, "--out")
-    require_writable_folder(args.results, "--results")
-    if not args.no_report:
-        require_writable_folder(args.reports, "--reports")
-    require_writable_folder(args.sweeps, "--sweeps")
-    print(f"run {cfg.method.name} on profile {cfg.profile} (config {cfg.hash}, seed {cfg.seed}): "
-          f"{len(jobs)} jobs", flush=True)
-    exclusions = describe_exclusions(cfg.tree, args.tasks)
-    if exclusions:
-        print(exclusions, flush=True)
-    outcomes = submit_sweep(open_state(folder, spec), jobs, paths, args.launcher, force=args.force,
-                            on_outcome=show_outcome, resume=args.resume)
-    if not args.no_report:
-        report = write_report(args.results, args.reports, cfg.profile, runs_dir=args.out,
-                              data_root=paths.data_root)
-        print(f"report: {report}")
-    failed = [o for o in outcomes if o.status == OutcomeStatus.FAILED]
-    if failed:
-        print(f"{len(failed)} job(s) failed", file=sys.stderr)
-        return 1
-    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from benchmark.engine.pretrain import pretrain_unless_done
 from benchmark.harness.completion import encoder_path, result_is_current
 from benchmark.harness.job_request import job_request
 from benchmark.harness.plan import Job
+from benchmark.models.external_encoder import EXTERNAL
 from tasks.base import EncoderHandle, TaskContext, get_task
 from tasks.errors import TaskNotApplicable
 from tasks.progress import CHECKPOINT_EVERY_S
@@ -96,10 +97,13 @@ def run_pretrain_job(job: Job, paths: Paths, force: bool = False, resume: str = 
     return Outcome(job.job_id, job.label, status, str(path))
 
 
-def _records(job: Job, cfg: RunConfig, measurements: list[Any], checkpoint_hash: str | None,
-             device: str, wall: float, started: str) -> list[ResultRecord]:
+def task_records(job: Job, cfg: RunConfig, measurements: list[Any], checkpoint_hash: str | None,
+                 device: str, wall: float, started: str) -> list[ResultRecord]:
+    """The records of a task job's measurements, with their provenance (the job, its config, the
+    encoder's hash, the device, the wall time and start)."""
     git = provenance.git_state()
     method = cfg.method.name if job.encoder == "pretrained" else job.encoder
+    weights = {"weights": job.weights.record_extra()} if job.weights is not None else {}
     return [
         ResultRecord(
             method=method,
@@ -124,7 +128,7 @@ def _records(job: Job, cfg: RunConfig, measurements: list[Any], checkpoint_hash:
             device=device,
             wall_time_s=round(wall, 3),
             started_at=started,
-            extra=dict(m.extra),
+            extra={**m.extra, **weights},
         )
         for m in measurements
     ]
@@ -165,8 +169,9 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
                                                          "num_workers": request.num_workers}})
     task = get_task(job.task)
     job_meta = {"job_id": job.job_id, "task": job.task, "encoder": job.encoder,
-                "label": job.label, "method": cfg.method.name, "config": job.config,
-                "pretrain_dir": job.pretrain_dir}
+                "label": job.label, "method": cfg.method.name if job.weights is None else EXTERNAL,
+                "config": job.config, "pretrain_dir": job.pretrain_dir,
+                **({"weights": job.weights.record_extra()} if job.weights is not None else {})}
     settings = cfg.tasks[job.task]
     dist = _process_group(job.task, task.max_processes_for(settings), str(cfg.device))
     missing = {name: get_dataset(name).check(paths.data_root) for name in task.datasets(settings)}
@@ -185,11 +190,13 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
             return Outcome(job.job_id, job.label, OutcomeStatus.FAILED,
                            f"no encoder checkpoint at {checkpoint}")
         checkpoint_hash = provenance.file_hash(checkpoint)
+    elif job.weights is not None:
+        checkpoint_hash = job.weights.sha256
     configure_threads(cfg.threads)
     seed_everything(cfg.seed)
     ctx = TaskContext(
         config=cfg,
-        encoder=EncoderHandle(job.encoder, cfg, checkpoint, checkpoint_hash),
+        encoder=EncoderHandle(job.encoder, cfg, checkpoint, checkpoint_hash, job.weights),
         data_root=paths.data_root,
         device=dist.device,
         seed=cfg.seed,
@@ -214,8 +221,8 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
     device = provenance.device_description(dist.device)
     if dist.enabled:
         device = f"{device} x {dist.world_size} processes"
-    records = _records(job, cfg, measurements, checkpoint_hash, device,
-                       time.perf_counter() - t0, started)
+    records = task_records(job, cfg, measurements, checkpoint_hash, device,
+                           time.perf_counter() - t0, started)
     path = store.save(job_meta, records)
     shutil.rmtree(paths.progress(job.job_id), ignore_errors=True)  # its records are stored
     return Outcome(job.job_id, job.label, OutcomeStatus.DONE, str(path))

@@ -3,6 +3,8 @@
 Every job's id is a hash of the resolved configuration it depends on, so a re-run (or a
 re-submitted sweep) recognises finished jobs by id and skips them. The sanity encoders (random
 init, raw pixels) do not depend on the method: their jobs are shared by every method's run.
+External weights (``run --weights``) are planned without a pretraining: their task jobs' ids hash
+the file's sha256 and format, not its path or name, so the same bytes are evaluated once.
 """
 from __future__ import annotations
 
@@ -12,11 +14,12 @@ from typing import Any, Mapping
 
 from benchmark.core.config import ConfigError, RunConfig, config_hash
 from benchmark.core.identity import SANITY_SECTIONS, pretrain_hash, pretrain_run_dir
+from benchmark.models.external_encoder import EXTERNAL, ExternalWeights
 from methods.base import method_class
 from tasks.base import available_tasks, get_task
 from tasks.common import checked_settings
 
-ENCODER_KINDS = ("pretrained", "random", "pixels")
+RUN_ENCODERS = ("pretrained", "random", "pixels")  # the encoders a method's run evaluates
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class Job:
     task: str | None = None
     encoder: str = "pretrained"
     depends_on: tuple[str, ...] = field(default_factory=tuple)
+    weights: ExternalWeights | None = None  # the file an ``external`` encoder reads
 
     @property
     def run_config(self) -> RunConfig:
@@ -44,13 +48,19 @@ def pretrain_id(cfg: RunConfig) -> str:
 
 
 def task_job_id(cfg: RunConfig, task: str, encoder: str,
-                unit: Mapping[str, Any] | None = None) -> str:
+                unit: Mapping[str, Any] | None = None, weights: ExternalWeights | None = None) -> str:
     """Id of one task (one of its units: ``unit`` holds the unit's settings overrides) on one
     encoder kind: a hash of the unit's settings as it runs them (the task's defaults overlaid
     with the profile's block and the unit's overrides, so a changed default is another job;
-    ``Task.identity_settings`` of them) and of the encoder's identity."""
+    ``Task.identity_settings`` of them) and of the encoder's identity (``external``: the weights'
+    sha256 and format, the model section they load onto and the seed the task runs with)."""
     if encoder == "pretrained":
         basis: dict[str, Any] = {"pretrain": pretrain_id(cfg)}
+    elif encoder == EXTERNAL:
+        if weights is None:
+            raise ValueError("an external encoder's job id needs its weights")
+        basis = {"weights": {"sha256": weights.sha256, "format": weights.format},
+                 **{k: cfg.tree[k] for k in SANITY_SECTIONS}}
     else:
         basis = {k: cfg.tree[k] for k in SANITY_SECTIONS if k in cfg.tree}
     runner = get_task(task)
@@ -141,25 +151,35 @@ def plan_run(
     jobs = [
         Job(pid, "pretrain", f"pretrain {cfg.method.name} seed={cfg.seed}", tree, pretrain_dir)
     ]
-    encoders = ENCODER_KINDS if sanity else ("pretrained",)
+    encoders = RUN_ENCODERS if sanity else ("pretrained",)
     for task in task_names:
-        units = task_units(cfg, task)
         for encoder in encoders:
-            for name, unit in units:
-                shown = f"{task}{name}" if len(units) > 1 else task
-                jobs.append(
-                    Job(
-                        job_id=task_job_id(cfg, task, encoder, unit),
-                        kind="task",
-                        label=f"{shown} [{cfg.method.name if encoder == 'pretrained' else encoder}]",
-                        config=unit_tree(tree, task, unit),
-                        pretrain_dir=pretrain_dir,
-                        task=task,
-                        encoder=encoder,
-                        depends_on=(pid,) if encoder == "pretrained" else (),
-                    )
-                )
+            shown = cfg.method.name if encoder == "pretrained" else encoder
+            jobs += _task_jobs(cfg, task, tree, encoder, shown, pretrain_dir,
+                               (pid,) if encoder == "pretrained" else ())
     return jobs
+
+
+def _task_jobs(cfg: RunConfig, task: str, tree: dict[str, Any], encoder: str, shown: str,
+               pretrain_dir: str, depends_on: tuple[str, ...] = (),
+               weights: ExternalWeights | None = None) -> list[Job]:
+    """One job per unit of ``task`` on ``encoder``, labelled ``<task><unit> [<shown>]``."""
+    units = task_units(cfg, task)
+    return [Job(job_id=task_job_id(cfg, task, encoder, unit, weights), kind="task",
+                label=f"{task}{name if len(units) > 1 else ''} [{shown}]",
+                config=unit_tree(tree, task, unit), pretrain_dir=pretrain_dir, task=task,
+                encoder=encoder, depends_on=depends_on, weights=weights)
+            for name, unit in units]
+
+
+def plan_external(cfg: RunConfig, task_names: list[str], weights: ExternalWeights) -> list[Job]:
+    """The task jobs of ``weights`` evaluated under ``cfg`` (its model section builds the
+    backbone): no pretraining, no sanity rows; each task's settings are checked here."""
+    for task in task_names:
+        checked_settings(get_task(task), cfg.tasks[task], task)
+    tree = cfg.to_dict()
+    return [job for task in task_names
+            for job in _task_jobs(cfg, task, tree, EXTERNAL, weights.name, "", weights=weights)]
 
 
 def missing_inputs(job: Job, data_root: Path) -> list[str]:

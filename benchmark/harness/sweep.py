@@ -21,6 +21,7 @@ from benchmark.core.errors import require_writable_folder
 from benchmark.core.fields import safe_name
 from benchmark.data import resolve_data_root
 from benchmark.harness.completion import is_done
+from benchmark.harness.external import WeightsOptions, plan_weights_list
 from benchmark.harness.job_request import job_request
 from benchmark.harness.jobs import Outcome, OutcomeStatus, Paths
 from benchmark.harness.launch import LAUNCHERS, build_launcher
@@ -190,8 +191,9 @@ def active_jobs(state: SweepState, results_root: Path) -> dict[str, str]:
     return active
 
 
-def open_state(folder: Path, spec: SweepSpec) -> SweepState:
-    """The sweep's state, created on first use; warns when the code version changed since."""
+def open_state(folder: Path, spec: Any) -> SweepState:
+    """The sweep's state, created on first use (``spec``: the dataclass saying what the sweep
+    covers, a SweepSpec or ``external.WeightsSpec``); warns when the code version changed since."""
     code = code_version()
     if not (folder / "sweep.json").is_file():
         return SweepState(folder / "sweep.json", asdict(spec), code)
@@ -244,24 +246,51 @@ def show_outcome(outcome: Outcome) -> None:
           + (f": {outcome.message}" if outcome.message else ""), flush=True)
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    profile = resolve_run(args.profile).tree  # checked: its seed and launcher.name are set
-    spec = SweepSpec(profile=args.profile,
-                     methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
-                     tasks=args.tasks,
+def _method_sweep(args: argparse.Namespace, profile: Mapping[str, Any],
+                  paths: Paths) -> tuple[SweepSpec, list[Job], str]:
+    methods = tuple(m.strip() for m in (args.methods or "").split(",") if m.strip())
+    if not methods:
+        raise ConfigError("sweep needs --methods (comma-separated methods to pretrain) or "
+                          "--weights-list FILE (checkpoints to evaluate); see `list --methods`")
+    spec = SweepSpec(profile=args.profile, methods=methods, tasks=args.tasks,
                      seeds=tuple(parse_seeds(args.seeds)) if args.seeds else (profile["seed"],),
                      grid=tuple((k, tuple(v)) for k, v in parse_grid(args.overrides)),
                      sanity=not args.no_sanity)
+    return spec, expand(spec, paths.runs), (f"{len(spec.methods)} method(s) x {len(spec.seeds)} "
+                                            f"seed(s) x {len(spec.points())} grid point(s)")
+
+
+def _weights_sweep(args: argparse.Namespace, profile: Mapping[str, Any]) -> tuple[Any, list[Job], str]:
+    if args.methods:
+        raise ConfigError("--methods and --weights-list exclude each other: the list's "
+                          "checkpoints are evaluated as they are, without pretraining; drop one")
+    grid = parse_grid(args.overrides)
+    several = [key for key, values in grid if len(values) > 1]
+    if several:
+        raise ConfigError(f"--set {several[0]} with --weights-list takes one value (no grid); "
+                          "run one sweep per value")
+    overrides = [f"{key}={values[0]}" for key, values in grid]
+    seeds = parse_seeds(args.seeds) if args.seeds else [profile["seed"]]
+    cfgs = [resolve_run(args.profile, None, overrides, seed) for seed in seeds]
+    options = WeightsOptions(allow_missing_keys=args.allow_missing_keys,
+                             trust_weights=args.trust_weights)
+    spec, jobs, lines = plan_weights_list(args.weights_list, cfgs, args.tasks, options, overrides)
+    print("\n".join(lines), flush=True)
+    return spec, jobs, f"{len(spec.weights)} checkpoint(s) x {len(seeds)} seed(s)"
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    profile = resolve_run(args.profile).tree  # checked: its seed and launcher.name are set
     launcher_name = args.launcher or profile["launcher"]["name"]
     if launcher_name not in LAUNCHERS:
         raise ConfigError(f"unknown launcher {launcher_name!r} (--launcher / launcher.name); "
                           f"valid launchers: {', '.join(LAUNCHERS)}")
     paths = Paths(results=args.results, runs=args.out, data_root=resolve_data_root(args.data_root))
-    jobs = expand(spec, paths.runs)
+    spec, jobs, covered = (_method_sweep(args, profile, paths) if args.weights_list is None
+                           else _weights_sweep(args, profile))
     flags = resource_flags(args)
     folder = Path(args.sweeps) / safe_name(args.name or spec.name, "--name")
-    print(f"sweep {folder}: {len(spec.methods)} method(s) x {len(spec.seeds)} seed(s) x "
-          f"{len(spec.points())} grid point(s) -> {len(jobs)} jobs, launcher {launcher_name}")
+    print(f"sweep {folder}: {covered} -> {len(jobs)} jobs, launcher {launcher_name}")
     exclusions = describe_exclusions(profile, spec.tasks)
     if exclusions:
         print(exclusions)

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from benchmark.harness.resources import RESOURCE_FLAGS
+from benchmark.harness.run_cli import add_weights_flags
 from benchmark.harness.status import cmd_status
 from benchmark.harness.submitit_launcher import LOG_TAIL_LINES
 from benchmark.harness.sweep import cmd_sweep
@@ -16,7 +17,14 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
                        "not done yet: pretraining first, then each pretraining's tasks as job "
                        "arrays (one per resource request) that wait for it (afterok). "
                        "Re-submitting runs only failed or missing jobs.")
-    p.add_argument("--methods", required=True, help="comma-separated methods, e.g. invp,insdis,knn")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated methods, e.g. invp,insdis,knn (or --weights-list)")
+    p.add_argument("--weights-list", type=Path, default=None, metavar="FILE",
+                   help="instead of --methods: evaluate the checkpoints FILE maps to local files "
+                   "(`<name>: <path>` per line, names from benchmark/report/paper/"
+                   "published_checkpoints.yaml; the protocol self-check: --profile "
+                   "protocol-check); listed files that are not there are reported as not found")
+    add_weights_flags(p)
     p.add_argument("--tasks", default="all",
                    help="all (every registered task but those the profile's tasks_excluded names) "
                    "| none | comma-separated task names")

@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from benchmark.core.store import ResultStore
+from benchmark.models.external_encoder import EXTERNAL
 from benchmark.report.paper_tables import (
     OTHER_TABLE,
     PaperData,
@@ -44,6 +45,14 @@ def registry_task_info() -> dict[str, TaskInfo]:
         name: TaskInfo(cls.paper_table, cls.paper_column, tuple(cls.metrics), cls.label_setting)
         for name, cls in available_tasks().items()
     }
+
+
+def record_row_label(rec: Mapping[str, Any]) -> str:
+    """The report row of one record: external weights (``run --weights``) by the name they were
+    given (``extra["weights"]["name"]``), every other record by :func:`row_label`."""
+    if rec["encoder"] == EXTERNAL:
+        return str(rec["extra"]["weights"]["name"])
+    return row_label(rec["method"], rec["method_config"], rec["encoder"])
 
 
 def _disambiguate_rows(frame: pd.DataFrame) -> None:
@@ -88,7 +97,7 @@ def _skip_records(skips: Iterable[Mapping[str, Any]], tasks: Mapping[str, TaskIn
             "seed": config.get("seed"),
             "job_id": job.get("job_id"),
             "skip_reason": str(skip.get("reason", "")).split(":")[0].strip() or "skipped",
-            "extra": settings,
+            "extra": {**settings, **({"weights": job["weights"]} if "weights" in job else {})},
         }
         out.extend({**base, "dataset": str(d), "metric": m} for d in datasets for m in metrics)
     return out
@@ -116,10 +125,7 @@ def records_frame(
         return frame
     if "skip_reason" not in frame:
         frame["skip_reason"] = None
-    frame["row"] = [
-        row_label(m, c, e)
-        for m, c, e in zip(frame["method"], frame["method_config"], frame["encoder"])
-    ]
+    frame["row"] = [record_row_label(rec) for rec in frame.to_dict("records")]
     _disambiguate_rows(frame)
     frame["column"] = [_column_label(rec, tasks) for rec in frame.to_dict("records")]
     frame["scale"] = frame.groupby("metric")["value"].transform(

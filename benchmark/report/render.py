@@ -45,6 +45,7 @@ from benchmark.report.paper_tables import (
     load_paper,
     settings_differences,
 )
+from benchmark.report.protocol_check import protocol_check_markdown
 
 
 class Footnotes:
@@ -279,6 +280,7 @@ def render_markdown(
         text = render_table(cells, table_key, paper, compare, expected_seeds, notes)
         if text:
             lines += [text, ""]
+    lines += protocol_check_markdown(frame) if not frame.empty else []
     checks = ordering_checks(cells, paper)
     if checks:
         lines += ["## Does the paper's ordering hold?", "",
