@@ -168,7 +168,12 @@ class ResultStore:
             if not self.is_done(payload["job"]["job_id"]):
                 yield payload
 
+    def job_files(self) -> Iterator[dict[str, Any]]:
+        """``{"job": ..., "records": [...]}`` of every job file under the root (sorted by name)."""
+        for path in sorted(self.root.glob("*.json")):
+            yield read_job_file(path)
+
     def records(self) -> Iterator[dict[str, Any]]:
         """Every record of every job file under the root (sorted by file name)."""
-        for path in sorted(self.root.glob("*.json")):
-            yield from read_job_file(path)["records"]
+        for payload in self.job_files():
+            yield from payload["records"]

@@ -2,7 +2,6 @@
 the paper cell it fills and the task's metadata; what the tables and figures are computed from."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +10,8 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from benchmark.core.store import ResultStore
-from benchmark.report.paper_tables import (
-    OTHER_TABLE,
-    PaperData,
-    row_label,
-)
+from benchmark.report.paper_tables import OTHER_TABLE, PaperData, PaperTable
+from benchmark.report.rows import RowKey, label_rows, row_attributes, row_key
 from tasks.base import available_tasks
 
 HELD_OUT_SPLITS = ("holdout",)  # selection splits: never a reported number
@@ -46,25 +42,6 @@ def registry_task_info() -> dict[str, TaskInfo]:
     }
 
 
-def _disambiguate_rows(frame: pd.DataFrame) -> None:
-    """Rows holding several method configs: all but the most common (ties: the first in sorted
-    order, so labels are stable) get ``[key=value, ...]``."""
-    keys = frame["method_config"].map(lambda c: json.dumps(c or {}, sort_keys=True, default=str))
-    for label in list(frame["row"].unique()):
-        in_row = frame["row"] == label
-        counts = keys[in_row].value_counts()
-        if len(counts) < 2:
-            continue
-        ranked = sorted(counts.index, key=lambda k: (-counts[k], k))
-        base = json.loads(ranked[0])
-        for other in ranked[1:]:
-            cfg = json.loads(other)
-            diff = ", ".join(
-                f"{k}={cfg.get(k)}" for k in sorted(set(cfg) | set(base)) if cfg.get(k) != base.get(k)
-            )
-            frame.loc[in_row & (keys == other), "row"] = f"{label} [{diff}]"
-
-
 def _skip_records(skips: Iterable[Mapping[str, Any]], tasks: Mapping[str, TaskInfo]) -> list[dict]:
     """Pseudo-records (value NaN, ``skip_reason`` set) for jobs that recorded a skip."""
     out = []
@@ -80,6 +57,7 @@ def _skip_records(skips: Iterable[Mapping[str, Any]], tasks: Mapping[str, TaskIn
         method_config = config.get("method", {}) if encoder == "pretrained" else {}
         base = {
             "method": job.get("method", method_config.get("name", encoder)),
+            "profile": config.get("profile"),
             "method_config": method_config,
             "encoder": encoder,
             "task": task,
@@ -90,6 +68,7 @@ def _skip_records(skips: Iterable[Mapping[str, Any]], tasks: Mapping[str, TaskIn
             "skip_reason": str(skip.get("reason", "")).split(":")[0].strip() or "skipped",
             "extra": settings,
         }
+        base["row_key"] = row_key({**base, "backbone": None, "pretrain_epochs": None}, config)
         out.extend({**base, "dataset": str(d), "metric": m} for d in datasets for m in metrics)
     return out
 
@@ -109,18 +88,23 @@ def records_frame(
     skips: Iterable[Mapping[str, Any]] = (),
     tasks: Mapping[str, TaskInfo] | None = None,
 ) -> pd.DataFrame:
-    """Records (plus skip pseudo-records) as a DataFrame with ``row`` and ``column`` labels."""
+    """Records (plus skip pseudo-records) as a DataFrame with ``row`` and ``column`` labels.
+    A record may carry its ``row_key`` (``rows.row_key`` with its job's config); else it is
+    computed from the record alone."""
     tasks = registry_task_info() if tasks is None else tasks
     frame = pd.DataFrame(list(records) + _skip_records(skips, tasks))
     if frame.empty:
         return frame
     if "skip_reason" not in frame:
         frame["skip_reason"] = None
-    frame["row"] = [
-        row_label(m, c, e)
-        for m, c, e in zip(frame["method"], frame["method_config"], frame["encoder"])
-    ]
-    _disambiguate_rows(frame)
+    keys = [k if isinstance(k, RowKey) else row_key(rec)
+            for k, rec in zip(frame.get("row_key", [None] * len(frame)), frame.to_dict("records"))]
+    frame["row_base"] = [k.base for k in keys]
+    frame["setup"] = [dict(k.setup) for k in keys]
+    frame["setup_id"] = [k.setup_id for k in keys]
+    frame["row"] = label_rows(frame)
+    frame[["row_head", "row_epochs", "row_backbone"]] = [row_attributes(s) for s in frame["setup"]]
+    frame = frame.drop(columns="row_key", errors="ignore")
     frame["column"] = [_column_label(rec, tasks) for rec in frame.to_dict("records")]
     frame["scale"] = frame.groupby("metric")["value"].transform(
         lambda v: 1.0 if v.name in PERCENT_METRICS or v.abs().max() > 1.0 else 100.0
@@ -166,8 +150,24 @@ def place_cells(frame: pd.DataFrame, paper: PaperData, tasks: Mapping[str, TaskI
     return cells
 
 
+def _known(value: Any) -> Any:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def paper_counterpart(spec: PaperTable, row: str, lines: pd.DataFrame, same_scale: bool) -> str | None:
+    """The paper row our ``row`` is compared with in ``spec``, from the head, epochs and backbone
+    of its records ``lines`` (none: a row not run, matched on its label)."""
+    if lines.empty:
+        return spec.paper_row(row, same_scale=same_scale)
+    first = lines.iloc[0]
+    return spec.paper_row(row, _known(first["row_head"]), _known(first["row_epochs"]),
+                          _known(first["row_backbone"]), same_scale)
+
+
 def load_frame(results_dir: Path, profile: str,
                tasks: Mapping[str, TaskInfo] | None = None) -> pd.DataFrame:
     """Records and recorded skips of ``results_dir/profile`` as a report frame."""
     store = ResultStore(Path(results_dir) / profile)
-    return records_frame(store.records(), store.skips(), tasks)
+    records = [{**rec, "row_key": row_key(rec, payload["job"].get("config"))}
+               for payload in store.job_files() for rec in payload["records"]]
+    return records_frame(records, store.skips(), tasks)

@@ -12,7 +12,8 @@ from itertools import combinations
 
 import pandas as pd
 
-from benchmark.report.paper_tables import PaperData, base_row
+from benchmark.report.frame import paper_counterpart
+from benchmark.report.paper_tables import PaperData
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,9 @@ def ordering_checks(cells: pd.DataFrame, paper: PaperData) -> list[OrderingCheck
     for (table, label, paper_column), group in ran.groupby(["table", "label", "paper_column"], sort=False):
         spec = paper.tables[table]
         rows = {}
+        same_scale = bool(group["comparable"].iloc[0])
         for row, records in group.groupby("row"):
-            reference = spec.reference.get(row) if base_row(row) == row else None
+            reference = paper_counterpart(spec, row, records, same_scale)
             number = paper.number(table, reference, paper_column) if reference else None
             if number is not None:
                 rows[row] = (float((records["value"] * records["scale"]).mean()), number.value)

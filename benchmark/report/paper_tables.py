@@ -56,9 +56,12 @@ def _same(actual: Any, expected: Any) -> bool:
     return actual == expected or str(actual).lower() == str(expected).lower()
 
 
+SEPARATOR = " · "  # between a row's base label and what sets its configuration apart
+
+
 def base_row(row: str) -> str:
-    """A row label without the ``[key=value]`` suffix that sets apart other method configs."""
-    return row.split(" [")[0]
+    """A row label without the `` · 200 ep`` suffix that sets apart other configurations."""
+    return row.split(SEPARATOR)[0]
 
 
 def row_label(method: str, method_config: Mapping[str, Any] | None, encoder: str) -> str:
@@ -88,6 +91,25 @@ class PaperColumn:
 
 
 @dataclass(frozen=True)
+class PaperRow:
+    """A paper row one of our rows is compared with, and the pretraining it was printed for
+    (None: not stated; the table's epochs and backbone unless the entry names its own)."""
+
+    row: str
+    head: str | None = None
+    epochs: int | None = None
+    backbone: str | None = None
+
+    def fits(self, head: Any, epochs: Any, backbone: Any, same_scale: bool) -> bool:
+        """Whether a row of this head, epochs and backbone (None: unknown) is this paper row's
+        configuration. The head must match; epochs and backbone only at the paper's scale
+        (``same_scale``: on the paper's dataset), since a stand-in changes them by design."""
+        wanted = [(self.head, head)] + ([(self.epochs, epochs), (self.backbone, backbone)]
+                                         if same_scale else [])
+        return all(want is None or have is None or _same(have, want) for want, have in wanted)
+
+
+@dataclass(frozen=True)
 class PaperTable:
     """One of the paper's Tables 1-5: columns, row mapping and the paper's pretrain epochs."""
 
@@ -95,9 +117,18 @@ class PaperTable:
     title: str
     paper_epochs: int | None
     columns: tuple[PaperColumn, ...]
-    reference: Mapping[str, str]
+    reference: Mapping[str, tuple[PaperRow, ...]]
     rows: tuple[str, ...] | None = None
     from_table: str | None = None
+
+    def paper_row(self, row: str, head: Any = None, epochs: Any = None, backbone: Any = None,
+                  same_scale: bool = True) -> str | None:
+        """The paper row our ``row`` (base label) is compared with: the first of its references
+        whose configuration fits (``PaperRow.fits``); None when none does."""
+        for ref in self.reference.get(base_row(row), ()):
+            if ref.fits(head, epochs, backbone, same_scale):
+                return ref.row
+        return None
 
     def has_metric(self, metric: str) -> bool:
         return any(metric.lower() in c.metrics for c in self.columns)
@@ -163,6 +194,29 @@ def _require(condition: bool, path: Path, message: str) -> None:
         raise ValueError(f"paper numbers file {path}: {message}")
 
 
+def _references(spec: Mapping[str, Any], path: Path, table: str) -> dict[str, tuple[PaperRow, ...]]:
+    """``reference:`` of a table: our row -> a paper row name, or a list of ``{row, head, epochs,
+    backbone}``; every paper row is the counterpart of one of our rows at most."""
+    out: dict[str, tuple[PaperRow, ...]] = {}
+    seen: dict[str, str] = {}
+    for ours, entries in (spec.get("reference") or {}).items():
+        refs = []
+        for entry in entries if isinstance(entries, list) else [entries]:
+            entry = entry if isinstance(entry, dict) else {"row": entry}
+            _require("row" in entry and set(entry) <= {"row", "head", "epochs", "backbone"}, path,
+                     f"table {table!r} reference {ours!r}: entries need 'row' and may name "
+                     f"'head', 'epochs', 'backbone', got {entry}")
+            ref = PaperRow(str(entry["row"]), entry.get("head"),
+                           entry.get("epochs", spec.get("paper_epochs")),
+                           entry.get("backbone", spec.get("backbone")))
+            _require(seen.setdefault(ref.row, ours) == ours, path,
+                     f"table {table!r}: paper row {ref.row!r} is the counterpart of both "
+                     f"{seen[ref.row]!r} and {ours!r}; one row per paper row")
+            refs.append(ref)
+        out[str(ours)] = tuple(refs)
+    return out
+
+
 def load_paper(path: Path = PAPER_FILE) -> PaperData:
     """Parse and check the paper-numbers file; errors name the file and the bad entry."""
     path = Path(path)
@@ -193,7 +247,7 @@ def load_paper(path: Path = PAPER_FILE) -> PaperData:
             title=str(spec.get("title", key)),
             paper_epochs=spec.get("paper_epochs"),
             columns=columns,
-            reference=dict(spec.get("reference", {})),
+            reference=_references(spec, path, key),
             rows=tuple(spec["rows"]) if spec.get("rows") else None,
             from_table=spec.get("from_table"),
         )

@@ -30,6 +30,7 @@ from benchmark.report.frame import (
     TOLERANCE_MARK,
     TaskInfo,
     load_frame,
+    paper_counterpart,
     place_cells,
     registry_task_info,
 )
@@ -153,8 +154,9 @@ def _table_rows(here: pd.DataFrame, spec: PaperTable | None, paper: PaperData,
     ours = list(here["row"].unique()) if not here.empty else []
     if not compare:
         return [(row, None) for row in _row_order(ours)]
-    ours += list(spec.rows or spec.reference)
-    pairs = [(row, spec.reference.get(base_row(row))) for row in _row_order(ours)]
+    ours += [row for row in spec.rows or spec.reference if row not in ours]
+    pairs = [(row, paper_counterpart(spec, row, here[here["row"] == row] if not here.empty else here,
+                                     same_scale=True)) for row in _row_order(ours)]
     used = {p for _, p in pairs}
     pairs += [(None, p) for p in paper.paper_rows(spec.key) if p not in used]
     return sorted(pairs, key=lambda pair: pair[0] in SANITY_ROWS.values())
