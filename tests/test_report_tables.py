@@ -224,15 +224,20 @@ def test_a_paper_profile_without_records_still_shows_the_paper_tables() -> None:
     assert render([], profile="mini").endswith("No result records found.\n")
 
 
-def test_ordering_check_counts_pairs_in_the_papers_order() -> None:
+def test_ordering_check_gives_every_pair_a_verdict_and_the_summary_counts_all_four() -> None:
     records = (seeds([0.60, 0.61, 0.62], **MINI)
-               + seeds([0.64, 0.64, 0.64], method_config={**INVP_CONFIG, "hard_positive": False}, **MINI)
-               + seeds([0.50] * 3, method="knn", method_config={"name": "knn"}, **MINI)
-               + seeds([0.55] * 3, method_config={**INVP_CONFIG, "steps": 1}, **MINI))  # ties KNN in the paper
+               + seeds([0.64, 0.65, 0.64], method_config={**INVP_CONFIG, "hard_positive": False}, **MINI)
+               + seeds([0.50, 0.51, 0.50], method="knn", method_config={"name": "knn"}, **MINI)
+               + [record(value=0.62, method_config={**INVP_CONFIG, "n_background": "all"}, **MINI)])
     md = render(records, profile="mini")
     line = next(ln for ln in md.splitlines() if ln.startswith("- **Table 5"))
-    assert "does not hold (4 of 5 pairs)" in line
-    assert "Ours: InvP without hard positive 64.00 > InvP 61.00 > KNN (InvP, l = 1) 55.00 > KNN-positive 50.00." in line
+    assert "1 disagrees" in line and "2 agrees" in line and "3 cannot tell" in line
+    assert "InvP > InvP without hard positive: disagrees" in line  # 61 vs 64.3, tight seeds
+    assert "InvP > KNN-positive: agrees" in line
+    assert "InvP > InvP without hard negative: cannot tell" in line  # one seed
+    assert "Ours: InvP without hard positive 64.33 ± 0.58 (n=3) > InvP without hard negative 62.00 (n=1)" in line
+    assert "Welch's two-sided t-test at α = 0.05" in md
+    assert "Over 6 ordered pairs in 1 columns: 2 agrees, 1 disagrees, 0 within noise, 3 cannot tell." in md
     assert "- **Table 1" not in md  # a single row with a paper counterpart: nothing to order
 
 

@@ -34,7 +34,7 @@ from benchmark.report.frame import (
     place_cells,
     registry_task_info,
 )
-from benchmark.report.ordering import ordering_checks
+from benchmark.report.ordering import ORDERING_RULE, ordering_checks, summary
 from benchmark.report.paper_tables import (
     OTHER_TABLE,
     ROW_ORDER,
@@ -284,9 +284,9 @@ def render_markdown(
     checks = ordering_checks(cells, paper)
     if checks:
         lines += ["## Does the paper's ordering hold?", "",
-                  "Rows with a paper counterpart, ordered by the paper's number and by our mean; "
-                  "a pair agrees when both order it the same way (pairs the paper ties are "
-                  "skipped).", "", *[c.markdown() for c in checks], ""]
+                  "Rows with a paper counterpart, ordered by the paper's number and by our mean "
+                  "(± sample std over seeds). " + ORDERING_RULE, "", summary(checks), "",
+                  *[c.markdown() for c in checks], ""]
     if figures is not None and figures.figures:
         lines += ["## Figures", ""] + [f"![{c}]({p})\n\n*{c}*\n" for c, p in figures.figures]
     if figures is not None and figures.diagnostics is not None:
