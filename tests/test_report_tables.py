@@ -171,6 +171,9 @@ def test_paper_file_is_consistent() -> None:
     ("tables: {}\nnumbers: []\nrelated_numbers:\n"  # unquoted comma: an extra key
      "  - {method: X, benchmark: VOC07 SVM, best layer, value: 1, protocol: p, source: s}\n",
      r"paper.yaml.*related_numbers entry 0 needs exactly"),
+    ("tables:\n  Table 5:\n    columns: [{name: ImageNet, metric: top1}]\n"
+     "    reference: {KNN-positive: KNN, 'KNN (InvP, l = 1)': KNN}\nnumbers: []\n",
+     r"paper.yaml.*paper row 'KNN' is the counterpart of both 'KNN-positive' and 'KNN \(InvP"),
 ])
 def test_bad_paper_file_names_the_file_and_entry(tmp_path: Path, text: str, message: str) -> None:
     bad = tmp_path / "paper.yaml"
@@ -258,3 +261,24 @@ def test_detection_trials_of_one_encoder_pool_into_mean_and_std() -> None:
               for t, v in enumerate([54.0, 55.0, 56.0, 57.0, 58.0])]
     ours = cell(table(render(trials), "Table 4"), "InvP", "AP ours")
     assert ours.startswith("56.00 ± 1.58 (n=1)")
+
+
+def test_a_stand_in_column_no_record_fills_is_left_out() -> None:
+    skip = {"job": {"job_id": "s", "task": "transfer", "encoder": "pixels", "method": "pixels",
+                    "config": {"seed": 0, "profile": "mini", "tasks": {"transfer": {"datasets": ["digits"]}}}},
+            "reason": "not applicable: raw pixels cannot be fine-tuned"}
+    md = render(seeds([0.95] * 3, task="transfer", dataset="digits", split="test", profile="mini"),
+                profile="mini", skips=[skip])
+    header = table(md, "Table 3")[0]
+    assert header == ["row", "transfer: top1 (stand-in: digits)"]  # no voc11_map / mean_per_class column
+    assert cell(table(md, "Table 3"), "raw pixels (sanity)",
+                "transfer: top1 (stand-in: digits)") == "not run: not applicable"
+
+
+def test_a_few_class_stand_in_fills_the_papers_top5_column_with_top1_and_says_so() -> None:
+    semisup = {"task": "semisup", **MINI}
+    md = render(seeds([0.70] * 3, metric="top1_1pct", **semisup)
+                + seeds([0.99] * 3, metric="top5_1pct", **semisup), profile="mini")
+    rows = table(md, "Table 2")
+    assert rows[0] == ["row", "1% (stand-in: fashion_mnist, top-1: 10 classes)"]
+    assert cell(rows, "InvP", rows[0][1]).startswith("70.00")  # the top-5 (99 %) is not shown here

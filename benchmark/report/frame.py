@@ -10,6 +10,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from benchmark.core.store import ResultStore
+from benchmark.data import available_datasets
 from benchmark.report.paper_tables import OTHER_TABLE, PaperData, PaperTable
 from benchmark.report.rows import RowKey, label_rows, row_attributes, row_key
 from tasks.base import available_tasks
@@ -22,6 +23,8 @@ DEFAULT_EXPECTED_SEEDS = 3
 # Metrics tasks already report in percent (tasks/detection/voc_eval.py); every other metric in
 # [0, 1] is a fraction and is shown x100.
 PERCENT_METRICS = ("AP", "AP50", "AP75")
+FEW_CLASSES = 50  # below it a stand-in reports top-1 where the paper reports top-5
+TOP1, TOP5 = "top1", "top5"
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,27 @@ def records_frame(
     return frame
 
 
+def _class_count(dataset: str) -> int | None:
+    spec = available_datasets().get(dataset)
+    return spec.num_classes if spec is not None else None
+
+
+def column_metric(metric: str, dataset: str, table: PaperTable) -> tuple[str | None, str]:
+    """(the paper metric a record fills, header note). On a stand-in with fewer than
+    ``FEW_CLASSES`` classes a top-5 is near 100 % for every encoder, so a top-1 record fills the
+    paper's top-5 column (note ``, top-1: 10 classes``) and the top-5 record none (None)."""
+    classes = _class_count(dataset)
+    few = classes is not None and classes < FEW_CLASSES
+    if not few or not (TOP5 in metric or TOP1 in metric):
+        return metric, ""
+    if TOP5 in metric and table.has_metric(metric):
+        return None, ""
+    top5 = metric.replace(TOP1, TOP5)
+    if TOP1 in metric and not table.has_metric(metric) and table.has_metric(top5):
+        return top5, f", top-1: {classes} classes"
+    return metric, ""
+
+
 def place_cells(frame: pd.DataFrame, paper: PaperData, tasks: Mapping[str, TaskInfo]) -> pd.DataFrame:
     """One line per (record, table it appears in): ``table``, ``paper_column``, ``label``,
     ``comparable`` (record on the paper's dataset). Held-out selection numbers are left out."""
@@ -126,7 +150,10 @@ def place_cells(frame: pd.DataFrame, paper: PaperData, tasks: Mapping[str, TaskI
                                "label": rec["column"], "comparable": False})
             continue
         table = paper.tables[info.paper_table]
-        column = table.column(info.paper_column, rec["dataset"], rec["metric"])
+        metric, note = column_metric(rec["metric"], rec["dataset"], table)
+        if metric is None:
+            continue
+        column = table.column(info.paper_column, rec["dataset"], metric)
         if column is None:
             if table.has_metric(rec["metric"]):  # a stand-in the columns cannot tell apart
                 placed.append({**rec, "table": table.key, "paper_column": None,
@@ -134,7 +161,7 @@ def place_cells(frame: pd.DataFrame, paper: PaperData, tasks: Mapping[str, TaskI
                                "comparable": False})
             continue
         comparable = column.is_paper_dataset(rec["dataset"])
-        label = column.name if comparable else f"{column.name} (stand-in: {rec['dataset']})"
+        label = column.name if comparable else f"{column.name} (stand-in: {rec['dataset']}{note})"
         targets = [table] + [t for t in paper.tables.values() if t.from_table == table.key]
         for target in targets:
             if column.name in {c.name for c in target.columns}:

@@ -136,15 +136,18 @@ class Column:
 
 
 def _table_columns(here: pd.DataFrame, spec: PaperTable | None, compare: bool) -> list[Column]:
-    """The paper's columns in order (each split by stand-in dataset and task), then extras."""
+    """The paper's columns in order (each split by stand-in dataset and task), then extras. A
+    column no record fills is left out, unless it shows the paper's numbers."""
     columns = []
     for paper_column in spec.columns if spec is not None else ():
         found = here[here["paper_column"] == paper_column.name] if not here.empty else here
         pairs = list(dict.fromkeys(zip(found["label"], found["comparable"]))) if not found.empty else []
+        filled = set(found.loc[found["value"].notna(), "label"]) if not found.empty else set()
+        pairs = [(label, c) for label, c in pairs if (compare and c) or label in filled]
         if compare and not any(comparable for _, comparable in pairs):
             pairs.insert(0, (paper_column.name, True))
         columns += [Column(label, paper_column.name, bool(c)) for label, c in pairs]
-    extra = here[here["paper_column"].isna()]["label"] if not here.empty else []
+    extra = here[here["paper_column"].isna() & here["value"].notna()]["label"] if not here.empty else []
     return columns + [Column(label, None, False) for label in dict.fromkeys(extra)]
 
 
