@@ -17,6 +17,7 @@ TASKS = {  # as the registered tasks declare them
     "transfer": TaskInfo("Table 3", "CIFAR10 / CIFAR100 / VOC07 / Caltech101 / Cars / Pets / Flowers",
                          ("top1", "mean_per_class", "voc11_map")),
     "detection": TaskInfo("Table 4", "VOC07+12 detection", ("AP", "AP50", "AP75")),
+    "voc07_lbfgs": TaskInfo("Table 1", "VOC07", ("voc11_map", "voc11_map_pr")),
     "knn": TaskInfo(None, None, ("top1", "top5")),
 }
 INVP_CONFIG = {"name": "invp", "temperature": 0.2, "k": 4, "steps": 3, "n_pos": 20,

@@ -282,3 +282,13 @@ def test_a_few_class_stand_in_fills_the_papers_top5_column_with_top1_and_says_so
     rows = table(md, "Table 2")
     assert rows[0] == ["row", "1% (stand-in: fashion_mnist, top-1: 10 classes)"]
     assert cell(rows, "InvP", rows[0][1]).startswith("70.00")  # the top-5 (99 %) is not shown here
+
+
+def test_voc07_headers_name_our_map_variant_and_the_papers() -> None:
+    voc = {"task": "voc07_lbfgs", "dataset": "voc07_cls", "split": "test"}
+    md = render(seeds([0.80] * 3, metric="voc11_map", **voc) + seeds([0.81] * 3, metric="voc11_map_pr", **voc))
+    header = table(md, "Table 1")[0]
+    paper = "paper: InvP sklearn AP (voc_linear.py), SimCLR 11-point PR curve, PIRL not stated]"
+    assert f"VOC07 [ours: 11-point devkit; {paper} ours" in header
+    assert f"VOC07 [ours: 11-point PR curve; {paper} ours" in header
+    assert cell(table(md, "Table 1"), "InvP", f"VOC07 [ours: 11-point PR curve; {paper} ours").startswith("81.00")

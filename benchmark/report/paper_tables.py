@@ -85,6 +85,7 @@ class PaperColumn:
     metrics: tuple[str, ...]
     datasets: tuple[str, ...]
     tolerance: float
+    paper_map: str | None = None  # the mAP variant(s) the printed numbers used, per source
 
     def is_paper_dataset(self, dataset: str) -> bool:
         return normalise(dataset) in {normalise(d) for d in self.datasets}
@@ -171,6 +172,11 @@ class PaperData:
     numbers: Mapping[tuple[str, str, str], PaperNumber]
     settings: Mapping[str, Mapping[str, Any]]
     related: tuple[RelatedNumber, ...] = ()
+    map_variants: Mapping[str, str] = field(default_factory=dict)  # ``task:metric`` or metric -> name
+
+    def map_variant(self, task: str, metric: str) -> str | None:
+        """The mAP variant a record's metric is (``map_variants``), None for other metrics."""
+        return self.map_variants.get(f"{task}:{metric}") or self.map_variants.get(metric)
 
     def paper_rows(self, table: str) -> list[str]:
         """Rows the paper prints in ``table``, in file order."""
@@ -239,6 +245,7 @@ def load_paper(path: Path = PAPER_FILE) -> PaperData:
                     c["metric"] if isinstance(c["metric"], list) else [c["metric"]])),
                 datasets=tuple(str(d) for d in c.get("datasets", ())),
                 tolerance=float(c.get("tolerance", 1.0)),
+                paper_map=c.get("paper_map"),
             )
             for c in spec["columns"]
         )
@@ -271,7 +278,7 @@ def load_paper(path: Path = PAPER_FILE) -> PaperData:
         related.append(RelatedNumber(str(entry["method"]), str(entry["benchmark"]), float(entry["value"]),
                                      str(entry["protocol"]), str(entry["source"])))
     return PaperData(tables=tables, numbers=numbers, settings=raw.get("paper_settings", {}),
-                     related=tuple(related))
+                     related=tuple(related), map_variants=dict(raw.get("map_variants") or {}))
 
 
 def settings_differences(
