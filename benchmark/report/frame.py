@@ -194,6 +194,18 @@ def paper_counterpart(spec: PaperTable, row: str, lines: pd.DataFrame, same_scal
                           _known(first["row_backbone"]), same_scale)
 
 
+CELL = ["row", "task", "dataset", "split", "metric"]  # what one report cell pools over seeds
+
+
+def cell_stats(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std and seed count (``n``) per ``CELL`` of ``frame``'s values, in report
+    units."""
+    scaled = frame["value"] * frame["scale"]
+    grouped = scaled.groupby([frame[c] for c in CELL])
+    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1),
+                         "n": frame.groupby(CELL)["seed"].nunique()})
+
+
 def load_frame(results_dir: Path, profile: str,
                tasks: Mapping[str, TaskInfo] | None = None) -> pd.DataFrame:
     """Records and recorded skips of ``results_dir/profile`` as a report frame."""

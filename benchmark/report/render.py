@@ -13,14 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from benchmark.core.fields import safe_name
-from benchmark.core.store import write_text_atomic
-from benchmark.report.figures import FigureSet, write_figures
+from benchmark.report.figures import FigureSet
 from benchmark.report.frame import (
     DEFAULT_EXPECTED_SEEDS,
     DIRTY_MARK,
@@ -29,7 +26,6 @@ from benchmark.report.frame import (
     NOT_RUN,
     TOLERANCE_MARK,
     TaskInfo,
-    load_frame,
     paper_counterpart,
     place_cells,
     registry_task_info,
@@ -315,30 +311,3 @@ def render_markdown(
                   "", provenance_table(frame).to_markdown(), ""]
     lines += ["## Footnotes", "", *notes.markdown(), ""] if notes.texts else []
     return "\n".join(lines)
-
-
-def write_report(
-    results_dir: Path,
-    out_dir: Path,
-    profile: str,
-    runs_dir: Path | None = None,
-    data_root: Path | None = None,
-    compare: bool | None = None,
-    expected_seeds: int = DEFAULT_EXPECTED_SEEDS,
-) -> Path:
-    """Render ``reports/<profile>.md`` from ``results/<profile>``; returns the written path.
-
-    With ``runs_dir`` the training-curve figure is drawn from the pretraining logs, and with
-    ``data_root`` too the Fig. 2 figures from the encoders (PNGs beside the Markdown).
-    """
-    safe_name(profile, "profile")  # it names the results folder, the report and its figures
-    tasks = registry_task_info()
-    frame = load_frame(results_dir, profile, tasks)
-    out_dir = Path(out_dir)
-    figures = None
-    if runs_dir is not None and not frame.empty:
-        figures = write_figures(results_dir, profile, Path(runs_dir), out_dir, data_root)
-    path = out_dir / f"{profile}.md"
-    write_text_atomic(path, render_markdown(frame, profile, tasks=tasks, compare=compare,
-                                            expected_seeds=expected_seeds, figures=figures))
-    return path
