@@ -155,6 +155,16 @@ def test_held_out_selection_numbers_stay_out_of_the_tables() -> None:
     assert cell(table(md, "Table 1"), "InvP", "ImageNet ours").startswith("60.00")
 
 
+def test_paper_file_cites_only_the_paper_and_files_inside_the_repository() -> None:
+    from benchmark.report.paper_tables import PAPER_FILE
+
+    text = PAPER_FILE.read_text()
+    for outside in ("shared/", "../", "/work", "http", "search tool", "corpus"):
+        assert outside not in text, outside
+    for cited in re.findall(r"docs/[\w./-]+\.md", text):
+        assert (PAPER_FILE.parents[3] / cited).is_file(), cited
+
+
 def test_paper_file_is_consistent() -> None:
     paper = load_paper()
     for key, spec in paper.tables.items():
@@ -288,7 +298,18 @@ def test_voc07_headers_name_our_map_variant_and_the_papers() -> None:
     voc = {"task": "voc07_lbfgs", "dataset": "voc07_cls", "split": "test"}
     md = render(seeds([0.80] * 3, metric="voc11_map", **voc) + seeds([0.81] * 3, metric="voc11_map_pr", **voc))
     header = table(md, "Table 1")[0]
-    paper = "paper: InvP sklearn AP (voc_linear.py), SimCLR 11-point PR curve, PIRL not stated]"
+    paper = "paper: InvP sklearn AP, SimCLR 11-point PR curve, PIRL not stated]"
     assert f"VOC07 [ours: 11-point devkit; {paper} ours" in header
     assert f"VOC07 [ours: 11-point PR curve; {paper} ours" in header
     assert cell(table(md, "Table 1"), "InvP", f"VOC07 [ours: 11-point PR curve; {paper} ours").startswith("81.00")
+
+
+def test_provenance_table_names_the_accelerators() -> None:
+    gpu = {"cuda": "12.4", "cudnn": "90100", "driver": "550.54.15", "gpu": "NVIDIA H200", "world_size": 4}
+    md = render([record(accelerator=gpu), record(seed=1, accelerator={}),
+                 record(seed=2, method="insdis", method_config={"name": "insdis"},
+                        accelerator={**gpu, "gpu": None, "world_size": 1})])
+    section = md.split("## Provenance by row", 1)[1]
+    invp = next(line for line in section.splitlines() if line.startswith("| InvP "))
+    assert "NVIDIA H200 (CUDA 12.4, cuDNN 90100, driver 550.54.15) x 4" in invp
+    assert "cpu x 1" in next(line for line in section.splitlines() if line.startswith("| InsDis "))

@@ -49,6 +49,9 @@ class ResultRecord:
     wall_time_s: float
     started_at: str
     extra: dict[str, Any] = field(default_factory=dict)
+    # provenance.accelerator_info: cuda, cudnn, driver, gpu (None on CPU), world_size; {} in
+    # records written before it was recorded
+    accelerator: dict[str, Any] = field(default_factory=dict)
 
 
 RECORD_FIELDS = tuple(f.name for f in fields(ResultRecord)

@@ -16,6 +16,7 @@ from typing import Any
 
 from benchmark.core import provenance
 from benchmark.core.config import RunConfig
+from benchmark.core.distributed import launched_world_size
 from benchmark.core.errors import Preempted, user_error_message
 from benchmark.core.fields import safe_name
 from benchmark.core.runtime import configure_threads, resolve_device, seed_everything
@@ -96,9 +97,11 @@ def run_pretrain_job(job: Job, paths: Paths, force: bool = False, resume: str = 
 
 
 def _records(job: Job, cfg: RunConfig, measurements: list[Any], checkpoint_hash: str | None,
-             device: str, wall: float, started: str) -> list[ResultRecord]:
+             device: Any, wall: float, started: str) -> list[ResultRecord]:
     git = provenance.git_state()
     method = cfg.method.name if job.encoder == "pretrained" else job.encoder
+    description = provenance.device_description(device)
+    accelerator = provenance.accelerator_info(device, launched_world_size())
     return [
         ResultRecord(
             method=method,
@@ -120,10 +123,11 @@ def _records(job: Job, cfg: RunConfig, measurements: list[Any], checkpoint_hash:
             git_dirty=git["git_dirty"],
             versions=provenance.library_versions(),
             host=provenance.host_name(),
-            device=device,
+            device=description,
             wall_time_s=round(wall, 3),
             started_at=started,
             extra=dict(m.extra),
+            accelerator=accelerator,
         )
         for m in measurements
     ]
@@ -189,7 +193,7 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
     finally:
         clear_stop_request()  # a stop request belongs to this job only
     records = _records(job, cfg, measurements, checkpoint_hash,
-                       provenance.device_description(device), time.perf_counter() - t0, started)
+                       device, time.perf_counter() - t0, started)
     path = store.save(job_meta, records)
     shutil.rmtree(paths.progress(job.job_id), ignore_errors=True)  # its records are stored
     return Outcome(job.job_id, job.label, OutcomeStatus.DONE, str(path))

@@ -221,8 +221,20 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table.loc[_row_order(table.index)].fillna(NOT_RUN)
 
 
+def _accelerator_text(info: Any) -> str | None:
+    """``NVIDIA H200 (CUDA 12.4, cuDNN 90100, driver 550.54.15) x 4`` / ``cpu x 1``; None for
+    records written before accelerators were recorded."""
+    if not isinstance(info, Mapping) or not info:
+        return None
+    if info.get("gpu") is None:
+        return f"cpu x {info['world_size']}"
+    return (f"{info['gpu']} (CUDA {info['cuda']}, cuDNN {info['cudnn']}, driver {info['driver']}) "
+            f"x {info['world_size']}")
+
+
 def provenance_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per row: seeds, config hashes, checkpoints, commits (``*`` = dirty tree), devices, dates."""
+    """Per row: seeds, config hashes, checkpoints, commits (``*`` = dirty tree), devices,
+    accelerators (GPU, CUDA, cuDNN, driver, processes), dates."""
     rows = []
     ran = frame[frame["value"].notna()]
     for row, group in ran.groupby("row", sort=False):
@@ -238,6 +250,7 @@ def provenance_table(frame: pd.DataFrame) -> pd.DataFrame:
                 "checkpoints": _joined(group["checkpoint_hash"]),
                 "commits": ", ".join(sorted(commits)),
                 "devices": _joined(group["device"]),
+                "accelerators": _joined(map(_accelerator_text, group.get("accelerator", []))),
                 "dates": _joined(str(d)[:10] for d in group["started_at"]),
             }
         )
