@@ -163,8 +163,7 @@ def place_cells(frame: pd.DataFrame, paper: PaperData, tasks: Mapping[str, TaskI
         comparable = column.is_paper_dataset(rec["dataset"])
         label = column.name if comparable else f"{column.name} (stand-in: {rec['dataset']}{note})"
         variant = paper.map_variant(rec["task"], rec["metric"])
-        if variant or column.paper_map:
-            label += f" [ours: {variant or rec['metric']}; paper: {column.paper_map or 'not stated'}]"
+        label += f" [{variant}]" if variant else ""
         targets = [table] + [t for t in paper.tables.values() if t.from_table == table.key]
         for target in targets:
             if column.name in {c.name for c in target.columns}:

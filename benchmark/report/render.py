@@ -203,7 +203,10 @@ def render_table(cells: pd.DataFrame, table_key: str, paper: PaperData, compare:
                      _delta(mean, number, tolerance[col.paper_column])]
         lines.append("| " + " | ".join(line) + " |")
     title = f"### {table_key}: {spec.title}" if spec else f"### {table_key}"
-    return "\n".join([title, "", *lines])
+    maps = [f"{c.name}: the paper's numbers are {c.paper_map}" for c in spec.columns
+            if c.paper_map] if spec else []
+    notes = [f"mAP variants ({'; '.join(maps)}); ours are named in each column header.", ""] if maps else []
+    return "\n".join([title, "", *notes, *lines])
 
 
 def results_table(frame: pd.DataFrame) -> pd.DataFrame:
