@@ -85,3 +85,10 @@ def test_committed_mini_records_give_the_rows_they_gave_plus_the_second_random_i
         "InvP without hard positive", "InvP without hard negative",
         "random init (sanity)", "random init (sanity) · head mlp · init kaiming",
         "raw pixels (sanity)"}
+
+
+def test_compare_keeps_the_same_rows_apart_as_the_report() -> None:
+    from benchmark.report.compare import load_cells
+
+    rows = set(load_cells(REPO / "results" / "mini").index.get_level_values("row"))
+    assert "random init (sanity) · head mlp · init kaiming" in rows and "random init (sanity)" in rows

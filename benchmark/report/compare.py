@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.core.store import ResultStore
-from benchmark.report.frame import CELL, cell_stats, records_frame
+from benchmark.report.frame import CELL, cell_stats, folder_frame
 
 
 def load_cells(folder: Path) -> pd.DataFrame:
@@ -25,7 +24,7 @@ def load_cells(folder: Path) -> pd.DataFrame:
             f"no result files (*.json) in {folder}"
             + (f"; did you mean one of its profile folders: {', '.join(hint)}?" if hint else "")
         )
-    return cell_stats(records_frame(ResultStore(folder).records(), tasks={}))
+    return cell_stats(folder_frame(folder, tasks={}, skips=False))
 
 
 def compare_cells(a: pd.DataFrame, b: pd.DataFrame, tolerance: float = 0.5) -> pd.DataFrame:

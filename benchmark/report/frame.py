@@ -208,7 +208,14 @@ def cell_stats(frame: pd.DataFrame) -> pd.DataFrame:
 def load_frame(results_dir: Path, profile: str,
                tasks: Mapping[str, TaskInfo] | None = None) -> pd.DataFrame:
     """Records and recorded skips of ``results_dir/profile`` as a report frame."""
-    store = ResultStore(Path(results_dir) / profile)
+    return folder_frame(Path(results_dir) / profile, tasks)
+
+
+def folder_frame(folder: Path, tasks: Mapping[str, TaskInfo] | None = None,
+                 skips: bool = True) -> pd.DataFrame:
+    """Records (with their jobs' configs, for the rows) and, with ``skips``, recorded skips of
+    one result folder as a report frame."""
+    store = ResultStore(folder)
     records = [{**rec, "row_key": row_key(rec, payload["job"].get("config"))}
                for payload in store.job_files() for rec in payload["records"]]
-    return records_frame(records, store.skips(), tasks)
+    return records_frame(records, store.skips() if skips else (), tasks)
