@@ -137,7 +137,8 @@ def label_rows(frame: pd.DataFrame) -> pd.Series:
         counts = ids.value_counts()
         if len(counts) < 2:
             continue
-        setups = {sid: lines.loc[ids == sid, "setup"].iloc[0] for sid in counts.index}
+        known = dict(zip(lines["setup_id"], lines["setup"]))
+        setups = {sid: known[sid] for sid in counts.index}  # the fuller setup of merged ones
         first = lines.iloc[0]
         default = _default_of(first.get("profile"), first.get("method"))
         matching = [sid for sid, s in setups.items()
