@@ -25,7 +25,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.core import provenance
 from benchmark.core.config import ConfigError, RunConfig, available_profiles, load_profile
 from benchmark.core.fields import safe_name
 from benchmark.core.runtime import configure_threads, resolve_device, seed_everything
@@ -136,5 +135,5 @@ def _run_unit(job: Any, encoder: nn.Module, data_root: Path, cache_dir: Path) ->
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     measurements = get_task(job.task).run(ctx)
-    return task_records(job, cfg, measurements, job.weights.sha256,
-                        provenance.device_description(device), time.perf_counter() - t0, started)
+    return task_records(job, cfg, measurements, job.weights.sha256, device,
+                        time.perf_counter() - t0, started)

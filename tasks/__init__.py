@@ -1,2 +1,2 @@
 """Evaluation tasks; importing this package registers every task family."""
-from tasks import detection, knn, linear, semisup, transfer, voc07, voc07_bce  # noqa: F401
+from tasks import detection, diagnostics, knn, linear, semisup, transfer, voc07, voc07_bce  # noqa: F401

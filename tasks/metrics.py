@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from tasks.knn_classifier import topk_accuracy
 
@@ -17,6 +17,7 @@ __all__ = [
     "topk_accuracy",
     "mean_per_class_accuracy",
     "voc11_ap",
+    "pr_curve11_ap",
     "voc_area_ap",
     "sklearn_ap",
     "mean_ap",
@@ -43,13 +44,25 @@ def _precision_recall(scores: np.ndarray, positives: np.ndarray) -> tuple[np.nda
     return precision, recall
 
 
-def voc11_ap(scores: np.ndarray, positives: np.ndarray) -> float:
-    """VOC2007 11-point AP: mean over t in {0, 0.1, ..., 1} of the max precision at recall >= t."""
-    precision, recall = _precision_recall(np.asarray(scores), np.asarray(positives, dtype=bool))
+def _eleven_point(precision: np.ndarray, recall: np.ndarray) -> float:
+    """Mean over t in {0, 0.1, ..., 1} of the highest precision at recall >= t (0 if none)."""
     thresholds = np.linspace(0.0, 1.0, 11)
     reached = recall[None, :] >= thresholds[:, None]
-    best = np.where(reached, precision[None, :], 0.0).max(axis=1, initial=0.0)
-    return float(best.mean())
+    return float(np.where(reached, precision[None, :], 0.0).max(axis=1, initial=0.0).mean())
+
+
+def voc11_ap(scores: np.ndarray, positives: np.ndarray) -> float:
+    """VOC2007 devkit 11-point AP over the ranks (ties in stable order): the t = 0 term is the
+    best precision at any rank, below 1 when the top-scored image is a negative."""
+    return _eleven_point(*_precision_recall(np.asarray(scores), np.asarray(positives, dtype=bool)))
+
+
+def pr_curve11_ap(scores: np.ndarray, positives: np.ndarray) -> float:
+    """11-point AP on scikit-learn's ``precision_recall_curve`` (the transfer protocol of
+    Kornblith et al., SimCLR, ssl-transfer): one point per distinct score (tied scores are one
+    point) plus (recall 0, precision 1), so the t = 0 term is always 1."""
+    precision, recall, _ = precision_recall_curve(np.asarray(positives, dtype=int), np.asarray(scores))
+    return _eleven_point(precision, recall)
 
 
 def voc_area_ap(scores: np.ndarray, positives: np.ndarray) -> float:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from benchmark.report.frame import TaskInfo
 from benchmark.core.store import ResultRecord, ResultStore
+from benchmark.report.frame import TaskInfo
 
 TASKS = {  # as the registered tasks declare them
     "linear": TaskInfo("Table 1", "ImageNet", ("top1", "top5")),
@@ -17,6 +17,7 @@ TASKS = {  # as the registered tasks declare them
     "transfer": TaskInfo("Table 3", "CIFAR10 / CIFAR100 / VOC07 / Caltech101 / Cars / Pets / Flowers",
                          ("top1", "mean_per_class", "voc11_map")),
     "detection": TaskInfo("Table 4", "VOC07+12 detection", ("AP", "AP50", "AP75")),
+    "voc07_lbfgs": TaskInfo("Table 1", "VOC07", ("voc11_map", "voc11_map_pr")),
     "knn": TaskInfo(None, None, ("top1", "top5")),
 }
 INVP_CONFIG = {"name": "invp", "temperature": 0.2, "k": 4, "steps": 3, "n_pos": 20,
@@ -26,7 +27,7 @@ INVP_CONFIG = {"name": "invp", "temperature": 0.2, "k": 4, "steps": 3, "n_pos": 
 
 BASE = ResultRecord(
     method="invp", method_config=INVP_CONFIG, encoder="pretrained", backbone="resnet50",
-    pretrain_epochs=12, task="linear", dataset="imagenet", split="val", metric="top1",
+    pretrain_epochs=800, task="linear", dataset="imagenet", split="val", metric="top1",
     value=0.5, seed=0, profile="imagenet", job_id="job0", config_hash="cfg0",
     checkpoint_hash="ckpt0", git_commit="abcdef1234567890", git_dirty=False,
     versions={"torch": "2"}, host="h", device="cpu", wall_time_s=1.0,
@@ -47,12 +48,15 @@ def seeds(values: Iterable[float], **changes: Any) -> list[dict[str, Any]]:
     return [record(value=v, seed=s, **changes) for s, v in enumerate(values)]
 
 
-def save(folder: Path, records: Iterable[dict[str, Any]]) -> Path:
-    """Store records one job file per job_id under ``folder`` (a results/<profile> folder)."""
+def save(folder: Path, records: Iterable[dict[str, Any]],
+         configs: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """Store records one job file per job_id under ``folder`` (a results/<profile> folder);
+    ``configs``: the job config to store with a job id."""
     store = ResultStore(folder)
     by_job: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         by_job.setdefault(r["job_id"], []).append(r)
     for job_id, recs in by_job.items():
-        store.save({"job_id": job_id}, [ResultRecord(**r) for r in recs])
+        job = {"job_id": job_id, **({"config": configs[job_id]} if configs and job_id in configs else {})}
+        store.save(job, [ResultRecord(**r) for r in recs])
     return folder

@@ -94,7 +94,7 @@ def test_report_links_training_curves_found_through_the_stored_jobs(tmp_path: Pa
 
     from benchmark.core.config import resolve
     from benchmark.harness.plan import plan_run
-    from benchmark.report.render import write_report
+    from benchmark.report.export import write_report
     from benchmark.core.store import ResultStore
     from report_support import BASE
 
@@ -122,7 +122,7 @@ def test_report_draws_fig2_from_the_invp_and_insdis_encoders(tmp_path: Path, dat
     from benchmark.models.heads import build_head
     from benchmark.models.registry import build_backbone
     from benchmark.harness.plan import plan_run
-    from benchmark.report.render import write_report
+    from benchmark.report.export import write_report
     from benchmark.core.store import ResultStore
     from report_support import BASE
 

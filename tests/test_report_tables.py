@@ -5,11 +5,11 @@ import re
 from pathlib import Path
 
 import pytest
-
-from benchmark.report.paper_tables import load_paper, row_label
-from benchmark.report.frame import records_frame
-from benchmark.report.render import render_markdown
 from report_support import INVP_CONFIG, TASKS, record, seeds
+
+from benchmark.report.frame import records_frame
+from benchmark.report.paper_tables import load_paper, row_label
+from benchmark.report.render import render_markdown
 
 MINI = {"profile": "mini", "dataset": "fashion_mnist", "split": "test"}
 
@@ -20,7 +20,8 @@ def render(records, profile="imagenet", skips=(), **kwargs) -> str:
 
 def table(markdown: str, title: str) -> list[list[str]]:
     """Cells of the Markdown table under the heading starting with ``### title``."""
-    block = markdown.split(f"### {title}", 1)[1].split("\n\n", 2)[1]
+    section = markdown.split(f"### {title}", 1)[1]
+    block = next(b for b in section.split("\n\n") if b.startswith("|"))
     return [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()]
 
 
@@ -38,7 +39,7 @@ def footnote(markdown: str, text: str) -> str:
 
 def test_ours_beside_paper_with_delta_and_tolerance_mark() -> None:
     md = render(seeds([0.60, 0.61, 0.62]) + seeds([0.540, 0.544, 0.536], method="insdis",
-                                                    method_config={"name": "insdis"}))
+                                                    method_config={"name": "insdis"}, pretrain_epochs=200))
     rows = table(md, "Table 1")
     assert cell(rows, "InvP", "paper row") == "InvP (ResNet-50)"
     assert cell(rows, "InvP", "ImageNet paper") == "67.7"
@@ -77,22 +78,25 @@ def test_footnote_lists_settings_that_differ_from_the_paper_and_epochs() -> None
     assert "temperature 0.2 (paper 0.07)" in note
     assert "n_pos 20 (paper 50)" in note
     assert "k 4" not in note  # equal to the paper's: not listed
-    assert "pretrain epochs 12 (paper 800)" in note
+    assert "pretrain epochs 800 (paper 800)" in note
     assert "config cfg0, cfg1, cfg2" in note and "device cpu" in note
     table5 = footnote(md, cell(table(md, "Table 5"), "InvP", "ImageNet ours"))
-    assert "pretrain epochs 12 (paper 200)" in table5
+    assert "pretrain epochs 800 (paper 200)" in table5
 
 
 def test_table5_rows_come_from_method_config_overrides() -> None:
-    records = (seeds([0.633, 0.633, 0.633]) + seeds([0.60, 0.60, 0.60], method_config={**INVP_CONFIG, "hard_positive": False})
-               + seeds([0.62] * 3, method_config={**INVP_CONFIG, "n_background": "all"})
-               + seeds([0.58] * 3, method_config={**INVP_CONFIG, "steps": 1})
-               + seeds([0.576] * 3, method="knn", method_config={"name": "knn"}))
+    ep200 = {"pretrain_epochs": 200}
+    records = (seeds([0.633, 0.633, 0.633], **ep200)
+               + seeds([0.60, 0.60, 0.60], method_config={**INVP_CONFIG, "hard_positive": False}, **ep200)
+               + seeds([0.62] * 3, method_config={**INVP_CONFIG, "n_background": "all"}, **ep200)
+               + seeds([0.58] * 3, method_config={**INVP_CONFIG, "steps": 1}, **ep200)
+               + seeds([0.576] * 3, method="knn", method_config={"name": "knn"}, **ep200))
     rows = table(render(records), "Table 5")
     assert cell(rows, "InvP without hard positive", "paper row") == "without hard positive"
     assert cell(rows, "InvP without hard positive", "ImageNet Δ") == "-0.70"
     assert cell(rows, "InvP without hard negative", "ImageNet paper") == "61.9"
-    assert cell(rows, "KNN (InvP, l = 1)", "paper row") == "KNN"
+    assert cell(rows, "KNN (InvP, l = 1)", "paper row") == "—"  # the paper's KNN is KNN-positive
+    assert cell(rows, "KNN (InvP, l = 1)", "ImageNet Δ") == ""
     assert cell(rows, "KNN-positive", "ImageNet Δ") == "+0.00"
     assert cell(rows, "InvP", "ImageNet Δ") == "+0.00"
 
@@ -144,7 +148,7 @@ def test_rows_with_different_method_configs_are_kept_apart() -> None:
     md = render(seeds([0.6, 0.6, 0.6]) + [record(value=0.7, method_config={**INVP_CONFIG, "temperature": 0.5}, seed=5)])
     rows = table(md, "Table 1")
     assert cell(rows, "InvP", "ImageNet ours").startswith("60.00 ± 0.00 (n=3)")
-    assert cell(rows, "InvP [temperature=0.5]", "ImageNet ours").startswith("70.00 (n=1)")
+    assert cell(rows, "InvP · temperature 0.5", "ImageNet ours").startswith("70.00 (n=1)")
 
 
 def test_held_out_selection_numbers_stay_out_of_the_tables() -> None:
@@ -152,11 +156,21 @@ def test_held_out_selection_numbers_stay_out_of_the_tables() -> None:
     assert cell(table(md, "Table 1"), "InvP", "ImageNet ours").startswith("60.00")
 
 
+def test_paper_file_cites_only_the_paper_and_files_inside_the_repository() -> None:
+    from benchmark.report.paper_tables import PAPER_FILE
+
+    text = PAPER_FILE.read_text()
+    for outside in ("shared/", "../", "/work", "http", "search tool", "corpus"):
+        assert outside not in text, outside
+    for cited in re.findall(r"docs/[\w./-]+\.md", text):
+        assert (PAPER_FILE.parents[3] / cited).is_file(), cited
+
+
 def test_paper_file_is_consistent() -> None:
     paper = load_paper()
     for key, spec in paper.tables.items():
         printed = set(paper.paper_rows(key))
-        assert set(spec.reference.values()) <= printed, key
+        assert {ref.row for refs in spec.reference.values() for ref in refs} <= printed, key
         assert all(n.source.startswith("P Table") for k, n in paper.numbers.items() if k[0] == key)
     assert paper.number("Table 5", "KNN", "ImageNet").value == 57.6
 
@@ -168,6 +182,9 @@ def test_paper_file_is_consistent() -> None:
     ("tables: {}\nnumbers: []\nrelated_numbers:\n"  # unquoted comma: an extra key
      "  - {method: X, benchmark: VOC07 SVM, best layer, value: 1, protocol: p, source: s}\n",
      r"paper.yaml.*related_numbers entry 0 needs exactly"),
+    ("tables:\n  Table 5:\n    columns: [{name: ImageNet, metric: top1}]\n"
+     "    reference: {KNN-positive: KNN, 'KNN (InvP, l = 1)': KNN}\nnumbers: []\n",
+     r"paper.yaml.*paper row 'KNN' is the counterpart of both 'KNN-positive' and 'KNN \(InvP"),
 ])
 def test_bad_paper_file_names_the_file_and_entry(tmp_path: Path, text: str, message: str) -> None:
     bad = tmp_path / "paper.yaml"
@@ -221,15 +238,20 @@ def test_a_paper_profile_without_records_still_shows_the_paper_tables() -> None:
     assert render([], profile="mini").endswith("No result records found.\n")
 
 
-def test_ordering_check_counts_pairs_in_the_papers_order() -> None:
+def test_ordering_check_gives_every_pair_a_verdict_and_the_summary_counts_all_four() -> None:
     records = (seeds([0.60, 0.61, 0.62], **MINI)
-               + seeds([0.64, 0.64, 0.64], method_config={**INVP_CONFIG, "hard_positive": False}, **MINI)
-               + seeds([0.50] * 3, method="knn", method_config={"name": "knn"}, **MINI)
-               + seeds([0.55] * 3, method_config={**INVP_CONFIG, "steps": 1}, **MINI))  # ties KNN in the paper
+               + seeds([0.64, 0.65, 0.64], method_config={**INVP_CONFIG, "hard_positive": False}, **MINI)
+               + seeds([0.50, 0.51, 0.50], method="knn", method_config={"name": "knn"}, **MINI)
+               + [record(value=0.62, method_config={**INVP_CONFIG, "n_background": "all"}, **MINI)])
     md = render(records, profile="mini")
     line = next(ln for ln in md.splitlines() if ln.startswith("- **Table 5"))
-    assert "does not hold (4 of 5 pairs)" in line
-    assert "Ours: InvP without hard positive 64.00 > InvP 61.00 > KNN (InvP, l = 1) 55.00 > KNN-positive 50.00." in line
+    assert "1 disagrees" in line and "2 agrees" in line and "3 cannot tell" in line
+    assert "InvP > InvP without hard positive: disagrees" in line  # 61 vs 64.3, tight seeds
+    assert "InvP > KNN-positive: agrees" in line
+    assert "InvP > InvP without hard negative: cannot tell" in line  # one seed
+    assert "Ours: InvP without hard positive 64.33 ± 0.58 (n=3) > InvP without hard negative 62.00 (n=1)" in line
+    assert "Welch's two-sided t-test at α = 0.05" in md
+    assert "Over 6 ordered pairs in 1 columns: 2 agrees, 1 disagrees, 0 within noise, 3 cannot tell." in md
     assert "- **Table 1" not in md  # a single row with a paper counterpart: nothing to order
 
 
@@ -250,3 +272,45 @@ def test_detection_trials_of_one_encoder_pool_into_mean_and_std() -> None:
               for t, v in enumerate([54.0, 55.0, 56.0, 57.0, 58.0])]
     ours = cell(table(render(trials), "Table 4"), "InvP", "AP ours")
     assert ours.startswith("56.00 ± 1.58 (n=1)")
+
+
+def test_a_stand_in_column_no_record_fills_is_left_out() -> None:
+    skip = {"job": {"job_id": "s", "task": "transfer", "encoder": "pixels", "method": "pixels",
+                    "config": {"seed": 0, "profile": "mini", "tasks": {"transfer": {"datasets": ["digits"]}}}},
+            "reason": "not applicable: raw pixels cannot be fine-tuned"}
+    md = render(seeds([0.95] * 3, task="transfer", dataset="digits", split="test", profile="mini"),
+                profile="mini", skips=[skip])
+    header = table(md, "Table 3")[0]
+    assert header == ["row", "transfer: top1 (stand-in: digits)"]  # no voc11_map / mean_per_class column
+    assert cell(table(md, "Table 3"), "raw pixels (sanity)",
+                "transfer: top1 (stand-in: digits)") == "not run: not applicable"
+
+
+def test_a_few_class_stand_in_fills_the_papers_top5_column_with_top1_and_says_so() -> None:
+    semisup = {"task": "semisup", **MINI}
+    md = render(seeds([0.70] * 3, metric="top1_1pct", **semisup)
+                + seeds([0.99] * 3, metric="top5_1pct", **semisup), profile="mini")
+    rows = table(md, "Table 2")
+    assert rows[0] == ["row", "1% (stand-in: fashion_mnist, top-1: 10 classes)"]
+    assert cell(rows, "InvP", rows[0][1]).startswith("70.00")  # the top-5 (99 %) is not shown here
+
+
+def test_voc07_headers_name_our_map_variant_and_the_table_names_the_papers() -> None:
+    voc = {"task": "voc07_lbfgs", "dataset": "voc07_cls", "split": "test"}
+    md = render(seeds([0.80] * 3, metric="voc11_map", **voc) + seeds([0.81] * 3, metric="voc11_map_pr", **voc))
+    header = table(md, "Table 1")[0]
+    assert "VOC07 [11-point devkit] ours" in header and "VOC07 [11-point PR curve] ours" in header
+    assert cell(table(md, "Table 1"), "InvP", "VOC07 [11-point PR curve] ours").startswith("81.00")
+    assert ("mAP variants (VOC07: the paper's numbers are InvP sklearn AP, SimCLR 11-point PR "
+            "curve, PIRL not stated); ours are named in each column header.") in md.split("### Table 1")[1]
+
+
+def test_provenance_table_names_the_accelerators() -> None:
+    gpu = {"cuda": "12.4", "cudnn": "90100", "driver": "550.54.15", "gpu": "NVIDIA H200", "world_size": 4}
+    md = render([record(accelerator=gpu), record(seed=1, accelerator={}),
+                 record(seed=2, method="insdis", method_config={"name": "insdis"},
+                        accelerator={**gpu, "gpu": None, "world_size": 1})])
+    section = md.split("## Provenance by row", 1)[1]
+    invp = next(line for line in section.splitlines() if line.startswith("| InvP "))
+    assert "NVIDIA H200 (CUDA 12.4, cuDNN 90100, driver 550.54.15) x 4" in invp
+    assert "cpu x 1" in next(line for line in section.splitlines() if line.startswith("| InsDis "))

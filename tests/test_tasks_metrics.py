@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.metrics import mean_ap, mean_per_class_accuracy, sklearn_ap, voc11_ap, voc_area_ap
+from tasks.metrics import (
+    mean_ap,
+    mean_per_class_accuracy,
+    pr_curve11_ap,
+    sklearn_ap,
+    voc11_ap,
+    voc_area_ap,
+)
 
 # ranking: +, -, +, -  with 2 positives -> precision at hits: 1/1 (r=.5), 2/3 (r=1)
 SCORES = np.array([0.9, 0.8, 0.7, 0.1])
@@ -15,6 +22,30 @@ POSITIVE = np.array([True, False, True, False])
 def test_voc11_ap_by_hand():
     # t in 0..0.5 -> max precision at recall >= t is 1 (6 thresholds); t in .6..1 -> 2/3 (5)
     assert voc11_ap(SCORES, POSITIVE) == pytest.approx((6 * 1.0 + 5 * 2 / 3) / 11)
+
+
+def test_the_two_11_point_variants_agree_when_the_top_image_is_a_positive_without_ties():
+    # curve points (recall, precision): (0, 1) [sklearn's start], (.5, 1), (.5, 1/2), (1, 2/3):
+    # the same maxima as the devkit's ranks
+    assert pr_curve11_ap(SCORES, POSITIVE) == pytest.approx((6 * 1.0 + 5 * 2 / 3) / 11)
+
+
+def test_11_point_variants_differ_when_the_top_image_is_a_negative():
+    # ranking -, +, -: devkit ranks (recall, precision) = (0, 0), (1, 1/2), (1, 1/3): every t has
+    # max precision 1/2 -> 0.5. The PR curve adds (0, 1) and stops at full recall: t = 0 -> 1,
+    # t = .1..1 -> 1/2 -> (1 + 10 / 2) / 11 = 6/11
+    scores, positive = np.array([0.9, 0.8, 0.7]), np.array([False, True, False])
+    assert voc11_ap(scores, positive) == pytest.approx(0.5)
+    assert pr_curve11_ap(scores, positive) == pytest.approx(6 / 11)
+
+
+def test_11_point_variants_differ_on_tied_scores():
+    # scores 0.5 (+), 0.5 (-), 0.1 (-): the devkit ranks the tie in stable order: + first at
+    # precision 1, recall 1 -> 1.0. The PR curve makes the tie one point (recall 1, precision 1/2),
+    # after its (0, 1): t = 0 -> 1, t = .1..1 -> 1/2 -> 6/11
+    scores, positive = np.array([0.5, 0.5, 0.1]), np.array([True, False, False])
+    assert voc11_ap(scores, positive) == pytest.approx(1.0)
+    assert pr_curve11_ap(scores, positive) == pytest.approx(6 / 11)
 
 
 def test_voc_area_ap_by_hand():

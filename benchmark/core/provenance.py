@@ -69,6 +69,36 @@ def device_description(device: Any) -> str:
     return f"cpu:{cpu}"
 
 
+NVIDIA_DRIVER_FILE = Path("/proc/driver/nvidia/version")  # Linux: "... Kernel Module  550.54.15 ..."
+
+
+def _nvidia_driver() -> str | None:
+    """The NVIDIA kernel driver's version, None where the file is absent or unreadable."""
+    try:
+        text = NVIDIA_DRIVER_FILE.read_text()
+    except OSError:
+        return None
+    words = text.split()
+    return next((words[i + 1] for i, w in enumerate(words[:-1]) if w == "Module"), None)
+
+
+def accelerator_info(device: Any, world_size: int) -> dict[str, Any]:
+    """CUDA, cuDNN and driver versions and the GPU model of ``device`` (each None on a CPU), and
+    the number of processes the job ran on."""
+    import torch
+
+    dev = torch.device(device)
+    on_gpu = dev.type == "cuda"
+    cudnn = torch.backends.cudnn.version() if on_gpu else None
+    return {
+        "cuda": torch.version.cuda if on_gpu else None,
+        "cudnn": str(cudnn) if cudnn is not None else None,
+        "driver": _nvidia_driver() if on_gpu else None,
+        "gpu": torch.cuda.get_device_name(dev) if on_gpu else None,
+        "world_size": int(world_size),
+    }
+
+
 def host_name() -> str:
     return socket.gethostname()
 

@@ -49,6 +49,9 @@ class ResultRecord:
     wall_time_s: float
     started_at: str
     extra: dict[str, Any] = field(default_factory=dict)
+    # provenance.accelerator_info: cuda, cudnn, driver, gpu (None on CPU), world_size; {} in
+    # records written before it was recorded
+    accelerator: dict[str, Any] = field(default_factory=dict)
 
 
 RECORD_FIELDS = tuple(f.name for f in fields(ResultRecord)
@@ -168,7 +171,12 @@ class ResultStore:
             if not self.is_done(payload["job"]["job_id"]):
                 yield payload
 
+    def job_files(self) -> Iterator[dict[str, Any]]:
+        """``{"job": ..., "records": [...]}`` of every job file under the root (sorted by name)."""
+        for path in sorted(self.root.glob("*.json")):
+            yield read_job_file(path)
+
     def records(self) -> Iterator[dict[str, Any]]:
         """Every record of every job file under the root (sorted by file name)."""
-        for path in sorted(self.root.glob("*.json")):
-            yield from read_job_file(path)["records"]
+        for payload in self.job_files():
+            yield from payload["records"]

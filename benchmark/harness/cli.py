@@ -21,7 +21,7 @@ from benchmark.data.registry import DEFAULT_DATA_ROOT
 from benchmark.harness.run_cli import add_run_parser
 from benchmark.harness.sweep_cli import add_status_parser, add_sweep_parser
 from benchmark.report.compare import compare_folders
-from benchmark.report.render import write_report
+from benchmark.report.export import FORMATS, write_report
 from methods.base import available_methods
 from tasks.base import available_tasks
 from tasks.detection.export import CheckpointMismatch, export_detectron2
@@ -77,6 +77,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                    "encoders)")
     p.add_argument("--seeds", type=int, default=3,
                    help="seeds expected per cell; fewer are marked (default: 3)")
+    p.add_argument("--format", dest="fmt", choices=FORMATS, default="md",
+                   help="md: the Markdown report with figures (default); csv / json: one line per "
+                   "cell (row, task, metric, dataset, split, mean, std, n) for your own plots")
     paper = p.add_mutually_exclusive_group()
     paper.add_argument("--paper", dest="compare", action="store_true", default=None,
                        help="show the paper's numbers and deltas (default: all profiles but mini)")
@@ -223,7 +226,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     for profile in profiles:
         path = write_report(args.results, args.out, profile, runs_dir=args.runs,
                             data_root=args.data_root, compare=args.compare,
-                            expected_seeds=args.seeds)
+                            expected_seeds=args.seeds, fmt=args.fmt)
         print(f"report: {path}")
     return 0
 

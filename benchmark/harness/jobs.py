@@ -98,12 +98,17 @@ def run_pretrain_job(job: Job, paths: Paths, force: bool = False, resume: str = 
 
 
 def task_records(job: Job, cfg: RunConfig, measurements: list[Any], checkpoint_hash: str | None,
-                 device: str, wall: float, started: str) -> list[ResultRecord]:
+                 device: Any, wall: float, started: str, world_size: int = 1) -> list[ResultRecord]:
     """The records of a task job's measurements, with their provenance (the job, its config, the
-    encoder's hash, the device, the wall time and start)."""
+    encoder's hash, the torch ``device`` and the job's ``world_size`` processes, the wall time and
+    start)."""
     git = provenance.git_state()
     method = cfg.method.name if job.encoder == "pretrained" else job.encoder
     weights = {"weights": job.weights.record_extra()} if job.weights is not None else {}
+    description = provenance.device_description(device)
+    if world_size > 1:
+        description = f"{description} x {world_size} processes"
+    accelerator = provenance.accelerator_info(device, world_size)
     return [
         ResultRecord(
             method=method,
@@ -125,10 +130,11 @@ def task_records(job: Job, cfg: RunConfig, measurements: list[Any], checkpoint_h
             git_dirty=git["git_dirty"],
             versions=provenance.library_versions(),
             host=provenance.host_name(),
-            device=device,
+            device=description,
             wall_time_s=round(wall, 3),
             started_at=started,
             extra={**m.extra, **weights},
+            accelerator=accelerator,
         )
         for m in measurements
     ]
@@ -218,11 +224,8 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
     if not dist.is_main:
         return Outcome(job.job_id, job.label, OutcomeStatus.DONE,
                        f"rank {dist.rank} of {dist.world_size}: rank 0 stores the records")
-    device = provenance.device_description(dist.device)
-    if dist.enabled:
-        device = f"{device} x {dist.world_size} processes"
-    records = task_records(job, cfg, measurements, checkpoint_hash, device,
-                           time.perf_counter() - t0, started)
+    records = task_records(job, cfg, measurements, checkpoint_hash, dist.device,
+                           time.perf_counter() - t0, started, dist.world_size)
     path = store.save(job_meta, records)
     shutil.rmtree(paths.progress(job.job_id), ignore_errors=True)  # its records are stored
     return Outcome(job.job_id, job.label, OutcomeStatus.DONE, str(path))

@@ -10,10 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmark.core.store import ResultStore
-from benchmark.report.frame import records_frame
-
-CELL = ["row", "task", "dataset", "split", "metric"]
+from benchmark.report.frame import CELL, cell_stats, folder_frame
 
 
 def load_cells(folder: Path) -> pd.DataFrame:
@@ -27,11 +24,7 @@ def load_cells(folder: Path) -> pd.DataFrame:
             f"no result files (*.json) in {folder}"
             + (f"; did you mean one of its profile folders: {', '.join(hint)}?" if hint else "")
         )
-    frame = records_frame(ResultStore(folder).records(), tasks={})
-    frame["scaled"] = frame["value"] * frame["scale"]
-    grouped = frame.groupby(CELL)["scaled"]
-    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1),
-                         "n": frame.groupby(CELL)["seed"].nunique()})
+    return cell_stats(folder_frame(folder, tasks={}, skips=False))
 
 
 def compare_cells(a: pd.DataFrame, b: pd.DataFrame, tolerance: float = 0.5) -> pd.DataFrame:

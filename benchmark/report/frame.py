@@ -2,7 +2,6 @@
 the paper cell it fills and the task's metadata; what the tables and figures are computed from."""
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +10,9 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from benchmark.core.store import ResultStore
-from benchmark.models.external_encoder import EXTERNAL
-from benchmark.report.paper_tables import (
-    OTHER_TABLE,
-    PaperData,
-    row_label,
-)
+from benchmark.data import available_datasets
+from benchmark.report.paper_tables import OTHER_TABLE, PaperData, PaperTable
+from benchmark.report.rows import RowKey, label_rows, row_attributes, row_key
 from tasks.base import available_tasks
 
 HELD_OUT_SPLITS = ("holdout",)  # selection splits: never a reported number
@@ -27,6 +23,8 @@ DEFAULT_EXPECTED_SEEDS = 3
 # Metrics tasks already report in percent (tasks/detection/voc_eval.py); every other metric in
 # [0, 1] is a fraction and is shown x100.
 PERCENT_METRICS = ("AP", "AP50", "AP75")
+FEW_CLASSES = 50  # below it a stand-in reports top-1 where the paper reports top-5
+TOP1, TOP5 = "top1", "top5"
 
 
 @dataclass(frozen=True)
@@ -47,33 +45,6 @@ def registry_task_info() -> dict[str, TaskInfo]:
     }
 
 
-def record_row_label(rec: Mapping[str, Any]) -> str:
-    """The report row of one record: external weights (``run --weights``) by the name they were
-    given (``extra["weights"]["name"]``), every other record by :func:`row_label`."""
-    if rec["encoder"] == EXTERNAL:
-        return str(rec["extra"]["weights"]["name"])
-    return row_label(rec["method"], rec["method_config"], rec["encoder"])
-
-
-def _disambiguate_rows(frame: pd.DataFrame) -> None:
-    """Rows holding several method configs: all but the most common (ties: the first in sorted
-    order, so labels are stable) get ``[key=value, ...]``."""
-    keys = frame["method_config"].map(lambda c: json.dumps(c or {}, sort_keys=True, default=str))
-    for label in list(frame["row"].unique()):
-        in_row = frame["row"] == label
-        counts = keys[in_row].value_counts()
-        if len(counts) < 2:
-            continue
-        ranked = sorted(counts.index, key=lambda k: (-counts[k], k))
-        base = json.loads(ranked[0])
-        for other in ranked[1:]:
-            cfg = json.loads(other)
-            diff = ", ".join(
-                f"{k}={cfg.get(k)}" for k in sorted(set(cfg) | set(base)) if cfg.get(k) != base.get(k)
-            )
-            frame.loc[in_row & (keys == other), "row"] = f"{label} [{diff}]"
-
-
 def _skip_records(skips: Iterable[Mapping[str, Any]], tasks: Mapping[str, TaskInfo]) -> list[dict]:
     """Pseudo-records (value NaN, ``skip_reason`` set) for jobs that recorded a skip."""
     out = []
@@ -89,6 +60,7 @@ def _skip_records(skips: Iterable[Mapping[str, Any]], tasks: Mapping[str, TaskIn
         method_config = config.get("method", {}) if encoder == "pretrained" else {}
         base = {
             "method": job.get("method", method_config.get("name", encoder)),
+            "profile": config.get("profile"),
             "method_config": method_config,
             "encoder": encoder,
             "task": task,
@@ -99,6 +71,7 @@ def _skip_records(skips: Iterable[Mapping[str, Any]], tasks: Mapping[str, TaskIn
             "skip_reason": str(skip.get("reason", "")).split(":")[0].strip() or "skipped",
             "extra": {**settings, **({"weights": job["weights"]} if "weights" in job else {})},
         }
+        base["row_key"] = row_key({**base, "backbone": None, "pretrain_epochs": None}, config)
         out.extend({**base, "dataset": str(d), "metric": m} for d in datasets for m in metrics)
     return out
 
@@ -118,20 +91,49 @@ def records_frame(
     skips: Iterable[Mapping[str, Any]] = (),
     tasks: Mapping[str, TaskInfo] | None = None,
 ) -> pd.DataFrame:
-    """Records (plus skip pseudo-records) as a DataFrame with ``row`` and ``column`` labels."""
+    """Records (plus skip pseudo-records) as a DataFrame with ``row`` and ``column`` labels.
+    A record may carry its ``row_key`` (``rows.row_key`` with its job's config); else it is
+    computed from the record alone."""
     tasks = registry_task_info() if tasks is None else tasks
     frame = pd.DataFrame(list(records) + _skip_records(skips, tasks))
     if frame.empty:
         return frame
     if "skip_reason" not in frame:
         frame["skip_reason"] = None
-    frame["row"] = [record_row_label(rec) for rec in frame.to_dict("records")]
-    _disambiguate_rows(frame)
+    keys = [k if isinstance(k, RowKey) else row_key(rec)
+            for k, rec in zip(frame.get("row_key", [None] * len(frame)), frame.to_dict("records"))]
+    frame["row_base"] = [k.base for k in keys]
+    frame["setup"] = [dict(k.setup) for k in keys]
+    frame["setup_id"] = [k.setup_id for k in keys]
+    frame["row"] = label_rows(frame)
+    frame[["row_head", "row_epochs", "row_backbone"]] = [row_attributes(s) for s in frame["setup"]]
+    frame = frame.drop(columns="row_key", errors="ignore")
     frame["column"] = [_column_label(rec, tasks) for rec in frame.to_dict("records")]
     frame["scale"] = frame.groupby("metric")["value"].transform(
         lambda v: 1.0 if v.name in PERCENT_METRICS or v.abs().max() > 1.0 else 100.0
     )
     return frame
+
+
+def _class_count(dataset: str) -> int | None:
+    spec = available_datasets().get(dataset)
+    return spec.num_classes if spec is not None else None
+
+
+def column_metric(metric: str, dataset: str, table: PaperTable) -> tuple[str | None, str]:
+    """(the paper metric a record fills, header note). On a stand-in with fewer than
+    ``FEW_CLASSES`` classes a top-5 is near 100 % for every encoder, so a top-1 record fills the
+    paper's top-5 column (note ``, top-1: 10 classes``) and the top-5 record none (None)."""
+    classes = _class_count(dataset)
+    few = classes is not None and classes < FEW_CLASSES
+    if not few or not (TOP5 in metric or TOP1 in metric):
+        return metric, ""
+    if TOP5 in metric and table.has_metric(metric):
+        return None, ""
+    top5 = metric.replace(TOP1, TOP5)
+    if TOP1 in metric and not table.has_metric(metric) and table.has_metric(top5):
+        return top5, f", top-1: {classes} classes"
+    return metric, ""
 
 
 def place_cells(frame: pd.DataFrame, paper: PaperData, tasks: Mapping[str, TaskInfo]) -> pd.DataFrame:
@@ -148,7 +150,10 @@ def place_cells(frame: pd.DataFrame, paper: PaperData, tasks: Mapping[str, TaskI
                                "label": rec["column"], "comparable": False})
             continue
         table = paper.tables[info.paper_table]
-        column = table.column(info.paper_column, rec["dataset"], rec["metric"])
+        metric, note = column_metric(rec["metric"], rec["dataset"], table)
+        if metric is None:
+            continue
+        column = table.column(info.paper_column, rec["dataset"], metric)
         if column is None:
             if table.has_metric(rec["metric"]):  # a stand-in the columns cannot tell apart
                 placed.append({**rec, "table": table.key, "paper_column": None,
@@ -156,7 +161,9 @@ def place_cells(frame: pd.DataFrame, paper: PaperData, tasks: Mapping[str, TaskI
                                "comparable": False})
             continue
         comparable = column.is_paper_dataset(rec["dataset"])
-        label = column.name if comparable else f"{column.name} (stand-in: {rec['dataset']})"
+        label = column.name if comparable else f"{column.name} (stand-in: {rec['dataset']}{note})"
+        variant = paper.map_variant(rec["task"], rec["metric"])
+        label += f" [{variant}]" if variant else ""
         targets = [table] + [t for t in paper.tables.values() if t.from_table == table.key]
         for target in targets:
             if column.name in {c.name for c in target.columns}:
@@ -172,8 +179,43 @@ def place_cells(frame: pd.DataFrame, paper: PaperData, tasks: Mapping[str, TaskI
     return cells
 
 
+def _known(value: Any) -> Any:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def paper_counterpart(spec: PaperTable, row: str, lines: pd.DataFrame, same_scale: bool) -> str | None:
+    """The paper row our ``row`` is compared with in ``spec``, from the head, epochs and backbone
+    of its records ``lines`` (none: a row not run, matched on its label)."""
+    if lines.empty:
+        return spec.paper_row(row, same_scale=same_scale)
+    first = lines.iloc[0]
+    return spec.paper_row(row, _known(first["row_head"]), _known(first["row_epochs"]),
+                          _known(first["row_backbone"]), same_scale)
+
+
+CELL = ["row", "task", "dataset", "split", "metric"]  # what one report cell pools over seeds
+
+
+def cell_stats(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std and seed count (``n``) per ``CELL`` of ``frame``'s values, in report
+    units."""
+    scaled = frame["value"] * frame["scale"]
+    grouped = scaled.groupby([frame[c] for c in CELL])
+    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1),
+                         "n": frame.groupby(CELL)["seed"].nunique()})
+
+
 def load_frame(results_dir: Path, profile: str,
                tasks: Mapping[str, TaskInfo] | None = None) -> pd.DataFrame:
     """Records and recorded skips of ``results_dir/profile`` as a report frame."""
-    store = ResultStore(Path(results_dir) / profile)
-    return records_frame(store.records(), store.skips(), tasks)
+    return folder_frame(Path(results_dir) / profile, tasks)
+
+
+def folder_frame(folder: Path, tasks: Mapping[str, TaskInfo] | None = None,
+                 skips: bool = True) -> pd.DataFrame:
+    """Records (with their jobs' configs, for the rows) and, with ``skips``, recorded skips of
+    one result folder as a report frame."""
+    store = ResultStore(folder)
+    records = [{**rec, "row_key": row_key(rec, payload["job"].get("config"))}
+               for payload in store.job_files() for rec in payload["records"]]
+    return records_frame(records, store.skips() if skips else (), tasks)

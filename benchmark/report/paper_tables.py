@@ -56,9 +56,12 @@ def _same(actual: Any, expected: Any) -> bool:
     return actual == expected or str(actual).lower() == str(expected).lower()
 
 
+SEPARATOR = " · "  # between a row's base label and what sets its configuration apart
+
+
 def base_row(row: str) -> str:
-    """A row label without the ``[key=value]`` suffix that sets apart other method configs."""
-    return row.split(" [")[0]
+    """A row label without the `` · 200 ep`` suffix that sets apart other configurations."""
+    return row.split(SEPARATOR)[0]
 
 
 def row_label(method: str, method_config: Mapping[str, Any] | None, encoder: str) -> str:
@@ -82,9 +85,29 @@ class PaperColumn:
     metrics: tuple[str, ...]
     datasets: tuple[str, ...]
     tolerance: float
+    paper_map: str | None = None  # the mAP variant(s) the printed numbers used, per source
 
     def is_paper_dataset(self, dataset: str) -> bool:
         return normalise(dataset) in {normalise(d) for d in self.datasets}
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """A paper row one of our rows is compared with, and the pretraining it was printed for
+    (None: not stated; the table's epochs and backbone unless the entry names its own)."""
+
+    row: str
+    head: str | None = None
+    epochs: int | None = None
+    backbone: str | None = None
+
+    def fits(self, head: Any, epochs: Any, backbone: Any, same_scale: bool) -> bool:
+        """Whether a row of this head, epochs and backbone (None: unknown) is this paper row's
+        configuration. The head must match; epochs and backbone only at the paper's scale
+        (``same_scale``: on the paper's dataset), since a stand-in changes them by design."""
+        wanted = [(self.head, head)] + ([(self.epochs, epochs), (self.backbone, backbone)]
+                                         if same_scale else [])
+        return all(want is None or have is None or _same(have, want) for want, have in wanted)
 
 
 @dataclass(frozen=True)
@@ -95,9 +118,18 @@ class PaperTable:
     title: str
     paper_epochs: int | None
     columns: tuple[PaperColumn, ...]
-    reference: Mapping[str, str]
+    reference: Mapping[str, tuple[PaperRow, ...]]
     rows: tuple[str, ...] | None = None
     from_table: str | None = None
+
+    def paper_row(self, row: str, head: Any = None, epochs: Any = None, backbone: Any = None,
+                  same_scale: bool = True) -> str | None:
+        """The paper row our ``row`` (base label) is compared with: the first of its references
+        whose configuration fits (``PaperRow.fits``); None when none does."""
+        for ref in self.reference.get(base_row(row), ()):
+            if ref.fits(head, epochs, backbone, same_scale):
+                return ref.row
+        return None
 
     def has_metric(self, metric: str) -> bool:
         return any(metric.lower() in c.metrics for c in self.columns)
@@ -140,6 +172,11 @@ class PaperData:
     numbers: Mapping[tuple[str, str, str], PaperNumber]
     settings: Mapping[str, Mapping[str, Any]]
     related: tuple[RelatedNumber, ...] = ()
+    map_variants: Mapping[str, str] = field(default_factory=dict)  # ``task:metric`` or metric -> name
+
+    def map_variant(self, task: str, metric: str) -> str | None:
+        """The mAP variant a record's metric is (``map_variants``), None for other metrics."""
+        return self.map_variants.get(f"{task}:{metric}") or self.map_variants.get(metric)
 
     def paper_rows(self, table: str) -> list[str]:
         """Rows the paper prints in ``table``, in file order."""
@@ -161,6 +198,29 @@ def normalise(text: str) -> str:
 def _require(condition: bool, path: Path, message: str) -> None:
     if not condition:
         raise ValueError(f"paper numbers file {path}: {message}")
+
+
+def _references(spec: Mapping[str, Any], path: Path, table: str) -> dict[str, tuple[PaperRow, ...]]:
+    """``reference:`` of a table: our row -> a paper row name, or a list of ``{row, head, epochs,
+    backbone}``; every paper row is the counterpart of one of our rows at most."""
+    out: dict[str, tuple[PaperRow, ...]] = {}
+    seen: dict[str, str] = {}
+    for ours, entries in (spec.get("reference") or {}).items():
+        refs = []
+        for entry in entries if isinstance(entries, list) else [entries]:
+            entry = entry if isinstance(entry, dict) else {"row": entry}
+            _require("row" in entry and set(entry) <= {"row", "head", "epochs", "backbone"}, path,
+                     f"table {table!r} reference {ours!r}: entries need 'row' and may name "
+                     f"'head', 'epochs', 'backbone', got {entry}")
+            ref = PaperRow(str(entry["row"]), entry.get("head"),
+                           entry.get("epochs", spec.get("paper_epochs")),
+                           entry.get("backbone", spec.get("backbone")))
+            _require(seen.setdefault(ref.row, ours) == ours, path,
+                     f"table {table!r}: paper row {ref.row!r} is the counterpart of both "
+                     f"{seen[ref.row]!r} and {ours!r}; one row per paper row")
+            refs.append(ref)
+        out[str(ours)] = tuple(refs)
+    return out
 
 
 def load_paper(path: Path = PAPER_FILE) -> PaperData:
@@ -185,6 +245,7 @@ def load_paper(path: Path = PAPER_FILE) -> PaperData:
                     c["metric"] if isinstance(c["metric"], list) else [c["metric"]])),
                 datasets=tuple(str(d) for d in c.get("datasets", ())),
                 tolerance=float(c.get("tolerance", 1.0)),
+                paper_map=c.get("paper_map"),
             )
             for c in spec["columns"]
         )
@@ -193,7 +254,7 @@ def load_paper(path: Path = PAPER_FILE) -> PaperData:
             title=str(spec.get("title", key)),
             paper_epochs=spec.get("paper_epochs"),
             columns=columns,
-            reference=dict(spec.get("reference", {})),
+            reference=_references(spec, path, key),
             rows=tuple(spec["rows"]) if spec.get("rows") else None,
             from_table=spec.get("from_table"),
         )
@@ -217,7 +278,7 @@ def load_paper(path: Path = PAPER_FILE) -> PaperData:
         related.append(RelatedNumber(str(entry["method"]), str(entry["benchmark"]), float(entry["value"]),
                                      str(entry["protocol"]), str(entry["source"])))
     return PaperData(tables=tables, numbers=numbers, settings=raw.get("paper_settings", {}),
-                     related=tuple(related))
+                     related=tuple(related), map_variants=dict(raw.get("map_variants") or {}))
 
 
 def settings_differences(

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from benchmark.core.fields import safe_name
-from benchmark.core.store import write_text_atomic
-from benchmark.report.figures import FigureSet, write_figures
+from benchmark.report.figures import FigureSet
 from benchmark.report.frame import (
     DEFAULT_EXPECTED_SEEDS,
     DIRTY_MARK,
@@ -29,11 +26,11 @@ from benchmark.report.frame import (
     NOT_RUN,
     TOLERANCE_MARK,
     TaskInfo,
-    load_frame,
+    paper_counterpart,
     place_cells,
     registry_task_info,
 )
-from benchmark.report.ordering import ordering_checks
+from benchmark.report.ordering import ORDERING_RULE, ordering_checks, summary
 from benchmark.report.paper_tables import (
     OTHER_TABLE,
     ROW_ORDER,
@@ -136,15 +133,18 @@ class Column:
 
 
 def _table_columns(here: pd.DataFrame, spec: PaperTable | None, compare: bool) -> list[Column]:
-    """The paper's columns in order (each split by stand-in dataset and task), then extras."""
+    """The paper's columns in order (each split by stand-in dataset and task), then extras. A
+    column no record fills is left out, unless it shows the paper's numbers."""
     columns = []
     for paper_column in spec.columns if spec is not None else ():
         found = here[here["paper_column"] == paper_column.name] if not here.empty else here
         pairs = list(dict.fromkeys(zip(found["label"], found["comparable"]))) if not found.empty else []
+        filled = set(found.loc[found["value"].notna(), "label"]) if not found.empty else set()
+        pairs = [(label, c) for label, c in pairs if (compare and c) or label in filled]
         if compare and not any(comparable for _, comparable in pairs):
             pairs.insert(0, (paper_column.name, True))
         columns += [Column(label, paper_column.name, bool(c)) for label, c in pairs]
-    extra = here[here["paper_column"].isna()]["label"] if not here.empty else []
+    extra = here[here["paper_column"].isna() & here["value"].notna()]["label"] if not here.empty else []
     return columns + [Column(label, None, False) for label in dict.fromkeys(extra)]
 
 
@@ -154,8 +154,9 @@ def _table_rows(here: pd.DataFrame, spec: PaperTable | None, paper: PaperData,
     ours = list(here["row"].unique()) if not here.empty else []
     if not compare:
         return [(row, None) for row in _row_order(ours)]
-    ours += list(spec.rows or spec.reference)
-    pairs = [(row, spec.reference.get(base_row(row))) for row in _row_order(ours)]
+    ours += [row for row in spec.rows or spec.reference if row not in ours]
+    pairs = [(row, paper_counterpart(spec, row, here[here["row"] == row] if not here.empty else here,
+                                     same_scale=True)) for row in _row_order(ours)]
     used = {p for _, p in pairs}
     pairs += [(None, p) for p in paper.paper_rows(spec.key) if p not in used]
     return sorted(pairs, key=lambda pair: pair[0] in SANITY_ROWS.values())
@@ -203,7 +204,10 @@ def render_table(cells: pd.DataFrame, table_key: str, paper: PaperData, compare:
                      _delta(mean, number, tolerance[col.paper_column])]
         lines.append("| " + " | ".join(line) + " |")
     title = f"### {table_key}: {spec.title}" if spec else f"### {table_key}"
-    return "\n".join([title, "", *lines])
+    maps = [f"{c.name}: the paper's numbers are {c.paper_map}" for c in spec.columns
+            if c.paper_map] if spec else []
+    notes = [f"mAP variants ({'; '.join(maps)}); ours are named in each column header.", ""] if maps else []
+    return "\n".join([title, "", *notes, *lines])
 
 
 def results_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -221,8 +225,20 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table.loc[_row_order(table.index)].fillna(NOT_RUN)
 
 
+def _accelerator_text(info: Any) -> str | None:
+    """``NVIDIA H200 (CUDA 12.4, cuDNN 90100, driver 550.54.15) x 4`` / ``cpu x 1``; None for
+    records written before accelerators were recorded."""
+    if not isinstance(info, Mapping) or not info:
+        return None
+    if info.get("gpu") is None:
+        return f"cpu x {info['world_size']}"
+    return (f"{info['gpu']} (CUDA {info['cuda']}, cuDNN {info['cudnn']}, driver {info['driver']}) "
+            f"x {info['world_size']}")
+
+
 def provenance_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per row: seeds, config hashes, checkpoints, commits (``*`` = dirty tree), devices, dates."""
+    """Per row: seeds, config hashes, checkpoints, commits (``*`` = dirty tree), devices,
+    accelerators (GPU, CUDA, cuDNN, driver, processes), dates."""
     rows = []
     ran = frame[frame["value"].notna()]
     for row, group in ran.groupby("row", sort=False):
@@ -238,6 +254,7 @@ def provenance_table(frame: pd.DataFrame) -> pd.DataFrame:
                 "checkpoints": _joined(group["checkpoint_hash"]),
                 "commits": ", ".join(sorted(commits)),
                 "devices": _joined(group["device"]),
+                "accelerators": _joined(map(_accelerator_text, group.get("accelerator", []))),
                 "dates": _joined(str(d)[:10] for d in group["started_at"]),
             }
         )
@@ -284,9 +301,9 @@ def render_markdown(
     checks = ordering_checks(cells, paper)
     if checks:
         lines += ["## Does the paper's ordering hold?", "",
-                  "Rows with a paper counterpart, ordered by the paper's number and by our mean; "
-                  "a pair agrees when both order it the same way (pairs the paper ties are "
-                  "skipped).", "", *[c.markdown() for c in checks], ""]
+                  "Rows with a paper counterpart, ordered by the paper's number and by our mean "
+                  "(± sample std over seeds). " + ORDERING_RULE, "", summary(checks), "",
+                  *[c.markdown() for c in checks], ""]
     if figures is not None and figures.figures:
         lines += ["## Figures", ""] + [f"![{c}]({p})\n\n*{c}*\n" for c, p in figures.figures]
     if figures is not None and figures.diagnostics is not None:
@@ -312,30 +329,3 @@ def render_markdown(
                   "", provenance_table(frame).to_markdown(), ""]
     lines += ["## Footnotes", "", *notes.markdown(), ""] if notes.texts else []
     return "\n".join(lines)
-
-
-def write_report(
-    results_dir: Path,
-    out_dir: Path,
-    profile: str,
-    runs_dir: Path | None = None,
-    data_root: Path | None = None,
-    compare: bool | None = None,
-    expected_seeds: int = DEFAULT_EXPECTED_SEEDS,
-) -> Path:
-    """Render ``reports/<profile>.md`` from ``results/<profile>``; returns the written path.
-
-    With ``runs_dir`` the training-curve figure is drawn from the pretraining logs, and with
-    ``data_root`` too the Fig. 2 figures from the encoders (PNGs beside the Markdown).
-    """
-    safe_name(profile, "profile")  # it names the results folder, the report and its figures
-    tasks = registry_task_info()
-    frame = load_frame(results_dir, profile, tasks)
-    out_dir = Path(out_dir)
-    figures = None
-    if runs_dir is not None and not frame.empty:
-        figures = write_figures(results_dir, profile, Path(runs_dir), out_dir, data_root)
-    path = out_dir / f"{profile}.md"
-    write_text_atomic(path, render_markdown(frame, profile, tasks=tasks, compare=compare,
-                                            expected_seeds=expected_seeds, figures=figures))
-    return path
