@@ -51,7 +51,7 @@ def test_accelerator_info_names_cuda_cudnn_driver_and_gpu(tmp_path: Path, monkey
     assert provenance.accelerator_info("cuda:0", 1)["driver"] is None
 
 
-def test_task_records_carry_the_accelerator_and_the_jobs_world_size(tmp_path: Path, monkeypatch) -> None:
+def test_task_records_carry_the_accelerator_and_the_jobs_world_size(tmp_path: Path) -> None:
     import torch
 
     from benchmark.core.config import resolve
@@ -61,8 +61,7 @@ def test_task_records_carry_the_accelerator_and_the_jobs_world_size(tmp_path: Pa
 
     cfg = resolve("mini", "invp", [], 0)
     job = next(j for j in plan_run(cfg, ["knn"], tmp_path) if j.task == "knn")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    (rec,) = jobs._records(job, cfg, [Measurement("top1", 0.5, "fashion_mnist")], None,
-                           torch.device("cpu"), 1.0, "2026-12-02T00:00:00+00:00")
+    (rec,) = jobs.task_records(job, cfg, [Measurement("top1", 0.5, "fashion_mnist")], None,
+                               torch.device("cpu"), 1.0, "2026-12-02T00:00:00+00:00", world_size=2)
     assert rec.accelerator == {"cuda": None, "cudnn": None, "driver": None, "gpu": None, "world_size": 2}
-    assert rec.device.startswith("cpu:")
+    assert rec.device.startswith("cpu:") and rec.device.endswith(" x 2 processes")

@@ -32,7 +32,7 @@ from benchmark.harness.sweep import (
 )
 from benchmark.models.external_weights import AUTO
 from benchmark.models.weight_formats import WEIGHT_FORMATS
-from benchmark.report.render import write_report
+from benchmark.report.export import write_report
 from methods.base import available_methods
 
 
