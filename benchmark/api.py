@@ -98,15 +98,17 @@ def evaluate(encoder: nn.Module, task: str = "knn", profile: str = "mini", *,
     one, e.g. ``layer="pooled"``) on ``encoder`` and return the records (``encoder="external"``,
     ``method="external"``, ``extra["weights"]["name"] = name``); nothing is written but the
     feature cache (``cache_dir``; default a temporary folder). A task the profile does not
-    configure, a bad setting or a missing dataset is a ConfigError naming it and the fix; a task
-    that cannot evaluate this encoder raises ``tasks.errors.TaskNotApplicable`` with the reason."""
-    base = resolve_run(profile, None, (), seed)
-    select_tasks(base, task)  # a task the profile configures
-    tree = base.to_dict()
-    tree["tasks"][task] = {**tree["tasks"][task], **settings}
+    configure, a bad setting, a setting the encoder cannot serve (a feature layer it lacks, no C4
+    split for detection) or a missing dataset is a ConfigError naming it and the fix; a task that
+    cannot evaluate this encoder otherwise (the ``embedding`` layer: no projection head) raises
+    ``tasks.errors.TaskNotApplicable`` with the reason."""
+    tree = resolve_run(profile, None, (), seed).to_dict()
+    if task in tree["tasks"]:
+        tree["tasks"][task] = {**tree["tasks"][task], **settings}
     if device is not None:
         tree["device"] = device
     cfg = RunConfig.from_dict(tree)
+    select_tasks(cfg, task, backbone=encoder)  # configured, and its settings fit this encoder
     runner = get_task(task)
     root = resolve_data_root(data_root)
     for dataset in runner.datasets(checked_settings(runner, cfg.tasks[task], task)):

@@ -70,7 +70,8 @@ class EncoderHandle:
         if self.kind == EXTERNAL:
             raise TaskNotApplicable("external weights (--weights) are evaluated without their "
                                     "projection head, which feature layer 'embedding' needs; use "
-                                    "the backbone's features, e.g. --set tasks.knn.layer=pooled")
+                                    "the backbone's features, e.g. --set tasks.knn.layer=pooled "
+                                    "(in Python: evaluate(..., layer='pooled'))")
         return load_encoder_head(self, backbone, device)
 
 
@@ -161,6 +162,13 @@ class Task(ABC):
     def check_settings(cls, settings: Mapping[str, Any]) -> None:
         """Checks across settings that the fields cannot state (run at planning time, after the
         fields' checks); none by default."""
+
+    @classmethod
+    def check_backbone(cls, backbone: torch.nn.Module, settings: Mapping[str, Any]) -> None:
+        """Raise a ConfigError with the reason when this task cannot run on ``backbone`` under
+        ``settings`` (checked at planning, on the profile's backbone built on the meta device:
+        structure only, no values); none by default. Feature-layer settings are checked for
+        every task (``tasks.features.check_backbone_fit``)."""
 
     @abstractmethod
     def run(self, ctx: TaskContext) -> list[Measurement]:

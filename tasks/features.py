@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from benchmark.core.fields import AnyOf, ConfigError, Int, ListOf, MapOf, Parses, Text
 from benchmark.models.backbone import Backbone
+from tasks.base import Task
 from tasks.common import EXTRACTION_DEFAULTS, encoder_key, limited_split
 from tasks.feature_budget import check_feature_budget
 from tasks.feature_cache import CacheIndex, ShardWriter, dtype_name, open_cache, read_index
@@ -105,6 +106,20 @@ def resolve_layers(
         return [FeatureLayer(name, (_grid_for(name, grids),)) for name in names]
     texts = [spec] if isinstance(spec, str) else list(spec)
     return [FeatureLayer.parse(text) for text in texts]
+
+
+def check_backbone_fit(task: Task, backbone: torch.nn.Module, settings: Mapping[str, Any]) -> None:
+    """Raise a ConfigError with the reason when ``task`` cannot run on ``backbone`` under
+    its checked ``settings``: a feature-layer setting (a ``LAYER``/``LAYERS`` field) names a block
+    the backbone lacks (the setting named), or the task's own ``check_backbone`` refuses it."""
+    for key, spec in task.settings_fields.items():
+        if spec is LAYER or spec is LAYERS:
+            layers = [layer for layer in resolve_layers(settings[key], backbone, {}) if not layer.embedding]
+            try:
+                check_layers(backbone, layers)
+            except ConfigError as exc:
+                raise ConfigError(f"tasks.{task.name}.{key}: {exc}") from None
+    task.check_backbone(backbone, settings)
 
 
 def _grid_for(block: str, grids: dict[str, int]) -> int:

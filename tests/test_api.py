@@ -65,8 +65,16 @@ def test_evaluate_runs_a_task_on_a_plain_module_and_leaves_it_unchanged(data_roo
 
 
 def test_evaluate_refuses_what_the_task_cannot_run_with_the_reason(data_root):
-    with pytest.raises(TaskNotApplicable, match="--set tasks.knn.layer=pooled"):
+    with pytest.raises(TaskNotApplicable, match=r"--set tasks.knn.layer=pooled \(in Python: "
+                                                r"evaluate\(\.\.\., layer='pooled'\)\)"):
         benchmark.evaluate(tiny_module(), task="knn")  # the embedding layer: no projection head
+    with pytest.raises(ConfigError, match=r"task 'voc07_bce' cannot run on this encoder \(Sequential\): "
+                                          r"tasks\.voc07_bce\.layer: "
+                                          r"feature layer block\(s\) \['layer3\.0'\] not in the backbone"):
+        benchmark.evaluate(tiny_module(), task="voc07_bce")  # checked on the module, before any data
+    with pytest.raises(ConfigError, match=r"task 'detection' cannot run on this encoder "
+                                          r"\(Sequential\): the C4 detector splits"):
+        benchmark.evaluate(tiny_module(), task="detection")
     with pytest.raises(ConfigError, match=r"tasks\.knn\.k"):
         benchmark.evaluate(tiny_module(), task="knn", k=0)
     with pytest.raises(ConfigError, match="unknown task 'nonsense'"):

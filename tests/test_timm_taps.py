@@ -1,12 +1,18 @@
 """timm backbones get block taps: the probes' layer settings and the detection C4 split work on a
-timm ResNet; a timm model without the ResNet layout says why detection cannot run on it."""
+timm ResNet; on a timm model without the ResNet layout, planning leaves out (``--tasks all``) or
+refuses (a task named) the tasks that cannot run on it, with the reason."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
-from benchmark.core.config import ConfigError, resolve
+from benchmark.core.config import ConfigError, read_yaml_file, resolve
+from benchmark.harness.cli import main
+from benchmark.harness.plan import select_tasks, unfit_tasks
 from benchmark.models import build_backbone
 from tasks.base import get_task
 from tasks.detection.model import split_c4
@@ -14,6 +20,7 @@ from tasks.errors import TaskNotApplicable
 from tasks.features import FeatureLayer, check_layers, layer_vectors, resolve_layers
 
 pytest.importorskip("timm")
+PROFILES = Path(__file__).resolve().parent.parent / "benchmark" / "profiles"
 
 
 def timm_backbone(name: str, in_channels: int = 3) -> nn.Module:
@@ -82,3 +89,49 @@ def test_a_timm_model_without_the_resnet_layout_has_stage_taps_and_no_c4_split()
     with pytest.raises(ConfigError, match=r"\['layer1\.2'\] not in the backbone; its blocks are \['stages\.0'.*"
                                           r"set the task's layers"):
         check_layers(backbone, [FeatureLayer.parse("layer1.2@16/8/0")])
+
+
+def mini_on(backbone: str):
+    return resolve("mini", "invp", [f"model.backbone=timm:{backbone}"])
+
+
+def test_planning_leaves_out_under_all_the_tasks_a_non_resnet_timm_backbone_cannot_run():
+    cfg = mini_on("test_convnext")
+    unfit = unfit_tasks(cfg, list(cfg.tasks))
+    assert set(unfit) == {"detection", "linear_multilayer", "places205_linear_multilayer",
+                          "voc07_svm", "voc07_bce"}  # the C4 split; blocks named layer<K>.<b>
+    assert "the C4 detector splits a stem + stages backbone" in unfit["detection"]
+    assert unfit["voc07_bce"].startswith("tasks.voc07_bce.layer: feature layer block(s) ['layer3.0'] "
+                                         "not in the backbone; its blocks are ['stages.0'")
+    assert select_tasks(cfg, "all") == [name for name in cfg.tasks if name not in unfit]
+    resnet = mini_on("resnet10t")
+    assert unfit_tasks(resnet, list(resnet.tasks)) == {} and select_tasks(resnet, "all") == list(resnet.tasks)
+
+
+def test_a_task_named_that_cannot_run_on_the_backbone_fails_planning_with_the_reason():
+    with pytest.raises(ConfigError, match=r"task 'detection' cannot run on model.backbone=timm:test_convnext: "
+                                          r"the C4 detector splits .* leave detection out of --tasks"):
+        select_tasks(mini_on("test_convnext"), "knn,detection")
+    with pytest.raises(ConfigError, match=r"tasks\.linear\.layers: feature layer block\(s\) \['stages\.9'\]"):
+        select_tasks(resolve("mini", "invp", ["tasks.linear.layers=[stages.9]",
+                                              "model.backbone=timm:test_convnext"]), "linear")
+
+
+def test_run_and_the_dry_run_show_the_tasks_left_out_and_start_no_job(tmp_path, capsys):
+    folders = ["--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
+               "--sweeps", str(tmp_path / "sweeps")]
+    assert main(["run", "--method", "invp", "--set", "model.backbone=timm:test_convnext",
+                 "--tasks", "detection", "--reports", str(tmp_path / "reports"), *folders]) == 2
+    err = capsys.readouterr().err
+    assert "task 'detection' cannot run on model.backbone=timm:test_convnext" in err
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()
+    profile = tmp_path / "mini_convnext.yaml"
+    tree = read_yaml_file(PROFILES / "mini.yaml")
+    tree["model"]["backbone"] = "timm:test_convnext"
+    profile.write_text(yaml.safe_dump(tree))
+    assert main(["sweep", "--profile", str(profile), "--methods", "invp", "--dry-run", *folders]) == 0
+    out = capsys.readouterr().out
+    left_out = out.split("not run (they cannot run on model.backbone=timm:test_convnext):\n")[1]
+    assert "  detection: the C4 detector splits" in left_out
+    assert "  linear_multilayer: tasks.linear_multilayer.layers: feature layer block(s)" in left_out
+    assert "knn [invp]" in out and "detection" not in out.split("job id")[1]  # no detection job

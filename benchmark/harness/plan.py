@@ -8,16 +8,23 @@ the file's sha256 and format, not its path or name, so the same bytes are evalua
 """
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
+from torch import nn
+
 from benchmark.core.config import ConfigError, RunConfig, config_hash
 from benchmark.core.identity import SANITY_SECTIONS, pretrain_hash, pretrain_run_dir
+from benchmark.models import build_backbone
 from benchmark.models.external_encoder import EXTERNAL, ExternalWeights
 from methods.base import method_class
 from tasks.base import available_tasks, get_task
 from tasks.common import checked_settings
+from tasks.features import check_backbone_fit
 
 RUN_ENCODERS = ("pretrained", "random", "pixels")  # the encoders a method's run evaluates
 
@@ -90,12 +97,43 @@ def excluded_tasks(tree: Mapping[str, Any]) -> dict[str, str]:
     return dict(tree["tasks_excluded"]) if "tasks_excluded" in tree else {}
 
 
-def select_tasks(cfg: RunConfig, spec: str) -> list[str]:
+@functools.lru_cache(maxsize=16)
+def _structure_of(model_json: str) -> nn.Module:
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        return build_backbone(json.loads(model_json))
+
+
+def planning_backbone(cfg: RunConfig) -> nn.Module:
+    """``cfg``'s backbone built on the meta device (its modules and block names, no values; once
+    per model section), on which planning checks that each task can run."""
+    return _structure_of(json.dumps(cfg.tree["model"].to_dict(), sort_keys=True))
+
+
+def unfit_tasks(cfg: RunConfig, names: list[str], backbone: nn.Module | None = None) -> dict[str, str]:
+    """The tasks of ``names`` that cannot run on ``backbone`` (default: ``cfg``'s planning
+    backbone) under their ``cfg`` settings, each with the reason (``check_backbone_fit``)."""
+    if not names:
+        return {}
+    backbone = planning_backbone(cfg) if backbone is None else backbone
+    unfit = {}
+    for name in names:
+        runner = get_task(name)
+        settings = checked_settings(runner, cfg.tasks[name], name)  # a bad value: its own error
+        try:
+            check_backbone_fit(runner, backbone, settings)
+        except ConfigError as exc:
+            unfit[name] = str(exc)
+    return unfit
+
+
+def select_tasks(cfg: RunConfig, spec: str, backbone: nn.Module | None = None) -> list[str]:
     """``all`` -> every registered task, in the profile's order: the profile configures each one
-    or excludes it with a reason (``tasks_excluded``); ``none`` -> []; else a checked list. A task
-    the profile neither configures nor excludes, under ``all``, is an error naming it and the fix;
-    so is an excluded task asked for by name (with the reason), and a configured one that is not
-    registered (a typo, not a skip)."""
+    or excludes it with a reason (``tasks_excluded``), and those that cannot run on the backbone
+    (:func:`unfit_tasks` on ``backbone``, default the profile's) are left out; ``none`` -> [];
+    else a checked list. A task the profile neither configures nor excludes, under ``all``, is an
+    error naming it and the fix; so is a task asked for by name that is excluded or cannot run on
+    the backbone (with the reason), and a configured one that is not registered (a typo, not a
+    skip)."""
 
     registered = available_tasks()
     unregistered = [name for name in cfg.tasks if name not in registered]
@@ -116,7 +154,8 @@ def select_tasks(cfg: RunConfig, spec: str) -> list[str]:
                 + (f" (nor has {', '.join(missing[1:])})" if missing[1:] else "")
                 + f"; add tasks.{missing[0]}: {{}} (its defaults) or settings to the profile, or "
                 f"exclude it with the reason: tasks_excluded: {{{missing[0]}: \"why\"}}")
-        return configured
+        unfit = unfit_tasks(cfg, configured, backbone)
+        return [name for name in configured if name not in unfit]
     if spec in ("", "none"):
         return []
     names = [n.strip() for n in spec.split(",") if n.strip()]
@@ -132,6 +171,15 @@ def select_tasks(cfg: RunConfig, spec: str) -> list[str]:
                 f"task {name!r} has no settings in profile {cfg.profile!r} (tasks.{name}); "
                 f"tasks it configures: {', '.join(configured) or 'none'}"
             )
+    unfit = unfit_tasks(cfg, names, backbone)
+    if unfit:
+        name, reason = next(iter(unfit.items()))
+        if backbone is None:
+            raise ConfigError(f"task {name!r} cannot run on model.backbone={cfg.model['backbone']}: "
+                              f"{reason}; choose another backbone (--set model.backbone=...) or "
+                              f"leave {name} out of --tasks")
+        raise ConfigError(f"task {name!r} cannot run on this encoder ({type(backbone).__name__}): "
+                          f"{reason}")
     return names
 
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from benchmark.core.config import ConfigError, config_hash
+from benchmark.core.config import ConfigError, RunConfig, config_hash
 from benchmark.core.errors import require_writable_folder
 from benchmark.core.fields import safe_name
 from benchmark.data import resolve_data_root
@@ -26,7 +26,14 @@ from benchmark.harness.job_request import job_request
 from benchmark.harness.jobs import Outcome, OutcomeStatus, Paths
 from benchmark.harness.launch import LAUNCHERS, build_launcher
 from benchmark.harness.launch_protocol import LaunchSettings
-from benchmark.harness.plan import Job, excluded_tasks, missing_inputs, plan_run, select_tasks
+from benchmark.harness.plan import (
+    Job,
+    excluded_tasks,
+    missing_inputs,
+    plan_run,
+    select_tasks,
+    unfit_tasks,
+)
 from benchmark.harness.resources import RESOURCE_FLAGS
 from benchmark.harness.schema import resolve_run
 from benchmark.harness.status import ACTIVE, job_status
@@ -123,12 +130,18 @@ def expand(spec: SweepSpec, runs_root: Path) -> list[Job]:
 
 
 def describe_exclusions(tree: Mapping[str, Any], tasks: str) -> str | None:
-    """For ``--tasks all``: the tasks the profile excludes, one line each with its reason."""
-    excluded = excluded_tasks(tree)
-    if tasks != "all" or not excluded:
+    """For ``--tasks all``: the tasks the profile excludes, then those that cannot run on its
+    backbone (``unfit_tasks``), one line each with its reason."""
+    if tasks != "all":
         return None
-    return "\n".join(["not run (the profile's tasks_excluded):",
-                      *(f"  {name}: {reason}" for name, reason in excluded.items())])
+    cfg = RunConfig.from_dict(tree)
+    lines = []
+    for heading, reasons in (("the profile's tasks_excluded", excluded_tasks(tree)),
+                             (f"they cannot run on model.backbone={cfg.model['backbone']}",
+                              unfit_tasks(cfg, list(cfg.tasks)))):
+        if reasons:
+            lines += [f"not run ({heading}):", *(f"  {name}: {why}" for name, why in reasons.items())]
+    return "\n".join(lines) or None
 
 
 def resource_flags(args: argparse.Namespace) -> dict[str, Any]:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from benchmark.core.fields import Int, Name, Nullable, Section
+from torch import nn
+
+from benchmark.core.fields import ConfigError, Int, Name, Nullable, Section
 from benchmark.core.runtime import seed_everything
 from benchmark.data import get_dataset
 from tasks.base import Measurement, Task, TaskContext, register
@@ -85,6 +87,13 @@ class DetectionTask(Task):
         if settings["schedule"]:
             DetectionSchedule.from_settings(settings["schedule"])
 
+    @classmethod
+    def check_backbone(cls, backbone: nn.Module, settings: Mapping[str, Any]) -> None:
+        """The C4 detector needs the backbone's stem + stages split (``split_c4``)."""
+        try:
+            split_c4(backbone)
+        except TaskNotApplicable as exc:
+            raise ConfigError(str(exc)) from None
 
     def run(self, ctx: TaskContext) -> list[Measurement]:
         """Fine-tune on the ``trainval`` split, evaluate on ``test``; values in percent."""
