@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,12 +156,55 @@ def test_a_pickle_payload_never_runs_and_the_error_names_trust_weights(tmp_path)
 
 
 def test_trust_weights_unpickles_and_says_so(mini_source, tmp_path):
-    path = tmp_path / "with_args.pth"  # a training script that saved its argparse arguments
-    torch.save({**moco_like(mini_source), "args": argparse.Namespace(lr=0.03)}, path)
+    path = tmp_path / "with_path.pth"  # a training script that saved a pathlib path among its settings
+    torch.save({**moco_like(mini_source), "data_dir": Path("/data/imagenet")}, path)
     with pytest.raises(WeightsError, match="--trust-weights"):
         load_weights(path, MINI_CFG)
     loaded = load_weights(path, MINI_CFG, trust_weights=True)
     assert loaded.unpickled and "LOADED WITH FULL UNPICKLING (--trust-weights)" in loaded.summary()
+
+
+def references_checkpoint(source: Source, ema: bool) -> dict:
+    """What torchvision's references/classification/train.py saves each epoch (``--model-ema``:
+    the AveragedModel's state dict too)."""
+    model = torchvision.models.resnet50(weights=None)
+    model.load_state_dict({**source.trunk, **{f"fc.{key}": value for key, value in source.fc.items()}})
+    stepped = copy.deepcopy(model)  # an optimizer with momentum buffers, the model's weights kept
+    optimizer = torch.optim.SGD(stepped.parameters(), lr=0.5, momentum=0.9, weight_decay=2e-5)
+    stepped(torch.randn(2, 3, 32, 32)).sum().backward()
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=600)
+    checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                  "lr_scheduler": scheduler.state_dict(), "epoch": 599,
+                  "args": argparse.Namespace(data_path="/datasets01/imagenet_full_size/061417/",
+                                             model="resnet50", device="cuda", batch_size=128, epochs=600,
+                                             lr=0.5, label_smoothing=0.1, mixup_alpha=0.2, weights=None,
+                                             val_resize_size=232, model_ema=ema, distributed=True)}
+    if ema:
+        checkpoint["model_ema"] = torch.optim.swa_utils.AveragedModel(model).state_dict()
+    return checkpoint
+
+
+@pytest.mark.parametrize("ema", [False, True])
+def test_a_torchvision_references_checkpoint_loads_its_model_without_full_unpickling(
+        resnet50_source, tmp_path, ema):
+    path = tmp_path / "checkpoint.pth"
+    torch.save(references_checkpoint(resnet50_source, ema), path)
+    loaded = load_weights(path, RESNET50_CFG)
+    assert (loaded.format, loaded.auto_detected, loaded.unpickled) == ("torchvision", True, False)
+    torch.testing.assert_close(_loaded_features(loaded), resnet50_source.features, rtol=0, atol=1e-5)
+    copies = {"EMA copy": len(resnet50_source.trunk) + 2 + 1} if ema else {}  # + fc, n_averaged
+    assert loaded.dropped == {"classifier": 2, **copies}
+
+
+def test_an_allowed_namespace_does_not_let_a_payload_inside_it_run(tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil_args.pth"
+    torch.save({"model": {"conv1.weight": torch.zeros(1)}, "optimizer": {}, "epoch": 0,
+                "args": argparse.Namespace(lr=0.1, hook=Payload(marker))}, path)
+    with pytest.raises(WeightsError, match=r"evil_args\.pth was not loaded: it refers to .*--trust-weights"):
+        load_weights(path, MINI_CFG)
+    assert not marker.exists()
 
 
 def moco_like(source: Source) -> dict:

@@ -1,13 +1,15 @@
 """Loading a published checkpoint as the suite's backbone: read, fingerprint, recognise, load strictly.
 
 ``load_weights(path, model_cfg)`` reads the file without running code (``weights_only=True``,
-or a ``.safetensors`` file; full unpickling only with ``trust_weights``), tells its format by its keys (``fmt="auto"``),
+which also rebuilds the ``argparse.Namespace`` of a training command line, or a ``.safetensors``
+file; full unpickling only with ``trust_weights``), tells its format by its keys (``fmt="auto"``),
 builds the backbone ``model_cfg`` names (a suite ``encoder.pt`` brings its own) and loads the
 trunk: every trunk parameter and buffer must be in the file and nothing unexpected may be,
 unless ``allow_missing_keys``. Heads, momentum copies and queues are dropped and counted.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,11 @@ SAFETENSORS = ".safetensors"
 UNREADABLE_REMEDY = "Check that it is a whole torch.save or .safetensors file (download it again if it was cut)"
 TRUST_REMEDY = ("If you trust where the file comes from, pass --trust-weights (trust_weights=True in "
                 "Python), which unpickles it fully")
+# Classes a weights file may hold besides tensors and plain values. argparse.Namespace: the
+# command line that torchvision's references/classification/train.py saves as ``args``. Rebuilding
+# one runs no code of the file's choosing (object.__new__, then its attributes set from values
+# the weights-only loader rebuilt itself); allowed for the weights files read here only.
+SAFE_GLOBALS = (argparse.Namespace,)
 STRICT_REMEDY = ("Check that the profile's backbone (model.backbone) is the checkpoint's architecture "
                  "and --weights-format its format, or pass --allow-missing-keys to load the rest anyway")
 
@@ -95,13 +102,14 @@ def file_sha256(path: str | Path) -> str:
 
 def read_checkpoint(path: Path, trust_weights: bool = False) -> tuple[Any, bool]:
     """The file's contents and whether full unpickling was needed: a ``.safetensors`` file (tensors
-    only), else ``torch.load(weights_only=True)``; a file that needs full unpickling raises a
+    only), else ``torch.load(weights_only=True)`` (with :data:`SAFE_GLOBALS` allowed); a file that needs full unpickling raises a
     WeightsError saying why and naming --trust-weights, unless ``trust_weights`` (then a whole
     pickled model comes back as its state dict)."""
     if path.suffix == SAFETENSORS:
         return _read_safetensors(path), False
     try:
-        return load_weights_only(path), False
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            return load_weights_only(path), False
     except UnsafeFile as exc:
         if not trust_weights:
             raise WeightsError(path, exc.reason, TRUST_REMEDY) from None

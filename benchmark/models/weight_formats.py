@@ -6,7 +6,10 @@ names them (``conv1``/``bn1`` -> ``stem.0``/``stem.1``, ``layerK`` -> ``stages.{
 that are dropped (projection heads, momentum copies, queues: counted by part), and the keys that
 are neither. Layouts, as each project saves them:
 
-* ``torchvision``: a plain ResNet state dict (``conv1.weight``, ..., ``fc.*`` = the classifier).
+* ``torchvision``: a plain ResNet state dict (``conv1.weight``, ..., ``fc.*`` = the classifier),
+  or a checkpoint of torchvision's references/classification/train.py: ``model`` (that state
+  dict), ``optimizer``, ``lr_scheduler``, ``epoch``, ``args`` (an argparse.Namespace), and with
+  ``--model-ema`` a ``model_ema`` copy (dropped).
 * ``moco``: ``{"state_dict": ...}``; v1/v2 ``module.encoder_q.`` (``encoder_q.fc`` = head,
   ``encoder_k`` = momentum encoder, ``queue``/``queue_ptr``), v3 ``module.base_encoder.``
   (``base_encoder.fc`` = head, ``momentum_encoder``, ``predictor``).
@@ -124,9 +127,24 @@ def split_state(state: Mapping[str, Any], trunk_prefix: str, parts: Sequence[tup
     return Split(trunk, dropped, tuple(unexpected))
 
 
+REFERENCES_KEYS = ("model", "optimizer", "epoch", "args")  # a torchvision references checkpoint
+EMA_ENTRY = "model_ema"
+
+
+def is_references_checkpoint(obj: Any) -> bool:
+    """Whether ``obj`` is a checkpoint of torchvision's references/classification/train.py."""
+    return isinstance(obj, Mapping) and all(key in obj for key in REFERENCES_KEYS)
+
+
 def read_torchvision(obj: Any, path: Path, backbone: nn.Module) -> Split:
-    """A plain torchvision ResNet state dict; ``fc`` is its classifier."""
-    return split_state(_container(obj, [], path, "torchvision"), "", [("fc.", "classifier")])
+    """A plain torchvision ResNet state dict (``fc`` is its classifier), or the ``model`` entry of
+    a references checkpoint (its ``model_ema`` copy dropped; optimizer, scheduler and args not read)."""
+    if not is_references_checkpoint(obj):
+        return split_state(_container(obj, [], path, "torchvision"), "", [("fc.", "classifier")])
+    ema = obj[EMA_ENTRY] if isinstance(obj.get(EMA_ENTRY), Mapping) else {}
+    state = {**_container(obj, ["model"], path, "torchvision"),
+             **{f"{EMA_ENTRY}.{key}": value for key, value in ema.items()}}
+    return split_state(state, "", [("fc.", "classifier"), (f"{EMA_ENTRY}.", "EMA copy")])
 
 
 def read_moco(obj: Any, path: Path, backbone: nn.Module) -> Split:
@@ -221,7 +239,10 @@ def detect_format(obj: Any, path: str | Path, backbone: str | None = None) -> st
         "moco": any(key.startswith(("encoder_q.", "base_encoder.")) for key in keys),
         "solo-learn": any(key.startswith("backbone.") for key in keys),
         "invp": "conv1.weight" in keys,
-        "torchvision": plain and not timm_target and "conv1.weight" in unwrap(obj),
+        "torchvision": not timm_target and (
+            (plain and "conv1.weight" in unwrap(obj)) or
+            (is_references_checkpoint(obj) and isinstance(obj["model"], Mapping)
+             and "conv1.weight" in unwrap(obj["model"]))),
         "timm": plain and timm_target,
     }
     found = [fmt for fmt, sign in signs.items() if sign]
