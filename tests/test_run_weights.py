@@ -4,10 +4,13 @@ flags are one-line errors with exit code 2."""
 from __future__ import annotations
 
 import pickle
+import re
+import shlex
 import shutil
 from pathlib import Path
 
 import pytest
+from docs_examples import example_blocks
 from external_support import torchvision_file
 from payload_support import Payload
 
@@ -18,6 +21,7 @@ from benchmark.harness.plan import plan_external, select_tasks
 from benchmark.models.external_encoder import ExternalWeights
 from benchmark.models.external_weights import file_sha256
 
+README = Path(__file__).resolve().parent.parent / "README.md"
 POOLED_KNN = ["--tasks", "knn", "--set", "tasks.knn.layer=pooled", "--set", "tasks.knn.train_limit=300"]
 
 
@@ -51,6 +55,31 @@ def test_run_weights_records_name_the_file_the_report_shows_the_row_and_a_rerun_
     moved = shutil.copy(mini_file, tmp_path / "elsewhere.pth")  # the same bytes, another path and name
     assert main(["run", "--weights", str(moved), *POOLED_KNN, *folders(tmp_path)]) == 0
     assert "[ cached] knn [elsewhere]" in capsys.readouterr().out
+
+
+def test_the_readme_mini_commands_run_as_printed_and_the_report_shows_the_named_row(
+        tmp_path, monkeypatch, capsys, data_root):
+    ((_, commands),) = example_blocks(README, "bash", "example")
+    monkeypatch.chdir(tmp_path)  # the commands' default runs/, results/, reports/, sweeps/
+    monkeypatch.setenv("BENCHMARK_DATA", str(data_root))
+    torchvision_file(tmp_path / "mini_tv.pth", resolve("mini").model)
+    for line in commands.splitlines():
+        argv = shlex.split(line)
+        assert argv[:3] == ["python", "-m", "benchmark"]
+        assert main(argv[3:]) == 0, capsys.readouterr().err
+    report = (tmp_path / "reports" / "mini.md").read_text()
+    measured = measurements_row(report, "my-mini")
+    for column in ("knn: top1 (fashion_mnist, layer pooled) test", "linear_multilayer: top1 (digits) test"):
+        assert re.fullmatch(r"\d+\.\d+", measured[column]), (column, measured)
+    assert re.search(r"^\| my-mini \| \d+\.\d+ \(n=1\)", report, re.MULTILINE)  # the paper tables' row
+
+
+def measurements_row(report: str, name: str) -> dict[str, str]:
+    """Row ``name`` of the report's "All measurements" table: column header -> cell."""
+    table = report.split("## All measurements\n\n")[1].split("\n\n")[0].splitlines()
+    cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table]
+    (row,) = [line for line in cells if line[0] == name]
+    return dict(zip(cells[0], row))
 
 
 def test_knn_on_the_embedding_of_external_weights_is_a_recorded_skip_naming_the_fix(
