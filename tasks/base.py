@@ -166,8 +166,8 @@ class Task(ABC):
     @classmethod
     def check_backbone(cls, backbone: torch.nn.Module, settings: Mapping[str, Any]) -> None:
         """Raise a ConfigError with the reason when this task cannot run on ``backbone`` under
-        ``settings`` (checked at planning, on the profile's backbone built on the meta device:
-        structure only, no values); none by default. Feature-layer settings are checked for
+        ``settings`` (checked at planning on the profile's backbone built on the meta device,
+        structure only, no values; by ``evaluate()`` on the module it is given); none by default. Feature-layer settings are checked for
         every task (``tasks.features.check_backbone_fit``)."""
 
     @abstractmethod
