@@ -101,7 +101,8 @@ class DetectionTask(Task):
         if world > 1 and detector.norm == "sync" and ctx.device.type != "cuda":
             raise ConfigError(f"tasks.detection.detector.norm=sync trains BatchNorm across the {world} "
                               "processes, which needs CUDA (gloo has no SyncBatchNorm); on the CPU "
-                              "run one process or set tasks.detection.detector.norm=frozen")
+                              "run one process, or freeze BN (norm: frozen in the profile's "
+                              "tasks.detection.detector block)")
         spec = get_dataset(settings["dataset"])
         trial = int(settings["trial"])
         seed = ctx.seed + trial
