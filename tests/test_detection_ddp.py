@@ -27,7 +27,7 @@ from tasks.detection.evaluate import evaluate_detector
 from tasks.detection.model import C4Config, build_c4_detector, split_c4
 from tasks.detection.schedule import DetectionSchedule
 from tasks.detection.task import DetectionTask
-from tasks.detection.train import train_detector
+from tasks.detection.train import TrainStats, train_detector
 from tasks.progress import TaskProgress
 
 # frozen BN (gloo has no SyncBatchNorm); one input size: canvases of one size, so no image is
@@ -75,12 +75,13 @@ def _weights(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def _trained(root: Path, flip: bool, progress: TaskProgress | None = None) -> torch.nn.Module:
+def _trained(root: Path, flip: bool,
+             progress: TaskProgress | None = None) -> tuple[torch.nn.Module, TrainStats]:
     model = _detector(deterministic=not flip)
     train_set = MINI_SPEC.build(root, "trainval", DetectionInput(1, flip))
-    train_detector(model, train_set, DetectionSchedule.from_settings(SCHEDULE), torch.device("cpu"), 0,
-                   progress=progress)
-    return model
+    stats = train_detector(model, train_set, DetectionSchedule.from_settings(SCHEDULE),
+                           torch.device("cpu"), 0, progress=progress)
+    return model, stats
 
 
 def _metrics(model: torch.nn.Module, root: Path) -> dict:
@@ -99,8 +100,8 @@ def _stop_on_rank_1(original):
 def _rank(rank: int, world: int, port: int, root: Path, out: Path) -> None:
     join_gloo(rank, world, port)
     try:
-        alike = _trained(root, flip=False)
-        uninterrupted = _trained(root, flip=True)
+        alike, alike_stats = _trained(root, flip=False)
+        uninterrupted, _ = _trained(root, flip=True)
         progress = lambda: TaskProgress(out / "progress", "train", {"test": 1}, every_s=1e9)  # noqa: E731
         original = TaskProgress.step_done_together
         TaskProgress.step_done_together = _stop_on_rank_1(original)
@@ -114,8 +115,9 @@ def _rank(rank: int, world: int, port: int, root: Path, out: Path) -> None:
             clear_stop_request()
         dist.barrier()  # rank 0 saves after it stops; then the checkpoint is there for both
         saved = torch.load(out / "progress" / "train.pt", weights_only=True)["state"]["iteration"]
-        resumed = _trained(root, flip=True, progress=progress())
+        resumed, _ = _trained(root, flip=True, progress=progress())
         torch.save({"alike": _weights(alike), "alike_metrics": _metrics(alike, root),
+                    "alike_losses": alike_stats.losses,
                     "uninterrupted": _weights(uninterrupted), "resumed": _weights(resumed),
                     "stopped": stopped, "saved_iteration": saved}, out / f"rank{rank}.pt")
     finally:
@@ -143,8 +145,9 @@ def two_ranks(same_size_root, tmp_path_factory) -> list[dict]:
 def test_two_gloo_ranks_train_and_score_the_one_process_detector(two_ranks, same_size_root):
     """Batch 2 over 2 ranks (1 image each) = batch 2 in one process, with the sampling of
     anchors and proposals and the flips taken out (the only draws that depend on the process):
-    weights to 1e-5 (float sums in another order), the same AP."""
-    single = _trained(same_size_root, flip=False)
+    weights to 1e-5 (float sums in another order), the same AP and last losses (the whole
+    batch's on every rank)."""
+    single, stats = _trained(same_size_root, flip=False)
     assert torch.equal(two_ranks[0]["alike"], two_ranks[1]["alike"])  # DDP kept the ranks equal
     assert not torch.equal(two_ranks[0]["alike"], _weights(_detector(deterministic=True)))  # it trained
     torch.testing.assert_close(two_ranks[0]["alike"], _weights(single), atol=1e-5, rtol=0)
@@ -152,6 +155,7 @@ def test_two_gloo_ranks_train_and_score_the_one_process_detector(two_ranks, same
     for rank in two_ranks:
         for metric in ("AP", "AP50", "AP75"):
             assert rank["alike_metrics"][metric] == pytest.approx(expected[metric], abs=1e-3), metric
+        assert rank["alike_losses"] == pytest.approx(stats.losses, abs=1e-5)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from benchmark.core.config import ConfigError
-from benchmark.core.distributed import rank_and_world
+from benchmark.core.distributed import all_reduce_mean, rank_and_world
 from tasks.detection.data import EndlessShardedSampler, collate_detection
 from tasks.detection.schedule import DetectionSchedule
 from tasks.probe_sources import augmentation_seed
@@ -101,7 +101,8 @@ def train_detector(
     (``batch_size / world`` images) and trains under DistributedDataParallel, so every rank
     ends with the same weights. Images without a box are left out, as detectron2 does.
     ``precise_bn_iters`` > 0 then recomputes the BN statistics over that many batches (MoCo's
-    ``TEST.PRECISE_BN``; SyncBN keeps ranks equal).
+    ``TEST.PRECISE_BN``; SyncBN keeps ranks equal). The losses returned are the last batch's,
+    averaged over the ranks' shares.
 
     With ``progress`` (one for all ranks: rank 0 writes it, every rank loads it) every
     iteration checkpoints (model, optimizer, scheduler, iteration, sampler position, RNG;
@@ -152,9 +153,12 @@ def train_detector(
         loss.backward()
         optimizer.step()
         scheduler.step()
-        losses = {k: v.item() for k, v in loss_dict.items()}
+        # the whole batch's losses (the mean of the ranks' shares), on every rank
+        shares = torch.stack([v.detach() for v in loss_dict.values()])
+        losses = dict(zip(loss_dict, all_reduce_mean(shares).tolist()))
         if rank == 0 and (iteration + 1) % max(1, schedule.iterations // 10) == 0:
-            log.info("detection iter %d/%d loss %.4f %s", iteration + 1, schedule.iterations, loss.item(), losses)
+            log.info("detection iter %d/%d loss %.4f %s", iteration + 1, schedule.iterations,
+                     sum(losses.values()), losses)
         if progress is not None:
             progress.step_done_together(lambda: {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
