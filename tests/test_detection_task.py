@@ -1,14 +1,12 @@
 """The registered ``detection`` task end to end on a tiny mini_det set (a few iterations)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from benchmark.core.config import ConfigError, RunConfig
 from benchmark.data.mini_det import MiniDetParams, prepare_mini_det
 from benchmark.models import build_backbone
-from gloo_support import free_port, join_gloo
 from tasks.base import TaskContext
 from tasks.detection.task import DetectionTask
 from tasks.errors import TaskNotApplicable
@@ -80,40 +78,6 @@ def test_task_is_registered_with_its_paper_table():
     assert DetectionTask.name == "detection" and DetectionTask.paper_table == "Table 4"
     assert DetectionTask.datasets({"dataset": "mini_det"}) == ("mini_det",)
     assert DetectionTask.datasets({}) == ("voc_detection",)
-
-
-def _distributed_worker(rank: int, world: int, root: str, port: int, out: str) -> None:
-    import torch.distributed as dist
-
-    from benchmark.data.mini_det import MINI_SPEC
-    from tasks.detection.data import DetectionInput
-    from tasks.detection.evaluate import evaluate_detector
-    from tasks.detection.model import C4Config, build_c4_detector, split_c4
-    from tasks.detection.schedule import DetectionSchedule
-    from tasks.detection.train import train_detector
-
-    join_gloo(rank, world, port)
-    # frozen BN: SyncBatchNorm needs GPUs once a process group exists
-    config = C4Config.from_settings({**SETTINGS["detector"], "norm": "frozen"})
-    model = build_c4_detector(split_c4(Handle("pretrained").load()), 10, config)
-    schedule = DetectionSchedule.from_settings({**SETTINGS["schedule"], "batch_size": 2})
-    train_detector(model, MINI_SPEC.build(root, "trainval", DetectionInput(1, True)), schedule, torch.device("cpu"), 0)
-    result = evaluate_detector(model, MINI_SPEC.build(root, "test", DetectionInput(1, False)), torch.device("cpu"), 2)
-    weights = torch.cat([p.detach().flatten() for p in model.parameters()])
-    torch.save({"metrics": result.metrics, "weights": weights}, f"{out}/rank{rank}.pt")
-    dist.destroy_process_group()
-
-
-@pytest.mark.slow
-def test_two_processes_train_in_step_and_share_the_evaluation(mini_root, tmp_path):
-    import torch.multiprocessing as mp
-
-    mp.spawn(_distributed_worker, args=(2, str(mini_root), free_port(), str(tmp_path)), nprocs=2)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    torch.testing.assert_close(ranks[0]["weights"], ranks[1]["weights"])  # DDP kept them equal
-    np.testing.assert_equal(ranks[0]["metrics"], ranks[1]["metrics"])  # both scored every test image
-    initial = torch.cat([p.detach().flatten() for p in Handle("pretrained").load().parameters()])
-    assert not torch.equal(ranks[0]["weights"][: initial.numel()], initial)
 
 
 def test_a_stopped_fine_tune_resumes_to_the_same_metrics(mini_root, tmp_path, monkeypatch):

@@ -176,3 +176,70 @@ def test_probe_and_fine_tune_jobs_ask_the_nodes_gpus_one_process_each(profile, t
             request = job_request(job)
             gpus = kinds["finetune" if job.task in ("semisup", "transfer") else "online_probe"]["gpus_per_node"]
             assert (request.resources.gpus_per_node, request.processes) == (gpus, gpus), job.label
+
+
+DETECTION_OVERRIDES = [  # a few iterations
+    "threads=1", "tasks.detection.schedule.iterations=2", "tasks.detection.schedule.steps=[1]",
+    "tasks.detection.schedule.warmup_iters=1", "tasks.detection.precise_bn_iters=0"]
+
+
+def _detection_job(root: Path) -> Job:
+    detector = {**resolve("mini", "invp").tasks["detection"]["detector"], "norm": "frozen"}
+    frozen = f"tasks.detection.detector={json.dumps(detector)}"  # gloo has no SyncBatchNorm
+    cfg = resolve("mini", "invp", [*DETECTION_OVERRIDES, frozen])
+    return next(j for j in plan_run(cfg, ["detection"], root / "runs") if j.encoder == "random")
+
+
+def _detection_rank(rank: int, world: int, port: int, root: Path, data: Path) -> None:
+    join_gloo(rank, world, port)
+    log = root / f"rank{rank}.log"
+    for cls, name in ((TaskProgress, "save"), (TaskProgress, "load"), (ResultStore, "save")):
+        _logged(cls, name, log, rank)
+    try:
+        outcome = run_task_job(_detection_job(root), Paths(root / "results", root / "runs", data))
+        (root / f"outcome{rank}.json").write_text(json.dumps([outcome.status, outcome.message]))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_store_the_detection_records_once(tmp_path, monkeypatch, data_root):
+    from benchmark.data.mini_det import MiniDetParams, prepare_mini_det
+
+    monkeypatch.setenv(CHECKPOINT_ENV, "0")  # rank 0 checkpoints after every iteration
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "FashionMNIST").symlink_to((data_root / "FashionMNIST").resolve())
+    prepare_mini_det(data, MiniDetParams(seed=1, trainval_images=8, test_images=6))
+    mp.spawn(_detection_rank, args=(2, free_port(), tmp_path, data), nprocs=2, join=True)
+
+    assert json.loads((tmp_path / "outcome0.json").read_text())[0] == "done"
+    assert json.loads((tmp_path / "outcome1.json").read_text()) == [
+        "done", "rank 1 of 2: rank 0 stores the records"]
+    rank0 = (tmp_path / "rank0.log").read_text().splitlines()
+    rank1 = (tmp_path / "rank1.log").read_text().splitlines()
+    assert rank0.count("ResultStore.save") == 1 and rank0.count("TaskProgress.save") == 2
+    assert rank1 == ["TaskProgress.load"]  # one shared checkpoint: rank 0 writes, both load
+    progress = tmp_path / "runs" / "progress"
+    assert not progress.exists() or not any(progress.iterdir())
+    job = _detection_job(tmp_path)
+    records = ResultStore(tmp_path / "results" / "mini").load_job(job.job_id)["records"]
+    assert [r["metric"] for r in records] == ["AP", "AP50", "AP75"]
+    assert records[0]["device"].endswith(" x 2 processes")
+    assert records[0]["extra"]["batch_size"] == 2 and records[0]["extra"]["iterations"] == 2
+
+
+@pytest.mark.parametrize("profile", ["imagenet", "imagenet-mlp"])
+def test_detection_asks_moco_s_8_gpus_one_process_each_with_2_images_per_gpu(profile, tmp_path,
+                                                                             capsys):
+    from benchmark.harness.cli import main
+    from tasks.detection.task import DetectionTask
+
+    cfg = resolve(profile, "invp")
+    assert {**DetectionTask.defaults, **cfg.tasks["detection"]}["batch_size"] == 16  # global: 8 x 2
+    assert main(["sweep", "--methods", "invp", "--profile", profile, "--tasks", "all",
+                 "--launcher", "slurm", "--dry-run", "--sweeps", str(tmp_path / "sweeps"),
+                 "--results", str(tmp_path / "results"), "--out", str(tmp_path / "runs")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    requests = [after for line, after in zip(lines, lines[1:]) if " detection#" in line]
+    assert requests and all("gpus=8 " in r and "tasks/node=8 " in r for r in requests)

@@ -71,8 +71,8 @@ def test_the_imagenet_dry_run_sizes_every_task_on_its_own(capsys, tmp_path):
     for label in ("linear [invp]", "linear_multilayer [invp]", "semisup [invp]",
                   "transfer:cifar10 [invp]"):
         assert "gpus=4 " in request[label] and "tasks/node=4 " in request[label], label
-    for label in ("detection#0 [invp]", "voc07_bce [invp]"):
-        assert "gpus=1 " in request[label] and "tasks/node=1 " in request[label], label
+    assert "gpus=8 " in request["detection#0 [invp]"] and "tasks/node=8 " in request["detection#0 [invp]"]
+    assert "gpus=1 " in request["voc07_bce [invp]"] and "tasks/node=1 " in request["voc07_bce [invp]"]
     assert not any("capped" in line for line in request.values())
     assert all("nodes=1 " in line for line in request.values())
     assert "data.num_workers 10->9 (cpus/task - 1)" in request["knn [invp]"]
@@ -80,10 +80,10 @@ def test_the_imagenet_dry_run_sizes_every_task_on_its_own(capsys, tmp_path):
 
 def test_a_kind_asking_more_gpus_than_its_one_process_task_uses_is_capped(capsys, tmp_path):
     profile = profile_variant(tmp_path, "imagenet", lambda t: t["launcher"]["task_kinds"][
-        "detection"].update(gpus_per_node=8))
-    request = requests(dry_run(capsys, profile, tmp_path, "--tasks", "detection")[1])
-    assert "gpus=1 " in request["detection#0 [invp]"]
-    assert "gpus capped 8->1 (detection runs 1 process)" in request["detection#0 [invp]"]
+        "cached_features"].update(gpus_per_node=8))
+    request = requests(dry_run(capsys, profile, tmp_path, "--tasks", "knn")[1])
+    assert "gpus=1 " in request["knn [invp]"]
+    assert "gpus capped 8->1 (knn runs 1 process)" in request["knn [invp]"]
 
 
 def test_size_flags_size_the_pretraining_only(capsys, tmp_path):

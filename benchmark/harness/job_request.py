@@ -4,7 +4,7 @@ A pretraining asks for its profile's ``launcher`` keys (and the command-line fla
 sized by its task's resource kind (``Task.resource_kind_for``, sized by the profile's
 ``launcher.task_kinds``), but never asks for more GPUs than its task can use: a task runs
 ``Task.max_processes_for`` processes (one per GPU: all of the job's for the online probes,
-semisup and transfer, which run DDP; one for the others), so a kind's GPU count above that is
+semisup, transfer and detection, which run DDP; one for the others), so a kind's GPU count above that is
 capped, and the dry run says so. A job of several GPUs runs one process per GPU
 (``tasks_per_node``). Its data-loader workers (per process) are the profile's
 ``data.num_workers``, at most its CPUs per process less the one that runs the task.

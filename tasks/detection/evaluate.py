@@ -9,6 +9,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from benchmark.core.distributed import rank_and_world
 from tasks.detection.data import collate_detection
 from tasks.detection.voc_eval import evaluate_voc07
 
@@ -42,7 +43,7 @@ def evaluate_detector(
     model: nn.Module, dataset: torch.utils.data.Dataset, device: torch.device, batch_size: int = 4
 ) -> EvalResult:
     """Predict on ``dataset`` (a VOCDetectionSet; shared over ranks when distributed) and score."""
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    rank, world = rank_and_world()
     start = time.perf_counter()
     mine = list(range(rank, len(dataset), world))
     detections = predict(model, Subset(dataset, mine), device, batch_size)

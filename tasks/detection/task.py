@@ -7,7 +7,9 @@ batch size, moved to ``batch_size`` by the linear rule; MoCo's VOC schedule when
 over that many training batches after training, MoCo's 200; 0 = off), ``eval_batch_size``,
 ``num_workers``, ``trials`` (independent fine-tunes, one job each, seeded seed + trial; the
 report pools them with the seeds as mean ± std; MoCo averages 5) and ``trial`` (set by planning).
-Training checkpoints every iteration (tasks/progress.py), so a requeued job resumes.
+Training checkpoints every iteration (tasks/progress.py), so a requeued job resumes. A job runs
+one process per GPU it is given (``launcher.task_kinds.detection``; MoCo's recipe: 8 GPUs, 2 of
+the 16 images each): rank 0 writes the one progress checkpoint and the records.
 """
 from __future__ import annotations
 
@@ -16,16 +18,18 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from benchmark.core.fields import ConfigError, Int, Name, Nullable, Section
+from benchmark.core.config import ConfigError
+from benchmark.core.distributed import rank_and_world
+from benchmark.core.fields import Int, Name, Nullable, Section
 from benchmark.core.runtime import seed_everything
 from benchmark.data import get_dataset
-from tasks.base import Measurement, Task, TaskContext, register
+from tasks.base import EVERY_GPU, Measurement, Task, TaskContext, register
 from tasks.common import task_settings
 from tasks.detection.data import DetectionInput
 from tasks.detection.evaluate import evaluate_detector
 from tasks.detection.model import C4_FIELDS, C4Config, build_c4_detector, split_c4
 from tasks.detection.schedule import MOCO_VOC, SCHEDULE_SETTINGS, DetectionSchedule
-from tasks.detection.train import rank_and_world, train_detector
+from tasks.detection.train import train_detector
 from tasks.errors import TaskNotApplicable
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,7 @@ class DetectionTask(Task):
 
     name = "detection"
     resource_kind = "detection"
+    max_processes = EVERY_GPU  # train_detector shares every batch over the job's GPUs (DDP)
     summary = "Faster R-CNN C4 fine-tuned from the encoder; VOC07 AP, AP50, AP75 (detectron2 definitions)"
     paper_table = "Table 4"
     paper_column = "VOC07+12 detection"
@@ -100,23 +105,29 @@ class DetectionTask(Task):
         if ctx.encoder.kind == "pixels":
             raise TaskNotApplicable("detection fine-tunes a backbone; the raw-pixels encoder has none")
         settings = task_settings(self, ctx)
+        detector = C4Config.from_settings(settings["detector"])
+        _, world = rank_and_world()
+        if world > 1 and detector.norm == "sync" and ctx.device.type != "cuda":
+            raise ConfigError(f"tasks.detection.detector.norm=sync trains BatchNorm across the {world} "
+                              "processes, which needs CUDA (gloo has no SyncBatchNorm); on the CPU "
+                              "run one process, or freeze BN (norm: frozen in the profile's "
+                              "tasks.detection.detector block)")
         spec = get_dataset(settings["dataset"])
         trial = int(settings["trial"])
         seed = ctx.seed + trial
         seed_everything(seed)
         backbone = ctx.encoder.load(ctx.device).requires_grad_(True)
         parts = split_c4(backbone)
-        model = build_c4_detector(parts, spec.num_classes, C4Config.from_settings(settings["detector"]))
+        model = build_c4_detector(parts, spec.num_classes, detector)
         base = DetectionSchedule.from_settings(settings["schedule"]) if settings["schedule"] else MOCO_VOC
         schedule = base.scaled_to(int(settings["batch_size"]))
         train_set = spec.build(ctx.data_root, "trainval", DetectionInput(parts.in_channels, flip=True))
         test_set = spec.build(ctx.data_root, "test", DetectionInput(parts.in_channels, flip=False))
-        rank, _ = rank_and_world()
         stats = train_detector(
             model, train_set, schedule, ctx.device, seed,
             num_workers=int(settings["num_workers"]),
             precise_bn_iters=int(settings["precise_bn_iters"]),
-            progress=ctx.progress(f"train-rank{rank}", {"settings": settings}),
+            progress=ctx.progress("train", {"settings": settings, "processes": world}),
         )
         result = evaluate_detector(model, test_set, ctx.device, int(settings["eval_batch_size"]))
         log.info(

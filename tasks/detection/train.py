@@ -7,13 +7,15 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from benchmark.core.config import ConfigError
+from benchmark.core.distributed import all_reduce_mean, rank_and_world
 from tasks.detection.data import EndlessShardedSampler, collate_detection
 from tasks.detection.schedule import DetectionSchedule
+from tasks.probe_sources import augmentation_seed
 from tasks.progress import TaskProgress
 
 log = logging.getLogger(__name__)
@@ -74,11 +76,12 @@ def recompute_bn_statistics(model: nn.Module, batches: Iterator[tuple[list, list
         m.momentum = momentum
 
 
-def rank_and_world() -> tuple[int, int]:
-    """(rank, world size) of this process under torch.distributed; (0, 1) without it."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+def _distributed(model: nn.Module, device: torch.device, world: int) -> nn.Module:
+    """The module a rank trains: ``model`` alone, else DistributedDataParallel on it (gradients
+    averaged over the ranks; its SyncBatchNorm layers normalise over the whole batch on CUDA)."""
+    if world == 1:
+        return model
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
 def train_detector(
@@ -93,21 +96,31 @@ def train_detector(
 ) -> TrainStats:
     """Train ``model`` (a torchvision detection model) for ``schedule.iterations`` steps.
 
-    ``schedule.batch_size`` is the global batch; under torch.distributed each rank takes its
-    share of every batch and the model is wrapped in DistributedDataParallel. Images without
-    a box are left out, as detectron2 does. ``precise_bn_iters`` > 0 then recomputes the BN
-    statistics over that many batches (MoCo's ``TEST.PRECISE_BN``; SyncBN keeps ranks equal).
-    With ``progress`` (one per rank) every iteration checkpoints (model, optimizer, scheduler,
-    iteration, sampler position, RNG; tasks/progress.py) and a saved state is resumed exactly
-    (with ``num_workers`` 0; workers restart their flip RNG).
+    ``schedule.batch_size`` is the global batch (detectron2's IMS_PER_BATCH); under
+    torch.distributed (one process per GPU) each rank takes its share of every batch
+    (``batch_size / world`` images) and trains under DistributedDataParallel, so every rank
+    ends with the same weights. Images without a box are left out, as detectron2 does.
+    ``precise_bn_iters`` > 0 then recomputes the BN statistics over that many batches (MoCo's
+    ``TEST.PRECISE_BN``; SyncBN keeps ranks equal). The losses returned are the last batch's,
+    averaged over the ranks' shares.
+
+    With ``progress`` (one for all ranks: rank 0 writes it, every rank loads it) every
+    iteration checkpoints (model, optimizer, scheduler, iteration, sampler position, RNG;
+    tasks/progress.py), a stop request seen by any rank stops every rank at the same iteration,
+    and a saved state is resumed exactly (with ``num_workers`` 0; workers restart their flip
+    RNG). Alone, the flips and sampling draw from torch's RNG as seeded; with several ranks,
+    each rank reseeds it at every iteration from (seed, iteration, rank), so that a resumed
+    rank draws what it would have drawn uninterrupted.
     """
     rank, world = rank_and_world()
     if schedule.batch_size % world:
-        raise ValueError(f"tasks.detection.batch_size={schedule.batch_size} must divide by the {world} processes")
+        raise ConfigError(f"tasks.detection.batch_size={schedule.batch_size} images per step cannot be "
+                          f"shared by the {world} processes (one per GPU); set a multiple of {world} "
+                          "or ask that many GPUs (launcher.task_kinds.detection)")
     with_boxes = [i for i in range(len(dataset)) if len(dataset.target(i)["boxes"]) > 0]
     per_rank = schedule.batch_size // world
     model.to(device).train()
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    net = _distributed(model, device, world)
     optimizer = torch.optim.SGD(_param_groups(model, schedule), lr=schedule.lr, momentum=schedule.momentum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_factor)
     done, losses, seconds = 0, {}, 0.0
@@ -129,6 +142,8 @@ def train_detector(
         torch.set_rng_state(saved["rng"])  # after that draw: the RNG as the saved step left it
     start = time.perf_counter() - seconds
     for iteration in tqdm(range(done, schedule.iterations), desc="detection", disable=rank != 0, leave=False):
+        if world > 1:
+            torch.manual_seed(augmentation_seed(seed, iteration, rank))
         images, targets = next(batches)
         loss_dict = net(images, targets)
         loss = sum(loss_dict.values())
@@ -138,15 +153,18 @@ def train_detector(
         loss.backward()
         optimizer.step()
         scheduler.step()
-        losses = {k: v.item() for k, v in loss_dict.items()}
+        # the whole batch's losses (the mean of the ranks' shares), on every rank
+        shares = torch.stack([v.detach() for v in loss_dict.values()])
+        losses = dict(zip(loss_dict, all_reduce_mean(shares).tolist()))
         if rank == 0 and (iteration + 1) % max(1, schedule.iterations // 10) == 0:
-            log.info("detection iter %d/%d loss %.4f %s", iteration + 1, schedule.iterations, loss.item(), losses)
+            log.info("detection iter %d/%d loss %.4f %s", iteration + 1, schedule.iterations,
+                     sum(losses.values()), losses)
         if progress is not None:
-            progress.step_done(lambda: {
+            progress.step_done_together(lambda: {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "iteration": iteration + 1, "losses": losses,
                 "seconds": time.perf_counter() - start, "rng": torch.get_rng_state(),
-            }, f"detection iteration {iteration + 1} of {schedule.iterations}")
+            }, f"detection iteration {iteration + 1} of {schedule.iterations}", device)
     seconds = time.perf_counter() - start
     recompute_bn_statistics(net, batches, precise_bn_iters)
     return TrainStats(schedule.iterations, seconds, losses)
