@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import engine_support as es
 import pytest
 import torch
 
-import engine_support as es
 from benchmark.engine import monitor
 from benchmark.engine.pretrain import pretrain
 from tasks.diagnostic_measures import DIAGNOSTIC_METRICS
