@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from benchmark.core.atomic import atomic_open  # noqa: E402
 
@@ -157,7 +158,7 @@ def curves_figure(runs: Curves) -> Figure:
     if not panels:
         raise ValueError("the pretraining logs hold none of the curve keys "
                          f"({', '.join(k for k, _ in CURVE_METRICS)})")
-    ncols = min(CURVE_COLUMNS, len(panels))
+    ncols = 3 if len(panels) % 3 == 0 else min(CURVE_COLUMNS, len(panels))  # no lone last panel
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.7 * ncols, 2.6 * nrows + 0.8), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -176,11 +177,9 @@ def curves_figure(runs: Curves) -> Figure:
         ax.tick_params(labelsize=7)
     for ax in axes.flatten()[len(panels):]:
         ax.axis("off")
-    handles = {}
-    for ax in axes.flatten():
-        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(4, len(handles)),
-               frameon=False, fontsize=8, title="row: mean over seeds, band ± 1 std", title_fontsize=8)
+    handles = [Line2D([], [], color=colours[i % len(colours)], label=label) for i, label in enumerate(runs)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), frameon=False, fontsize=8,
+               title="row: mean over seeds, band ± 1 std", title_fontsize=8)
     legend_rows = -(-len(handles) // 4)
     fig.tight_layout(rect=(0, min(0.4, (0.35 + 0.25 * legend_rows) / fig.get_figheight()), 1, 1))
     return fig
