@@ -11,12 +11,11 @@ import pytest
 import torch
 
 from benchmark.core import atomic
-from benchmark.core.atomic import atomic_open, make_temp_dir
-from benchmark.core.atomic import save_atomic
-from benchmark.report.figures import plot_similarity_distributions
-from benchmark.engine.epoch_log import EpochLog
+from benchmark.core.atomic import atomic_open, make_temp_dir, save_atomic
 from benchmark.core.store import write_json_atomic, write_text_atomic
+from benchmark.engine.epoch_log import EpochLog
 from benchmark.harness.sweep_state import STATE_FILE, SweepState
+from benchmark.report.figures import curves_figure, save_figure
 from tasks.detection import export
 
 OLD = b'{"epoch": 0}\n'  # what a file held before it is rewritten (also a valid one-epoch log)
@@ -42,7 +41,7 @@ WRITERS = {  # what is written -> a function writing it at a path
     "result record": lambda path: write_json_atomic(path, {"v": 1}),
     "report": lambda path: write_text_atomic(path, "| a |\n"),
     "checkpoint": lambda path: save_atomic({"w": torch.zeros(2)}, path),
-    "figure": lambda path: plot_similarity_distributions({"m": (torch.rand(9), torch.rand(9))}, path),
+    "figure": lambda path: save_figure(curves_figure({"m": [[{"epoch": 1, "loss": 1.0}]]}), path),
     "sweep state": lambda path: SweepState(path, {}, {}).save(),
     "pretraining log": trim_log,
     "detectron2 export": export_tiny,

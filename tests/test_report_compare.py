@@ -57,7 +57,6 @@ def test_report_cli_writes_the_mini_report(tmp_path: Path) -> None:
     [
         (["report", "--seeds", "0"], "--seeds must be at least 1"),
         (["report", "--runs", "nowhere"], "--runs nowhere is not a folder"),
-        (["report", "--data-root", "data"], "--data-root is only used with --runs"),
         (["compare", "a", "b", "--tolerance", "-1"], "--tolerance must be >= 0"),
     ],
 )

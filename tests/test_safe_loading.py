@@ -8,24 +8,24 @@ import random
 from pathlib import Path
 from typing import Callable
 
+import engine_support as es
 import numpy as np
 import pytest
 import torch
-
-import engine_support as es
 from payload_support import Payload
+
+from benchmark.core.atomic import save_atomic
+from benchmark.core.safe_load import CorruptFile, UnsafeFile, load_weights_only
 from benchmark.engine import checkpoint as ckpt
+from benchmark.engine.pretrain import pretrain_unless_done
 from benchmark.harness.cli import main as cli_main
-from benchmark.models.encoders import load_encoder_backbone
-from benchmark.report.figures import encoder_features
 from benchmark.harness.jobs import Paths, run_job, run_pretrain_job
 from benchmark.harness.plan import plan_run
 from benchmark.harness.pretrain_cli import main as pretrain_main
-from benchmark.engine.pretrain import pretrain_unless_done
-from benchmark.core.safe_load import CorruptFile, UnsafeFile, load_weights_only
+from benchmark.models.encoders import load_encoder_backbone
+from benchmark.report.figure_inputs import encoder_features
 from tasks.base import EncoderHandle
 from tasks.detection.export import export_detectron2
-from benchmark.core.atomic import save_atomic
 
 
 def plant(path: Path, marker: Path) -> Path:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tasks.diagnostics import (
+from tasks.diagnostic_measures import (
     alignment,
     diagnose,
     effective_rank,
@@ -60,13 +60,14 @@ def test_neighbour_similarities_by_hand() -> None:
     assert different == pytest.approx(0.0, abs=1e-6)
 
 
-def test_diagnose_reports_every_metric_but_the_flag() -> None:
+def test_diagnose_reports_every_metric_with_the_flag() -> None:
     gen = torch.Generator().manual_seed(0)
     features, labels = torch.randn(60, 8, generator=gen), torch.arange(60) % 3
-    values = diagnose(features, labels, features[:10], features[:10] + 0.01, neighbours=5)
+    values = diagnose(features, labels, features[:10], features[:10] + 0.01, neighbours=5,
+                      collapse_cosine=0.9, collapse_rank=2.0)
     assert set(values) == {"alignment", "uniformity", "rankme", "mean_cosine", "nn_same_class_sim",
-                           "nn_diff_class_sim"}
-    assert values["alignment"] < 1e-3 and 4 < values["rankme"] <= 8
+                           "nn_diff_class_sim", "collapsed"}
+    assert values["alignment"] < 1e-3 and 4 < values["rankme"] <= 8 and values["collapsed"] == 0.0
 
 
 def test_the_task_runs_on_raw_pixels_and_flags_a_constant_head_as_collapsed(tmp_path) -> None:

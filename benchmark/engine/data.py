@@ -150,6 +150,7 @@ class PretrainData:
     holdout: Dataset
     holdout_labels: torch.Tensor
     num_classes: int
+    holdout_augmented: SeededAugmentation  # the held-out images with the pretraining augmentation
 
 
 def _labels(dataset: Dataset, indices: torch.Tensor) -> torch.Tensor:
@@ -177,4 +178,6 @@ def build_pretrain_data(cfg: Any, root: Path, views: Mapping[str, int | None] | 
         holdout=TransformedSubset(base, holdout_idx.tolist(), clean),
         holdout_labels=_labels(base, holdout_idx),
         num_classes=spec.num_classes,
+        holdout_augmented=SeededAugmentation(base, holdout_idx.tolist(), train_transform(cfg.data.augment),
+                                             int(cfg.seed)),
     )

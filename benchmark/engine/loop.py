@@ -173,6 +173,7 @@ class PretrainRun:
                 self.data.holdout, self.data.holdout_labels, self.data.num_classes,
                 k=int(monitor.k), sigma=float(monitor.sigma), device=self.device,
                 autocast=self.autocast, channels_last=self.channels_last,
+                augmented=self.data.holdout_augmented,
             ))
         self.next_epoch, self.next_step = epoch + 1, 0
         self.meter = EpochMeter()

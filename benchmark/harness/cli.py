@@ -71,10 +71,11 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", default=None,
                    help="profile to report (default: every profile found under --results)")
     p.add_argument("--runs", type=Path, default=None,
-                   help="pretraining runs root (e.g. runs): draws the training-curve figure")
+                   help="pretraining runs root (e.g. runs): refreshes the figure inputs stored under "
+                   "RESULTS/<profile>/figures from its logs and encoders (without it the figures are "
+                   "redrawn from the stored inputs)")
     p.add_argument("--data-root", default=None,
-                   help="with --runs: data root for the Fig. 2 figures (needs InvP and InsDis "
-                   "encoders)")
+                   help="data root of the Fig. 2 images (default: $BENCHMARK_DATA, else ./data)")
     p.add_argument("--seeds", type=int, default=3,
                    help="seeds expected per cell; fewer are marked (default: 3)")
     p.add_argument("--format", dest="fmt", choices=FORMATS, default="md",
@@ -214,9 +215,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not profiles:
         raise UsageError(f"no result records under {args.results}; run `python -m benchmark run` "
                          "first or pass --results DIR")
-    if args.data_root is not None and args.runs is None:
-        raise UsageError("--data-root is only used with --runs (the Fig. 2 figures need the "
-                         "pretraining runs); add --runs DIR")
     if args.runs is not None and not Path(args.runs).is_dir():
         raise UsageError(f"--runs {args.runs} is not a folder; pass the --out folder of "
                          "`benchmark run` (default: runs)")

@@ -13,7 +13,7 @@ import pandas as pd
 
 from benchmark.core.fields import safe_name
 from benchmark.core.store import write_text_atomic
-from benchmark.report.figures import write_figures
+from benchmark.report.figure_report import write_figures
 from benchmark.report.frame import DEFAULT_EXPECTED_SEEDS, cell_stats, load_frame, registry_task_info
 from benchmark.report.render import render_markdown
 
@@ -51,8 +51,10 @@ def write_report(
 ) -> Path:
     """Write ``reports/<profile>.<fmt>`` from ``results/<profile>``; returns the written path.
 
-    Markdown only: with ``runs_dir`` the training-curve figure is drawn from the pretraining
-    logs, and with ``data_root`` too the Fig. 2 figures from the encoders (PNGs beside it).
+    Markdown only: the figures (PNGs beside it) are drawn from the figure inputs stored under
+    ``results/<profile>/figures``, first refreshed from the pretraining runs under ``runs_dir``
+    when given (logs and encoders; ``data_root``: where the Fig. 2 images are, default
+    ``$BENCHMARK_DATA``).
     """
     safe_name(profile, "profile")  # it names the results folder, the report and its figures
     tasks = registry_task_info()
@@ -63,8 +65,9 @@ def write_report(
         write_text_atomic(path, export_text(frame, fmt))
         return path
     figures = None
-    if runs_dir is not None and not frame.empty:
-        figures = write_figures(results_dir, profile, Path(runs_dir), out_dir, data_root)
+    if not frame.empty:
+        figures = write_figures(results_dir, profile, None if runs_dir is None else Path(runs_dir), out_dir,
+                                data_root)
     write_text_atomic(path, render_markdown(frame, profile, tasks=tasks, compare=compare,
                                             expected_seeds=expected_seeds, figures=figures))
     return path

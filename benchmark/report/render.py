@@ -17,7 +17,8 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from benchmark.report.figures import FigureSet
+from benchmark.report.diagnostics_table import diagnostics_markdown, without_diagnostics
+from benchmark.report.figure_report import FigureSet
 from benchmark.report.frame import (
     DEFAULT_EXPECTED_SEEDS,
     DIRTY_MARK,
@@ -33,7 +34,6 @@ from benchmark.report.frame import (
 from benchmark.report.ordering import ORDERING_RULE, ordering_checks, summary
 from benchmark.report.paper_tables import (
     OTHER_TABLE,
-    ROW_ORDER,
     SANITY_ROWS,
     PaperData,
     PaperNumber,
@@ -43,6 +43,7 @@ from benchmark.report.paper_tables import (
     settings_differences,
 )
 from benchmark.report.protocol_check import protocol_check_markdown
+from benchmark.report.rows import row_order
 
 
 class Footnotes:
@@ -111,18 +112,6 @@ def _our_cell(group: pd.DataFrame, expected_seeds: int, paper: PaperData,
     return text + " " + notes.ref(provenance_text(ran, paper, paper_epochs)), mean
 
 
-def _row_order(rows: Iterable[str]) -> list[str]:
-    sanity = list(SANITY_ROWS.values())
-
-    def key(row: str) -> tuple[int, int, str]:
-        base = base_row(row)
-        if base in sanity:
-            return (2, sanity.index(base), row)
-        return (0, ROW_ORDER.index(base), row) if base in ROW_ORDER else (1, 0, row)
-
-    return sorted(set(rows), key=key)
-
-
 @dataclass(frozen=True)
 class Column:
     """A rendered column: its label, the paper column it sits under, and whether it compares."""
@@ -153,10 +142,10 @@ def _table_rows(here: pd.DataFrame, spec: PaperTable | None, paper: PaperData,
     """(our row, paper row it is compared with): ours first, then paper-only rows, sanity last."""
     ours = list(here["row"].unique()) if not here.empty else []
     if not compare:
-        return [(row, None) for row in _row_order(ours)]
+        return [(row, None) for row in row_order(ours)]
     ours += [row for row in spec.rows or spec.reference if row not in ours]
     pairs = [(row, paper_counterpart(spec, row, here[here["row"] == row] if not here.empty else here,
-                                     same_scale=True)) for row in _row_order(ours)]
+                                     same_scale=True)) for row in row_order(ours)]
     used = {p for _, p in pairs}
     pairs += [(None, p) for p in paper.paper_rows(spec.key) if p not in used]
     return sorted(pairs, key=lambda pair: pair[0] in SANITY_ROWS.values())
@@ -222,7 +211,7 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
         return f"{values.mean():.2f} ± {values.std(ddof=1):.2f} (n={len(values)})"
 
     table = ran.pivot_table(index="row", columns="column", values="scaled", aggfunc=cell)
-    return table.loc[_row_order(table.index)].fillna(NOT_RUN)
+    return table.loc[row_order(table.index)].fillna(NOT_RUN)
 
 
 def _accelerator_text(info: Any) -> str | None:
@@ -258,7 +247,7 @@ def provenance_table(frame: pd.DataFrame) -> pd.DataFrame:
                 "dates": _joined(str(d)[:10] for d in group["started_at"]),
             }
         )
-    return pd.DataFrame(rows).set_index("row").loc[_row_order(r["row"] for r in rows)]
+    return pd.DataFrame(rows).set_index("row").loc[row_order(r["row"] for r in rows)]
 
 
 def render_markdown(
@@ -292,11 +281,12 @@ def render_markdown(
         "",
     ]
     notes = Footnotes()
-    cells = place_cells(frame, paper, tasks) if not frame.empty else pd.DataFrame()
+    cells = place_cells(without_diagnostics(frame), paper, tasks) if not frame.empty else pd.DataFrame()
     for table_key in [*paper.tables, OTHER_TABLE]:
         text = render_table(cells, table_key, paper, compare, expected_seeds, notes)
         if text:
             lines += [text, ""]
+    lines += diagnostics_markdown(frame, row_order) if not frame.empty else []
     lines += protocol_check_markdown(frame) if not frame.empty else []
     checks = ordering_checks(cells, paper)
     if checks:
@@ -311,7 +301,7 @@ def render_markdown(
                   "From the pretraining logs: precision of discovered positives (and of the "
                   "top-M pool) = fraction sharing the anchor's label; similarities of the "
                   "hardest / easiest positives; kNN monitor top-1 on the held-out split.", "",
-                  figures.diagnostics.loc[_row_order(figures.diagnostics.index)].to_markdown(), ""]
+                  figures.diagnostics.loc[row_order(figures.diagnostics.index)].to_markdown(), ""]
     if compare and paper.related:
         lines += ["## Numbers the related methods report", "",
                   "Under their own protocols (named), so not placed in or compared with the "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
@@ -25,7 +25,7 @@ from benchmark.core.config import flatten, resolve
 from benchmark.core.fields import ConfigError
 from benchmark.core.identity import SANITY_SECTIONS, pretrain_identity
 from benchmark.models.external_encoder import EXTERNAL
-from benchmark.report.paper_tables import SEPARATOR, row_label
+from benchmark.report.paper_tables import ROW_ORDER, SANITY_ROWS, SEPARATOR, base_row, row_label
 
 PIXELS = "pixels"  # the raw-pixels sanity encoder
 EPOCHS_KEY, HEAD_KEY, BACKBONE_KEY = "pretrain.epochs", "model.head", "model.backbone"
@@ -155,3 +155,17 @@ def label_rows(frame: pd.DataFrame) -> pd.Series:
 def row_attributes(setup: Mapping[str, Any]) -> tuple[Any, Any, Any]:
     """(head, pretrain epochs, backbone) of a row's setup, None where it does not say."""
     return setup.get(HEAD_KEY), setup.get(EPOCHS_KEY), setup.get(BACKBONE_KEY)
+
+
+def row_order(rows: Iterable[str]) -> list[str]:
+    """The distinct ``rows`` in report order: the paper's rows (``ROW_ORDER``, each with its
+    variants), then other rows, then the sanity rows."""
+    sanity = list(SANITY_ROWS.values())
+
+    def key(row: str) -> tuple[int, int, str]:
+        base = base_row(row)
+        if base in sanity:
+            return (2, sanity.index(base), row)
+        return (0, ROW_ORDER.index(base), row) if base in ROW_ORDER else (1, 0, row)
+
+    return sorted(set(rows), key=key)
