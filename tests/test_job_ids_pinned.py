@@ -33,18 +33,19 @@ def planned_jobs(capsys) -> list[str]:
 def test_mini_sweep_plans_the_pinned_job_ids(capsys):
     planned = planned_jobs(capsys)
     pinned = PINNED.read_text().splitlines()
-    assert len(pinned) == 378
+    assert len(pinned) == 408
     assert planned == pinned
 
 
 def test_committed_mini_results_are_planned_jobs():
     """The committed mini results are the 3-seed sweep: every task of the 18 pretrained encoders
     is there as a record (or, where it cannot run, as a skip record under ``skipped/``), and every
-    committed record is a pinned job or one of the four Table 5 ablation records (linear and kNN
-    of InvP without hard positives / hard negatives). The sanity encoders (random init, raw
-    pixels) come in two configs, the InvP family's and the MoCo family's (another model block):
-    the InvP family's are committed for every task and seed (72 jobs), the MoCo family's for the
-    four probe tasks only (24), since its sweeps ran with ``--no-sanity``."""
+    committed record is a pinned job or one of the six Table 5 ablation records (linear, kNN and
+    diagnostics of InvP without hard positives / hard negatives). The sanity encoders (random
+    init, raw pixels) come in two configs, the InvP family's and the MoCo family's (another model
+    block): the InvP family's are committed for every task and seed (78 jobs), the MoCo family's
+    for the four probe tasks and the diagnostics only (30), since its sweeps ran with
+    ``--no-sanity``."""
     rows = [line.split() for line in PINNED.read_text().splitlines()]
     pinned = {row[0] for row in rows}
     pretrain = {row[0] for row in rows if row[1] == "pretrain"}
@@ -54,5 +55,5 @@ def test_committed_mini_results_are_planned_jobs():
     committed = {p.stem for p in folder.glob("*.json")}
     skipped = {p.stem for p in (folder / "skipped").glob("*.json")}
     assert len(pretrain) == 18 and of_encoders <= committed | skipped
-    assert len((committed | skipped) & sanity) == 72 + 24
-    assert len(committed - pinned) == 4 and not skipped - pinned
+    assert len((committed | skipped) & sanity) == 78 + 30
+    assert len(committed - pinned) == 6 and not skipped - pinned
