@@ -15,9 +15,12 @@ import torch
 SCRIPT = Path(__file__).resolve().parent.parent / "speed" / "gpu_check.py"
 
 
-def load_script():
+@pytest.fixture
+def script(monkeypatch):
+    """speed/gpu_check.py imported as a module (registered, as its dataclasses need)."""
     spec = importlib.util.spec_from_file_location("gpu_check_under_test", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
     spec.loader.exec_module(module)
     return module
 
@@ -28,8 +31,8 @@ def test_help_works_without_a_gpu():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
-def test_cuda_without_cuda_is_a_user_error(tmp_path, capsys):
-    assert load_script().main(["--device", "cuda", "--json", str(tmp_path / "out.json")]) == 2
+def test_cuda_without_cuda_is_a_user_error(script, tmp_path, capsys):
+    assert script.main(["--device", "cuda", "--json", str(tmp_path / "out.json")]) == 2
     assert "CUDA is not available" in capsys.readouterr().err and not (tmp_path / "out.json").exists()
 
 
@@ -50,9 +53,7 @@ def test_tiny_cpu_run_exercises_every_path(tmp_path):
     assert run.stdout.count("\n| ") == len(rows) + 1  # the header row and one line per row
 
 
-def test_a_failing_path_exits_1_and_its_row_says_why(tmp_path, monkeypatch, capsys):
-    script = load_script()
-
+def test_a_failing_path_exits_1_and_its_row_says_why(script, tmp_path, monkeypatch, capsys):
     def broken(scores, m):
         raise RuntimeError("injected failure")
 
