@@ -3,17 +3,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import engine_support as es
 import pytest
 import torch
 
-import engine_support as es
-from benchmark.engine import checkpoint as ckpt
+from benchmark.core import identity
 from benchmark.core.config import ConfigError
+from benchmark.engine import checkpoint as ckpt
 from benchmark.engine.data import bn_batch_warning
 from benchmark.engine.guard import NonFiniteLoss
 from benchmark.engine.pretrain import prepare_run, pretrain
 from benchmark.engine.wiring import autocast_factory
-from benchmark.core import identity
 
 
 def test_log_and_encoder_follow_the_contract(tmp_path: Path) -> None:
