@@ -36,6 +36,7 @@ from torchvision.datasets import ImageFolder
 
 from benchmark.core.config import resolve
 from benchmark.models import build_backbone
+from speed.method_step import synchronize
 from tasks.feature_budget import FeatureBudgetError, check_feature_budget
 from tasks.features import resolve_layers
 from tasks.probe import ProbeSchedule, train_heads
@@ -77,25 +78,27 @@ def trunk_and_layers() -> tuple[torch.nn.Module, list]:
     return backbone, resolve_layers("blocks", backbone, GRIDS)
 
 
-def measure(folder: Path, batch_size: int, size: int, workers: int) -> dict:
-    """One inference-only epoch, then one online-probe epoch, over the ImageFolder ``folder``."""
+def measure(folder: Path, batch_size: int, size: int, workers: int, device: torch.device | str = "cpu") -> dict:
+    """One inference-only epoch, then one online-probe epoch, over the ImageFolder ``folder``, on ``device``."""
     geometry = {"resize": size + size // 8, "crop": size}
     train = ImageFolder(str(folder), transform=train_transform("synthetic", geometry))
     held_out = Subset(ImageFolder(str(folder), transform=eval_transform("synthetic", geometry)),
                       range(HOLDOUT))
     backbone, layers = trunk_and_layers()
-    source = FrozenTrunk(backbone, layers, train, {"holdout": held_out}, "cpu", seed=0,
+    source = FrozenTrunk(backbone.to(device), layers, train, {"holdout": held_out}, device, seed=0,
                          num_workers=workers)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
 
     def inference() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), source.autocast():  # as the probe's trunk runs (bf16 on CUDA)
             for images, _ in source.images("train", order.split(batch_size), 0):
-                backbone(images)
+                backbone(images.to(source.device, non_blocking=True))
+        synchronize(torch.device(device))
 
     def probe() -> None:
         train_heads(source, CLASSES, ProbeSchedule(epochs=1, lr=0.1, batch_size=batch_size),
-                    [0.1], "cpu", 0)
+                    [0.1], device, 0)
+        synchronize(torch.device(device))
 
     probe_wall, probe_cpu = timed(probe)  # first: it pays for the cold file cache (conservative)
     inference_wall, inference_cpu = timed(inference)

@@ -97,6 +97,7 @@ def tiny_profile(tmp_path: Path, **method: Any) -> Path:
             "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False},
             "schedule": {"name": "cosine", "warmup_epochs": 0, "milestones": [], "gamma": 0.1},
             "amp": False, "amp_dtype": "bfloat16", "channels_last": False, "compile": False,
+            "cudnn_benchmark": False,
             "checkpoint_every_steps": 2, "keep_checkpoints": 2,
             "monitor": {"every": 1, "k": 20, "sigma": 0.1, "holdout": 64},
         },

@@ -1,16 +1,22 @@
 """Pretraining data: recipes, seeded per-sample augmentation, subsets and the resumable sampler."""
 from __future__ import annotations
 
+import engine_support as es
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torchvision import transforms as T
 
-import engine_support as es
-from benchmark.data.augment import eval_transform, get_recipe, train_transform
 from benchmark.core.config import ConfigError
-from benchmark.engine.data import ResumableDistributedSampler, SeededAugmentation, split_indices
+from benchmark.core.distributed import DistContext
+from benchmark.data.augment import eval_transform, get_recipe, train_transform
+from benchmark.engine.data import (
+    ResumableDistributedSampler,
+    SeededAugmentation,
+    build_train_loader,
+    split_indices,
+)
 from benchmark.engine.pretrain import prepare_run
 
 
@@ -73,6 +79,26 @@ def test_augmentation_is_seeded_per_sample_and_epoch() -> None:
     before = torch.get_rng_state()
     data[0]
     assert torch.equal(before, torch.get_rng_state()), "augmentation consumed the global RNG"
+
+
+def test_persistent_workers_see_each_new_epoch() -> None:
+    """A worker started in epoch 1 and kept for epoch 2 augments epoch 2 as the main process does."""
+    data = SeededAugmentation(_images(8), range(8), train_transform("mini"), seed=5)
+    cpu = DistContext(0, 1, 0, torch.device("cpu"))
+
+    def epochs(workers: int) -> list[torch.Tensor]:
+        loader = build_train_loader(data, 4, cpu, seed=0, num_workers=workers, drop_last=False, replacement=False)
+        assert loader.persistent_workers == (workers > 0)
+        out = []
+        for epoch in (1, 2):
+            data.epoch = epoch
+            loader.sampler.set_epoch(epoch)
+            out += [images for images, _ in loader]
+        return out
+
+    in_process, with_worker = epochs(0), epochs(1)
+    assert not torch.equal(in_process[0], in_process[2])  # the epochs differ (and so must the worker's)
+    assert all(torch.equal(a, b) for a, b in zip(in_process, with_worker, strict=True))
 
 
 def test_split_is_seeded_disjoint_and_checked() -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import engine_support as es
 import pytest
 import torch
 import torch.multiprocessing as mp
-
-import engine_support as es
 from gloo_support import free_port, set_rank_environment
+
 from benchmark.core.distributed import shutdown
 from benchmark.engine.pretrain import prepare_run
 
@@ -19,8 +19,10 @@ pytestmark = pytest.mark.slow
 OVERRIDES = ("model.backbone=engine_plain_cnn", "pretrain.epochs=2", "pretrain.checkpoint_every_steps=0")
 
 
-def _train(tmp: Path, run_dir: Path, subset: int) -> dict:
-    cfg = es.tiny_config(tmp, (*OVERRIDES, f"data.train_subset={subset}"), negatives=0)
+def train_tiny(tmp: Path, run_dir: Path, subset: int, extra: tuple[str, ...] = ()) -> dict:
+    """Pretrain the tiny profile (BN-free backbone, the bank double; ``extra`` overrides) into
+    ``run_dir``; the method's state."""
+    cfg = es.tiny_config(tmp, (*OVERRIDES, f"data.train_subset={subset}", *extra), negatives=0)
     run = prepare_run(cfg, run_dir, resume="never")
     run.run()
     return run.parts.method.state_dict()
@@ -29,7 +31,7 @@ def _train(tmp: Path, run_dir: Path, subset: int) -> dict:
 def _worker(rank: int, world: int, port: int, tmp: Path, subset: int) -> None:
     set_rank_environment(rank, world, port)
     try:
-        state = _train(tmp, tmp / "ddp", subset)
+        state = train_tiny(tmp, tmp / "ddp", subset)
         torch.save(state, tmp / f"bank-rank{rank}.pt")
     finally:
         shutdown()
@@ -40,8 +42,13 @@ def _worker(rank: int, world: int, port: int, tmp: Path, subset: int) -> None:
 @pytest.mark.parametrize("subset, steps", [(192, [6, 12]), (200, [7, 14])])
 def test_two_gloo_ranks_match_one_process(tmp_path: Path, subset: int, steps: list[int]) -> None:
     mp.spawn(_worker, args=(2, free_port(), tmp_path, subset), nprocs=2, join=True)
-    single = _train(tmp_path, tmp_path / "single", subset)
+    single = train_tiny(tmp_path, tmp_path / "single", subset)
+    assert_ranks_match_one_process(tmp_path, single, steps)
 
+
+def assert_ranks_match_one_process(tmp_path: Path, single: dict, steps: list[int]) -> None:
+    """The ranks' saved banks (``bank-rank<r>.pt``), encoder and log (``ddp/``) against the
+    single process's (``single/`` and its method state ``single``)."""
     rank0 = torch.load(tmp_path / "bank-rank0.pt")
     rank1 = torch.load(tmp_path / "bank-rank1.pt")
     assert torch.equal(rank0["bank"], rank1["bank"]), "ranks hold different memory banks"

@@ -58,3 +58,59 @@ def test_torchrun_variables_are_used_as_given(clean_env: pytest.MonkeyPatch) -> 
     backends = _fake_process_group(clean_env)
     ctx = distributed.init_distributed("cpu")
     assert backends == ["gloo"] and (ctx.rank, ctx.world_size, ctx.local_rank) == (3, 4, 1)
+
+
+TWO_NODES_OF_FOUR = {"SLURM_JOB_ID": "4711", "SLURM_NTASKS": "8", "SLURM_JOB_NODELIST": "gpu[07-08]",
+                     "SLURM_JOB_NUM_NODES": "2", "SLURM_NNODES": "2"}
+
+
+def _slurm_task(env: pytest.MonkeyPatch, procid: int, executor: str | None) -> None:
+    """The variables SLURM gives task ``procid`` of a 2-node x 4-GPU job (and nothing torchrun's)."""
+    for key in EXPORTED:
+        env.delenv(key, raising=False)
+    for key, value in {**TWO_NODES_OF_FOUR, "SLURM_PROCID": str(procid), "SLURM_LOCALID": str(procid % 4),
+                       "SLURM_NODEID": str(procid // 4)}.items():
+        env.setenv(key, value)
+    if executor:
+        env.setenv("SUBMITIT_EXECUTOR", executor)
+
+
+@pytest.mark.parametrize("executor", ["slurm", None], ids=["submitit", "plain-srun"])
+def test_two_nodes_of_four_gpus_form_one_nccl_world(clean_env: pytest.MonkeyPatch, executor: str | None) -> None:
+    """Every task of 2 nodes x 4 GPUs: its global rank, cuda:<local rank>, NCCL, the first node as master."""
+    chosen: list[torch.device] = []
+    clean_env.setattr(distributed, "resolve_device", lambda spec: torch.device("cuda", 0))
+    clean_env.setattr(torch.cuda, "set_device", chosen.append)
+    ports = set()
+    for procid in range(8):
+        _slurm_task(clean_env, procid, executor)
+        backends = _fake_process_group(clean_env)
+        ctx = distributed.init_distributed("cuda")
+        assert (ctx.rank, ctx.world_size, ctx.local_rank) == (procid, 8, procid % 4)
+        assert ctx.device == torch.device("cuda", procid % 4) == chosen[-1] and backends == ["nccl"]
+        assert (os.environ["MASTER_ADDR"], os.environ["LOCAL_WORLD_SIZE"]) == ("gpu07", "4")
+        ports.add(os.environ["MASTER_PORT"])
+    assert ports == {str(distributed.distributed_port("4711"))}
+
+
+def test_slurm_launcher_exports_the_multi_node_world(clean_env: pytest.MonkeyPatch) -> None:
+    """The submitit launcher's job sets the same variables before the job runs (task 5 of 8)."""
+    from benchmark.harness.submitit_launcher import CheckpointableJob
+
+    _slurm_task(clean_env, 5, "slurm")
+    clean_env.setenv("MASTER_ADDR", "login-node")  # inherited from the submitting shell: replaced
+    seen = CheckpointableJob(None, None, runner=lambda *args, **kwargs: dict(os.environ))()
+    assert {key: seen[key] for key in EXPORTED} == {
+        "RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4", "MASTER_ADDR": "gpu07",
+        "MASTER_PORT": str(distributed.distributed_port("4711"))}
+
+
+def test_a_master_port_set_by_the_batch_script_is_kept(clean_env: pytest.MonkeyPatch) -> None:
+    for key, value in SLURM.items():
+        clean_env.setenv(key, value)
+    clean_env.setenv("MASTER_PORT", "29512")
+    clean_env.setenv("MASTER_ADDR", "stale-host")
+    _fake_process_group(clean_env)
+    ctx = distributed.init_distributed("cpu")
+    assert (ctx.rank, ctx.world_size) == (1, 2)
+    assert (os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]) == ("node01", "29512")

@@ -3,17 +3,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import engine_support as es
 import pytest
 import torch
 
-import engine_support as es
-from benchmark.engine import checkpoint as ckpt
+from benchmark.core import identity
 from benchmark.core.config import ConfigError
+from benchmark.engine import checkpoint as ckpt
 from benchmark.engine.data import bn_batch_warning
 from benchmark.engine.guard import NonFiniteLoss
 from benchmark.engine.pretrain import prepare_run, pretrain
 from benchmark.engine.wiring import autocast_factory
-from benchmark.core import identity
 
 
 def test_log_and_encoder_follow_the_contract(tmp_path: Path) -> None:
@@ -72,3 +72,12 @@ def test_bn_batch_other_than_the_recipes_warns_once(tmp_path: Path, capfd: pytes
     assert capfd.readouterr().err.count("warning: BatchNorm normalises over 32 images per process") == 1
     prepare_run(es.tiny_config(tmp_path), tmp_path / "run2", resume="never")
     assert "BatchNorm" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("autotune", [True, False])
+def test_cudnn_autotuning_follows_the_config_and_not_the_job_id(tmp_path: Path, monkeypatch, autotune: bool) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", not autotune)  # restored afterwards
+    cfg = es.tiny_config(tmp_path, (f"pretrain.cudnn_benchmark={str(autotune).lower()}",))
+    prepare_run(cfg, tmp_path / "run", resume="never")
+    assert torch.backends.cudnn.benchmark is autotune
+    assert identity.pretrain_hash(cfg.to_dict()) == identity.pretrain_hash(es.tiny_config(tmp_path).to_dict())

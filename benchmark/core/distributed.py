@@ -7,6 +7,7 @@ code and DDP code are the same code.
 from __future__ import annotations
 
 import os
+import zlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -34,11 +35,33 @@ class DistContext:
         return self.rank == 0
 
 
-def _export_slurm_env() -> None:
-    """Translate SLURM task variables into torchrun's (RANK, WORLD_SIZE, MASTER_ADDR, ...)."""
-    from submitit.helpers import TorchDistributedEnvironment
+def distributed_port(scheduler_job_id: str) -> int:
+    """The torch.distributed master port of a job: derived from its id (every rank, on every
+    node, computes the same one without talking) and below Linux's ephemeral range
+    (32768-60999), so no outgoing connection on the node can be holding it."""
+    return 20000 + zlib.crc32(str(scheduler_job_id).encode()) % 12000
 
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=False)
+
+def slurm_process_env() -> dict[str, str]:
+    """torchrun's variables for this SLURM task, from SLURM's: RANK (SLURM_PROCID), WORLD_SIZE
+    (SLURM_NTASKS), LOCAL_RANK (SLURM_LOCALID), LOCAL_WORLD_SIZE (tasks per node), MASTER_ADDR
+    (the first host of SLURM_JOB_NODELIST) and MASTER_PORT (as set, else :func:`distributed_port`
+    of the job id): every task of a multi-node job agrees on the same master without talking.
+    Under a submitit executor its job environment is read instead (the local one too); under a
+    plain ``srun``, SLURM's."""
+    from submitit import JobEnvironment
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    job = JobEnvironment() if "SUBMITIT_EXECUTOR" in os.environ else SlurmJobEnvironment()
+    return {"MASTER_ADDR": job.hostnames[0],
+            "MASTER_PORT": os.environ.get("MASTER_PORT") or str(distributed_port(job.job_id)),
+            "RANK": str(job.global_rank), "WORLD_SIZE": str(job.num_tasks),
+            "LOCAL_RANK": str(job.local_rank), "LOCAL_WORLD_SIZE": str(job.num_tasks // job.num_nodes)}
+
+
+def export_slurm_env() -> None:
+    """Set :func:`slurm_process_env`'s variables in this process (replacing inherited ones)."""
+    os.environ.update(slurm_process_env())
 
 
 def launched_world_size() -> int:
@@ -61,7 +84,7 @@ def init_distributed(device_spec: str = "auto") -> DistContext:
     if world_size <= 1:
         return DistContext(0, 1, 0, device)
     if "WORLD_SIZE" not in os.environ:
-        _export_slurm_env()
+        export_slurm_env()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)

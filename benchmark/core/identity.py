@@ -15,6 +15,7 @@ OPERATIONAL_KEYS = frozenset({
     "data.num_workers",
     "pretrain.bn_batch",  # the recipe's BN batch per process: only a warning reads it
     "pretrain.checkpoint_every_steps",
+    "pretrain.cudnn_benchmark",  # which convolution algorithms run, not what they compute
     "pretrain.keep_checkpoints",
     "pretrain.progress",
 })

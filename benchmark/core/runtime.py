@@ -1,4 +1,4 @@
-"""Process-level set-up shared by every job: device choice, threads, seeding."""
+"""Process-level set-up shared by every job: device choice, threads, cuDNN autotuning, seeding."""
 from __future__ import annotations
 
 import random
@@ -23,6 +23,12 @@ def configure_threads(threads: int) -> None:
     """Set torch's intra-op threads (0 keeps torch's default)."""
     if threads > 0:
         torch.set_num_threads(threads)
+
+
+def configure_cudnn(benchmark: bool) -> None:
+    """cuDNN's autotuner on or off: on, each new input shape is timed once over the convolution
+    algorithms and the fastest kept (for fixed-size inputs; results then depend on which won)."""
+    torch.backends.cudnn.benchmark = benchmark
 
 
 def seed_everything(seed: int) -> None:

@@ -54,12 +54,22 @@ class TransformedSubset(Dataset):
 
 class SeededAugmentation(TransformedSubset):
     """``(augmented image, position)`` for the images ``indices`` of ``base``; the augmentation
-    of position i in epoch e is seeded from (seed, e, i). Set ``epoch`` before each epoch."""
+    of position i in epoch e is seeded from (seed, e, i). Set ``epoch`` before each epoch: it
+    lives in shared memory, so persistent DataLoader workers (started in an earlier epoch, each
+    with its own copy of the dataset) read the new value too."""
 
     def __init__(self, base: Dataset, indices: Sequence[int], transform: Callable, seed: int):
         super().__init__(base, indices, transform)
         self.seed = seed
-        self.epoch = 0
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch.fill_(value)
 
     def __getitem__(self, position: int) -> tuple[Any, int]:
         image, _ = self.base[self.indices[position]]
@@ -127,7 +137,8 @@ def build_train_loader(train: SeededAugmentation, batch_size: int, dist: DistCon
     :class:`ResumableDistributedSampler` seeded by ``seed``, which pads the shares to equal
     lengths; ``replacement``: the method's ``samples_with_replacement``); with ``drop_last`` only
     full ones (the method's ``Method.drop_last``), else the epoch ends with a partial batch, equal
-    on every rank. Raises ConfigError when an epoch would hold no batch."""
+    on every rank. Workers persist across epochs (no restart per epoch); batches go to pinned
+    memory when the device is CUDA. Raises ConfigError when an epoch would hold no batch."""
     sampler = ResumableDistributedSampler(train, dist.world_size, dist.rank, seed, replacement)
     if drop_last and len(sampler) // batch_size == 0:
         raise ConfigError(f"data.train_subset gives {len(train)} images, fewer than one batch of "
@@ -135,7 +146,7 @@ def build_train_loader(train: SeededAugmentation, batch_size: int, dist: DistCon
                           "lower the batch")
     return DataLoader(
         train, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=num_workers,
-        pin_memory=dist.device.type == "cuda",
+        pin_memory=dist.device.type == "cuda", persistent_workers=num_workers > 0,
         generator=torch.Generator(),  # keeps the DataLoader off the global RNG (exact resume)
     )
 

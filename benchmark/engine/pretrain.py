@@ -29,7 +29,7 @@ from pathlib import Path
 
 from benchmark.core.config import ConfigError, RunConfig
 from benchmark.core.distributed import init_distributed
-from benchmark.core.runtime import configure_threads
+from benchmark.core.runtime import configure_cudnn, configure_threads
 from benchmark.core.stop_request import clear_stop_request, preemption_signals
 from benchmark.data import resolve_data_root
 from benchmark.engine.checkpoint import RESUME_MODES
@@ -56,6 +56,7 @@ def prepare_run(cfg: RunConfig, run_dir: Path, resume: str = "auto",
     _check_request(cfg, resume)
     dist = init_distributed(str(cfg.tree["device"]))
     configure_threads(int(cfg.tree["threads"]))
+    configure_cudnn(bool(cfg.pretrain["cudnn_benchmark"]))
     views = method_class(str(cfg.method["name"])).view_sizes(cfg.method)
     run = PretrainRun(cfg, run_dir, dist, build_pretrain_data(cfg, resolve_data_root(data_root), views))
     run.resume(resume)

@@ -27,6 +27,7 @@ PRETRAIN_FIELDS = Section({
     "amp_dtype": Choice(sorted(AMP_DTYPES)),
     "channels_last": Bool(),
     "compile": Bool(),
+    "cudnn_benchmark": Bool(),
     "progress": Bool(),
     "checkpoint_every_steps": Int(ge=0),
     "keep_checkpoints": Int(ge=1),
@@ -37,4 +38,4 @@ PRETRAIN_FIELDS = Section({
         "holdout": Int(ge=0),
     }, required=("every", "k", "sigma", "holdout")),
 }, required=("epochs", "batch_size", "bn_batch", "optimizer", "schedule", "amp", "amp_dtype", "channels_last",
-             "compile", "progress", "checkpoint_every_steps", "keep_checkpoints", "monitor"))
+             "compile", "cudnn_benchmark", "progress", "checkpoint_every_steps", "keep_checkpoints", "monitor"))

@@ -9,11 +9,11 @@ import os
 import signal
 import threading
 import time
-import zlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from benchmark.core.distributed import export_slurm_env
 from benchmark.core.stop_request import request_stop
 from benchmark.harness.completion import is_done
 from benchmark.harness.job_request import JobRequest, job_request
@@ -46,13 +46,6 @@ def run_job_checked(job: Job, paths: Paths, force: bool = False, resume: str = "
     return outcome
 
 
-def distributed_port(scheduler_job_id: str) -> int:
-    """The torch.distributed master port of a job: derived from its id (every rank, on every
-    node, computes the same one without talking) and below Linux's ephemeral range
-    (32768-60999), so no outgoing connection on the node can be holding it."""
-    return 20000 + zlib.crc32(str(scheduler_job_id).encode()) % 12000
-
-
 class CheckpointableJob:
     """Submitit callable of one job (pretraining or task), checkpointed and requeued on SIGUSR2.
 
@@ -72,12 +65,9 @@ class CheckpointableJob:
 
     def __call__(self) -> Outcome:
         import submitit
-        from submitit.helpers import TorchDistributedEnvironment
 
-        env = submitit.JobEnvironment()
-        if env.num_tasks > 1:  # one process per GPU: a DDP world
-            os.environ.setdefault("MASTER_PORT", str(distributed_port(env.job_id)))
-            TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        if submitit.JobEnvironment().num_tasks > 1:  # one process per GPU: a DDP world
+            export_slurm_env()
         requeue = signal.getsignal(REQUEUE_SIGNAL)
         if not callable(requeue):  # not under submitit's signal handling (debug executor)
             return self.runner(self.job, self.paths, force=self.force, resume=self.resume)

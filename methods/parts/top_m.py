@@ -5,8 +5,11 @@ step that InsDis does not have, and at the mini scale it costs more than the res
 method. ``top_m`` runs a radix select (``methods/parts/native/top_m.cpp``) there instead, built once
 with torch's C++ extension loader (a C++ compiler and ninja; ~25 s, cached under
 ``~/.cache/torch_extensions`` or ``$TORCH_EXTENSIONS_DIR``). Where it cannot be built, or with
-``BENCHMARK_NATIVE_TOPM=0``, or for GPU / non-float32 scores, ``top_m`` uses torch.topk: the same
-set of columns (ties at the cut aside), in another order.
+``BENCHMARK_NATIVE_TOPM=0``, or for other non-CUDA or non-float32 scores, ``top_m`` uses
+torch.topk: the same set of columns (ties at the cut aside), in another order. On CUDA, rows at
+least ``THRESHOLD_MIN_RATIO * m`` long take the sampled-threshold selection
+(methods/parts/top_m_gpu.py: the same set, ties at the cut to the lower column, faster than
+torch.topk at 128 x 1.28 M, k = 4096); shorter ones torch.topk.
 """
 from __future__ import annotations
 
@@ -20,8 +23,11 @@ from types import ModuleType
 
 import torch
 
+from methods.parts.top_m_gpu import threshold_top_m
+
 SOURCE = Path(__file__).with_name("native") / "top_m.cpp"
 SWITCH = "BENCHMARK_NATIVE_TOPM"  # 0: always torch.topk
+THRESHOLD_MIN_RATIO = 16  # CUDA rows shorter than this many m: torch.topk is as fast
 _log = logging.getLogger(__name__)
 _kernel: ModuleType | None = None
 _kernel_tried = False
@@ -61,8 +67,9 @@ def native_kernel() -> ModuleType | None:
 def top_m(scores: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(values, columns), each (B, m): the m largest entries of each row of ``scores`` (B, n).
 
-    Order within a row is unspecified (the CPU kernel returns ascending columns and, among
-    entries equal to the m-th largest, keeps the lower columns). No autograd: the caller
+    Order within a row is unspecified (the CPU kernel returns ascending columns, the CUDA
+    threshold path descending values; both keep the lower columns among entries equal to the
+    m-th largest). No autograd: the caller
     gathers what it differentiates.
     """
     if not 1 <= m <= scores.shape[-1]:
@@ -72,5 +79,8 @@ def top_m(scores: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
         if kernel is not None:
             values, columns = kernel.top_m(scores.detach(), m)
             return values, columns
+    if scores.device.type == "cuda" and scores.dim() == 2 and scores.is_floating_point() \
+            and scores.shape[1] >= THRESHOLD_MIN_RATIO * m:
+        return threshold_top_m(scores.detach(), m)
     result = scores.detach().topk(m, dim=-1, sorted=False)
     return result.values, result.indices
