@@ -22,8 +22,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmark.core.config import RunConfig, resolve  # noqa: E402
-from benchmark.data import get_dataset, resolve_data_root  # noqa: E402
 from benchmark.core.runtime import configure_threads, resolve_device  # noqa: E402
+from benchmark.data import get_dataset, resolve_data_root  # noqa: E402
 from tasks.base import EncoderHandle, TaskContext  # noqa: E402
 from tasks.detection.task import DetectionTask  # noqa: E402
 

@@ -119,48 +119,56 @@ def random_state(n: int, dim: int, k: int, device: torch.device) -> tuple[torch.
 
 
 def bench_size(n: int, args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """Step times at bank size ``n``: the floor, then every method of ``args.methods`` (each
+    measured in its own function, so its buffers are freed before the next one is built)."""
     bank, table = random_state(n, args.dim, 4, device)
-    rows = []
+    rows = [_floor_row(n, bank, args, device)]
+    rows += [_method_row(label, n, bank, table, args, device) for label in args.methods]
+    return rows
 
-    scores = torch.empty(args.batch, n, device=device)  # reused, as the methods reuse theirs
+
+def _floor_row(n: int, bank: torch.Tensor, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """One B x n matmul + top-M, into a score buffer reused as the methods reuse theirs."""
+    scores = torch.empty(args.batch, n, device=device)
 
     def floor() -> None:
         v = F.normalize(torch.randn(args.batch, args.dim, device=device), dim=1)
         top_m(torch.mm(v, bank.T, out=scores), args.pool)
 
-    rows.append({"n": n, "method": "floor (matmul + top-M)", "times": time_it(floor, device, args.reps, args.warmup)})
-    del scores
-    for label in args.methods:
-        config = {**METHODS[label], **pool_option(METHODS[label], args.pool)}
-        extra: dict[str, Any] = {}
-        if label == "interclr":
-            options, extra = interclr_state(n, bank, max(1, round(n / 128)))
-            config.update(options)
-        if label == "clim":
-            config["num_clusters"] = max(1, round(n / 128))
-            extra = clim_state(n, bank, table, config["num_clusters"])
-        method = build_method(config, n, args.dim).to(device)
-        state = {**method.state_dict(), **extra}
-        if "bank" in state:
-            state["bank"] = {"weight": bank, "filled": True}
-        if "neighbours" in state:
-            state["neighbours"] = {"table": table}
-        method.load_state_dict(state)
-        epoch = 100  # past the ramp-up, so every term is in the loss
+    return {"n": n, "method": "floor (matmul + top-M)", "times": time_it(floor, device, args.reps, args.warmup)}
 
-        def step() -> None:
-            idx = torch.randint(0, n, (args.batch,), device=device)
-            images = {name: torch.randn(args.batch, 1, 8, 8, device=device) for name in method.views}
-            views = method.prepare_batch(images, idx, lambda i: {name: t[: len(i)] for name, t in images.items()})
-            views.update({name: None for name in method.view_sizes(method.config)})
-            embeddings, z = embeddings_for(method, views, args.batch, args.dim, device)
-            out = method.loss(embeddings, idx, epoch)
-            out.loss.backward()
-            method.update()
 
-        rows.append({"n": n, "method": label, "times": time_it(step, device, args.reps, args.warmup)})
-        del method, state
-    return rows
+def _method_row(label: str, n: int, bank: torch.Tensor, table: torch.Tensor, args: argparse.Namespace,
+                device: torch.device) -> dict[str, Any]:
+    """The full method step of ``label`` at bank size ``n`` (bank filled, past the ramp-up)."""
+    config = {**METHODS[label], **pool_option(METHODS[label], args.pool)}
+    extra: dict[str, Any] = {}
+    if label == "interclr":
+        options, extra = interclr_state(n, bank, max(1, round(n / 128)))
+        config.update(options)
+    if label == "clim":
+        config["num_clusters"] = max(1, round(n / 128))
+        extra = clim_state(n, bank, table, config["num_clusters"])
+    method = build_method(config, n, args.dim).to(device)
+    state = {**method.state_dict(), **extra}
+    if "bank" in state:
+        state["bank"] = {"weight": bank, "filled": True}
+    if "neighbours" in state:
+        state["neighbours"] = {"table": table}
+    method.load_state_dict(state)
+    epoch = 100  # past the ramp-up, so every term is in the loss
+
+    def step() -> None:
+        idx = torch.randint(0, n, (args.batch,), device=device)
+        images = {name: torch.randn(args.batch, 1, 8, 8, device=device) for name in method.views}
+        views = method.prepare_batch(images, idx, lambda i: {name: t[: len(i)] for name, t in images.items()})
+        views.update({name: None for name in method.view_sizes(method.config)})
+        embeddings, z = embeddings_for(method, views, args.batch, args.dim, device)
+        out = method.loss(embeddings, idx, epoch)
+        out.loss.backward()
+        method.update()
+
+    return {"n": n, "method": label, "times": time_it(step, device, args.reps, args.warmup)}
 
 
 def report(rows: list[dict[str, Any]]) -> str:

@@ -20,10 +20,10 @@ import cloudpickle
 import pytest
 import torch
 
-from benchmark.harness.jobs import Outcome, Paths
-from benchmark.harness.plan import Job
 from benchmark.core.provenance import file_hash
 from benchmark.core.store import ResultRecord
+from benchmark.harness.jobs import Outcome, Paths
+from benchmark.harness.plan import Job
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -12,9 +12,9 @@ import pytest
 from report_support import record, save
 
 import benchmark.harness.cli
-from benchmark.harness.cli import main
 from benchmark.core.config import ConfigError
 from benchmark.data import get_dataset
+from benchmark.harness.cli import main
 from methods.base import method_class
 from tasks.base import get_task
 from tasks.semisup import per_fraction

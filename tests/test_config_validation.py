@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.harness.cli import main
 from benchmark.core.config import PROFILE_DIR, ConfigError
-from benchmark.harness.schema import resolve_run
-from benchmark.harness.plan import plan_run, select_tasks
 from benchmark.core.store import ResultStore, write_json_atomic
+from benchmark.harness.cli import main
+from benchmark.harness.plan import plan_run, select_tasks
+from benchmark.harness.schema import resolve_run
 
 
 def run_cli(tmp_path: Path, capsys, *args: str) -> tuple[int, str]:

@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from test_detection_data import write_voc
 
-from benchmark.harness.cli import main
 from benchmark.core.config import PROFILE_DIR
 from benchmark.data import get_dataset
 from benchmark.data.fashion_mnist import RAW_FILES, raw_dir
 from benchmark.data.imagenet import SUBSET_FIX, SUBSET_LISTS
 from benchmark.data.integrity import md5_problems
-from benchmark.data.voc07_cls import VOC_CLASSES
 from benchmark.data.mini_det import MiniDetParams, prepare_mini_det
-from test_detection_data import write_voc
+from benchmark.data.voc07_cls import VOC_CLASSES
+from benchmark.harness.cli import main
 
 JPEG = io.BytesIO()
 Image.new("RGB", (8, 6), (90, 30, 200)).save(JPEG, format="JPEG")

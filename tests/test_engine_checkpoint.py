@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import engine_support as es
 import pytest
 import torch
 
-import engine_support as es
-from benchmark.engine import checkpoint as ckpt
-from benchmark.harness.jobs import Paths, run_job
-from benchmark.harness.plan import plan_run
-from benchmark.engine.pretrain import pretrain
-from benchmark.harness.pretrain_cli import main
 from benchmark.core import identity
 from benchmark.core.atomic import save_atomic
+from benchmark.engine import checkpoint as ckpt
+from benchmark.engine.pretrain import pretrain
+from benchmark.harness.jobs import Paths, run_job
+from benchmark.harness.plan import plan_run
+from benchmark.harness.pretrain_cli import main
 
 
 def _write(folder: Path, step: int, config: dict) -> Path:

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import engine_support as es
 import pytest
 import torch
 import torch.multiprocessing as mp
-
-import engine_support as es
 from gloo_support import free_port, set_rank_environment
+
 from benchmark.core.config import resolve
 from benchmark.core.distributed import shutdown
 from benchmark.engine.pretrain import prepare_run

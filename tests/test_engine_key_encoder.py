@@ -6,20 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import engine_support as es
 import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 import yaml
-
-import engine_support as es
 from gloo_support import free_port, set_rank_environment
+
 from benchmark.core.config import resolve
 from benchmark.core.distributed import shutdown
+from benchmark.core.runtime import seed_everything
 from benchmark.engine.monitor import evaluating, extract
 from benchmark.engine.pretrain import prepare_run
 from benchmark.engine.wiring import build_encoder
-from benchmark.core.runtime import seed_everything
 from methods.base import register
 from methods.mocov2 import MoCoV2
 

@@ -9,19 +9,19 @@ import sys
 import time
 from pathlib import Path
 
+import engine_support as es
 import pytest
 import torch
 import torch.multiprocessing as mp
-
-import engine_support as es
 from gloo_support import free_port, set_rank_environment
+
 from benchmark.core import identity, provenance
 from benchmark.core.atomic import save_atomic
 from benchmark.core.config import resolve
 from benchmark.core.distributed import shutdown
 from benchmark.core.folder_lock import FolderLock
-from benchmark.harness.plan import plan_run
 from benchmark.engine.pretrain import pretrain_unless_done
+from benchmark.harness.plan import plan_run
 
 # Plans the tiny run, says it is ready, waits for the go file, then runs the pretraining job.
 RUNNER = """

@@ -11,13 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import engine_support as es
 import pytest
 import torch
 
-import engine_support as es
-from benchmark.engine import checkpoint as ckpt
 from benchmark.core.config import resolve
 from benchmark.core.errors import EXIT_PREEMPTED
+from benchmark.engine import checkpoint as ckpt
 from benchmark.engine.pretrain import pretrain
 
 pytestmark = pytest.mark.slow

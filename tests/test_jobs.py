@@ -4,12 +4,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from test_store import make_record
+
 from benchmark.core import provenance
 from benchmark.core.config import resolve
+from benchmark.core.store import ResultStore
 from benchmark.harness.completion import result_is_current
 from benchmark.harness.plan import plan_run
-from benchmark.core.store import ResultStore
-from test_store import make_record
 
 
 def test_result_is_current_only_for_the_encoder_it_was_computed_from(tmp_path: Path):

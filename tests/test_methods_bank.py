@@ -4,11 +4,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from methods_support import bank_state
 
 from methods.parts.dist_utils import all_gather_cat
 from methods.parts.memory_bank import MemoryBank, last_occurrence, uniform_bank_init
 from methods.parts.ramp import RampSettings, ramp_weight
-from methods_support import bank_state
 
 torch.set_num_threads(1)
 

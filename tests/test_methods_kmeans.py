@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from methods_reference import unit_rows
 
 from methods.parts.kmeans import cluster_means, faiss_available, kmeans, nearest_centroid
-from methods_reference import unit_rows
 
 BACKENDS = ["torch", pytest.param("faiss", marks=pytest.mark.skipif(not faiss_available(), reason="no faiss"))]
 

@@ -3,10 +3,10 @@ import math
 
 import pytest
 import torch
+from methods_reference import instance_loss_loop, invp_loss_loop, unit_rows
 
 from methods.parts.losses import and_loss, instance_loss, invp_loss, nce_loss
 from methods.parts.similarity import DenseScores, gathered_similarities
-from methods_reference import instance_loss_loop, invp_loss_loop, unit_rows
 
 torch.set_num_threads(1)
 TAU = 0.1

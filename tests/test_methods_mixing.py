@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.data.augment import train_transform
 from benchmark.core.config import ConfigError
+from benchmark.data.augment import train_transform
 from methods.parts.mixing import cutmix, draw_mix, mix_images, mixup
 
 

@@ -2,11 +2,11 @@
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from methods_reference import bfs_ball, official_walk, propagation_width
 
 from methods.parts.neighbours import NeighbourTable, neighbours_from_topm
 from methods.parts.positives import select_positives
 from methods.parts.propagation import propagate_bfs, propagate_concat, rowwise_unique
-from methods_reference import bfs_ball, official_walk, propagation_width
 
 torch.set_num_threads(1)
 

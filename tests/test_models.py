@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from benchmark.core.config import ConfigError, resolve
-from benchmark.models.encoders import load_encoder_backbone
 from benchmark.models import build_backbone, build_head
+from benchmark.models.encoders import load_encoder_backbone
 from tasks.base import EncoderHandle
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from report_support import record, save, seeds
 
 from benchmark.harness.cli import main
 from benchmark.report.compare import compare_folders
-from report_support import record, save, seeds
 
 MINI = {"profile": "mini", "dataset": "fashion_mnist", "split": "test"}
 

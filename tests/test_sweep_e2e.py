@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-
-from benchmark.harness.cli import main
-from benchmark.data import get_dataset, resolve_data_root
-from benchmark.core.provenance import file_hash
 from slurm_fixtures import cluster, slurm_cluster  # noqa: F401
+
+from benchmark.core.provenance import file_hash
+from benchmark.data import get_dataset, resolve_data_root
+from benchmark.harness.cli import main
 
 
 @pytest.mark.slow

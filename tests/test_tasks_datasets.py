@@ -13,12 +13,12 @@ import pytest
 import scipy.io
 import torch
 from PIL import Image
+from tasks_support import TinyBackbone, make_context
 
 from benchmark.data import DatasetMissing, get_dataset
 from benchmark.data.caltech101 import split_indices
 from tasks.base import get_task
 from tasks.semisup import read_subset_list
-from tasks_support import TinyBackbone, make_context
 
 
 def _jpeg(path, value=128, size=(12, 10), mode="RGB"):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tasks_support import PixelBackbone, make_context
 
 from tasks.base import available_tasks, get_task
 from tasks.common import class_balanced_subset
 from tasks.errors import TaskNotApplicable
-from tasks_support import PixelBackbone, make_context
 
 CHANCE = 0.1
 

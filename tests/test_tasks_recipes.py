@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tasks_support import TinyBackbone
 
 import tasks.probe as probe
 from benchmark.core.config import load_profile
@@ -13,7 +14,6 @@ from tasks.finetune import FinetuneRecipe, fine_tune
 from tasks.linear import official_view
 from tasks.probe import ProbeSchedule, make_head, train_probe
 from tasks.semisup import SemiSupervisedTask
-from tasks_support import TinyBackbone
 
 
 def _trained_heads(monkeypatch, schedule: ProbeSchedule) -> list[torch.nn.Sequential]:

@@ -7,15 +7,15 @@ the classes and the mAP of each protocol must be high.
 from __future__ import annotations
 
 import numpy as np
-import torch
 import pytest
+import torch
 from PIL import Image
+from tasks_support import TinyBackbone, make_context
 
 from benchmark.data import DatasetMissing, get_dataset
-from benchmark.data.voc07_cls import VOC_CLASSES
 from benchmark.data.mini_det import MINI_DET_CLASSES
+from benchmark.data.voc07_cls import VOC_CLASSES
 from tasks.base import get_task
-from tasks_support import TinyBackbone, make_context
 
 SMALL = {"resize": 16, "crop": 16}
 
