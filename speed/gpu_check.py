@@ -194,8 +194,11 @@ def engine_run(method: str, sizes: Sizes, device: torch.device, base: Dataset, w
                  *(f"method.{key}={value}" for key, value in pool.items())]
     cfg = resolve_run("imagenet", method, overrides)
     views = method_class(method).view_sizes(cfg.method)
-    train = SeededAugmentation(base, range(len(base)), train_transform(cfg.data.augment, views), int(cfg.seed))
-    data = PretrainData(train, torch.zeros(len(base), dtype=torch.long), [], [], torch.zeros(0, dtype=torch.long), 1)
+    augmentation = train_transform(cfg.data.augment, views)
+    train = SeededAugmentation(base, range(len(base)), augmentation, int(cfg.seed))
+    no_holdout = SeededAugmentation(base, [], augmentation, int(cfg.seed))  # the monitor never runs here
+    data = PretrainData(train, torch.zeros(len(base), dtype=torch.long), [], [], torch.zeros(0, dtype=torch.long), 1,
+                        no_holdout)
     return PretrainRun(cfg, run_dir, DistContext(0, 1, 0, device), data)
 
 
