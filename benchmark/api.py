@@ -57,15 +57,14 @@ def model_section(backbone: str, profile: str | None = None) -> dict[str, Any]:
 
 
 def load_encoder(path: str | Path, backbone: str = "resnet50", format: str = AUTO, *,
-                 profile: str | None = None, allow_missing_keys: bool = False,
-                 trust_weights: bool = False) -> nn.Module:
+                 profile: str | None = None, allow_missing_keys: bool = False) -> nn.Module:
     """The trunk of the checkpoint at ``path`` (``format``: one of
     ``external_weights.WEIGHT_FORMATS``, or ``auto`` to tell it by its keys) on the suite's
     ``backbone`` (its model section: :func:`model_section`), in eval mode on the CPU. Raises a
     WeightsError naming the file and the fix when it cannot be loaded strictly (see
-    ``load_weights`` for ``allow_missing_keys`` and ``trust_weights``)."""
+    ``load_weights`` for ``allow_missing_keys``)."""
     return load_weights(path, model_section(backbone, profile), format,
-                        allow_missing_keys=allow_missing_keys, trust_weights=trust_weights).backbone
+                        allow_missing_keys=allow_missing_keys).backbone
 
 
 def module_sha256(module: nn.Module) -> str:

@@ -146,22 +146,24 @@ def test_missing_batchnorm_step_counters_are_filled_and_said(mini_source, tmp_pa
     torch.testing.assert_close(_loaded_features(loaded), mini_source.features, rtol=0, atol=1e-5)
 
 
-def test_a_pickle_payload_never_runs_and_the_error_names_trust_weights(tmp_path):
+def test_a_pickle_payload_never_runs_and_the_error_says_how_to_resave(tmp_path):
     marker = tmp_path / "ran"
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "payload": Payload(marker)}, path)
-    with pytest.raises(WeightsError, match=r"evil\.pth was not loaded: it refers to .*--trust-weights"):
+    with pytest.raises(WeightsError, match=r"evil\.pth was not loaded: it refers to .*re-save its tensors yourself"):
         load_weights(path, MINI_CFG)
     assert not marker.exists()
 
 
-def test_trust_weights_unpickles_and_says_so(mini_source, tmp_path):
+def test_a_file_needing_full_unpickling_is_refused_and_its_resaved_tensors_load(mini_source, tmp_path):
     path = tmp_path / "with_path.pth"  # a training script that saved a pathlib path among its settings
     torch.save({**moco_like(mini_source), "data_dir": Path("/data/imagenet")}, path)
-    with pytest.raises(WeightsError, match="--trust-weights"):
+    with pytest.raises(WeightsError, match="re-save its tensors yourself"):
         load_weights(path, MINI_CFG)
-    loaded = load_weights(path, MINI_CFG, trust_weights=True)
-    assert loaded.unpickled and "LOADED WITH FULL UNPICKLING (--trust-weights)" in loaded.summary()
+    resaved = tmp_path / "resaved.pth"  # what the message tells the user to do, where they trust the file
+    torch.save({"state_dict": torch.load(path, weights_only=False)["state_dict"]}, resaved)
+    loaded = load_weights(resaved, MINI_CFG)
+    torch.testing.assert_close(_loaded_features(loaded), mini_source.features, rtol=0, atol=1e-5)
 
 
 def references_checkpoint(source: Source, ema: bool) -> dict:
@@ -191,7 +193,7 @@ def test_a_torchvision_references_checkpoint_loads_its_model_without_full_unpick
     path = tmp_path / "checkpoint.pth"
     torch.save(references_checkpoint(resnet50_source, ema), path)
     loaded = load_weights(path, RESNET50_CFG)
-    assert (loaded.format, loaded.auto_detected, loaded.unpickled) == ("torchvision", True, False)
+    assert (loaded.format, loaded.auto_detected) == ("torchvision", True)  # read weights-only: no other path exists
     torch.testing.assert_close(_loaded_features(loaded), resnet50_source.features, rtol=0, atol=1e-5)
     copies = {"EMA copy": len(resnet50_source.trunk) + 2 + 1} if ema else {}  # + fc, n_averaged
     assert loaded.dropped == {"classifier": 2, **copies}
@@ -202,7 +204,7 @@ def test_an_allowed_namespace_does_not_let_a_payload_inside_it_run(tmp_path):
     path = tmp_path / "evil_args.pth"
     torch.save({"model": {"conv1.weight": torch.zeros(1)}, "optimizer": {}, "epoch": 0,
                 "args": argparse.Namespace(lr=0.1, hook=Payload(marker))}, path)
-    with pytest.raises(WeightsError, match=r"evil_args\.pth was not loaded: it refers to .*--trust-weights"):
+    with pytest.raises(WeightsError, match=r"evil_args\.pth was not loaded: it refers to .*re-save its tensors yourself"):
         load_weights(path, MINI_CFG)
     assert not marker.exists()
 
@@ -276,16 +278,18 @@ def test_a_cut_file_is_a_weights_error_saying_download_it_again(mini_source, nam
         load_weights(path, MINI_CFG)
 
 
-def test_a_whole_pickled_model_loads_only_when_trusted(tmp_path):
+def test_a_whole_pickled_model_is_refused_and_its_resaved_state_dict_loads(tmp_path):
     timm = pytest.importorskip("timm")
     torch.manual_seed(5)
     net = _randomise_batchnorm(timm.create_model("resnet10t", pretrained=False, num_classes=0))
     path = tmp_path / "model.pt"
     torch.save(net, path)  # torch.save(model): the module itself, not its state dict
     cfg = {"backbone": "timm:resnet10t", "in_channels": 3}
-    with pytest.raises(WeightsError, match=r"refers to timm\.models\.resnet\.ResNet.*--trust-weights"):
+    with pytest.raises(WeightsError, match=r"refers to timm\.models\.resnet\.ResNet.*re-save its tensors yourself"):
         load_weights(path, cfg)
-    loaded = load_weights(path, cfg, trust_weights=True)
-    assert loaded.format == "timm" and loaded.unpickled
+    resaved = tmp_path / "state.pth"  # model.state_dict(), as the message says
+    torch.save(torch.load(path, weights_only=False).state_dict(), resaved)
+    loaded = load_weights(resaved, cfg)
+    assert loaded.format == "timm"
     with torch.no_grad():
         torch.testing.assert_close(_loaded_features(loaded), net(_batch()), rtol=0, atol=1e-5)

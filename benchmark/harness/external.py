@@ -26,12 +26,10 @@ NAME_FIX = "pass --name with letters, digits, '_', '.' and '-' only"
 
 @dataclass(frozen=True)
 class WeightsOptions:
-    """How to read a weights file (the ``--weights-format``, ``--allow-missing-keys`` and
-    ``--trust-weights`` flags)."""
+    """How to read a weights file (the ``--weights-format`` and ``--allow-missing-keys`` flags)."""
 
     format: str = AUTO
     allow_missing_keys: bool = False
-    trust_weights: bool = False
 
 
 def external_weights(path: str | Path, name: str | None, cfg: RunConfig,
@@ -43,11 +41,9 @@ def external_weights(path: str | Path, name: str | None, cfg: RunConfig,
     label = safe_name(name if name is not None else path.stem, "--name (the weights' row name)",
                       NAME_FIX)
     loaded = load_weights(path, cfg.model, options.format,
-                          allow_missing_keys=options.allow_missing_keys,
-                          trust_weights=options.trust_weights)
+                          allow_missing_keys=options.allow_missing_keys)
     weights = ExternalWeights(path=str(path.resolve()), format=loaded.format, name=label,
-                              sha256=loaded.sha256, allow_missing_keys=options.allow_missing_keys,
-                              trust_weights=options.trust_weights)
+                              sha256=loaded.sha256, allow_missing_keys=options.allow_missing_keys)
     return weights, f"{label}: {path} (sha256 {loaded.sha256[:12]}): {loaded.summary()}"
 
 
@@ -137,8 +133,7 @@ def plan_weights_list(path: str | Path, cfgs: Sequence[RunConfig], tasks: str,
     weights, lines = [], []
     for entry, file in listed.found:
         each, line = external_weights(file, entry.key, cfgs[0],
-                                      WeightsOptions(entry.format, options.allow_missing_keys,
-                                                     options.trust_weights))
+                                      WeightsOptions(entry.format, options.allow_missing_keys))
         weights.append(each)
         lines.append(line)
     spec, jobs = plan_weights(cfgs, tasks, weights, overrides)

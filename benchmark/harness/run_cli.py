@@ -37,13 +37,10 @@ from methods.base import available_methods
 
 
 def add_weights_flags(p: argparse.ArgumentParser) -> None:
-    """``--allow-missing-keys`` and ``--trust-weights`` (``run --weights``, ``sweep --weights-list``)."""
+    """``--allow-missing-keys`` (``run --weights``, ``sweep --weights-list``)."""
     p.add_argument("--allow-missing-keys", action="store_true",
                    help="with weights files: load them even when trunk keys are missing (listed; "
                    "those stay at random init)")
-    p.add_argument("--trust-weights", action="store_true",
-                   help="with weights files: unpickle a file fully when it needs it (it can run "
-                   "code: only for files from a source you trust)")
 
 
 def add_run_parser(sub: argparse._SubParsersAction) -> None:
@@ -103,8 +100,7 @@ def _check_flags(args: argparse.Namespace) -> None:
                              "(evaluate a checkpoint); see `list --methods`")
         given = [flag for flag, on in (("--weights-format", args.weights_format != AUTO),
                                        ("--name", args.name is not None),
-                                       ("--allow-missing-keys", args.allow_missing_keys),
-                                       ("--trust-weights", args.trust_weights)) if on]
+                                       ("--allow-missing-keys", args.allow_missing_keys)) if on]
         if given:
             raise UsageError(f"{given[0]} only applies with --weights PATH; add --weights or drop it")
 
@@ -122,7 +118,7 @@ def _method_jobs(args: argparse.Namespace, paths: Paths) -> tuple[RunConfig, Any
 
 def _weights_jobs(args: argparse.Namespace) -> tuple[RunConfig, Any, list[Job], str]:
     cfg = resolve_run(args.profile, None, args.overrides, args.seed)
-    options = WeightsOptions(args.weights_format, args.allow_missing_keys, args.trust_weights)
+    options = WeightsOptions(args.weights_format, args.allow_missing_keys)
     weights, summary = external_weights(args.weights, args.name, cfg, options)
     print(summary, flush=True)
     spec, jobs = plan_weights([cfg], args.tasks, [weights], args.overrides)

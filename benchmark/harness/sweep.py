@@ -285,8 +285,7 @@ def _weights_sweep(args: argparse.Namespace, profile: Mapping[str, Any]) -> tupl
     overrides = [f"{key}={values[0]}" for key, values in grid]
     seeds = parse_seeds(args.seeds) if args.seeds else [profile["seed"]]
     cfgs = [resolve_run(args.profile, None, overrides, seed) for seed in seeds]
-    options = WeightsOptions(allow_missing_keys=args.allow_missing_keys,
-                             trust_weights=args.trust_weights)
+    options = WeightsOptions(allow_missing_keys=args.allow_missing_keys)
     spec, jobs, lines = plan_weights_list(args.weights_list, cfgs, args.tasks, options, overrides)
     print("\n".join(lines), flush=True)
     return spec, jobs, f"{len(spec.weights)} checkpoint(s) x {len(seeds)} seed(s)"

@@ -26,7 +26,6 @@ class ExternalWeights:
     name: str
     sha256: str
     allow_missing_keys: bool = False
-    trust_weights: bool = False
 
     def record_extra(self) -> dict[str, str]:
         """What each record's ``extra["weights"]`` says of the file."""
@@ -38,8 +37,7 @@ def load_external_backbone(weights: ExternalWeights, model_cfg: Mapping[str, Any
     """The trunk ``weights`` describes, loaded onto ``model_cfg``'s backbone (eval mode, CPU);
     a WeightsError when the file's bytes are no longer those planned (its sha256 changed)."""
     loaded = load_weights(weights.path, model_cfg, weights.format,
-                          allow_missing_keys=weights.allow_missing_keys,
-                          trust_weights=weights.trust_weights)
+                          allow_missing_keys=weights.allow_missing_keys)
     if loaded.sha256 != weights.sha256:
         raise WeightsError(weights.path, f"changed since the run was planned (sha256 "
                            f"{loaded.sha256[:12]}, planned {weights.sha256[:12]})", CHANGED_REMEDY)

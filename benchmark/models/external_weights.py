@@ -2,7 +2,7 @@
 
 ``load_weights(path, model_cfg)`` reads the file without running code (``weights_only=True``,
 which also rebuilds the ``argparse.Namespace`` of a training command line, or a ``.safetensors``
-file; full unpickling only with ``trust_weights``), tells its format by its keys (``fmt="auto"``),
+file; never full unpickling, which could run the file's code), tells its format by its keys (``fmt="auto"``),
 builds the backbone ``model_cfg`` names (a suite ``encoder.pt`` brings its own) and loads the
 trunk: every trunk parameter and buffer must be in the file and nothing unexpected may be,
 unless ``allow_missing_keys``. Heads, momentum copies and queues are dropped and counted.
@@ -37,8 +37,10 @@ LISTED_KEYS = 5  # how many missing/unexpected keys an error message names
 CHUNK_BYTES = 1 << 20
 SAFETENSORS = ".safetensors"
 UNREADABLE_REMEDY = "Check that it is a whole torch.save or .safetensors file (download it again if it was cut)"
-TRUST_REMEDY = ("If you trust where the file comes from, pass --trust-weights (trust_weights=True in "
-                "Python), which unpickles it fully")
+# the suite never unpickles a weights file fully (that could run its code): the user re-saves it
+RESAVE_REMEDY = ("If you trust where it comes from, re-save its tensors yourself where you trust it "
+                 "(torch.load(path, weights_only=False), then torch.save of the state dict: "
+                 "model.state_dict() for a whole pickled model) and pass that file")
 # Classes a weights file may hold besides tensors and plain values. argparse.Namespace: the
 # command line that torchvision's references/classification/train.py saves as ``args``. Rebuilding
 # one runs no code of the file's choosing (object.__new__, then its attributes set from values
@@ -60,7 +62,6 @@ class LoadedWeights:
     missing: tuple[str, ...]
     unexpected: tuple[str, ...]
     auto_detected: bool = False
-    unpickled: bool = False
     counters_filled: int = 0
 
     def summary(self) -> str:
@@ -75,8 +76,6 @@ class LoadedWeights:
             line += f"; {len(self.missing)} trunk keys MISSING, left at random init ({_listed(self.missing)})"
         if self.unexpected:
             line += f"; {len(self.unexpected)} unexpected keys ignored ({_listed(self.unexpected)})"
-        if self.unpickled:
-            line += "; LOADED WITH FULL UNPICKLING (--trust-weights): the file could run code"
         return line
 
 
@@ -100,27 +99,19 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_checkpoint(path: Path, trust_weights: bool = False) -> tuple[Any, bool]:
-    """The file's contents and whether full unpickling was needed: a ``.safetensors`` file (tensors
-    only), else ``torch.load(weights_only=True)`` (with :data:`SAFE_GLOBALS` allowed); a file that needs full unpickling raises a
-    WeightsError saying why and naming --trust-weights, unless ``trust_weights`` (then a whole
-    pickled model comes back as its state dict)."""
+def read_checkpoint(path: Path) -> Any:
+    """The file's contents, read without running code: a ``.safetensors`` file (tensors only), else
+    ``torch.load(weights_only=True)`` (with :data:`SAFE_GLOBALS` allowed); a file that would need
+    full unpickling raises a WeightsError saying why and how to re-save it."""
     if path.suffix == SAFETENSORS:
-        return _read_safetensors(path), False
+        return _read_safetensors(path)
     try:
         with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
-            return load_weights_only(path), False
+            return load_weights_only(path)
     except UnsafeFile as exc:
-        if not trust_weights:
-            raise WeightsError(path, exc.reason, TRUST_REMEDY) from None
+        raise WeightsError(path, exc.reason, RESAVE_REMEDY) from None
     except CorruptFile as exc:
         raise WeightsError(path, exc.reason, UNREADABLE_REMEDY) from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001  (unpickling runs the file's code: any error may come out)
-        raise WeightsError(path, f"could not be unpickled ({type(exc).__name__}: {exc})",
-                           "Install what it needs (often the training code's packages) or re-save its state dict") from None
-    return (obj.state_dict() if isinstance(obj, nn.Module) else obj), True  # a whole pickled model
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -151,21 +142,21 @@ def _check_shapes(path: Path, found: Mapping[str, torch.Tensor], expected: Mappi
 
 
 def load_weights(path: str | Path, model_cfg: Mapping[str, Any], fmt: str = AUTO, *,
-                 allow_missing_keys: bool = False, trust_weights: bool = False) -> LoadedWeights:
+                 allow_missing_keys: bool = False) -> LoadedWeights:
     """The checkpoint at ``path`` in format ``fmt`` (``auto``: told by its keys) loaded into the
     backbone ``model_cfg`` describes (a ``suite`` file: the one its config describes), eval mode, CPU.
 
     Raises :class:`WeightsError` (a user error naming the file and the fix) for a missing file,
     an unknown format, trunk keys missing from the file or unexpected in it (unless
-    ``allow_missing_keys``: then listed in the result), wrong shapes, or a file that needs full
-    unpickling (unless ``trust_weights``).
+    ``allow_missing_keys``: then listed in the result), wrong shapes, or a file that would need
+    full unpickling (never done: it could run the file's code).
     """
     path = Path(path)
     if fmt != AUTO and fmt not in READERS:
         raise WeightsError(path, f"cannot be read as format {fmt!r}", f"Use one of {AUTO}, {', '.join(WEIGHT_FORMATS)}")
     if not path.is_file():
         raise WeightsError(path, "is not a file", "Pass the path of a checkpoint file")
-    obj, unpickled = read_checkpoint(path, trust_weights)
+    obj = read_checkpoint(path)
     chosen = detect_format(obj, path, str(required(model_cfg, "backbone", "model"))) if fmt == AUTO else fmt
     if chosen == "suite":
         model_cfg = suite_model_cfg(obj, path)
@@ -185,5 +176,5 @@ def load_weights(path: str | Path, model_cfg: Mapping[str, Any], fmt: str = AUTO
     _check_shapes(path, found, expected)
     backbone.load_state_dict({key: value for key, value in found.items() if key in expected}, strict=False)
     return LoadedWeights(backbone.eval(), chosen, file_sha256(path), dict(model_cfg), dict(split.dropped),
-                         missing, unexpected, auto_detected=fmt == AUTO, unpickled=unpickled,
+                         missing, unexpected, auto_detected=fmt == AUTO,
                          counters_filled=filled)
