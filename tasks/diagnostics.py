@@ -28,7 +28,14 @@ from benchmark.data.augment import train_transform
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import limited_split, task_settings
 from tasks.diagnostic_measures import DIAGNOSTIC_METRICS, diagnose
-from tasks.features import EMBEDDING, LAYER, context_features, extract_features, resolve_layers
+from tasks.features import (
+    EMBEDDING,
+    LAYER,
+    context_features,
+    feature_batches,
+    gather_features,
+    resolve_layers,
+)
 
 
 @register
@@ -76,8 +83,8 @@ class DiagnosticsTask(Task):
         recipe = s["augment"] if s["augment"] is not None else ctx.config.data["augment"]
         draw = limited_split(ctx, dataset, split, train_transform(recipe), int(s["align_images"]))
         torch.manual_seed(ctx.seed)  # the two passes draw different, reproducible augmentations
-        (view1,), _ = extract_features(backbone, draw, [layer], ctx.device, head=head)
-        (view2,), _ = extract_features(backbone, draw, [layer], ctx.device, head=head)
+        (view1,), _ = gather_features(feature_batches(backbone, draw, [layer], ctx.device, head=head))
+        (view2,), _ = gather_features(feature_batches(backbone, draw, [layer], ctx.device, head=head))
         collapse = {"collapse_cosine": float(s["collapse_cosine"]), "collapse_rank": float(s["collapse_rank"])}
         values = diagnose(feats[layer.name].float(), labels, view1, view2, int(s["neighbours"]), **collapse)
         extra = {"layer": layer.name, "images": len(labels), "align_images": len(view1),

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -184,21 +184,14 @@ def feature_batches(
         yield [vec.to("cpu", dtype) for vec in vectors], torch.as_tensor(targets)
 
 
-def extract_features(
-    backbone: torch.nn.Module,
-    dataset: Dataset,
-    layers: Sequence[FeatureLayer],
-    device: torch.device | str,
-    batch_size: int = 256,
-    num_workers: int = 0,
-    dtype: torch.dtype = torch.float32,
-    head: torch.nn.Module | None = None,
+def gather_features(
+    batches: Iterable[tuple[list[torch.Tensor], torch.Tensor]],
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """:func:`feature_batches` gathered in memory: one (N, D) CPU tensor per layer + labels."""
-    outputs: list[list[torch.Tensor]] = [[] for _ in layers]
+    outputs: list[list[torch.Tensor]] = []
     labels = []
-    for vectors, targets in feature_batches(backbone, dataset, layers, device, batch_size, num_workers,
-                                            dtype, head):
+    for vectors, targets in batches:
+        outputs = outputs or [[] for _ in vectors]
         for out, vec in zip(outputs, vectors):
             out.append(vec)
         labels.append(targets)

@@ -28,7 +28,8 @@ from tasks.features import (
     FeatureLayer,
     check_layers,
     context_features,
-    extract_features,
+    feature_batches,
+    gather_features,
     layer_vectors,
     resolve_layers,
 )
@@ -160,7 +161,7 @@ class VOC07BCETask(VOC07Task):
         flipped = T.Compose([T.RandomHorizontalFlip(), eval_transform(dataset, s)])
         test = load_split(ctx, dataset, s["test_split"], flipped)
         torch.manual_seed(ctx.seed)  # the test flips
-        (test_x,), test_t = extract_features(backbone, test, [layer], ctx.device,
-                                             TEST_BATCH, workers)
+        (test_x,), test_t = gather_features(feature_batches(backbone, test, [layer], ctx.device,
+                                                             TEST_BATCH, workers))
         with torch.no_grad():
             return head(test_x.to(ctx.device).float()).cpu(), test_t

@@ -19,7 +19,14 @@ from benchmark.core.config import resolve
 from benchmark.core.errors import explain_failure
 from benchmark.models import build_backbone
 from tasks import feature_cache
-from tasks.features import FeatureLayer, cached_features, extract_features, layer_vectors, resolve_layers
+from tasks.features import (
+    FeatureLayer,
+    cached_features,
+    feature_batches,
+    gather_features,
+    layer_vectors,
+    resolve_layers,
+)
 
 
 def _data(n: int = 10) -> TensorDataset:
@@ -54,7 +61,7 @@ def test_extraction_shapes_and_pooling_match_torch():
     backbone = TinyBackbone().eval()
     data = _data()
     layers = [FeatureLayer.parse(t) for t in ("pooled", "stem@2", "layer1.0@3/3/0")]
-    feats, labels = extract_features(backbone, data, layers, "cpu", batch_size=4)
+    feats, labels = gather_features(feature_batches(backbone, data, layers, "cpu", batch_size=4))
     x = data.tensors[0]
     with torch.no_grad():
         blocks = backbone.forward_blocks(x)
@@ -66,7 +73,7 @@ def test_extraction_shapes_and_pooling_match_torch():
 
 def test_unknown_block_names_the_valid_ones():
     with pytest.raises(ValueError, match="layer9.*stem"):
-        extract_features(TinyBackbone(), _data(), [FeatureLayer("layer9")], "cpu")
+        gather_features(feature_batches(TinyBackbone(), _data(), [FeatureLayer("layer9")], "cpu"))
 
 
 def test_cache_reuses_files_and_keys_on_transform_layer_encoder(tmp_path):
@@ -139,7 +146,7 @@ def test_cache_is_written_in_shards_and_read_memory_mapped(tmp_path, monkeypatch
     layers = [FeatureLayer(None), FeatureLayer.parse("stem@2")]
     feats, labels = _features(tmp_path, data, layers)
     torch.manual_seed(0)
-    expected, expected_labels = extract_features(TinyBackbone().eval(), data, layers, "cpu")
+    expected, expected_labels = gather_features(feature_batches(TinyBackbone().eval(), data, layers, "cpu"))
     assert torch.equal(feats["pooled"], expected[0]) and torch.equal(feats["stem@2"], expected[1])
     assert torch.equal(labels, expected_labels)
     folder = next(tmp_path.rglob("pooled-*.shards")) / "float32"
@@ -156,7 +163,8 @@ def test_half_precision_caches_round_trip(tmp_path, dtype):
     feats, _ = _features(tmp_path, data, [FeatureLayer(None)], dtype)
     again, _ = _features(tmp_path, _counting(10, kill_at=0), [FeatureLayer(None)], dtype)  # read, not run
     torch.manual_seed(0)
-    (expected,), _ = extract_features(TinyBackbone().eval(), data, [FeatureLayer(None)], "cpu", dtype=dtype)
+    (expected,), _ = gather_features(feature_batches(TinyBackbone().eval(), data, [FeatureLayer(None)], "cpu",
+                                                     dtype=dtype))
     assert feats["pooled"].dtype == dtype and torch.equal(again["pooled"], expected)
 
 

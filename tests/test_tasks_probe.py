@@ -26,7 +26,7 @@ from benchmark.data import get_dataset
 from benchmark.data.augment import CIFAR_MEAN, CIFAR_STD
 from benchmark.models import build_backbone
 from tasks.base import available_tasks, get_task
-from tasks.features import extract_features, resolve_layers
+from tasks.features import feature_batches, gather_features, resolve_layers
 from tasks.probe import ProbeSchedule, make_head, train_heads, train_probe
 from tasks.probe_sources import CachedFeatures, FeatureRows, FrozenTrunk
 from tasks.progress import TaskProgress
@@ -147,8 +147,8 @@ def test_online_probe_without_augmentation_trains_the_cached_heads():
     data = get_dataset("digits")
     train = torch.utils.data.Subset(data.build(REPO, "train", eval_transform("digits")), range(200))
     test = torch.utils.data.Subset(data.build(REPO, "test", eval_transform("digits")), range(100))
-    train_f, train_y = extract_features(backbone, train, layers, "cpu", batch_size=64)
-    test_f, test_y = extract_features(backbone, test, layers, "cpu", batch_size=64)
+    train_f, train_y = gather_features(feature_batches(backbone, train, layers, "cpu", batch_size=64))
+    test_f, test_y = gather_features(feature_batches(backbone, test, layers, "cpu", batch_size=64))
     cached = CachedFeatures(FeatureRows(train_f, train_y), {"test": FeatureRows(test_f, test_y)}, "cpu")
     online = FrozenTrunk(backbone, layers, train, {"test": test}, "cpu", seed=0)
     schedule = ProbeSchedule(epochs=2, lr=0.0, batch_size=32, milestones=(1,))
