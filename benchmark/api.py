@@ -29,7 +29,7 @@ from benchmark.core.config import ConfigError, RunConfig, available_profiles, lo
 from benchmark.core.fields import safe_name
 from benchmark.core.runtime import configure_threads, resolve_device, seed_everything
 from benchmark.core.store import ResultRecord
-from benchmark.data import get_dataset, resolve_data_root
+from benchmark.data import dataset_problems, resolve_data_root
 from benchmark.harness.jobs import task_records
 from benchmark.harness.plan import plan_external, select_tasks
 from benchmark.harness.schema import resolve_run
@@ -110,12 +110,9 @@ def evaluate(encoder: nn.Module, task: str = "knn", profile: str = "mini", *,
     select_tasks(cfg, task, backbone=encoder)  # configured, and its settings fit this encoder
     runner = get_task(task)
     root = resolve_data_root(data_root)
-    for dataset in runner.datasets(checked_settings(runner, cfg.tasks[task], task)):
-        problems = get_dataset(dataset).check(root)
-        if problems:
-            raise ConfigError(f"dataset {dataset} ({'; '.join(problems)}) under "
-                              f"{get_dataset(dataset).location(root)}; get it: "
-                              f"{get_dataset(dataset).how_to_get}, or pass data_root=")
+    missing = dataset_problems(runner.datasets(checked_settings(runner, cfg.tasks[task], task)), root)
+    if missing:
+        raise ConfigError(f"dataset {'; dataset '.join(missing)}; or pass data_root=")
     fingerprint = module_sha256(encoder)
     weights = ExternalWeights(path="", format=MODULE_FORMAT, name=safe_name(name, "name"),
                               sha256=fingerprint)

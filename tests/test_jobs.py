@@ -10,6 +10,7 @@ from benchmark.core import provenance
 from benchmark.core.config import resolve
 from benchmark.core.store import ResultStore
 from benchmark.harness.completion import result_is_current
+from benchmark.harness.jobs import OutcomeStatus, Paths, run_task_job
 from benchmark.harness.plan import plan_run
 
 
@@ -34,3 +35,13 @@ def test_result_is_current_only_for_the_encoder_it_was_computed_from(tmp_path: P
                [make_record(job_id=random.job_id, encoder="random", checkpoint_hash=None)])
     assert result_is_current(random, store)
     assert not result_is_current(replace(random, job_id="other"), store)
+
+
+def test_a_task_whose_dataset_is_missing_records_a_skip_naming_where_and_how_to_get_it(tmp_path: Path):
+    _, _, random, _ = plan_run(resolve("mini", "invp"), ["knn"], tmp_path / "runs")
+    paths = Paths(results=tmp_path / "results", runs=tmp_path / "runs", data_root=tmp_path / "no-data")
+    outcome = run_task_job(random, paths)
+    assert outcome.status == OutcomeStatus.SKIPPED
+    (skip,) = paths.store("mini").skips()
+    assert skip["reason"].startswith("dataset missing: fashion_mnist: ")
+    assert str(tmp_path / "no-data") in skip["reason"] and "(get it: " in skip["reason"]

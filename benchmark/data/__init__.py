@@ -15,6 +15,7 @@ from benchmark.data.registry import (  # noqa: F401
     DatasetMissing,
     DatasetSpec,
     available_datasets,
+    dataset_problems,
     get_dataset,
     resolve_data_root,
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from torch.utils.data import Dataset
 
@@ -94,3 +94,16 @@ def available_datasets() -> dict[str, DatasetSpec]:
 def get_dataset(name: str) -> DatasetSpec:
     """The spec registered as ``name``; unknown names list the valid ones."""
     return DATASETS.get(name)
+
+
+def dataset_problems(names: Iterable[str], root: Path) -> list[str]:
+    """One message per dataset of ``names`` that is missing or damaged under ``root``: its
+    problems, where it was looked for and how to get it (empty when every one is there)."""
+    messages = []
+    for name in names:
+        spec = get_dataset(name)
+        problems = spec.check(root)
+        if problems:
+            messages.append(f"{name}: {', '.join(problems)} under {spec.location(root)} "
+                            f"(get it: {spec.how_to_get})")
+    return messages

@@ -22,7 +22,7 @@ from benchmark.core.fields import safe_name
 from benchmark.core.runtime import configure_threads, seed_everything
 from benchmark.core.stop_request import clear_stop_request, preemption_signals
 from benchmark.core.store import ResultRecord, ResultStore
-from benchmark.data import get_dataset
+from benchmark.data import dataset_problems
 from benchmark.engine.pretrain import pretrain_unless_done
 from benchmark.harness.completion import encoder_path, result_is_current
 from benchmark.harness.job_request import job_request
@@ -180,15 +180,9 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
                 **({"weights": job.weights.record_extra()} if job.weights is not None else {})}
     settings = cfg.tasks[job.task]
     dist = _process_group(job.task, task.max_processes_for(settings), str(cfg.device))
-    missing = {name: get_dataset(name).check(paths.data_root) for name in task.datasets(settings)}
-    missing = {name: problems for name, problems in missing.items() if problems}
+    missing = dataset_problems(task.datasets(settings), paths.data_root)
     if missing:
-        details = "; ".join(
-            f"{name}: {', '.join(p)} under {get_dataset(name).location(paths.data_root)} "
-            f"(get it: {get_dataset(name).how_to_get})"
-            for name, p in missing.items()
-        )
-        return _skip(store, job, job_meta, f"dataset missing: {details}", dist.is_main)
+        return _skip(store, job, job_meta, f"dataset missing: {'; '.join(missing)}", dist.is_main)
     checkpoint, checkpoint_hash = None, None
     if job.encoder == "pretrained":
         checkpoint = encoder_path(job.pretrain_dir)
