@@ -180,6 +180,6 @@ class VOC07LBFGSTask(TransferLinearTask):
     summary = "SimCLR L-BFGS logistic regression per class on VOC07, 11-point mAP"
     paper_table = "Table 1"
     paper_column = "VOC07"
-    metrics = ("voc11_map",)
+    metrics = ("voc11_map", "voc11_map_pr")
     protocol = "SimCLR B.8.1 (docs/protocols.md §SimCLR logistic probe): C on VOC val, refit on trainval, 11-point mAP"
     defaults = {**TransferLinearTask.defaults, "datasets": [DATASET]}

@@ -96,7 +96,7 @@ def test_transfer_stopped_after_two_grid_points_resumes_at_the_third(tmp_path, m
     uninterrupted = get_task("transfer").run(make_context(tmp_path / "a", "transfer", TRANSFER))
     ctx = replace(make_context(tmp_path / "b", "transfer", TRANSFER),
                   progress_dir=tmp_path / "progress", progress_every_s=1e9)
-    scored, original_score = [], transfer_module.transfer_score
+    scored, original_score = [], transfer_module.transfer_scores
 
     def score_then_stop(*args):
         scored.append(1)
@@ -104,7 +104,7 @@ def test_transfer_stopped_after_two_grid_points_resumes_at_the_third(tmp_path, m
             request_stop()  # the stop arrives as point 2 is scored: point 3's first step stops
         return original_score(*args)
 
-    monkeypatch.setattr(transfer_module, "transfer_score", score_then_stop)
+    monkeypatch.setattr(transfer_module, "transfer_scores", score_then_stop)
     with pytest.raises(Preempted, match="fine-tune step 1 of 12"):
         get_task("transfer").run(ctx)
     clear_stop_request()

@@ -10,6 +10,7 @@ from tasks_support import PixelBackbone, make_context
 from tasks.base import available_tasks, get_task
 from tasks.common import class_balanced_subset
 from tasks.errors import TaskNotApplicable
+from tasks.transfer import transfer_scores
 
 CHANCE = 0.1
 
@@ -108,6 +109,19 @@ def test_transfer_grid_selects_on_val_then_tests_once(tmp_path):
     assert test["top1"].extra["lr"] == 0.1  # 150 steps at lr 1e-3 barely move
     assert val["top1"].value == test["top1"].extra["val"]
     assert test["top1"].value > 3 * CHANCE
+
+
+def test_voc_transfer_scores_both_11_point_variants_by_hand():
+    # class 0 ranks -, +, difficult (a negative here): devkit 0.5, PR curve 6/11
+    # (tests/test_tasks_metrics.py); class 1 ranks +, -, +: both (6 + 5 * 2/3) / 11
+    scores = torch.tensor([[0.9, 0.9], [0.8, 0.8], [0.7, 0.7]])
+    targets = torch.tensor([[-1, 1], [1, -1], [0, 1]])
+    both = (6 + 5 * 2 / 3) / 11
+    scored = transfer_scores("voc11_map", scores, targets, 2)
+    assert list(scored) == ["voc11_map", "voc11_map_pr"]  # the first is the one the grid selects on
+    assert scored["voc11_map"] == pytest.approx((0.5 + both) / 2)
+    assert scored["voc11_map_pr"] == pytest.approx((6 / 11 + both) / 2)
+    assert list(transfer_scores("top1", scores, torch.tensor([0, 1, 0]), 2)) == ["top1"]
 
 
 def test_transfer_linear_sweeps_c_and_refits(tmp_path):
