@@ -112,6 +112,9 @@ class Task(ABC):
     paper_table: ClassVar[str | None] = None  # e.g. "Table 1"; None for mini-only tasks
     paper_column: ClassVar[str | None] = None
     metrics: ClassVar[tuple[str, ...]] = ()
+    # what the metrics' values are: "fraction" (in [0, 1]; reports show x100), "percent" (shown as
+    # they are) or "native" (their own units, e.g. RankMe or a cosine; shown as they are)
+    metric_units: ClassVar[str] = "fraction"
     # a setting whose value (from each record's ``extra``) the report's column header shows
     label_setting: ClassVar[str | None] = None
     protocol: ClassVar[str] = ""

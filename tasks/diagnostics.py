@@ -47,6 +47,7 @@ class DiagnosticsTask(Task):
     resource_kind = "cached_features"
     summary = "representation diagnostics on the held-out split: alignment, uniformity, RankMe, cosines, collapse"
     metrics = DIAGNOSTIC_METRICS
+    metric_units = "native"
     label_setting = "layer"
     protocol = ("Wang & Isola 2020 alignment (alpha 2) and uniformity (t 2); Garrido et al. 2023 RankMe; "
                 "InvP §4.3 nearest same-/different-class similarity")

@@ -15,8 +15,9 @@ TASKS = {  # as the registered tasks declare them
     "semisup": TaskInfo("Table 2", "1% / 10% labels (top-5)",
                         ("top1_1pct", "top5_1pct", "top1_10pct", "top5_10pct")),
     "transfer": TaskInfo("Table 3", "CIFAR10 / CIFAR100 / VOC07 / Caltech101 / Cars / Pets / Flowers",
-                         ("top1", "mean_per_class", "voc11_map")),
-    "detection": TaskInfo("Table 4", "VOC07+12 detection", ("AP", "AP50", "AP75")),
+                         ("top1", "mean_per_class", "voc11_map", "voc11_map_pr")),
+    "detection": TaskInfo("Table 4", "VOC07+12 detection", ("AP", "AP50", "AP75"),
+                          metric_units="percent"),
     "voc07_lbfgs": TaskInfo("Table 1", "VOC07", ("voc11_map", "voc11_map_pr")),
     "knn": TaskInfo(None, None, ("top1", "top5")),
 }

@@ -46,3 +46,21 @@ def test_an_unknown_format_is_a_usage_error(results: Path, tmp_path: Path, capsy
         main(["report", "--results", str(results), "--format", "xlsx"])
     assert stop.value.code == 2
     assert "argument --format: invalid choice: 'xlsx'" in capsys.readouterr().err
+
+
+def test_values_keep_their_task_units(tmp_path: Path) -> None:
+    # linear top-1 is a fraction (x100); a cosine and RankMe are diagnostics in their own units
+    # (never x100, though 0.99 is in [0, 1]); detection AP is recorded in percent already
+    save(tmp_path / "results" / "mini", [
+        record(value=0.61, **MINI),
+        record(value=0.99, task="diagnostics", metric="mean_cosine", **MINI),
+        record(value=0.5, task="diagnostics", metric="rankme", job_id="diag-rank", **MINI),
+        record(value=20.0, task="detection", metric="AP", **{**MINI, "dataset": "mini_det"}),
+    ])
+    assert main(["report", "--results", str(tmp_path / "results"), "--out", str(tmp_path / "out"),
+                 "--format", "csv"]) == 0
+    table = pd.read_csv(tmp_path / "out" / "mini.csv").set_index(["task", "metric"])["mean"]
+    assert table[("linear", "top1")] == pytest.approx(61.0)
+    assert table[("diagnostics", "mean_cosine")] == pytest.approx(0.99)
+    assert table[("diagnostics", "rankme")] == pytest.approx(0.5)
+    assert table[("detection", "AP")] == pytest.approx(20.0)

@@ -20,9 +20,9 @@ DIRTY_MARK, FEW_SEEDS_MARK, TOLERANCE_MARK = "†", "‡", "⚠"
 NOT_RUN = "not run"
 NOT_IN_SUITE = "—"
 DEFAULT_EXPECTED_SEEDS = 3
-# Metrics tasks already report in percent (tasks/detection/voc_eval.py); every other metric in
-# [0, 1] is a fraction and is shown x100.
-PERCENT_METRICS = ("AP", "AP50", "AP75")
+# A task's metrics are shown x100 when its ``metric_units`` are "fraction" (tasks/base.py Task) and
+# as they are when "percent" or "native"; a task unknown here: x100 when every value is in [0, 1].
+AS_RECORDED_UNITS = ("percent", "native")
 FEW_CLASSES = 50  # below it a stand-in reports top-1 where the paper reports top-5
 TOP1, TOP5 = "top1", "top5"
 
@@ -35,12 +35,14 @@ class TaskInfo:
     paper_column: str | None
     metrics: tuple[str, ...]
     label_setting: str | None = None  # shown in the column header, e.g. the kNN task's layer
+    metric_units: str = "fraction"  # Task.metric_units: fraction (shown x100) | percent | native
 
 
 def registry_task_info() -> dict[str, TaskInfo]:
     """TaskInfo of every registered task."""
     return {
-        name: TaskInfo(cls.paper_table, cls.paper_column, tuple(cls.metrics), cls.label_setting)
+        name: TaskInfo(cls.paper_table, cls.paper_column, tuple(cls.metrics), cls.label_setting,
+                       cls.metric_units)
         for name, cls in available_tasks().items()
     }
 
@@ -109,10 +111,17 @@ def records_frame(
     frame[["row_head", "row_epochs", "row_backbone"]] = [row_attributes(s) for s in frame["setup"]]
     frame = frame.drop(columns="row_key", errors="ignore")
     frame["column"] = [_column_label(rec, tasks) for rec in frame.to_dict("records")]
-    frame["scale"] = frame.groupby("metric")["value"].transform(
-        lambda v: 1.0 if v.name in PERCENT_METRICS or v.abs().max() > 1.0 else 100.0
+    frame["scale"] = frame.groupby(["task", "metric"])["value"].transform(
+        lambda v: _scale(tasks.get(v.name[0]), v)
     )
     return frame
+
+
+def _scale(info: TaskInfo | None, values: pd.Series) -> float:
+    """The factor that puts one (task, metric)'s values in report units."""
+    if info is not None:
+        return 1.0 if info.metric_units in AS_RECORDED_UNITS else 100.0
+    return 1.0 if values.abs().max() > 1.0 else 100.0
 
 
 def _class_count(dataset: str) -> int | None:

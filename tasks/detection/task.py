@@ -59,6 +59,7 @@ class DetectionTask(Task):
     paper_table = "Table 4"
     paper_column = "VOC07+12 detection"
     metrics = ("AP", "AP50", "AP75")
+    metric_units = "percent"  # COCO-style AP as detectron2 prints it (tasks/detection/voc_eval.py)
     protocol = "docs/protocols.md §MoCo recipe (MoCo's detectron2 VOC recipe on torchvision's FasterRCNN)"
     defaults = DEFAULTS
     settings_fields = {
