@@ -125,6 +125,9 @@ class Task(ABC):
     # processes (one per GPU) a job of this task can use; a task that runs DDP raises it
     # (EVERY_GPU: all of its job's); its job then runs one process per GPU, only rank 0 stores
     max_processes: ClassVar[int] = 1
+    # the task trains the encoder's weights (fine-tuning): on the raw-pixels encoder, which has
+    # none, its job only records a skip, so planning asks one GPU at most for it
+    fine_tunes: ClassVar[bool] = False
 
     @classmethod
     def resource_kind_for(cls, settings: Mapping[str, Any]) -> str:

@@ -86,6 +86,7 @@ class SemiSupervisedTask(Task):
     name = "semisup"
     resource_kind = "finetune"
     max_processes = EVERY_GPU  # fine_tune shards every batch over the job's GPUs (DDP)
+    fine_tunes = True
     summary = "fine-tune the whole network on 1 % / 10 % of the labels, top-1/top-5"
     paper_table = "Table 2"
     paper_column = "1% / 10% labels (top-5)"

@@ -151,6 +151,7 @@ class TransferFinetuneTask(TransferTaskBase):
     name = "transfer"
     resource_kind = "finetune"
     max_processes = EVERY_GPU  # fine_tune shards every batch over the job's GPUs (DDP)
+    fine_tunes = True
     summary = "fine-tune to 7 datasets with the (lr, wd) grid, select on val, retrain, test once"
     protocol = "SimCLR/Kornblith fine-tune (docs/protocols.md §Transfer fine-tuning): lr x wd grid, wd/lr, retrain on train+val"
     defaults = {

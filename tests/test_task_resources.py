@@ -73,7 +73,12 @@ def test_the_imagenet_dry_run_sizes_every_task_on_its_own(capsys, tmp_path):
         assert "gpus=4 " in request[label] and "tasks/node=4 " in request[label], label
     assert "gpus=8 " in request["detection#0 [invp]"] and "tasks/node=8 " in request["detection#0 [invp]"]
     assert "gpus=1 " in request["voc07_bce [invp]"] and "tasks/node=1 " in request["voc07_bce [invp]"]
-    assert not any("capped" in line for line in request.values())
+    # raw pixels have nothing to fine-tune: those jobs only record a skip, on one GPU
+    for label in ("semisup [pixels]", "transfer:cifar10 [pixels]", "detection#0 [pixels]"):
+        assert "gpus=1 " in request[label] and "tasks/node=1 " in request[label], label
+        assert f"(raw pixels: {re.split(r'[#:]', label)[0].split()[0]} records a skip)" in request[label]
+    assert "gpus=4 " in request["linear [pixels]"]  # a probe of pixels still runs
+    assert not any("capped" in line for label, line in request.items() if "[pixels]" not in label)
     assert all("nodes=1 " in line for line in request.values())
     assert "data.num_workers 10->9 (cpus/task - 1)" in request["knn [invp]"]
 

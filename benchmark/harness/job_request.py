@@ -5,7 +5,8 @@ sized by its task's resource kind (``Task.resource_kind_for``, sized by the prof
 ``launcher.task_kinds``), but never asks for more GPUs than its task can use: a task runs
 ``Task.max_processes_for`` processes (one per GPU: all of the job's for the online probes,
 semisup, transfer and detection, which run DDP; one for the others), so a kind's GPU count above that is
-capped, and the dry run says so. A job of several GPUs runs one process per GPU
+capped, and the dry run says so; a fine-tuning task (``Task.fine_tunes``) on the raw-pixels encoder,
+which only records its skip, asks one GPU at most. A job of several GPUs runs one process per GPU
 (``tasks_per_node``). Its data-loader workers (per process) are the profile's
 ``data.num_workers``, at most its CPUs per process less the one that runs the task.
 """
@@ -55,10 +56,16 @@ def job_request(job: Job, flags: Mapping[str, Any] | None = None) -> JobRequest:
     most = task.max_processes_for(settings)
     notes = [f"kind={kind}"]
     resources = asked
-    if asked.gpus_per_node > most:
-        resources = replace(asked, gpus_per_node=most)
+    if job.encoder == "pixels" and task.fine_tunes:
+        most = 1  # nothing to fine-tune: the job records the task's skip
+        if asked.gpus_per_node > most:
+            notes.append(f"gpus capped {asked.gpus_per_node}->{most} (raw pixels: {job.task} "
+                         "records a skip)")
+    elif asked.gpus_per_node > most:
         notes.append(f"gpus capped {asked.gpus_per_node}->{most} ({job.task} runs "
                      f"{most} process{'es' if most > 1 else ''})")
+    if asked.gpus_per_node > most:
+        resources = replace(asked, gpus_per_node=most)
     task_workers = task_num_workers(workers, resources.cpus_per_task)
     if task_workers != workers:
         notes.append(f"data.num_workers {workers}->{task_workers} (cpus/task - 1)")

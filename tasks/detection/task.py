@@ -55,6 +55,7 @@ class DetectionTask(Task):
     name = "detection"
     resource_kind = "detection"
     max_processes = EVERY_GPU  # train_detector shares every batch over the job's GPUs (DDP)
+    fine_tunes = True
     summary = "Faster R-CNN C4 fine-tuned from the encoder; VOC07 AP, AP50, AP75 (detectron2 definitions)"
     paper_table = "Table 4"
     paper_column = "VOC07+12 detection"
