@@ -16,9 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import tempfile
-import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +25,10 @@ from torch import nn
 
 from benchmark.core.config import ConfigError, RunConfig, available_profiles, load_profile
 from benchmark.core.fields import safe_name
-from benchmark.core.runtime import configure_threads, resolve_device, seed_everything
+from benchmark.core.runtime import resolve_device
 from benchmark.core.store import ResultRecord
 from benchmark.data import dataset_problems, resolve_data_root
-from benchmark.harness.jobs import task_records
+from benchmark.harness.jobs import measure_task
 from benchmark.harness.plan import plan_external, select_tasks
 from benchmark.harness.schema import resolve_run
 from benchmark.models.external_encoder import EXTERNAL, ExternalWeights
@@ -124,14 +122,8 @@ def evaluate(encoder: nn.Module, task: str = "knn", profile: str = "mini", *,
 
 def _run_unit(job: Any, encoder: nn.Module, data_root: Path, cache_dir: Path) -> list[ResultRecord]:
     cfg = job.run_config
-    configure_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
     handle = ModuleEncoder(EXTERNAL, cfg, None, job.weights.sha256, job.weights, module=encoder)
-    ctx = TaskContext(config=cfg, encoder=handle, data_root=data_root, device=device,
-                      seed=cfg.seed, cache_dir=cache_dir, task_name=job.task)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    t0 = time.perf_counter()
-    measurements = get_task(job.task).run(ctx)
-    return task_records(job, cfg, measurements, job.weights.sha256, device,
-                        time.perf_counter() - t0, started)
+    ctx = TaskContext(config=cfg, encoder=handle, data_root=data_root,
+                      device=resolve_device(cfg.device), seed=cfg.seed, cache_dir=cache_dir,
+                      task_name=job.task)
+    return measure_task(job, ctx, job.weights.sha256)

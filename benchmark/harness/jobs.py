@@ -159,6 +159,20 @@ def _process_group(task_name: str, most: int, device: str) -> DistContext:
     return init_distributed(device)
 
 
+def measure_task(job: Job, ctx: TaskContext, checkpoint_hash: str | None,
+                 world_size: int = 1) -> list[ResultRecord]:
+    """Run ``job``'s task in ``ctx`` (threads and seeds set from its config first) and return the
+    records of its measurements, timed (``task_records``). Raises what the task raises."""
+    cfg = ctx.config
+    configure_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    measurements = get_task(job.task).run(ctx)
+    return task_records(job, cfg, measurements, checkpoint_hash, ctx.device,
+                        time.perf_counter() - t0, started, world_size)
+
+
 def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
     """Run one task on one encoder and store its records atomically (skip if already stored).
     The task runs within its job's request (``job_request``): its memory is the task's budget,
@@ -192,8 +206,6 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
         checkpoint_hash = provenance.file_hash(checkpoint)
     elif job.weights is not None:
         checkpoint_hash = job.weights.sha256
-    configure_threads(cfg.threads)
-    seed_everything(cfg.seed)
     ctx = TaskContext(
         config=cfg,
         encoder=EncoderHandle(job.encoder, cfg, checkpoint, checkpoint_hash, job.weights),
@@ -206,11 +218,9 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
         memory_budget_gb=request.resources.mem_gb,
         task_name=job.task,
     )
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    t0 = time.perf_counter()
     try:
         with preemption_signals():  # a stop request checkpoints the task's progress and raises
-            measurements = task.run(ctx)
+            records = measure_task(job, ctx, checkpoint_hash, dist.world_size)
     except TaskNotApplicable as exc:
         return _skip(store, job, job_meta, f"not applicable: {exc}", dist.is_main)
     finally:
@@ -218,8 +228,6 @@ def run_task_job(job: Job, paths: Paths, force: bool = False) -> Outcome:
     if not dist.is_main:
         return Outcome(job.job_id, job.label, OutcomeStatus.DONE,
                        f"rank {dist.rank} of {dist.world_size}: rank 0 stores the records")
-    records = task_records(job, cfg, measurements, checkpoint_hash, dist.device,
-                           time.perf_counter() - t0, started, dist.world_size)
     path = store.save(job_meta, records)
     shutil.rmtree(paths.progress(job.job_id), ignore_errors=True)  # its records are stored
     return Outcome(job.job_id, job.label, OutcomeStatus.DONE, str(path))
