@@ -265,3 +265,16 @@ def test_cifar_batches_are_compared_with_torchvision_s_md5s(tmp_path):
     payload = folder / "train"
     assert md5_problems(payload, hashlib.md5(payload.read_bytes()).hexdigest(), "fix") == []
 
+
+
+class _ClosedPipe(io.StringIO):
+    """stdout whose reader has gone away (``| head``): every write fails as a closed pipe does."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_closed_stdout_ends_the_listing_quietly(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdout", _ClosedPipe())
+    assert main(["data", "check", "--data-root", str(tmp_path)]) == 1  # no traceback: an exit code
+    assert "Traceback" not in capsys.readouterr().err

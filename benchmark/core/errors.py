@@ -17,6 +17,7 @@ from benchmark.core.config import ConfigError
 
 USAGE_ERROR = 2
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was saved, run again to resume
+EXIT_STDOUT_CLOSED = 1  # the reader of stdout went away (``... | head``)
 DEBUG_ENV = "BENCHMARK_DEBUG"
 PROBE_BYTES = 4096  # written (and fsynced) by the writability probe, so a full disk shows
 
@@ -82,6 +83,16 @@ def explain_failure(exc: Exception, debug: bool) -> int | None:
         print(f"preempted: {exc}. Run the same command again to resume.", file=sys.stderr)
         return EXIT_PREEMPTED
     return None
+
+
+def stdout_closed() -> int:
+    """The reader of stdout closed it (``python -m benchmark data check | head``): point stdout
+    at /dev/null, so the interpreter's last flush stays quiet, and return the exit code."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a file descriptor (an in-process capture)
+        pass
+    return EXIT_STDOUT_CLOSED
 
 
 def require_writable_folder(path: Path, option: str) -> None:

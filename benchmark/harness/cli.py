@@ -13,6 +13,7 @@ from benchmark.core.errors import (
     debug_requested,
     explain_failure,
     require_writable_folder,
+    stdout_closed,
 )
 from benchmark.core.store import write_text_atomic
 from benchmark.data import available_datasets, resolve_data_root
@@ -253,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:
+        return stdout_closed()
     except Exception as exc:
         code = explain_failure(exc, debug_requested(args.debug))
         if code is None:
