@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from benchmark.core.errors import user_error_message
 from benchmark.data.mini_det import MINI_DET_CLASSES, MINI_SPEC, MiniDetParams, prepare_mini_det
 from benchmark.data.voc_detection import SPEC, VOC_CLASSES
 from benchmark.data.voc_format import VOCAnnotationError, VOCDetectionSet
@@ -75,6 +76,7 @@ def test_bad_annotations_name_the_file(tmp_path, objects, xml_text, message):
     with pytest.raises(VOCAnnotationError, match=message) as info:
         VOCDetectionSet(tmp_path, [("2007", "test")], VOC_CLASSES)
     assert "000009.xml" in str(info.value)
+    assert user_error_message(info.value) == str(info.value)  # printed as one line, exit 2
 
 
 def test_empty_image_set_names_the_list_file(tmp_path):

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from tasks_support import TinyBackbone, make_context
 
+from benchmark.core.errors import user_error_message
 from benchmark.data import DatasetMissing, get_dataset
 from benchmark.data.mini_det import MINI_DET_CLASSES
 from benchmark.data.voc07_cls import VOC_CLASSES
@@ -79,8 +80,10 @@ def test_malformed_class_file_names_the_file(tmp_path):
     write_voc(tmp_path, {"train": 2, "val": 2, "test": 2})
     bad = tmp_path / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / "cat_test.txt"
     bad.write_text("000004 2\n")
-    with pytest.raises(ValueError, match="cat_test.txt:1"):
+    with pytest.raises(ValueError, match="cat_test.txt:1") as info:
         get_dataset("voc07_cls").build(tmp_path, "test")
+    # a user error: commands print this one line and exit 2 instead of a traceback
+    assert "cat_test.txt:1: expected '<image id> <1|-1|0>'" in user_error_message(info.value)
 
 
 def test_corrupt_image_names_the_file(tmp_path):

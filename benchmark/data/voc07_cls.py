@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from benchmark.data.integrity import listed_file_problems
 from benchmark.data.mini_det import MINI_DET_CLASSES, MINI_SPEC, mini_fix
 from benchmark.data.registry import DatasetSpec, register_dataset
+from benchmark.data.voc_format import VOCAnnotationError
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -44,7 +45,8 @@ def read_class_file(path: Path) -> dict[str, int]:
         if not parts:
             continue
         if len(parts) != 2 or parts[1] not in ("1", "-1", "0"):
-            raise ValueError(f"{path}:{number}: expected '<image id> <1|-1|0>', got {line!r}")
+            raise VOCAnnotationError(f"{path}:{number}: expected '<image id> <1|-1|0>', got {line!r}; "
+                                     "re-extract the devkit's ImageSets/Main")
         values[parts[0]] = int(parts[1])
     return values
 
@@ -61,7 +63,7 @@ class VOCClassification(Dataset):
         self.ids = sorted(per_class[0])
         for name, values in zip(classes, per_class):
             if sorted(values) != self.ids:
-                raise ValueError(
+                raise VOCAnnotationError(
                     f"{base / 'ImageSets' / 'Main' / f'{name}_{split}.txt'} lists different "
                     f"images than {classes[0]}_{split}.txt; the devkit files are inconsistent"
                 )

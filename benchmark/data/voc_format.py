@@ -26,13 +26,15 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from benchmark.core.errors import BadFileError
 from benchmark.data.integrity import list_lines, listed_file_problems
 
 log = logging.getLogger(__name__)
 
 
-class VOCAnnotationError(ValueError):
-    """An annotation file or image set that cannot be used; the message names the file."""
+class VOCAnnotationError(BadFileError):
+    """An annotation file, image set or class list that cannot be used; the message names the
+    file (a user error: the command prints it and exits 2)."""
 
 
 @dataclass(frozen=True)
