@@ -208,6 +208,28 @@ def test_status_counts_a_task_done_only_for_the_encoder_it_was_computed_from(tmp
     assert task_state() == "missing"
 
 
+def test_an_unchanged_encoder_file_is_read_once_and_a_changed_one_again(tmp_path, monkeypatch):
+    from benchmark.core.safe_load import LoadError
+    from benchmark.harness import completion
+
+    reads = []
+
+    def read(path: Path) -> None:  # stands in for loading the checkpoint: b"bad" does not load
+        reads.append(path)
+        if path.read_bytes() == b"bad":
+            raise LoadError(path, "not an encoder", "train it again")
+
+    monkeypatch.setattr(completion, "read_encoder_checkpoint", read)
+    encoder = tmp_path / "run" / "encoder.pt"
+    encoder.parent.mkdir()
+    encoder.write_bytes(b"an encoder")
+    assert completion.encoder_loads(encoder) and completion.encoder_loads(encoder)
+    assert len(reads) == 1  # status asks for every job: one read per unchanged file
+    encoder.write_bytes(b"bad")
+    assert not completion.encoder_loads(encoder) and len(reads) == 2
+    assert not completion.encoder_loads(tmp_path / "absent.pt") and len(reads) == 2
+
+
 def test_local_sweep_records_outcomes_that_status_reads(tmp_path, monkeypatch, capsys):
     def fake_run_job(job: Job, paths, force=False, resume="auto"):
         status = "failed" if job.kind == "pretrain" else "done"

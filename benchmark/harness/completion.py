@@ -10,6 +10,7 @@ results, is evaluated again.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from benchmark.core import provenance
@@ -26,11 +27,19 @@ def encoder_path(pretrain_dir: str | Path) -> Path:
 
 
 def encoder_loads(path: Path) -> bool:
-    """Whether ``path`` is an encoder checkpoint that loads (read without running code)."""
+    """Whether ``path`` is an encoder checkpoint that loads (read without running code).
+    Memoised per (path, size, mtime): ``status`` and the dry run ask for every job's encoder,
+    and a pretraining's tasks ask again; an unchanged file is read once."""
     if not path.is_file():
         return False
+    stat = path.stat()
+    return _encoder_loads(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _encoder_loads(path: str, size: int, mtime_ns: int) -> bool:
     try:
-        read_encoder_checkpoint(path)
+        read_encoder_checkpoint(Path(path))
     except LoadError:
         return False
     return True
