@@ -113,6 +113,7 @@ def test_resources_merge_profile_kind_block_and_flags():
     ({"sbatch": "exclusive"}, "launcher.sbatch must be a mapping"),
     ({"pretrain": {"sbatch": ["exclusive"]}}, "launcher.pretrain.sbatch must be a mapping"),
     ({"sbatch": {"comment": ["a", "b"]}}, "sbatch option comment .* must be a string, number"),
+    ({"sbatch": {"exclusive": False}}, "sbatch option exclusive .* is false: .*remove exclusive"),
 ])
 def test_bad_resources_name_the_key(section, message):
     with pytest.raises(ConfigError, match=message):

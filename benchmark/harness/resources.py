@@ -69,6 +69,9 @@ def _check_sbatch_option(key: Any, value: Any) -> None:
     if not isinstance(value, (str, int, float)):
         raise ConfigError(f"sbatch option {key} (launcher.sbatch / --sbatch) must be a string, "
                           f"number or true, got {value!r}")
+    if value is False:  # it would become the line `--<key>=False`, which sbatch does not read as off
+        raise ConfigError(f"sbatch option {key} (launcher.sbatch / --sbatch) is false: sbatch has "
+                          f"no off value for a flag; remove {key} to leave it off")
     script_text(value, f"sbatch option {key} (launcher.sbatch / --sbatch {key}=...)")
 
 
