@@ -86,6 +86,8 @@ def test_a_truncated_idx_file_is_corrupt_with_its_expected_size_and_the_fix(tmp_
      r"t10k-labels-idx1-ubyte, expected 5 labels \(one per image\), found 4; delete the t10k-\* files"),
     (lambda raw: (raw / RAW_FILES[0]).write_bytes(bytes([0, 0, 8, 3, 0, 0])),
      r"train-images-idx3-ubyte, expected at least 16 bytes, found 6"),
+    (lambda raw: (raw / RAW_FILES[1]).write_bytes(bytes([0, 0, 8, 0])),
+     r"train-labels-idx1-ubyte, expected at least one item, its header says no dimensions"),
 ])
 def test_bad_idx_headers_and_counts_name_the_file(tmp_path, damage, message):
     write_fashion_mnist(tmp_path)
@@ -93,6 +95,16 @@ def test_bad_idx_headers_and_counts_name_the_file(tmp_path, damage, message):
     problems = get_dataset("fashion_mnist").verify(tmp_path)
     assert len(problems) == 1 and problems[0].startswith("corrupt: ")
     assert re.search(message, problems[0]), problems
+
+
+def test_an_idx_split_of_zero_items_is_corrupt(tmp_path):
+    write_fashion_mnist(tmp_path)
+    write_idx(raw_dir(tmp_path) / RAW_FILES[2], np.zeros((0, 28, 28)))
+    write_idx(raw_dir(tmp_path) / RAW_FILES[3], np.zeros(0))
+    problems = get_dataset("fashion_mnist").verify(tmp_path)
+    assert len(problems) == 2, problems  # one per file: the image and label counts agree (0)
+    assert "t10k-images-idx3-ubyte, expected at least one item, its header says shape 0x28x28" in problems[0]
+    assert "t10k-labels-idx1-ubyte, expected at least one item, its header says shape 0" in problems[1]
 
 
 # VOC: image sets against the annotation and image files they list ---------------------------

@@ -30,8 +30,9 @@ def _examples(names: list[str]) -> str:
 
 
 def idx_shape(path: Path, fix: str) -> tuple[tuple[int, ...] | None, list[str]]:
-    """(shape from the header, problems) of an IDX file: a header that is not IDX, or a size
-    other than header + product(shape) x item size, is a problem (shape None when unreadable)."""
+    """(shape from the header, problems) of an IDX file: a header that is not IDX or holds no
+    items, or a size other than header + product(shape) x item size, is a problem (shape None
+    when unreadable or empty)."""
     size = path.stat().st_size
     with open(path, "rb") as fh:
         magic = fh.read(4)
@@ -43,6 +44,9 @@ def idx_shape(path: Path, fix: str) -> tuple[tuple[int, ...] | None, list[str]]:
     if len(dims) < 4 * magic[3]:
         return None, [corrupt(path, f"at least {header}", size, "bytes", fix)]
     shape = struct.unpack(f">{magic[3]}I", dims)
+    if not shape or shape[0] == 0:  # nothing to train or test on: every later step would fail
+        return None, [f"corrupt: {path}, expected at least one item, its header says "
+                      f"{'no dimensions' if not shape else 'shape ' + 'x'.join(map(str, shape))}; {fix}"]
     expected = header + math.prod(shape) * IDX_ITEM_BYTES[magic[2]]
     return shape, [] if size == expected else [corrupt(path, expected, size, "bytes", fix)]
 
