@@ -37,6 +37,11 @@ EXTRACTION_DEFAULTS = {"extract_batch_size": 256, "feature_dtype": "float32"}
 TASK_FIX = "fix it in the profile's tasks section or with --set {key}=..."
 
 
+def setting_fields(task: type[Task] | Task) -> dict[str, Any]:
+    """Every setting ``task`` accepts, with its field: those every task accepts and its own."""
+    return {**COMMON_FIELDS, **task.settings_fields}
+
+
 def checked_settings(task: Task, given: Mapping[str, Any], name: str) -> dict[str, Any]:
     """``task``'s defaults overlaid with ``given`` (the run config's ``tasks.<name>`` block),
     every value checked against the task's fields (then ``task.check_settings``): an unknown key,
@@ -44,7 +49,7 @@ def checked_settings(task: Task, given: Mapping[str, Any], name: str) -> dict[st
     merged = {**task.defaults, **given}
     if "dataset" in merged and not merged["dataset"]:
         raise ConfigError(f"tasks.{name}.dataset is missing (a registered dataset name)")
-    Section({**COMMON_FIELDS, **task.settings_fields}).check(merged, f"tasks.{name}", TASK_FIX)
+    Section(setting_fields(task)).check(merged, f"tasks.{name}", TASK_FIX)
     task.check_settings(merged)
     return merged
 

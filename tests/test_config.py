@@ -43,6 +43,27 @@ def test_unknown_key_lists_close_matches():
         resolve("mini", "invp", ["pretrain.epoch=3"])
 
 
+def test_set_may_add_a_task_setting_the_profile_leaves_at_its_default():
+    from benchmark.harness.plan import plan_run
+    from benchmark.harness.schema import resolve_run
+
+    assert "train_split" not in resolve("mini", "invp").tasks["knn"]
+    with pytest.raises(ConfigError, match=r"unknown config key 'tasks\.knn\.train_split'"):
+        resolve("mini", "invp", ["tasks.knn.train_split=test"])  # core alone knows no task
+    cfg = resolve_run("mini", "invp", ["tasks.knn.train_split=test"])
+    assert cfg.tasks["knn"]["train_split"] == "test"
+    for bad in ("tasks.knn.trian_split=test", "tasks.nope.k=3", "tasks.knn.k.x=3"):
+        with pytest.raises(ConfigError, match="unknown config key"):
+            resolve_run("mini", "invp", [bad])
+
+    def knn_id(overrides: list[str]) -> str:
+        jobs = plan_run(resolve_run("mini", "invp", overrides), ["knn"], "runs")
+        return next(j.job_id for j in jobs if j.task == "knn" and j.encoder == "pretrained")
+
+    # the default spelled out is the same job; another value is another job
+    assert knn_id(["tasks.knn.train_split=train"]) == knn_id([]) != knn_id(["tasks.knn.train_split=test"])
+
+
 def test_malformed_override_names_the_item():
     for bad in ("pretrain.epochs", "=3", "pretrain..epochs=3"):
         with pytest.raises(ConfigError, match="malformed --set"):

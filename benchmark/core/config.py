@@ -20,7 +20,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import yaml
 
@@ -118,11 +118,18 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def apply_override(tree: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``key`` (dotted) in ``tree``; an unknown key is an error listing close matches."""
+def apply_override(tree: dict[str, Any], key: str, value: Any,
+                   may_add: Callable[[str], bool] | None = None) -> None:
+    """Set ``key`` (dotted) in ``tree``; an unknown key is an error listing close matches,
+    unless its section exists and ``may_add(key)`` says the key is a setting left at its
+    default there (a task's setting the profile does not list)."""
     node: Any = tree
     parts = key.split(".")
     for depth, part in enumerate(parts):
+        addable = depth == len(parts) - 1 and isinstance(node, dict) and may_add is not None
+        if addable and part not in node and may_add(key):
+            node[part] = value
+            return
         if not isinstance(node, dict) or part not in node:
             close = difflib.get_close_matches(key, list(flatten(tree)), n=5, cutoff=0.5)
             hint = f"; did you mean: {', '.join(close)}" if close else ""
@@ -228,8 +235,11 @@ def resolve(
     method: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     seed: int | None = None,
+    may_add: Callable[[str], bool] | None = None,
 ) -> RunConfig:
-    """Build the RunConfig of ``method`` under ``profile`` with ``--set`` overrides applied."""
+    """Build the RunConfig of ``method`` under ``profile`` with ``--set`` overrides applied
+    (``may_add``: which keys absent from the profile an override may add, see
+    :func:`apply_override`)."""
     raw = load_profile(profile)
     tree = copy.deepcopy(raw)
     methods = _method_blocks(tree)
@@ -252,7 +262,7 @@ def resolve(
         tree["seed"] = seed
     for item in overrides:
         key, value = parse_override(item)
-        apply_override(tree, key, value)
+        apply_override(tree, key, value, may_add)
     return RunConfig(_freeze(tree))
 
 

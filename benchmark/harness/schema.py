@@ -18,6 +18,7 @@ from benchmark.harness.launch import LAUNCHERS
 from benchmark.harness.resources import RESOURCE_FIELDS
 from benchmark.models.settings import MODEL_FIELDS
 from tasks.base import RESOURCE_KINDS, available_tasks
+from tasks.common import setting_fields
 
 TASK_NAME = Choice(lambda: list(available_tasks()))
 
@@ -44,6 +45,15 @@ RUN_CONFIG = Section({
 }, required=("profile", "seed", "device", "threads", "data", "model", "pretrain", "launcher"))
 
 
+def task_setting_key(key: str) -> bool:
+    """Whether dotted ``key`` is ``tasks.<task>.<setting>`` for a registered task and one of its
+    settings (its fields or those every task accepts)."""
+    parts = key.split(".")
+    if len(parts) != 3 or parts[0] != "tasks" or parts[1] not in available_tasks():
+        return False
+    return parts[2] in setting_fields(available_tasks()[parts[1]])
+
+
 def check_config(tree: Mapping[str, Any], source: str) -> None:
     """Raise a ConfigError naming the dotted key of the first value ``RUN_CONFIG`` refuses;
     ``source`` names where the values come from (the profile file) for the fix."""
@@ -57,7 +67,8 @@ def resolve_run(
     seed: int | None = None,
 ) -> RunConfig:
     """:func:`benchmark.core.config.resolve`, then :func:`check_config`: the config every entry
-    point runs."""
-    cfg = resolve(profile, method, overrides, seed)
+    point runs. ``--set tasks.<task>.<setting>`` may name a setting of the task that the profile
+    leaves at its default (``task_setting_key``)."""
+    cfg = resolve(profile, method, overrides, seed, may_add=task_setting_key)
     check_config(cfg.tree, str(profile_path(profile)))
     return cfg
