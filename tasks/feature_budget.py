@@ -5,10 +5,12 @@ bfloat16 2):
 
 - the on-disk cache of a split: ``N x sum(D_l) x s`` bytes of features (plus 8 bytes a row of
   labels per layer); it is memory-mapped when read, so it counts against the disk, not the RAM;
-- a consumer that needs every row resident (the cached linear probe's L-BFGS/SGD passes, the
-  VOC07 SVM fits, transfer-linear) pages the whole mapping in and works on a float32 copy:
-  ``N x sum(D_l) x (s + 4)`` bytes (``s + 4`` -> ``4`` when the cache is float32), which
-  :func:`check_feature_budget` compares with the job's memory before any image is read;
+- a consumer that needs every row resident pages the whole mapping in and works on a copy
+  (:class:`WorkingCopy`): the cached linear probe's L-BFGS/SGD passes on a float32 copy of every
+  layer, ``N x sum(D_l) x (s + 4)`` bytes (``s + 4`` -> ``4`` when the cache is float32);
+  transfer-linear on a float64 copy of its layer, ``N x D x (s + 8)``; the VOC07 SVM on a float64
+  copy of one layer at a time, ``N x (sum(D_l) x s + max(D_l) x 8)``.
+  :func:`check_feature_budget` compares that with the job's memory before any image is read;
 - a consumer that streams the rows in chunks (the kNN task, ``tasks/knn_classifier.py``) holds
   ``O(chunk x D)``: it is not checked here, its chunk is sized from the same budget
   (:func:`budget_bytes`).
@@ -18,6 +20,7 @@ GB here means GiB (2**30 bytes), as the launcher's ``mem_gb`` (Slurm ``--mem`` i
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -44,10 +47,24 @@ def feature_bytes(n: int, dims: Sequence[int], dtype: str) -> int:
     return int(n) * sum(int(d) for d in dims) * dtype_size(dtype)
 
 
-def resident_bytes(n: int, dims: Sequence[int], dtype: str) -> int:
-    """What a consumer holding every row keeps: the mapped rows plus their float32 working copy
-    (one copy when the cache already is float32)."""
-    extra = feature_bytes(n, dims, WORKING_DTYPE) if dtype != WORKING_DTYPE else 0
+@dataclass(frozen=True)
+class WorkingCopy:
+    """The copy a resident consumer computes on: its dtype, and whether it copies one layer at a
+    time (the SVM fits each layer in turn) or every layer at once."""
+
+    dtype: str = WORKING_DTYPE
+    one_layer_at_a_time: bool = False
+
+
+FLOAT32_EVERY_LAYER = WorkingCopy()
+
+
+def resident_bytes(n: int, dims: Sequence[int], dtype: str,
+                   working: WorkingCopy = FLOAT32_EVERY_LAYER) -> int:
+    """What a consumer holding every row keeps: the mapped rows plus its working copy (none when
+    the cache already is in the working dtype)."""
+    copied = [max(int(d) for d in dims)] if working.one_layer_at_a_time and dims else dims
+    extra = feature_bytes(n, copied, working.dtype) if dtype != working.dtype else 0
     return feature_bytes(n, dims, dtype) + extra
 
 
@@ -67,16 +84,18 @@ def budget_bytes(budget_gb: float | None) -> int:
 
 
 def check_feature_budget(n: int, dims: Sequence[int], dtype: str, budget_gb: float | None, what: str,
-                         task: str | None = None) -> None:
+                         task: str | None = None, working: WorkingCopy = FLOAT32_EVERY_LAYER) -> None:
     """Raise :class:`FeatureBudgetError` when holding ``n`` rows of ``dims`` cached in ``dtype``
-    (:func:`resident_bytes`) exceeds the budget; the message gives N, D per layer, the dtype, the
-    GB needed against the budget and the alternatives. ``what`` names the features (e.g.
-    ``tasks.linear: imagenet train``), ``task`` the task whose ``mem_gb`` the fix names."""
-    needed, budget = resident_bytes(n, dims, dtype), budget_bytes(budget_gb)
+    with the consumer's ``working`` copy (:func:`resident_bytes`) exceeds the budget; the message
+    gives N, D per layer, the dtype, the GB needed against the budget and the alternatives.
+    ``what`` names the features (e.g. ``tasks.linear: imagenet train``), ``task`` the task whose
+    ``mem_gb`` the fix names."""
+    needed, budget = resident_bytes(n, dims, dtype, working), budget_bytes(budget_gb)
     if needed <= budget:
         return
     source = "the job's mem_gb" if budget_gb is not None else "free memory on this machine"
-    held = "the rows" if dtype == WORKING_DTYPE else f"the rows + their {WORKING_DTYPE} copy"
+    copy = f"a {working.dtype} copy of {'one layer at a time' if working.one_layer_at_a_time else 'them'}"
+    held = "the rows" if dtype == working.dtype else f"the rows + {copy}"
     layers = ", ".join(str(int(d)) for d in dims)
     raise FeatureBudgetError(
         f"{what}: {int(n):,} rows x D [{layers}] (sum {sum(int(d) for d in dims):,}) cached in {dtype} "

@@ -32,7 +32,7 @@ from benchmark.core.fields import AnyOf, ConfigError, Int, ListOf, MapOf, Parses
 from benchmark.models.backbone import Backbone
 from tasks.base import Task
 from tasks.common import EXTRACTION_DEFAULTS, encoder_key, limited_split
-from tasks.feature_budget import check_feature_budget
+from tasks.feature_budget import FLOAT32_EVERY_LAYER, WorkingCopy, check_feature_budget
 from tasks.feature_cache import CacheIndex, ShardWriter, dtype_name, open_cache, read_index
 from tasks.transforms import eval_input_shape, eval_transform
 
@@ -303,11 +303,12 @@ def context_features(
     limit: int = 0,
     head: torch.nn.Module | None = None,
     resident: bool = True,
+    working: WorkingCopy = FLOAT32_EVERY_LAYER,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """``cached_features`` for a TaskContext: the task's eval transform, cache dir and encoder.
     ``limit`` > 0 keeps a deterministic class-balanced draw of that many items (seed 0); ``head``:
     the encoder's projection head, needed by the ``embedding`` layer only. ``resident``: the task
-    holds every row (probe, SVM fits), so the rows + their float32 copy are checked against
+    holds every row (probe, SVM fits), so the rows + its ``working`` copy are checked against
     ``ctx.memory_budget_gb`` before extracting (``check_feature_budget``); a task that streams the
     rows in chunks (kNN) passes False."""
     transform = eval_transform(dataset, settings)
@@ -316,7 +317,8 @@ def context_features(
 
     def check(rows: int, dims: Sequence[int]) -> None:
         check_feature_budget(rows, dims, extraction["feature_dtype"], ctx.memory_budget_gb,
-                             f"tasks.{ctx.task_name}: {dataset} {split_name} features", ctx.task_name)
+                             f"tasks.{ctx.task_name}: {dataset} {split_name} features", ctx.task_name,
+                             working)
 
     return cached_features(
         ctx.cache_dir,

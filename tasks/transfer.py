@@ -30,6 +30,7 @@ from benchmark.core.distributed import broadcast_from_main
 from benchmark.core.fields import AnyOf, Choice, Float, Int, ListOf, Section, Tuple
 from tasks.base import EVERY_GPU, Measurement, Task, TaskContext, register
 from tasks.common import blas_threads, holdout_split, load_split, num_classes, task_settings
+from tasks.feature_budget import WorkingCopy
 from tasks.features import LAYER, context_features, resolve_layers
 from tasks.finetune import RECIPE_FIELDS, FinetuneRecipe, fine_tune, predict, require_trainable
 from tasks.metrics import mean_ap, mean_per_class_accuracy, pr_curve11_ap, topk_accuracy, voc11_ap
@@ -279,8 +280,9 @@ class TransferLinearTask(TransferTaskBase):
         (layer,) = resolve_layers(s["layer"], backbone, {}, ctx.encoder.kind)
 
         def features(split: str) -> tuple[np.ndarray, np.ndarray]:
-            feats, labels = context_features(ctx, s, dataset, split, [layer], backbone)
-            return feats[layer.name].double().numpy(), labels.numpy()
+            feats, labels = context_features(ctx, s, dataset, split, [layer], backbone,
+                                             working=WorkingCopy("float64"))
+            return feats[layer.name].double().numpy(), labels.numpy()  # scikit-learn's L-BFGS
 
         train_x, train_y = features(rule.train)
         if rule.val is not None:

@@ -27,6 +27,7 @@ from benchmark.core.fields import Float, Int, ListOf
 from benchmark.core.store import write_json_atomic
 from tasks.base import Measurement, Task, TaskContext, register
 from tasks.common import SPLIT_FIELDS, blas_threads, encoder_key, task_settings
+from tasks.feature_budget import WorkingCopy
 from tasks.features import (
     GRIDS,
     LAYERS,
@@ -50,6 +51,9 @@ class VOC07Task(Task):
     paper_table = "Table 1"
     paper_column = "VOC07"
     metrics = ("map",)
+
+
+SVM_WORKING_COPY = WorkingCopy("float64", one_layer_at_a_time=True)  # l2_normalise, per layer
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -130,8 +134,10 @@ class VOC07SVMTask(VOC07Task):
         backbone = ctx.encoder.load(ctx.device)
         layers = resolve_layers(s["layers"], backbone, dict(s["grids"]), ctx.encoder.kind)
         dataset = s["dataset"]
-        train, train_t = context_features(ctx, s, dataset, s["train_split"], layers, backbone)
-        test, test_t = context_features(ctx, s, dataset, s["test_split"], layers, backbone)
+        train, train_t = context_features(ctx, s, dataset, s["train_split"], layers, backbone,
+                                          working=SVM_WORKING_COPY)
+        test, test_t = context_features(ctx, s, dataset, s["test_split"], layers, backbone,
+                                        working=SVM_WORKING_COPY)
         costs = [float(c) for c in s["costs"]]
         per_layer = {}
         for layer in layers:

@@ -78,3 +78,17 @@ def test_without_a_job_budget_the_free_memory_is_the_budget(tmp_path, monkeypatc
     check_feature_budget(2**20, [256], "float32", None, "x")  # exactly 1 GB fits
     monkeypatch.setattr(feature_budget, "MEMINFO", Path(tmp_path / "absent"))
     assert feature_budget.available_memory_gb() > 0  # os.sysconf's free pages
+
+
+def test_a_float64_working_copy_is_counted_per_layer_or_for_all():
+    from tasks.feature_budget import WorkingCopy, resident_bytes
+
+    n, dims = 1000, [512, 256]
+    assert resident_bytes(n, dims, "float16") == n * 768 * (2 + 4)  # the probes: float32, every layer
+    assert resident_bytes(n, dims, "float32") == n * 768 * 4  # already float32: the mapping itself
+    # transfer-linear: a float64 copy of its layer; the SVM: of one layer at a time (the widest)
+    assert resident_bytes(n, [512], "float32", WorkingCopy("float64")) == n * 512 * (4 + 8)
+    svm = WorkingCopy("float64", one_layer_at_a_time=True)
+    assert resident_bytes(n, dims, "float32", svm) == n * (768 * 4 + 512 * 8)
+    with pytest.raises(FeatureBudgetError, match="the rows \\+ a float64 copy of one layer at a time"):
+        check_feature_budget(2**20, [256, 128], "float32", 1.5, "svm", "voc07_svm", svm)  # 3.5 GB > 1.5
