@@ -259,6 +259,27 @@ def test_a_timm_state_dict_loads_with_its_classifier_dropped(name, classifier, t
         load_weights(path, MINI_CFG)
 
 
+def test_a_timm_train_checkpoint_loads_its_ema_weights_as_timm_does(tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(6)
+    trained = _randomise_batchnorm(timm.create_model("resnet10t", pretrained=False, num_classes=10))
+    ema = _randomise_batchnorm(timm.create_model("resnet10t", pretrained=False, num_classes=10))
+    checkpoint = {"epoch": 3, "arch": "resnet10t", "state_dict": trained.state_dict(),
+                  "optimizer": torch.optim.SGD(trained.parameters(), lr=0.1).state_dict(),
+                  "version": 2, "args": argparse.Namespace(model="resnet10t", lr=0.1),
+                  "metric": 12.5}  # what timm's train.py saves
+    cfg = {"backbone": "timm:resnet10t", "in_channels": 3}
+    for keys, source in (({}, trained), ({"state_dict_ema": ema.state_dict()}, ema)):
+        path = tmp_path / f"checkpoint-{len(keys)}.pth.tar"
+        torch.save({**checkpoint, **keys}, path)
+        loaded = load_weights(path, cfg)
+        assert (loaded.format, loaded.dropped, loaded.missing, loaded.unexpected) == (
+            "timm", {"classifier": 2}, (), ())
+        with torch.no_grad():
+            expected = source.forward_head(source.forward_features(_batch()), pre_logits=True)
+        torch.testing.assert_close(_loaded_features(loaded), expected, rtol=0, atol=1e-5)
+
+
 def test_a_safetensors_file_loads_as_its_state_dict(mini_source, tmp_path):
     safetensors_torch = pytest.importorskip("safetensors.torch")
     path = tmp_path / "model.safetensors"  # how the Hugging Face hub ships timm and torchvision weights

@@ -19,7 +19,8 @@ are neither. Layouts, as each project saves them:
   ``_feature_blocks.conv1.weight``, ...
 * ``solo-learn``: a Lightning checkpoint, ``{"state_dict": ...}`` with ``backbone.`` keys and the
   method's other modules (``projector``, ``momentum_backbone``, ``classifier``, ...).
-* ``timm``: a timm model's state dict (``model.backbone=timm:<name>``), its classifier dropped.
+* ``timm``: a timm model's state dict (``model.backbone=timm:<name>``), plain or a checkpoint of
+  timm's train.py (its ``state_dict_ema`` first, as timm loads it), its classifier dropped.
 * ``suite``: this suite's ``encoder.pt`` (``backbone``, ``config``, ``head``).
 """
 from __future__ import annotations
@@ -186,12 +187,28 @@ def read_solo_learn(obj: Any, path: Path, backbone: nn.Module) -> Split:
                        other_part=lambda key: SOLO_LEARN_PARTS.get(key.split(".")[0], key.split(".")[0]))
 
 
+# the state dict a checkpoint of timm's train.py holds, in the order timm's own
+# ``load_state_dict(path, use_ema=True)`` takes them: the EMA weights when it kept them
+TIMM_TRAIN_STATES = ("state_dict_ema", "model_ema", "state_dict", "model")
+
+
+def timm_train_state(obj: Any) -> str | None:
+    """The key of the state dict in a timm train.py checkpoint (``arch`` + ``state_dict``...), or
+    None for anything else."""
+    if not isinstance(obj, Mapping) or "arch" not in obj:
+        return None
+    return next((key for key in TIMM_TRAIN_STATES if isinstance(obj.get(key), Mapping)), None)
+
+
 def read_timm(obj: Any, path: Path, backbone: nn.Module) -> Split:
-    """A timm model's state dict (the ``model`` of a TimmBackbone); its classifier
-    (``pretrained_cfg["classifier"]``) is dropped."""
+    """A timm model's state dict (the ``model`` of a TimmBackbone), plain or inside a timm
+    train.py checkpoint (its EMA weights first, as timm loads it: ``TIMM_TRAIN_STATES``); its
+    classifier (``pretrained_cfg["classifier"]``) is dropped."""
     classifier = getattr(backbone, "model", backbone).pretrained_cfg["classifier"]
     names = (classifier,) if isinstance(classifier, str) else tuple(classifier)
-    return split_state(_container(obj, [], path, "timm"), "", [(f"{name}.", "classifier") for name in names],
+    state_key = timm_train_state(obj)
+    state = _container(obj, [state_key] if state_key else [], path, "timm")
+    return split_state(state, "", [(f"{name}.", "classifier") for name in names],
                        rename=lambda key: f"model.{key}")
 
 
@@ -238,12 +255,12 @@ def detect_format(obj: Any, path: str | Path, backbone: str | None = None) -> st
         "vissl": isinstance(obj, Mapping) and "classy_state_dict" in obj,
         "moco": any(key.startswith(("encoder_q.", "base_encoder.")) for key in keys),
         "solo-learn": any(key.startswith("backbone.") for key in keys),
-        "invp": "conv1.weight" in keys,
+        "invp": "conv1.weight" in keys and not timm_target,
         "torchvision": not timm_target and (
             (plain and "conv1.weight" in unwrap(obj)) or
             (is_references_checkpoint(obj) and isinstance(obj["model"], Mapping)
              and "conv1.weight" in unwrap(obj["model"]))),
-        "timm": plain and timm_target,
+        "timm": timm_target and (plain or timm_train_state(obj) is not None),
     }
     found = [fmt for fmt, sign in signs.items() if sign]
     if len(found) == 1:
