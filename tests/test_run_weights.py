@@ -108,6 +108,26 @@ def test_external_job_ids_hash_the_bytes_and_format_not_the_path_or_name():
                for job in plan_external(cfg, tasks, ExternalWeights("/a", "torchvision", "x", "ab")))
 
 
+def test_a_suite_file_is_planned_on_the_trunk_it_carries_not_the_profiles(tmp_path):
+    pytest.importorskip("timm")
+    import torch
+
+    from benchmark.harness.external import WeightsOptions, external_weights, plan_weights
+    from benchmark.models import build_backbone
+
+    model = {"backbone": "timm:test_convnext", "in_channels": 1}  # no C4 split: no detection
+    path = tmp_path / "encoder.pt"
+    torch.save({"backbone": build_backbone(model).state_dict(), "head": {}, "config": {"model": model},
+                "epoch": 1}, path)
+    cfg = resolve("mini")  # its mini ResNet would fit every task
+    weights, _ = external_weights(path, "convnext", cfg, WeightsOptions())
+    assert weights.format == "suite" and weights.model_json is not None
+    _, jobs = plan_weights([cfg], "all", [weights])
+    planned = {job.task for job in jobs}
+    assert "detection" not in planned and {"knn", "linear"} <= planned
+    assert "detection" in select_tasks(cfg, "all")  # the profile's own trunk runs it
+
+
 def test_a_pickle_payload_under_weights_never_runs(tmp_path, capsys):
     marker = tmp_path / "pwned"
     crafted = tmp_path / "crafted.pth"

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 from benchmark.core.config import ConfigError, RunConfig, config_hash, read_yaml_file
 from benchmark.core.fields import safe_name
 from benchmark.harness.job_request import job_request
-from benchmark.harness.plan import Job, plan_external, select_tasks
+from benchmark.harness.plan import Job, model_json, model_structure, plan_external, select_tasks
 from benchmark.models.external_encoder import ExternalWeights
 from benchmark.models.external_weights import AUTO, load_weights
 from benchmark.report.protocol_check import PublishedCheckpoint, published_checkpoints
@@ -42,8 +42,10 @@ def external_weights(path: str | Path, name: str | None, cfg: RunConfig,
                       NAME_FIX)
     loaded = load_weights(path, cfg.model, options.format,
                           allow_missing_keys=options.allow_missing_keys)
+    own_model = loaded.format == "suite"  # the file's model section builds its trunk
     weights = ExternalWeights(path=str(path.resolve()), format=loaded.format, name=label,
-                              sha256=loaded.sha256, allow_missing_keys=options.allow_missing_keys)
+                              sha256=loaded.sha256, allow_missing_keys=options.allow_missing_keys,
+                              model_json=model_json(loaded.model_cfg) if own_model else None)
     return weights, f"{label}: {path} (sha256 {loaded.sha256[:12]}): {loaded.summary()}"
 
 
@@ -68,8 +70,9 @@ def plan_weights(cfgs: Sequence[RunConfig], tasks: str, weights: Sequence[Extern
     seed; each job's resource request checked) and the spec naming their state folder."""
     jobs: dict[str, Job] = {}
     for cfg in cfgs:
-        names = select_tasks(cfg, tasks)
         for each in weights:
+            backbone = model_structure(each.model_json) if each.model_json else None
+            names = select_tasks(cfg, tasks, backbone)  # on the trunk the file builds
             for job in plan_external(cfg, names, each):
                 jobs.setdefault(job.job_id, job)
     for job in jobs.values():

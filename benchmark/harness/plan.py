@@ -97,16 +97,24 @@ def excluded_tasks(tree: Mapping[str, Any]) -> dict[str, str]:
     return dict(tree["tasks_excluded"]) if "tasks_excluded" in tree else {}
 
 
+def model_json(model: Mapping[str, Any]) -> str:
+    """A model section as the canonical JSON :func:`model_structure` takes."""
+    plain = model.to_dict() if hasattr(model, "to_dict") else dict(model)
+    return json.dumps(plain, sort_keys=True)
+
+
 @functools.lru_cache(maxsize=16)
-def _structure_of(model_json: str) -> nn.Module:
+def model_structure(model_section_json: str) -> nn.Module:
+    """The backbone of a model section (:func:`model_json`) built on the meta device: its modules
+    and block names, no values; built once per section."""
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        return build_backbone(json.loads(model_json))
+        return build_backbone(json.loads(model_section_json))
 
 
 def planning_backbone(cfg: RunConfig) -> nn.Module:
-    """``cfg``'s backbone built on the meta device (its modules and block names, no values; once
-    per model section), on which planning checks that each task can run."""
-    return _structure_of(json.dumps(cfg.tree["model"].to_dict(), sort_keys=True))
+    """``cfg``'s backbone (:func:`model_structure`), on which planning checks that each task can
+    run."""
+    return model_structure(model_json(cfg.tree["model"]))
 
 
 def unfit_tasks(cfg: RunConfig, names: list[str], backbone: nn.Module | None = None) -> dict[str, str]:

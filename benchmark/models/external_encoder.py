@@ -26,6 +26,9 @@ class ExternalWeights:
     name: str
     sha256: str
     allow_missing_keys: bool = False
+    # the model section the file carries (JSON; a suite encoder.pt), which builds its trunk in
+    # place of the profile's: planning checks the tasks on it. None: the profile's
+    model_json: str | None = None
 
     def record_extra(self) -> dict[str, str]:
         """What each record's ``extra["weights"]`` says of the file."""
