@@ -11,6 +11,9 @@ bfloat16 2):
   transfer-linear on a float64 copy of its layer, ``N x D x (s + 8)``; the VOC07 SVM on a float64
   copy of one layer at a time, ``N x (sum(D_l) x s + max(D_l) x 8)``.
   :func:`check_feature_budget` compares that with the job's memory before any image is read;
+- writing the cache of the layers not cached yet needs their ``N x D x s`` bytes (less what an
+  interrupted extraction already wrote) free on the cache's disk: :func:`check_cache_disk`
+  refuses before any image is read when they are not, for every task that caches features;
 - a consumer that streams the rows in chunks (the kNN task, ``tasks/knn_classifier.py``) holds
   ``O(chunk x D)``: it is not checked here, its chunk is sized from the same budget
   (:func:`budget_bytes`).
@@ -20,6 +23,7 @@ GB here means GiB (2**30 bytes), as the launcher's ``mem_gb`` (Slurm ``--mem`` i
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -103,3 +107,29 @@ def check_feature_budget(n: int, dims: Sequence[int], dtype: str, budget_gb: flo
         f"{budget / GIB:,.1f} GB budget ({source}); use features: online (the online probe) or ask "
         f"for more memory: launcher.tasks.{task or '<task>'}.mem_gb"
     )
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _bytes_under(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+
+
+def check_cache_disk(to_write: dict[Path, int], what: str) -> None:
+    """Raise :class:`FeatureBudgetError` when the cache folders of ``to_write`` (folder -> bytes
+    of its whole cache) need more than their disk has free, counting what each folder already
+    holds (an interrupted extraction's shards) as written; ``what`` names the features."""
+    if not to_write:
+        return
+    needed = sum(max(0, size - _bytes_under(folder)) for folder, size in to_write.items())
+    where = _existing(next(iter(to_write)))
+    free = shutil.disk_usage(where).free
+    if needed > free:
+        raise FeatureBudgetError(
+            f"{what}: caching them needs {needed / GIB:,.1f} GB on the disk of {where}, which has "
+            f"{free / GIB:,.1f} GB free; free space there or run with --out on a larger disk "
+            "(the cache lives under <out>/cache)")

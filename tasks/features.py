@@ -32,7 +32,12 @@ from benchmark.core.fields import AnyOf, ConfigError, Int, ListOf, MapOf, Parses
 from benchmark.models.backbone import Backbone
 from tasks.base import Task
 from tasks.common import EXTRACTION_DEFAULTS, encoder_key, limited_split
-from tasks.feature_budget import FLOAT32_EVERY_LAYER, WorkingCopy, check_feature_budget
+from tasks.feature_budget import (
+    FLOAT32_EVERY_LAYER,
+    WorkingCopy,
+    check_cache_disk,
+    check_feature_budget,
+)
 from tasks.feature_cache import CacheIndex, ShardWriter, dtype_name, open_cache, read_index
 from tasks.transforms import eval_input_shape, eval_transform
 
@@ -251,8 +256,9 @@ def cached_features(
     labels, from the cache or extracted (then cached; an interrupted extraction resumes).
 
     ``backbone``, ``head`` and ``build_dataset`` are called only when some layer is not cached
-    yet. ``budget`` = (check, input shape): ``check(N, D per layer)`` runs before any image is read
-    (D of a layer not cached yet from one all-zero input of that shape)."""
+    yet. ``budget`` = (check, input shape): before any image is read, ``check(N, D per layer)``
+    must pass and the layers not cached yet must fit the cache's disk (``check_cache_disk``; D of
+    a layer not cached yet from one all-zero input of that shape)."""
     precision = dtype_name(dtype)
     folders = {layer: feature_cache_path(cache_dir, encoder, dataset_name, split, layer, transform) / precision
                for layer in layers}
@@ -266,6 +272,9 @@ def cached_features(
         rows = len(dataset) if dataset is not None else next(iter(indexes.values())).rows
         new = dict(zip(missing, layer_dims(backbone(), missing, input_shape, head()))) if missing else {}
         check(rows, [new[layer] if layer in new else indexes[layer].dim for layer in layers])
+        size = torch.empty(0, dtype=dtype).element_size()
+        check_cache_disk({folders[layer]: rows * dim * size for layer, dim in new.items()},
+                         f"{dataset_name} {split} features of {', '.join(layer.name for layer in new)}")
     if missing:
         indexes.update(_extract_into(
             {layer: ShardWriter(folders[layer], identities[layer], len(dataset),
@@ -291,6 +300,11 @@ def _extract_into(writers: dict[FeatureLayer, ShardWriter], backbone: torch.nn.M
         for layer, vec in zip(layers, vectors):
             writers[layer].add(vec, targets)
     return {layer: writer.finish() for layer, writer in writers.items()}
+
+
+def _streamed(rows: int, dims: Sequence[int]) -> None:
+    """The memory check of a task that streams its rows in chunks: none (its chunk is sized from
+    the budget); the cache's disk is still checked."""
 
 
 def context_features(
@@ -334,5 +348,5 @@ def context_features(
         batch_size=int(extraction["extract_batch_size"]),
         num_workers=int(ctx.config.data["num_workers"]),
         dtype=getattr(torch, extraction["feature_dtype"]),
-        budget=(check, eval_input_shape(dataset, settings)) if resident else None,
+        budget=(check if resident else _streamed, eval_input_shape(dataset, settings)),
     )

@@ -1,7 +1,9 @@
-"""The memory check before feature extraction: the bytes a task would hold, the refusal with the
+"""The memory and disk checks before feature extraction: the bytes a task would hold, the refusal with the
 numbers and the alternatives, and the machine's free memory as the budget when the job has none."""
 from __future__ import annotations
 
+import shutil
+from collections import namedtuple
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,8 @@ class ImageNetShaped(Dataset):
 
     def __getitem__(self, i: int):
         raise AssertionError(f"image {i} was read before the budget check")
+
+DiskUsage = namedtuple("DiskUsage", "total used free")  # shutil.disk_usage's result
 
 
 def test_feature_bytes_are_rows_times_summed_dims_times_dtype_size():
@@ -60,6 +64,7 @@ def test_a_task_refuses_before_reading_any_image(tmp_path, monkeypatch):
 
 def test_features_within_the_budget_pass_and_a_streaming_task_is_not_checked(tmp_path, monkeypatch):
     check_feature_budget(1000, [512, 256], "float16", 1, "fits")  # 4.6 MB of 1 GB
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: DiskUsage(2**50, 0, 2**50))  # the cache fits
     monkeypatch.setattr(common, "load_split", lambda *args: ImageNetShaped())
     ctx = make_context(tmp_path, "knn", {"dataset": "imagenet", "feature_dtype": "float16"}, kind="pixels")
     ctx.memory_budget_gb = 64
@@ -92,3 +97,15 @@ def test_a_float64_working_copy_is_counted_per_layer_or_for_all():
     assert resident_bytes(n, dims, "float32", svm) == n * (768 * 4 + 512 * 8)
     with pytest.raises(FeatureBudgetError, match="the rows \\+ a float64 copy of one layer at a time"):
         check_feature_budget(2**20, [256, 128], "float32", 1.5, "svm", "voc07_svm", svm)  # 3.5 GB > 1.5
+
+
+def test_a_cache_the_disk_cannot_hold_is_refused_before_any_image_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: DiskUsage(10 * 2**30, 0, 2**30))  # 1 GB free
+    monkeypatch.setattr(common, "load_split", lambda *args: ImageNetShaped())
+    ctx = make_context(tmp_path, "knn", {"dataset": "imagenet"}, kind="pixels")
+    pixels = 3 * 224 * 224  # 1,281,167 rows x 150,528 float32: 718 GB, streamed by kNN
+    with pytest.raises(FeatureBudgetError, match=r"imagenet train features of pooled: caching them needs "
+                                                 r"718\.4 GB on the disk of .*1\.0 GB free.*--out"):
+        context_features(ctx, dict(ctx.settings), "imagenet", "train", [FeatureLayer(None)], PixelBackbone(pixels),
+                         resident=False)
+    assert not (tmp_path / "cache").exists()  # nothing extracted, nothing written
