@@ -44,8 +44,9 @@ def test_committed_mini_results_are_planned_jobs():
     diagnostics of InvP without hard positives / hard negatives). The sanity encoders (random
     init, raw pixels) come in two configs, the InvP family's and the MoCo family's (another model
     block): the InvP family's are committed for every task and seed (78 jobs), the MoCo family's
-    for the four probe tasks and the diagnostics only (30), since its sweeps ran with
-    ``--no-sanity``."""
+    for every task of seed 0 (26: that seed's task sweep ran all six methods with their sanity
+    rows) and for the four probe tasks and the diagnostics of seeds 1 and 2 (20), since those
+    seeds' MoCo-family task sweeps ran with ``--no-sanity``."""
     rows = [line.split() for line in PINNED.read_text().splitlines()]
     pinned = {row[0] for row in rows}
     pretrain = {row[0] for row in rows if row[1] == "pretrain"}
@@ -55,5 +56,5 @@ def test_committed_mini_results_are_planned_jobs():
     committed = {p.stem for p in folder.glob("*.json")}
     skipped = {p.stem for p in (folder / "skipped").glob("*.json")}
     assert len(pretrain) == 18 and of_encoders <= committed | skipped
-    assert len((committed | skipped) & sanity) == 78 + 30
+    assert len((committed | skipped) & sanity) == 78 + 26 + 20
     assert len(committed - pinned) == 6 and not skipped - pinned
