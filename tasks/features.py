@@ -32,12 +32,7 @@ from benchmark.core.fields import AnyOf, ConfigError, Int, ListOf, MapOf, Parses
 from benchmark.models.backbone import Backbone
 from tasks.base import Task
 from tasks.common import EXTRACTION_DEFAULTS, encoder_key, limited_split
-from tasks.feature_budget import (
-    FLOAT32_EVERY_LAYER,
-    WorkingCopy,
-    check_cache_disk,
-    check_feature_budget,
-)
+from tasks.feature_budget import FLOAT32_EVERY_LAYER, WorkingCopy, check_cache_disk, check_feature_budget
 from tasks.feature_cache import CacheIndex, ShardWriter, dtype_name, open_cache, read_index
 from tasks.transforms import eval_input_shape, eval_transform
 
