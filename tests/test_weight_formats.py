@@ -160,8 +160,8 @@ def test_a_file_needing_full_unpickling_is_refused_and_its_resaved_tensors_load(
     torch.save({**moco_like(mini_source), "data_dir": Path("/data/imagenet")}, path)
     with pytest.raises(WeightsError, match="re-save its tensors yourself"):
         load_weights(path, MINI_CFG)
-    resaved = tmp_path / "resaved.pth"  # what the message tells the user to do, where they trust the file
-    torch.save({"state_dict": torch.load(path, weights_only=False)["state_dict"]}, resaved)
+    resaved = tmp_path / "resaved.pth"  # what the message tells the user to do, where they trust the file:
+    torch.save({"state_dict": moco_like(mini_source)["state_dict"]}, resaved)  # its tensors alone
     loaded = load_weights(resaved, MINI_CFG)
     torch.testing.assert_close(_loaded_features(loaded), mini_source.features, rtol=0, atol=1e-5)
 
@@ -308,8 +308,8 @@ def test_a_whole_pickled_model_is_refused_and_its_resaved_state_dict_loads(tmp_p
     cfg = {"backbone": "timm:resnet10t", "in_channels": 3}
     with pytest.raises(WeightsError, match=r"refers to timm\.models\.resnet\.ResNet.*re-save its tensors yourself"):
         load_weights(path, cfg)
-    resaved = tmp_path / "state.pth"  # model.state_dict(), as the message says
-    torch.save(torch.load(path, weights_only=False).state_dict(), resaved)
+    resaved = tmp_path / "state.pth"  # model.state_dict(), as the message says (the suite never unpickles it)
+    torch.save(net.state_dict(), resaved)
     loaded = load_weights(resaved, cfg)
     assert loaded.format == "timm"
     with torch.no_grad():

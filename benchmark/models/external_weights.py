@@ -39,7 +39,7 @@ SAFETENSORS = ".safetensors"
 UNREADABLE_REMEDY = "Check that it is a whole torch.save or .safetensors file (download it again if it was cut)"
 # the suite never unpickles a weights file fully (that could run its code): the user re-saves it
 RESAVE_REMEDY = ("If you trust where it comes from, re-save its tensors yourself where you trust it "
-                 "(torch.load(path, weights_only=False), then torch.save of the state dict: "
+                 "(load it with full unpickling in your own code, then torch.save its state dict: "
                  "model.state_dict() for a whole pickled model) and pass that file")
 # Classes a weights file may hold besides tensors and plain values. argparse.Namespace: the
 # command line that torchvision's references/classification/train.py saves as ``args``. Rebuilding
