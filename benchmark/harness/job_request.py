@@ -54,18 +54,14 @@ def job_request(job: Job, flags: Mapping[str, Any] | None = None) -> JobRequest:
     kind = task.resource_kind_for(settings)
     asked = resources_for(section, "task", flags, task=job.task, task_kind=kind)
     most = task.max_processes_for(settings)
+    why = f"{job.task} runs {most} process{'es' if most > 1 else ''}"
+    if job.encoder == "pixels" and task.fine_tunes:
+        most, why = 1, f"raw pixels: {job.task} records a skip"  # nothing to fine-tune
     notes = [f"kind={kind}"]
     resources = asked
-    if job.encoder == "pixels" and task.fine_tunes:
-        most = 1  # nothing to fine-tune: the job records the task's skip
-        if asked.gpus_per_node > most:
-            notes.append(f"gpus capped {asked.gpus_per_node}->{most} (raw pixels: {job.task} "
-                         "records a skip)")
-    elif asked.gpus_per_node > most:
-        notes.append(f"gpus capped {asked.gpus_per_node}->{most} ({job.task} runs "
-                     f"{most} process{'es' if most > 1 else ''})")
     if asked.gpus_per_node > most:
         resources = replace(asked, gpus_per_node=most)
+        notes.append(f"gpus capped {asked.gpus_per_node}->{most} ({why})")
     task_workers = task_num_workers(workers, resources.cpus_per_task)
     if task_workers != workers:
         notes.append(f"data.num_workers {workers}->{task_workers} (cpus/task - 1)")
